@@ -1,0 +1,189 @@
+//! The generation engine: one OS thread owns the model (TEI's backend-thread pattern); requests
+//! arrive through a bounded queue (full → `Overloaded`) and stream token events back. Running
+//! sequences take turns a token at a time, each with its own KV cache, so a long answer does not
+//! hold a short one hostage. Dropping a [`GenerationStream`] cancels its sequence at once.
+
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::model::LoadedModel;
+use crate::prompt::TextTokenizer;
+use crate::sampling::SamplingParams;
+
+pub use worker::WorkerOptions;
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token (or, decided by the caller, a stop string).
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// Cancelled by `/v1/internal/stop-generation`.
+    Cancelled,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::Cancelled => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// One generation request, already tokenized and validated.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    pub prompt: Vec<u32>,
+    /// Most tokens to generate (capped by the context left after the prompt).
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Ids that end the generation (the model's end-of-generation ids unless banned).
+    pub stop_ids: Vec<u32>,
+}
+
+/// What the engine streams back for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenEvent {
+    /// A generated token. End-of-generation ids are not sent as tokens.
+    Token { id: u32, logprob: f32 },
+    /// The sequence ended; no more events follow.
+    Finished { reason: FinishReason },
+    /// The sequence failed; no more events follow.
+    Failed(String),
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("the server is busy: {0} requests are already waiting; try again shortly")]
+    Overloaded(usize),
+    #[error("the generation engine has stopped")]
+    Stopped,
+}
+
+/// Receives the events of one sequence; dropping it cancels the sequence.
+pub struct GenerationStream {
+    events: mpsc::UnboundedReceiver<TokenEvent>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl GenerationStream {
+    /// The next event, or `None` once the sequence is over.
+    pub async fn next(&mut self) -> Option<TokenEvent> {
+        self.events.recv().await
+    }
+
+    /// Blocking variant for command-line use (not inside an async runtime).
+    pub fn blocking_next(&mut self) -> Option<TokenEvent> {
+        self.events.blocking_recv()
+    }
+}
+
+impl Drop for GenerationStream {
+    fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request travelling to the worker.
+struct Job {
+    request: GenerationRequest,
+    // Unbounded, but a sequence emits at most `max_new_tokens + 1` events, so it is bounded by
+    // the request itself; the worker must never block on a slow client.
+    events: mpsc::UnboundedSender<TokenEvent>,
+    cancelled: Arc<AtomicBool>,
+    /// The cancel-all epoch when the job was submitted.
+    epoch: u64,
+}
+
+/// State shared by the handle and the worker.
+struct Shared {
+    /// Bumped by `cancel_all`; sequences from an older epoch stop.
+    epoch: AtomicU64,
+    queued: AtomicUsize,
+    running: AtomicUsize,
+}
+
+/// Handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    tokenizer: Arc<TextTokenizer>,
+    model_name: Arc<str>,
+    context_length: usize,
+    queue_capacity: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("model", &self.model_name).finish()
+    }
+}
+
+impl Engine {
+    /// Starts the worker thread that owns `model`.
+    pub fn start(model: LoadedModel, options: WorkerOptions) -> Self {
+        let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let shared = Arc::new(Shared { epoch: AtomicU64::new(0), queued: AtomicUsize::new(0), running: AtomicUsize::new(0) });
+        let context_length = options.context_length.min(model.llama.config().max_position_embeddings).max(1);
+        let engine = Self {
+            jobs,
+            shared: shared.clone(),
+            tokenizer: model.tokenizer.clone(),
+            model_name: model.name.clone().into(),
+            context_length,
+            queue_capacity: options.queue_capacity,
+        };
+        worker::spawn(model, rx, shared, WorkerOptions { context_length, ..options });
+        engine
+    }
+
+    pub fn tokenizer(&self) -> &Arc<TextTokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    /// The most positions (prompt + generated) one sequence may use.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Requests waiting for their first token, and sequences generating.
+    pub fn load(&self) -> (usize, usize) {
+        (self.shared.queued.load(Ordering::Relaxed), self.shared.running.load(Ordering::Relaxed))
+    }
+
+    /// Queues a request; its events arrive on the returned stream.
+    pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream, EngineError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let job = Job { request, events: tx, cancelled: cancelled.clone(), epoch: self.shared.epoch.load(Ordering::SeqCst) };
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(GenerationStream { events: rx, cancelled }),
+            Err(e) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.queue_capacity),
+                    mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
+                })
+            }
+        }
+    }
+
+    /// Stops every generation submitted so far (textgen's stop-generation).
+    pub fn cancel_all(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}

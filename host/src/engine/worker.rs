@@ -1,0 +1,197 @@
+//! The model thread: admits queued jobs, steps every running sequence one token at a time
+//! (prefill first), samples, and streams events. A panic inside the model fails that sequence,
+//! not the thread.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{FinishReason, Job, Shared, TokenEvent};
+use crate::model::{KvCache, LoadedModel, LogitsFor, ModelError};
+use crate::sampling::Sampler;
+
+/// Tuning of the engine.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Requests that may wait before new ones are refused.
+    pub queue_capacity: usize,
+    /// Sequences generating at the same time (each holds a KV cache).
+    pub max_running: usize,
+    /// Most positions per sequence (capped by the model's own context length).
+    pub context_length: usize,
+    /// Run the model once on typical shapes at start (wgpu compiles kernels per shape).
+    pub warm_up: bool,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self { queue_capacity: 64, max_running: 4, context_length: 8192, warm_up: true }
+    }
+}
+
+/// A sequence being generated.
+struct Sequence {
+    job: Job,
+    cache: KvCache,
+    sampler: Sampler,
+    /// Prompt and generated tokens.
+    context: Vec<u32>,
+    prompt_len: usize,
+    max_new: usize,
+    prefilled: bool,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+pub(super) fn spawn(model: LoadedModel, jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, options: WorkerOptions) {
+    let worker = Worker { model, jobs, shared, options, running: Vec::new() };
+    // If the thread cannot start, the job channel closes and submit() reports `Stopped`.
+    if let Err(e) = std::thread::Builder::new().name("hearth-model".into()).spawn(move || worker.run()) {
+        tracing::error!("cannot start the model thread: {e}");
+    }
+}
+
+struct Worker {
+    model: LoadedModel,
+    jobs: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+    options: WorkerOptions,
+    running: Vec<Sequence>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        if self.options.warm_up && !self.model.llama.runs_on_cpu() {
+            self.warm_up();
+        }
+        loop {
+            if self.running.is_empty() {
+                match self.jobs.blocking_recv() {
+                    Some(job) => self.admit(job),
+                    None => return,
+                }
+            }
+            while self.running.len() < self.options.max_running.max(1) {
+                match self.jobs.try_recv() {
+                    Ok(job) => self.admit(job),
+                    Err(_) => break,
+                }
+            }
+            let mut i = 0;
+            while i < self.running.len() {
+                let outcome = catch_unwind(AssertUnwindSafe(|| self.step(i))).unwrap_or_else(|panic| {
+                    let msg = panic_message(&panic);
+                    tracing::error!("the model panicked: {msg}");
+                    let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
+                    Step::Done
+                });
+                match outcome {
+                    Step::Continue => i += 1,
+                    Step::Done => {
+                        self.running.swap_remove(i);
+                        self.shared.running.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        let ctx = self.options.context_length;
+        let prompt_len = job.request.prompt.len();
+        if prompt_len == 0 || prompt_len >= ctx {
+            let _ = job.events.send(TokenEvent::Failed(format!(
+                "the prompt has {prompt_len} tokens; it must have at least 1 and fewer than the context length {ctx}"
+            )));
+            return;
+        }
+        let max_new = job.request.max_new_tokens.min(ctx - prompt_len);
+        let cache = self.model.llama.new_cache(ctx);
+        let sampler = Sampler::new(job.request.sampling.clone());
+        let context = job.request.prompt.clone();
+        self.shared.running.fetch_add(1, Ordering::Relaxed);
+        self.running.push(Sequence { job, cache, sampler, context, prompt_len, max_new, prefilled: false });
+    }
+
+    fn step(&mut self, i: usize) -> Step {
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
+        let seq = &mut self.running[i];
+        if seq.job.cancelled.load(Ordering::Relaxed) || seq.job.events.is_closed() {
+            // The receiver is gone: the client disconnected, or its stop string matched.
+            tracing::info!(generated = seq.context.len() - seq.prompt_len, "generation cancelled by its receiver");
+            return Step::Done;
+        }
+        if seq.job.epoch != epoch {
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
+            return Step::Done;
+        }
+        if seq.max_new == 0 {
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
+            return Step::Done;
+        }
+        let input: &[u32] = if seq.prefilled { &seq.context[seq.context.len() - 1..] } else { &seq.context };
+        let started = Instant::now();
+        let logits = match run_logits(&self.model, input, &mut seq.cache) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = seq.job.events.send(TokenEvent::Failed(e.to_string()));
+                return Step::Done;
+            }
+        };
+        if !seq.prefilled {
+            tracing::debug!(tokens = seq.prompt_len, ms = started.elapsed().as_millis() as u64, "prefill");
+            seq.prefilled = true;
+        }
+        let sampled = seq.sampler.sample(&logits, &seq.context);
+        if seq.job.request.stop_ids.contains(&sampled.id) {
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
+            return Step::Done;
+        }
+        seq.context.push(sampled.id);
+        if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob }).is_err() {
+            return Step::Done;
+        }
+        if seq.context.len() - seq.prompt_len >= seq.max_new {
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
+            return Step::Done;
+        }
+        Step::Continue
+    }
+
+    /// Compiles the kernels of the shapes generation uses most, before the first request.
+    fn warm_up(&mut self) {
+        let started = Instant::now();
+        for len in [16, 64] {
+            let mut cache = self.model.llama.new_cache(self.options.context_length);
+            let prompt = vec![0u32; len.min(self.options.context_length - 1)];
+            let ok = run_logits(&self.model, &prompt, &mut cache).and_then(|_| run_logits(&self.model, &[0], &mut cache));
+            if let Err(e) = ok {
+                tracing::warn!("warm-up failed: {e}");
+                return;
+            }
+        }
+        tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32());
+    }
+}
+
+/// Runs the model and reads the last position's logits back to the host.
+fn run_logits(model: &LoadedModel, input: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+    let logits = model.llama.forward(input, cache, LogitsFor::Last)?;
+    let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+    data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

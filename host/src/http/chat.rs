@@ -1,0 +1,250 @@
+//! `POST /v1/chat/completions`: messages through the chat template, generation, and the answer
+//! as one `chat.completion` or as a stream of `chat.completion.chunk` events.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::body::JsonBody;
+use super::generation::{ChoiceEvent, ChoiceRun};
+use super::sse;
+use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
+use super::types::{
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
+    ChunkDelta, ContentPart, MessageContent, Usage,
+};
+use super::validate::{self, GenerationPlan};
+use crate::error::ApiError;
+use crate::prompt::chat::Conversation;
+
+/// A chat request checked and rendered to prompt text.
+pub struct RenderedChat {
+    pub prompt: String,
+    pub plan: GenerationPlan,
+}
+
+/// Checks a chat request and renders its prompt (shared with `/v1/internal/chat-prompt`).
+pub fn render_request(state: &SharedState, served: &ServedModel, mut req: ChatCompletionRequest) -> Result<RenderedChat, ApiError> {
+    let common = req.take_common();
+    state.check_model_field(served, common.model.as_deref())?;
+    validate::check_extra(&req.extra)?;
+    if req.logprobs == Some(true) {
+        return Err(ApiError::unsupported_param("logprobs"));
+    }
+    if req.top_logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::unsupported_param("top_logprobs"));
+    }
+    if req.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::unsupported_param("logit_bias"));
+    }
+    if let Some(format) = &req.response_format {
+        if format.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(ApiError::unsupported_param("response_format"));
+        }
+    }
+    match req.mode.as_deref() {
+        None | Some("instruct") => {}
+        Some(_) => return Err(ApiError::unsupported_param("mode")),
+    }
+    let offer_tools = match &req.tool_choice {
+        None => true,
+        Some(Value::String(s)) if s == "auto" => true,
+        Some(Value::String(s)) if s == "none" => false,
+        Some(_) => return Err(ApiError::unsupported_param("tool_choice")),
+    };
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
+    }
+    let messages = req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
+    let tools = if offer_tools { req.tools.as_deref().filter(|t| !t.is_empty()) } else { None };
+
+    let mut extra = Map::new();
+    if let Some(v) = req.enable_thinking {
+        extra.insert("enable_thinking".into(), Value::Bool(v));
+    }
+    if let Some(v) = &req.reasoning_effort {
+        extra.insert("reasoning_effort".into(), Value::String(v.clone()));
+    }
+    let conversation = Conversation {
+        messages: &messages,
+        tools,
+        add_generation_prompt: true,
+        template_override: req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty()),
+        extra,
+    };
+    let (prompt, _source) = served.renderer.render(&conversation)?;
+    let plan = validate::plan(common, req.max_completion_tokens)?;
+    Ok(RenderedChat { prompt, plan })
+}
+
+/// A message as templates expect it: `content` always a string.
+fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
+    let content = match &m.content {
+        None => String::new(),
+        Some(MessageContent::Text(t)) => t.clone(),
+        Some(MessageContent::Parts(parts)) => {
+            let mut texts = Vec::new();
+            for (j, part) in parts.iter().enumerate() {
+                match part {
+                    ContentPart::Text { text } => texts.push(text.as_str()),
+                    ContentPart::Refusal { refusal } => texts.push(refusal.as_str()),
+                    _ => {
+                        return Err(ApiError::invalid_param(
+                            format!("messages[{index}].content[{j}]"),
+                            "image, audio and file inputs need a multimodal model, which this server does not serve yet",
+                        ));
+                    }
+                }
+            }
+            texts.join("\n")
+        }
+    };
+    let mut obj = json!({ "role": m.role.as_str(), "content": content });
+    if let Some(name) = &m.name {
+        obj["name"] = Value::String(name.clone());
+    }
+    if let Some(calls) = &m.tool_calls {
+        obj["tool_calls"] = Value::Array(calls.clone());
+    }
+    if let Some(id) = &m.tool_call_id {
+        obj["tool_call_id"] = Value::String(id.clone());
+    }
+    if let Some(r) = &m.reasoning_content {
+        obj["reasoning_content"] = Value::String(r.clone());
+    }
+    Ok(obj)
+}
+
+pub async fn chat_completions(State(state): State<SharedState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
+    let served = state.ready()?;
+    let RenderedChat { prompt, plan } = render_request(&state, &served, req)?;
+    if state.settings.debug {
+        tracing::info!(prompt = %prompt, "chat prompt");
+    }
+    let tokenizer = served.engine.tokenizer().clone();
+    let ids = tokenizer.encode(&prompt, false)?;
+    let sub = size_generation(&served, &state.settings, &plan, ids)?;
+    let prompt_tokens = sub.prompt.len();
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    let model = served.name.clone();
+
+    if plan.stream {
+        if plan.n > 1 {
+            return Err(ApiError::invalid_param("n", "`n` greater than 1 is not supported with `stream`"));
+        }
+        let mut runs = submit_choices(&served, &plan, &sub, 1)?;
+        let run = runs.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
+        let chunks = ChunkWriter { id, created, model, include_usage: plan.include_usage, debug: state.settings.debug };
+        return Ok(sse::respond(stream_chat(run, chunks, prompt_tokens)));
+    }
+
+    let runs = submit_choices(&served, &plan, &sub, plan.n)?;
+    let results = futures::future::join_all(runs.into_iter().map(ChoiceRun::collect)).await;
+    let mut choices = Vec::with_capacity(results.len());
+    let mut completion_tokens = 0;
+    for (index, result) in results.into_iter().enumerate() {
+        let (text, reason, tokens) = result?;
+        completion_tokens += tokens;
+        if state.settings.debug {
+            tracing::info!(index, text = %text, "chat answer");
+        }
+        choices.push(ChatChoice {
+            index,
+            message: AssistantMessage { role: "assistant", content: Some(text), refusal: None },
+            logprobs: None,
+            finish_reason: reason.as_openai(),
+        });
+    }
+    let body = ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices,
+        usage: Usage::new(prompt_tokens, completion_tokens),
+        system_fingerprint: None,
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// Builds the chunks of one streamed answer.
+struct ChunkWriter {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    debug: bool,
+}
+
+impl ChunkWriter {
+    fn chunk(&self, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+            usage: self.include_usage.then_some(None),
+            system_fingerprint: None,
+        }
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![],
+            usage: Some(Some(usage)),
+            system_fingerprint: None,
+        }
+    }
+}
+
+/// The event stream of one streamed chat answer: role chunk, content chunks, the finish chunk,
+/// the usage chunk when asked for, then `[DONE]`. Dropping it (client gone) cancels generation.
+fn stream_chat(run: ChoiceRun, w: ChunkWriter, prompt_tokens: usize) -> impl futures::Stream<Item = axum::response::sse::Event> {
+    enum Phase {
+        Start,
+        Running,
+        Done,
+    }
+    futures::stream::unfold((run, w, Phase::Start), move |(mut run, w, phase)| async move {
+        match phase {
+            Phase::Start => {
+                let first = w.chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()) }, None);
+                Some((vec![sse::json_event(&first)], (run, w, Phase::Running)))
+            }
+            Phase::Running => {
+                let events = match run.next().await {
+                    Ok(Some(ChoiceEvent::Text(text))) => {
+                        if w.debug {
+                            tracing::info!(delta = %text, "chat delta");
+                        }
+                        let chunk = w.chunk(ChunkDelta { role: None, content: Some(text) }, None);
+                        return Some((vec![sse::json_event(&chunk)], (run, w, Phase::Running)));
+                    }
+                    Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
+                        // `content: ""` rather than an empty delta: the seed's own streaming
+                        // example reads `delta['content']` on every chunk.
+                        let last = ChunkDelta { role: None, content: Some(String::new()) };
+                        let mut events = vec![sse::json_event(&w.chunk(last, Some(reason.as_openai())))];
+                        if w.include_usage {
+                            events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+                        }
+                        events.push(sse::done_event());
+                        events
+                    }
+                    Ok(None) => vec![sse::done_event()],
+                    Err(e) => vec![sse::error_event(&e), sse::done_event()],
+                };
+                Some((events, (run, w, Phase::Done)))
+            }
+            Phase::Done => None,
+        }
+    })
+    .flat_map(futures::stream::iter)
+}

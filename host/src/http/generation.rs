@@ -1,0 +1,107 @@
+//! One choice of a completion as the handlers see it: engine token events turned into text
+//! deltas (whole characters, stop strings trimmed) and a final finish reason with the count of
+//! generated tokens. Streaming and non-streaming responses are both built on it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::engine::{FinishReason, GenerationStream, TokenEvent};
+use crate::error::ApiError;
+use crate::prompt::TextTokenizer;
+use crate::prompt::incremental::{Delta, IncrementalDecoder};
+
+/// What a choice produces next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChoiceEvent {
+    /// Text to append (never empty).
+    Text(String),
+    /// The choice is complete.
+    Finished { reason: FinishReason, completion_tokens: usize },
+}
+
+/// A choice being generated.
+pub struct ChoiceRun {
+    stream: Option<GenerationStream>,
+    decoder: IncrementalDecoder,
+    pending: VecDeque<ChoiceEvent>,
+    completion_tokens: usize,
+    finished: bool,
+}
+
+impl ChoiceRun {
+    pub fn new(stream: GenerationStream, tokenizer: Arc<TextTokenizer>, stops: Vec<String>, skip_special: bool) -> Self {
+        Self {
+            stream: Some(stream),
+            decoder: IncrementalDecoder::new(tokenizer, stops, skip_special),
+            pending: VecDeque::new(),
+            completion_tokens: 0,
+            finished: false,
+        }
+    }
+
+    /// The next event; `Ok(None)` after `Finished`.
+    pub async fn next(&mut self) -> Result<Option<ChoiceEvent>, ApiError> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(Some(ev));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            let event = match self.stream.as_mut() {
+                Some(s) => s.next().await,
+                None => None,
+            };
+            match event {
+                Some(TokenEvent::Token { id, .. }) => {
+                    self.completion_tokens += 1;
+                    match self.decoder.push(id)? {
+                        Delta::Text(t) => self.push_text(t),
+                        Delta::Stop(t) => {
+                            self.push_text(t);
+                            // Dropping the stream cancels the rest of the generation at once.
+                            self.stream = None;
+                            self.finish(FinishReason::Stop);
+                        }
+                    }
+                }
+                Some(TokenEvent::Finished { reason }) => {
+                    let rest = self.decoder.finish();
+                    self.push_text(rest);
+                    self.finish(reason);
+                }
+                Some(TokenEvent::Failed(msg)) => {
+                    self.finished = true;
+                    return Err(ApiError::internal(format!("generation failed: {msg}")));
+                }
+                None => {
+                    self.finished = true;
+                    return Err(ApiError::unavailable("the generation engine stopped"));
+                }
+            }
+        }
+    }
+
+    fn push_text(&mut self, text: String) {
+        if !text.is_empty() {
+            self.pending.push_back(ChoiceEvent::Text(text));
+        }
+    }
+
+    fn finish(&mut self, reason: FinishReason) {
+        self.finished = true;
+        self.pending.push_back(ChoiceEvent::Finished { reason, completion_tokens: self.completion_tokens });
+    }
+
+    /// Runs the choice to its end: `(text, finish reason, completion tokens)`.
+    pub async fn collect(mut self) -> Result<(String, FinishReason, usize), ApiError> {
+        let mut text = String::new();
+        while let Some(ev) = self.next().await? {
+            match ev {
+                ChoiceEvent::Text(t) => text.push_str(&t),
+                ChoiceEvent::Finished { reason, completion_tokens } => return Ok((text, reason, completion_tokens)),
+            }
+        }
+        Err(ApiError::internal("generation ended without a finish reason"))
+    }
+}

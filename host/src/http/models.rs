@@ -1,0 +1,36 @@
+//! `GET /v1/models` and `/v1/models/{id}`: the loaded model first, then every other model in
+//! the model dir.
+
+use axum::Json;
+use axum::extract::{Path, State};
+
+use super::state::{SharedState, unix_now};
+use super::types::{ModelList, ModelObject};
+use crate::error::ApiError;
+
+fn object(id: String, created: u64) -> ModelObject {
+    ModelObject { id, object: "model", created, owned_by: "hearth" }
+}
+
+fn all_models(state: &SharedState) -> Vec<ModelObject> {
+    let mut out = Vec::new();
+    let served = state.served();
+    if let Some(m) = &served {
+        out.push(object(m.name.clone(), m.created));
+    }
+    let now = unix_now();
+    for id in state.available_models() {
+        if served.as_ref().is_none_or(|m| m.name != id) {
+            out.push(object(id, now));
+        }
+    }
+    out
+}
+
+pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
+    Json(ModelList { object: "list", data: all_models(&state) })
+}
+
+pub async fn retrieve(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
+    all_models(&state).into_iter().find(|m| m.id == id).map(Json).ok_or_else(|| ApiError::model_not_found(&id))
+}

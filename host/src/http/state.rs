@@ -1,0 +1,184 @@
+//! What the handlers share: settings, and the model being served (or why there is none), plus
+//! the steps every generating handler takes: find the model, check the `model` field, size the
+//! generation to the context and submit it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hearth_settings::Settings;
+
+use super::generation::ChoiceRun;
+use super::validate::GenerationPlan;
+use crate::engine::{Engine, GenerationRequest};
+use crate::error::ApiError;
+use crate::model::model_id;
+use crate::prompt::chat::ChatRenderer;
+
+/// A model ready to answer.
+pub struct ServedModel {
+    pub engine: Engine,
+    pub renderer: ChatRenderer,
+    pub name: String,
+    pub path: PathBuf,
+    /// Unix time the model was loaded (its `created` in `/v1/models`).
+    pub created: u64,
+    /// `llama.cpp`/`Transformers`-style loader name for `/v1/internal/model/info`.
+    pub loader: &'static str,
+}
+
+/// Whether a model is being served.
+pub enum ModelState {
+    /// Started without `--model`.
+    None,
+    Loading(String),
+    Ready(Arc<ServedModel>),
+    Failed(String),
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    model: RwLock<ModelState>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl AppState {
+    pub fn new(settings: Settings, model: ModelState) -> Self {
+        Self { settings: Arc::new(settings), model: RwLock::new(model) }
+    }
+
+    pub fn set_model(&self, state: ModelState) {
+        // A poisoned lock only means a writer panicked mid-assignment; the value is still whole.
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// The served model, or 503 saying why there is none.
+    pub fn ready(&self) -> Result<Arc<ServedModel>, ApiError> {
+        match &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
+            ModelState::Ready(m) => Ok(m.clone()),
+            ModelState::Loading(name) => Err(ApiError::unavailable(format!("The model `{name}` is still loading"))),
+            ModelState::Failed(e) => Err(ApiError::unavailable(format!("No model is loaded: loading failed: {e}"))),
+            ModelState::None => Err(ApiError::unavailable(
+                "No model is loaded. Start Hearth with --model NAME (a file or folder in the model dir).",
+            )),
+        }
+    }
+
+    /// `Some(model)` when ready, without an error.
+    pub fn served(&self) -> Option<Arc<ServedModel>> {
+        self.ready().ok()
+    }
+
+    /// `Err` carries why the server cannot answer generation requests yet; a server started
+    /// without a model is healthy.
+    pub fn health(&self) -> Result<(), (&'static str, Option<String>)> {
+        match &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
+            ModelState::None | ModelState::Ready(_) => Ok(()),
+            ModelState::Loading(_) => Err(("loading", None)),
+            ModelState::Failed(e) => Err(("error", Some(e.clone()))),
+        }
+    }
+
+    /// Models available in the model dir: GGUF files and model folders, by id.
+    pub fn available_models(&self) -> Vec<String> {
+        list_model_dir(&self.settings.model_dir)
+    }
+
+    /// Checks a request's `model` field. Like text-generation-webui, any name is served by the
+    /// loaded model (clients send "gpt-3.5-turbo"), except the name of another local model,
+    /// which would silently answer from the wrong weights: that is a 404 until it is loaded.
+    pub fn check_model_field(&self, served: &ServedModel, requested: Option<&str>) -> Result<(), ApiError> {
+        let Some(name) = requested.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(()) };
+        if name == served.name {
+            return Ok(());
+        }
+        if self.available_models().iter().any(|m| m == name) {
+            return Err(ApiError {
+                message: format!(
+                    "The model `{name}` is available but not loaded (the loaded model is `{}`); load it first",
+                    served.name
+                ),
+                ..ApiError::model_not_found(name)
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Model ids under `dir`: `*.gguf` files (without the extension) and folders holding a model.
+pub fn list_model_dir(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            if p.is_file() {
+                p.extension().is_some_and(|e| e == "gguf")
+            } else {
+                p.join("config.json").exists() && is_generative_folder(p)
+                    || std::fs::read_dir(p).is_ok_and(|mut d| {
+                        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "gguf")))
+                    })
+            }
+        })
+        .map(|p| model_id(&p))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Sentence-transformers folders (embedding models) are not chat models.
+fn is_generative_folder(dir: &Path) -> bool {
+    !dir.join("modules.json").exists()
+}
+
+/// One generation sized to the context, ready to submit.
+pub struct Submission {
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: usize,
+}
+
+/// Checks the prompt against the context and decides how many tokens may be generated.
+pub fn size_generation(
+    served: &ServedModel,
+    settings: &Settings,
+    plan: &GenerationPlan,
+    prompt: Vec<u32>,
+) -> Result<Submission, ApiError> {
+    if prompt.is_empty() {
+        return Err(ApiError::invalid_param("prompt", "The prompt is empty after tokenization"));
+    }
+    let ctx = plan.context_cap.map_or(served.engine.context_length(), |c| c.min(served.engine.context_length()));
+    if prompt.len() >= ctx {
+        return Err(ApiError::context_length_exceeded(prompt.len(), ctx));
+    }
+    let room = ctx - prompt.len();
+    let max_new_tokens = if plan.auto_max_tokens { room } else { plan.max_tokens.unwrap_or(settings.max_tokens_default).min(room) };
+    Ok(Submission { prompt, max_new_tokens })
+}
+
+/// Submits `n` choices of one prompt; seeded requests get seeds `seed, seed+1, …` so the
+/// choices differ but the whole response is reproducible.
+pub fn submit_choices(served: &ServedModel, plan: &GenerationPlan, sub: &Submission, n: usize) -> Result<Vec<ChoiceRun>, ApiError> {
+    let tokenizer = served.engine.tokenizer().clone();
+    let stop_ids = if plan.ban_eos { Vec::new() } else { tokenizer.end_ids.clone() };
+    (0..n)
+        .map(|i| {
+            let mut sampling = plan.sampling.clone();
+            sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let request = GenerationRequest {
+                prompt: sub.prompt.clone(),
+                max_new_tokens: sub.max_new_tokens,
+                sampling,
+                stop_ids: stop_ids.clone(),
+            };
+            let stream = served.engine.submit(request)?;
+            Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special))
+        })
+        .collect()
+}

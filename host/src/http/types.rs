@@ -1,0 +1,347 @@
+//! The OpenAI wire types (and text-generation-webui's extra request fields). They stay inside
+//! `http/`: `validate.rs` turns requests into engine types.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopField {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StopField::One(s) => vec![s],
+            StopField::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// Sampling and length fields shared by chat and completions, taken out of a request.
+#[derive(Debug, Clone, Default)]
+pub struct CommonParams {
+    pub model: Option<String>,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub repetition_penalty_range: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Option<StopField>,
+    pub n: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub do_sample: Option<bool>,
+    pub ban_eos_token: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    pub truncation_length: Option<i64>,
+    pub auto_max_new_tokens: Option<bool>,
+    pub add_bos_token: Option<bool>,
+    pub custom_token_bans: Option<String>,
+}
+
+/// Declares a request struct with its own fields, the [`CommonParams`] fields inline (not
+/// `#[serde(flatten)]`ed: serde loses field paths inside flattened structs, and errors must name
+/// the field) and a catch-all `extra` map, plus `take_common()`.
+macro_rules! request_with_common_params {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            pub model: Option<String>,
+            pub max_tokens: Option<i64>,
+            pub temperature: Option<f32>,
+            pub top_p: Option<f32>,
+            /// textgen: 0 disables.
+            pub top_k: Option<i64>,
+            pub min_p: Option<f32>,
+            pub repetition_penalty: Option<f32>,
+            pub repetition_penalty_range: Option<i64>,
+            pub presence_penalty: Option<f32>,
+            pub frequency_penalty: Option<f32>,
+            /// textgen: -1 means random.
+            pub seed: Option<i64>,
+            pub stop: Option<StopField>,
+            pub n: Option<i64>,
+            pub stream: Option<bool>,
+            pub stream_options: Option<StreamOptions>,
+            /// textgen: `false` samples greedily.
+            pub do_sample: Option<bool>,
+            /// textgen: never end on the end-of-sequence token.
+            pub ban_eos_token: Option<bool>,
+            /// textgen: drop special tokens from the output text (default true).
+            pub skip_special_tokens: Option<bool>,
+            /// textgen: cap on prompt + answer positions; 0 uses the model's.
+            pub truncation_length: Option<i64>,
+            /// textgen: fill the rest of the context instead of stopping at `max_tokens`.
+            pub auto_max_new_tokens: Option<bool>,
+            /// textgen: add the BOS token to a raw prompt (default true).
+            pub add_bos_token: Option<bool>,
+            /// textgen: comma-separated token ids that may never be generated.
+            pub custom_token_bans: Option<String>,
+            /// Everything else: checked by `validate` so nothing is silently ignored.
+            #[serde(flatten)]
+            pub extra: Map<String, Value>,
+        }
+
+        impl $name {
+            /// Moves the shared fields out.
+            pub fn take_common(&mut self) -> CommonParams {
+                CommonParams {
+                    model: self.model.take(),
+                    max_tokens: self.max_tokens.take(),
+                    temperature: self.temperature.take(),
+                    top_p: self.top_p.take(),
+                    top_k: self.top_k.take(),
+                    min_p: self.min_p.take(),
+                    repetition_penalty: self.repetition_penalty.take(),
+                    repetition_penalty_range: self.repetition_penalty_range.take(),
+                    presence_penalty: self.presence_penalty.take(),
+                    frequency_penalty: self.frequency_penalty.take(),
+                    seed: self.seed.take(),
+                    stop: self.stop.take(),
+                    n: self.n.take(),
+                    stream: self.stream.take(),
+                    stream_options: self.stream_options.take(),
+                    do_sample: self.do_sample.take(),
+                    ban_eos_token: self.ban_eos_token.take(),
+                    skip_special_tokens: self.skip_special_tokens.take(),
+                    truncation_length: self.truncation_length.take(),
+                    auto_max_new_tokens: self.auto_max_new_tokens.take(),
+                    add_bos_token: self.add_bos_token.take(),
+                    custom_token_bans: self.custom_token_bans.take(),
+                }
+            }
+        }
+    };
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: String },
+    ImageUrl { image_url: Value },
+    InputAudio { input_audio: Value },
+    File { file: Value },
+    Refusal { refusal: String },
+}
+
+/// A message's content: text or parts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// Reasoning from an earlier turn (some templates render it).
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+}
+
+request_with_common_params! {
+    /// `POST /v1/chat/completions`.
+    #[derive(Debug, Clone, Deserialize)]
+    pub struct ChatCompletionRequest {
+        pub messages: Vec<ChatMessage>,
+        pub max_completion_tokens: Option<i64>,
+        pub tools: Option<Vec<Value>>,
+        pub tool_choice: Option<Value>,
+        pub parallel_tool_calls: Option<bool>,
+        pub logprobs: Option<bool>,
+        pub top_logprobs: Option<i64>,
+        pub logit_bias: Option<Map<String, Value>>,
+        pub response_format: Option<Value>,
+        /// textgen: Jinja instruction template for this request.
+        pub instruction_template_str: Option<String>,
+        /// textgen: Jinja chat template (chat modes).
+        pub chat_template_str: Option<String>,
+        /// textgen: `instruct` (default), `chat`, `chat-instruct`.
+        pub mode: Option<String>,
+        /// textgen: passed to templates that think.
+        pub enable_thinking: Option<bool>,
+        pub reasoning_effort: Option<String>,
+    }
+}
+
+/// `prompt`: a string, strings, token ids, or lists of token ids.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PromptField {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i64>),
+    TokenLists(Vec<Vec<i64>>),
+}
+
+request_with_common_params! {
+    /// `POST /v1/completions`.
+    #[derive(Debug, Clone, Deserialize)]
+    pub struct CompletionRequest {
+        pub prompt: Option<PromptField>,
+        pub echo: Option<bool>,
+        pub logprobs: Option<i64>,
+        pub logit_bias: Option<Map<String, Value>>,
+        pub suffix: Option<String>,
+        pub best_of: Option<i64>,
+    }
+}
+
+// ---- responses ----
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: Option<String>,
+    pub refusal: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: Option<Value>,
+    pub finish_reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ChunkDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkChoice {
+    pub index: usize,
+    pub delta: ChunkDelta,
+    pub logprobs: Option<Value>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// One `chat.completion.chunk`. `usage` is omitted unless the client asked for usage, then it
+/// is `null` on every chunk but the last.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<Value>,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// A `text_completion` (also each streamed chunk, as OpenAI streams completions).
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}

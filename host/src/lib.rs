@@ -1,0 +1,12 @@
+//! Hearth: a local, private, OpenAI-compatible inference server. The library holds everything;
+//! `main.rs` only parses the command line.
+
+pub mod auth;
+pub mod engine;
+pub mod error;
+pub mod generate;
+pub mod http;
+pub mod model;
+pub mod prompt;
+pub mod sampling;
+pub mod server;

@@ -1,0 +1,175 @@
+//! The `hearth` command line: `hearth [FLAGS]` serves the OpenAI API; `hearth generate` runs one
+//! prompt. Only this file uses `anyhow`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use hearth::generate::{self, GenerateArgs};
+use hearth::model::DeviceRequest;
+use hearth::sampling::SamplingParams;
+use hearth_settings::CliSettings;
+
+#[derive(Parser, Debug)]
+#[command(name = "hearth", version, about = "A local, private, OpenAI-compatible inference server")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeCli,
+}
+
+/// text-generation-webui's API flags.
+#[derive(Args, Debug)]
+struct ServeCli {
+    /// Accepted for compatibility: the API is always on.
+    #[arg(long)]
+    api: bool,
+    /// Port of the API (default 5000; `OPENEDAI_PORT` wins).
+    #[arg(long)]
+    api_port: Option<u16>,
+    /// Listen on every interface, not only on loopback.
+    #[arg(long)]
+    listen: bool,
+    /// The address to listen on.
+    #[arg(long)]
+    listen_host: Option<String>,
+    /// Require `Authorization: Bearer KEY` on every request.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Key for model management routes (defaults to --api-key).
+    #[arg(long)]
+    admin_key: Option<String>,
+    /// TLS private key (PEM); `OPENEDAI_KEY_PATH` wins.
+    #[arg(long)]
+    ssl_keyfile: Option<PathBuf>,
+    /// TLS certificate (PEM); `OPENEDAI_CERT_PATH` wins.
+    #[arg(long)]
+    ssl_certfile: Option<PathBuf>,
+    /// Model to load: a file or folder name in the model dir, or a path.
+    #[arg(long)]
+    model: Option<String>,
+    /// Where models live (default user_data/models).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// settings.yaml (default user_data/settings.yaml when present).
+    #[arg(long)]
+    settings: Option<PathBuf>,
+    /// auto (a GPU if there is one, else the CPU), wgpu or flex (CPU).
+    #[arg(long)]
+    device: Option<String>,
+    /// Most positions (prompt + answer) per sequence.
+    #[arg(long)]
+    ctx_size: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one prompt and stream the answer to stdout.
+    Generate(GenerateCli),
+}
+
+#[derive(Args, Debug)]
+struct GenerateCli {
+    /// A .gguf file or a Hugging Face model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Send the prompt as a user message through the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message (with --chat).
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// auto (a GPU if there is one, else the CPU), wgpu or flex (CPU).
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most positions (prompt + answer).
+    #[arg(long, default_value_t = 8192)]
+    ctx_size: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Some(Command::Generate(g)) => run_generate(g),
+        None => run_serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
+    let _ = cli.api;
+    let overrides = CliSettings {
+        api_port: cli.api_port,
+        listen: cli.listen.then_some(true),
+        listen_host: cli.listen_host,
+        api_key: cli.api_key,
+        admin_key: cli.admin_key,
+        ssl_keyfile: cli.ssl_keyfile,
+        ssl_certfile: cli.ssl_certfile,
+        model: cli.model,
+        model_dir: cli.model_dir,
+        device: cli.device,
+        ctx_size: cli.ctx_size,
+    };
+    let default_file = PathBuf::from("user_data/settings.yaml");
+    let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));
+    let settings = hearth_settings::load(file.as_deref(), &overrides, std::env::vars())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(hearth::server::run(settings))?;
+    Ok(())
+}
+
+fn run_generate(g: GenerateCli) -> anyhow::Result<()> {
+    let args = GenerateArgs {
+        model: g.model,
+        prompt: g.prompt,
+        chat: g.chat,
+        system: g.system,
+        max_tokens: g.max_tokens,
+        device: g.device,
+        sampling: SamplingParams { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p, seed: g.seed, ..SamplingParams::default() },
+        context_length: g.ctx_size,
+    };
+    let stdout = std::io::stdout();
+    let stats = generate::run(&args, &mut stdout.lock())?;
+    eprintln!(
+        "prompt: {} tokens in {:.3} s ({:.1} tok/s); generated: {} tokens in {:.3} s ({:.1} tok/s); finish: {}",
+        stats.prompt_tokens,
+        stats.prefill_secs,
+        stats.prompt_tokens as f64 / stats.prefill_secs.max(1e-9),
+        stats.generated_tokens,
+        stats.decode_secs,
+        stats.generated_tokens.saturating_sub(1) as f64 / stats.decode_secs.max(1e-9),
+        stats.finish.as_openai(),
+    );
+    Ok(())
+}

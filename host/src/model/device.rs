@@ -1,0 +1,115 @@
+//! Choosing where the model runs: burn's wgpu backend (a GPU, or Mesa's lavapipe on a machine
+//! without one) or its pure-Rust CPU backend, flex. `auto` takes a real GPU adapter when there
+//! is one and flex otherwise.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::wgpu::DeviceType;
+
+/// What the user asked for (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceRequest {
+    #[default]
+    Auto,
+    Wgpu,
+    Flex,
+}
+
+impl FromStr for DeviceRequest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "wgpu" | "gpu" | "vulkan" => Ok(Self::Wgpu),
+            "flex" | "cpu" => Ok(Self::Flex),
+            other => Err(format!("unknown device `{other}` (choose auto, wgpu or flex)")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Wgpu => "wgpu",
+            Self::Flex => "flex",
+        })
+    }
+}
+
+/// The backend a [`ComputeDevice`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Wgpu,
+    Flex,
+}
+
+/// A ready device and what it is.
+#[derive(Debug, Clone)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub backend: BackendKind,
+    /// Human-readable description, e.g. "wgpu: llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)".
+    pub description: String,
+}
+
+/// A device that could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "no wgpu adapter could be opened ({0}); install a Vulkan driver (on Debian: \
+         `apt-get install mesa-vulkan-drivers libvulkan1`) or run with --device flex"
+    )]
+    NoAdapter(String),
+}
+
+impl ComputeDevice {
+    pub fn flex() -> Self {
+        Self { device: Device::flex(), backend: BackendKind::Flex, description: "flex (CPU)".into() }
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.backend == BackendKind::Flex
+    }
+}
+
+/// Opens the requested device.
+pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
+    match request {
+        DeviceRequest::Flex => Ok(ComputeDevice::flex()),
+        DeviceRequest::Wgpu => open_wgpu().map(|(dev, _)| dev),
+        DeviceRequest::Auto => match open_wgpu() {
+            Ok((dev, false)) => {
+                tracing::info!("wgpu offers only a CPU adapter ({}); using flex", dev.description);
+                Ok(ComputeDevice::flex())
+            }
+            Ok((dev, true)) => Ok(dev),
+            Err(e) => {
+                tracing::info!("no GPU ({e}); using flex");
+                Ok(ComputeDevice::flex())
+            }
+        },
+    }
+}
+
+/// Opens wgpu's preferred adapter; the flag tells whether it is a real GPU (not a CPU rasteriser
+/// such as lavapipe).
+fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
+    // wgpu reports a missing driver by panicking on some paths; keep that from taking us down.
+    let opened = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup())
+        .map_err(|_| DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into()))?;
+    let (device, setup) = opened.map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
+    let info = setup.adapter.get_info();
+    let kind = match info.device_type {
+        DeviceType::Cpu => "Cpu",
+        DeviceType::DiscreteGpu => "DiscreteGpu",
+        DeviceType::IntegratedGpu => "IntegratedGpu",
+        DeviceType::VirtualGpu => "VirtualGpu",
+        DeviceType::Other => "Other",
+    };
+    let description = format!("wgpu: {} ({kind}, {:?})", info.name, info.backend);
+    let real_gpu = info.device_type != DeviceType::Cpu;
+    Ok((ComputeDevice { device, backend: BackendKind::Wgpu, description }, real_gpu))
+}

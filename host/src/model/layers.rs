@@ -1,0 +1,156 @@
+//! The small building blocks of a llama-family block in burn: linear projections stored in the
+//! layout the matmul wants, RMS normalisation and the SwiGLU feed-forward.
+
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::weights::{HostTensor, WeightError};
+
+/// Converts host data to a device tensor of rank `D`.
+pub(crate) fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Transposes a row-major `[rows, cols]` matrix.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    // Blocked so both sides stay in cache for large matrices.
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = data[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A projection `y = x W + b`. `W` is kept as `[in, out]`: transposed once at load, because
+/// `x.matmul(w)` in that layout runs several times faster on wgpu than a transposed view.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor<2>,
+    bias: Option<Tensor<2>>,
+}
+
+impl Linear {
+    /// Builds the layer from a Hugging Face `[out, in]` weight (and an optional `[out]` bias).
+    pub fn from_host(
+        name: &str,
+        weight: HostTensor,
+        bias: Option<HostTensor>,
+        expect: [usize; 2],
+        device: &Device,
+    ) -> Result<Self, WeightError> {
+        let [out_f, in_f] = weight.matrix_dims(name)?;
+        if [out_f, in_f] != expect {
+            return Err(WeightError::Shape { name: name.to_owned(), expected: format!("{expect:?}"), found: weight.shape });
+        }
+        let bias = match bias {
+            Some(b) if b.data.len() != out_f => {
+                return Err(WeightError::Shape {
+                    name: format!("{name} (bias)"),
+                    expected: format!("[{out_f}]"),
+                    found: b.shape,
+                });
+            }
+            Some(b) => Some(upload(b.data, [1, out_f], device)),
+            None => None,
+        };
+        let weight = upload(transpose(&weight.data, out_f, in_f), [in_f, out_f], device);
+        Ok(Self { weight, bias })
+    }
+
+    /// `x`: `[tokens, in]` → `[tokens, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.weight.clone());
+        match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        }
+    }
+}
+
+/// Root-mean-square normalisation over the last dimension, computed in f32 as transformers does.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor<1>,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn from_host(name: &str, weight: HostTensor, dim: usize, eps: f64, device: &Device) -> Result<Self, WeightError> {
+        if weight.data.len() != dim {
+            return Err(WeightError::Shape { name: name.to_owned(), expected: format!("[{dim}]"), found: weight.shape });
+        }
+        Ok(Self { weight: upload(weight.data, [dim], device), eps })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
+        let normed = x * (variance + self.eps).sqrt().recip();
+        normed * self.weight.clone().unsqueeze::<D>()
+    }
+}
+
+/// The SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let gated = silu(self.gate.forward(x.clone())) * self.up.forward(x);
+        self.down.forward(gated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        let data: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_eq!(transpose(&data, 2, 3), vec![0., 3., 1., 4., 2., 5.]);
+    }
+
+    #[test]
+    fn rms_norm_matches_the_formula() {
+        let device = Device::flex();
+        let norm = RmsNorm::from_host("n", HostTensor { shape: vec![4], data: vec![1., 2., 1., 0.5] }, 4, 1e-5, &device)
+            .unwrap();
+        let x = upload(vec![1., 2., 3., 4.], [1, 4], &device);
+        let y: Vec<f32> = norm.forward(x).into_data().try_to_vec().unwrap();
+        let rms = ((1. + 4. + 9. + 16.) / 4.0f32 + 1e-5).sqrt();
+        let want = [1. / rms, 4. / rms, 3. / rms, 2. / rms];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn linear_computes_x_times_w_transposed_plus_bias() {
+        let device = Device::flex();
+        // W is [out=2, in=3] in HF layout.
+        let w = HostTensor { shape: vec![2, 3], data: vec![1., 0., 0., 0., 1., 1.] };
+        let b = HostTensor { shape: vec![2], data: vec![0.5, -0.5] };
+        let lin = Linear::from_host("l", w, Some(b), [2, 3], &device).unwrap();
+        let y: Vec<f32> = lin.forward(upload(vec![1., 2., 3.], [1, 3], &device)).into_data().try_to_vec().unwrap();
+        assert_eq!(y, vec![1.5, 4.5]);
+    }
+
+    #[test]
+    fn a_weight_of_the_wrong_shape_is_named() {
+        let device = Device::flex();
+        let w = HostTensor { shape: vec![3, 2], data: vec![0.; 6] };
+        let err = Linear::from_host("blk.0.attn_q.weight", w, None, [2, 3], &device).unwrap_err();
+        assert!(err.to_string().contains("blk.0.attn_q.weight"), "{err}");
+    }
+}

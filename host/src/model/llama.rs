@@ -1,0 +1,323 @@
+//! The llama-family decoder in burn: grouped-query attention with rotary embeddings (optional
+//! q/k/v biases for Qwen2, per-head q/k RMS norms for Qwen3), SwiGLU feed-forward, RMS norms and
+//! an output head that may share the embedding matrix. Written once against burn 0.22's
+//! runtime-dispatched `Tensor`/`Device`, so the same code runs on flex and wgpu.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use super::config::{Arch, LlamaConfig};
+use super::device::ComputeDevice;
+use super::kv_cache::KvCache;
+use super::layers::{Linear, Mlp, RmsNorm, transpose, upload};
+use super::rope::{self, Rope};
+use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
+use super::ModelError;
+
+/// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
+/// 128 MiB, so big vocabularies are split by rows.
+const MAX_HEAD_CHUNK_BYTES: usize = 64 << 20;
+
+/// Which positions of a forward pass need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (prompt log-probabilities).
+    All,
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// The token embedding, kept on the host: a lookup is a row copy, and it keeps one of the largest
+/// matrices out of the device's buffer limits.
+struct Embedding {
+    table: Vec<f32>,
+    hidden: usize,
+}
+
+impl Embedding {
+    fn rows(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
+        let mut data = Vec::with_capacity(tokens.len() * self.hidden);
+        for &t in tokens {
+            let start = t as usize * self.hidden;
+            data.extend_from_slice(&self.table[start..start + self.hidden]);
+        }
+        upload(data, [tokens.len(), self.hidden], device)
+    }
+}
+
+/// The loaded model.
+pub struct Llama {
+    config: LlamaConfig,
+    embedding: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    /// `[hidden, rows]` slices of the output matrix, in vocabulary order.
+    head: Vec<Tensor<2>>,
+    rope: Rope,
+    device: Device,
+    /// Pad prompt chunks to a few lengths (wgpu compiles a kernel per shape).
+    bucket_prompts: bool,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama").field("config", &self.config).field("device", &self.device).finish()
+    }
+}
+
+impl Llama {
+    /// Loads every weight from `source`, checking each shape against `config`.
+    pub fn load(source: &dyn WeightSource, config: &LlamaConfig, compute: &ComputeDevice) -> Result<Self, ModelError> {
+        let c = config;
+        let device = &compute.device;
+        let read = |w: Weight| source.read(w).map_err(ModelError::from);
+        let read_opt = |w: Weight| if source.contains(w) { read(w).map(Some) } else { Ok(None) };
+        let name = |w: Weight| source.file_name_of(w);
+
+        let embed = read(Weight::TokenEmbedding)?;
+        let [vocab, hidden] = embed.matrix_dims(&name(Weight::TokenEmbedding))?;
+        if hidden != c.hidden_size || vocab < c.vocab_size {
+            return Err(WeightError::Shape {
+                name: name(Weight::TokenEmbedding),
+                expected: format!("[{}, {}] (vocabulary × hidden size from the config)", c.vocab_size, c.hidden_size),
+                found: embed.shape,
+            }
+            .into());
+        }
+        let norm_dim = |w: Weight, dim: usize| -> Result<RmsNorm, ModelError> {
+            Ok(RmsNorm::from_host(&name(w), read(w)?, dim, c.rms_norm_eps, device)?)
+        };
+        let linear = |w: Weight, bias: Option<Weight>, out: usize, inp: usize| -> Result<Linear, ModelError> {
+            let bias = match bias {
+                Some(b) => read_opt(b)?,
+                None => None,
+            };
+            Ok(Linear::from_host(&name(w), read(w)?, bias, [out, inp], device)?)
+        };
+
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let l = |w: LayerWeight| Weight::Layer(i, w);
+            let (q_norm, k_norm) = if c.arch == Arch::Qwen3 || source.contains(l(LayerWeight::QNorm)) {
+                (Some(norm_dim(l(LayerWeight::QNorm), c.head_dim)?), Some(norm_dim(l(LayerWeight::KNorm), c.head_dim)?))
+            } else {
+                (None, None)
+            };
+            let attn = Attention {
+                q: linear(l(LayerWeight::Q), Some(l(LayerWeight::QBias)), c.q_dim(), c.hidden_size)?,
+                k: linear(l(LayerWeight::K), Some(l(LayerWeight::KBias)), c.kv_dim(), c.hidden_size)?,
+                v: linear(l(LayerWeight::V), Some(l(LayerWeight::VBias)), c.kv_dim(), c.hidden_size)?,
+                o: linear(l(LayerWeight::O), None, c.hidden_size, c.q_dim())?,
+                q_norm,
+                k_norm,
+            };
+            let mlp = Mlp {
+                gate: linear(l(LayerWeight::Gate), None, c.intermediate_size, c.hidden_size)?,
+                up: linear(l(LayerWeight::Up), None, c.intermediate_size, c.hidden_size)?,
+                down: linear(l(LayerWeight::Down), None, c.hidden_size, c.intermediate_size)?,
+            };
+            blocks.push(Block {
+                attn_norm: norm_dim(l(LayerWeight::AttnNorm), c.hidden_size)?,
+                attn,
+                ffn_norm: norm_dim(l(LayerWeight::FfnNorm), c.hidden_size)?,
+                mlp,
+            });
+        }
+        let norm = norm_dim(Weight::OutputNorm, c.hidden_size)?;
+
+        // Tied embeddings: no separate output matrix in the file.
+        let output = read_opt(Weight::Output)?;
+        let head_source: &HostTensor = output.as_ref().unwrap_or(&embed);
+        let [head_rows, head_cols] = head_source.matrix_dims(&name(Weight::Output))?;
+        if head_cols != c.hidden_size || head_rows < c.vocab_size {
+            return Err(WeightError::Shape {
+                name: name(Weight::Output),
+                expected: format!("[{}, {}]", c.vocab_size, c.hidden_size),
+                found: head_source.shape.clone(),
+            }
+            .into());
+        }
+        let head = head_chunks(&head_source.data[..c.vocab_size * hidden], c.vocab_size, hidden, device);
+        drop(output);
+
+        let freq_factors = read_opt(Weight::RopeFreqs)?;
+        let rope = Rope::new(c.head_dim, c.rope_theta, c.rope_scaling.as_ref(), freq_factors.as_ref().map(|t| t.data.as_slice()));
+        let bucket_prompts = !compute.is_cpu();
+
+        Ok(Self {
+            config: c.clone(),
+            embedding: Embedding { table: embed.data, hidden },
+            blocks,
+            norm,
+            head,
+            rope,
+            device: device.clone(),
+            bucket_prompts,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether the model runs on the CPU backend (no per-shape kernel compilation to amortise).
+    pub fn runs_on_cpu(&self) -> bool {
+        !self.bucket_prompts
+    }
+
+    /// A fresh, empty cache for one sequence of at most `max_len` positions.
+    pub fn new_cache(&self, max_len: usize) -> KvCache {
+        KvCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, max_len, &self.device)
+    }
+
+    /// Runs `tokens` after what `cache` holds, appends them to it, and returns logits
+    /// `[n, vocab]` for the last token or every token.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::Input("no tokens to run".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {}", self.config.vocab_size)));
+        }
+        let start = cache.len();
+        if start + n > cache.max_len() {
+            return Err(ModelError::ContextFull { needed: start + n, max: cache.max_len() });
+        }
+        // Padding tokens only ever sit after the real ones, so causal masking keeps them from
+        // influencing real positions; their cache entries are overwritten later.
+        let padded = if self.bucket_prompts && n > 1 { bucket_len(n).min(cache.max_len() - start) } else { n };
+        let mut ids = tokens.to_vec();
+        ids.resize(padded, 0);
+        let end = start + padded;
+        cache.reserve(end);
+        let span = KvCache::span_for(end);
+
+        let positions: Vec<usize> = (start..end).collect();
+        let (cos, sin) = self.rope.tables(&positions, &self.device);
+        let mask = self.causal_mask(start, padded, span);
+
+        let mut x = self.embedding.rows(&ids, &self.device);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let h = x.clone() + self.attention(i, &block.attn, block.attn_norm.forward(x), cache, start, &cos, &sin, &mask, span);
+            x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h));
+        }
+        cache.commit(start + n);
+
+        let x = match which {
+            LogitsFor::Last => x.slice([n - 1..n, 0..self.config.hidden_size]),
+            LogitsFor::All => x.slice([0..n, 0..self.config.hidden_size]),
+        };
+        let x = self.norm.forward(x);
+        let parts: Vec<Tensor<2>> = self.head.iter().map(|w| x.clone().matmul(w.clone())).collect();
+        Ok(if parts.len() == 1 { parts.into_iter().next().unwrap_or_else(|| unreachable!()) } else { Tensor::cat(parts, 1) })
+    }
+
+    /// Additive mask `[1, rep * tokens, span]`: 0 where query `i` may see key `j`, -inf elsewhere
+    /// (later positions and the unused tail of the cache block).
+    fn causal_mask(&self, start: usize, tokens: usize, span: usize) -> Tensor<3> {
+        let rep = self.config.num_heads / self.config.num_kv_heads;
+        let mut row_block = vec![f32::NEG_INFINITY; tokens * span];
+        for i in 0..tokens {
+            row_block[i * span..i * span + start + i + 1].fill(0.0);
+        }
+        let mut data = Vec::with_capacity(rep * tokens * span);
+        for _ in 0..rep {
+            data.extend_from_slice(&row_block);
+        }
+        upload(data, [1, rep * tokens, span], &self.device)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: usize,
+        attn: &Attention,
+        x: Tensor<2>,
+        cache: &mut KvCache,
+        start: usize,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        mask: &Tensor<3>,
+        span: usize,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let tokens = x.dims()[0];
+        let (heads, kv_heads, dim) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let split = |t: Tensor<2>, h: usize| t.reshape([tokens, h, dim]).swap_dims(0, 1);
+        let mut q = split(attn.q.forward(x.clone()), heads);
+        let mut k = split(attn.k.forward(x.clone()), kv_heads);
+        let v = split(attn.v.forward(x), kv_heads);
+        if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        let q = rope::apply(q, cos, sin);
+        let k = rope::apply(k, cos, sin);
+        let (keys, values) = cache.write(layer, start, k, v, span);
+
+        // Grouped-query attention without copying keys: the query heads that share a key/value
+        // head are stacked along the token axis.
+        let rep = heads / kv_heads;
+        let q = q.reshape([kv_heads, rep * tokens, dim]);
+        let scores = q.matmul(keys.swap_dims(1, 2)).mul_scalar(1.0 / (dim as f64).sqrt()) + mask.clone();
+        let out = softmax(scores, 2).matmul(values);
+        let out = out.reshape([heads, tokens, dim]).swap_dims(0, 1).reshape([tokens, heads * dim]);
+        attn.o.forward(out)
+    }
+}
+
+/// Prompt chunk lengths used on devices that compile a kernel per shape.
+fn bucket_len(n: usize) -> usize {
+    match n {
+        0..=16 => 16,
+        17..=64 => 64,
+        _ => n.div_ceil(128) * 128,
+    }
+}
+
+/// Splits a row-major `[vocab, hidden]` output matrix into `[hidden, rows]` device slices.
+fn head_chunks(data: &[f32], vocab: usize, hidden: usize, device: &Device) -> Vec<Tensor<2>> {
+    let rows_per_chunk = (MAX_HEAD_CHUNK_BYTES / (hidden * 4)).clamp(1, vocab);
+    (0..vocab)
+        .step_by(rows_per_chunk)
+        .map(|r0| {
+            let rows = rows_per_chunk.min(vocab - r0);
+            let block = &data[r0 * hidden..(r0 + rows) * hidden];
+            upload(transpose(block, rows, hidden), [hidden, rows], device)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_lengths_cover_the_prompt() {
+        for n in [1, 15, 16, 17, 64, 65, 200, 1000] {
+            assert!(bucket_len(n) >= n);
+        }
+        assert_eq!(bucket_len(65), 128);
+    }
+}

@@ -1,0 +1,132 @@
+//! Opens a model from a path — a GGUF file, or a Hugging Face folder (`config.json`,
+//! `*.safetensors`, `tokenizer.json`) — and returns the model with its tokenizer. Every failure
+//! names the file and the problem.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::config::LlamaConfig;
+use super::device::ComputeDevice;
+use super::gguf::GgufFile;
+use super::llama::Llama;
+use super::weights::{GgufWeights, SafetensorsWeights};
+use super::ModelError;
+use crate::prompt::TextTokenizer;
+
+/// How the weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    Gguf,
+    HfFolder,
+}
+
+/// A model that could not be loaded, with the file at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct LoadError {
+    pub path: PathBuf,
+    #[source]
+    pub source: ModelError,
+}
+
+/// A model ready to run.
+pub struct LoadedModel {
+    pub llama: Llama,
+    pub tokenizer: Arc<TextTokenizer>,
+    /// The id clients see: the file or folder name.
+    pub name: String,
+    pub path: PathBuf,
+    pub format: ModelFormat,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel").field("name", &self.name).field("format", &self.format).finish()
+    }
+}
+
+/// The id a model at `path` is listed under: the file name without `.gguf`, or the folder name.
+pub fn model_id(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+    name.strip_suffix(".gguf").map(str::to_owned).unwrap_or(name)
+}
+
+/// Loads the model at `path` onto `device`.
+pub fn load(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
+    let fail = |p: &Path, e: ModelError| LoadError { path: p.to_path_buf(), source: e };
+    if !path.exists() {
+        return Err(fail(path, ModelError::Input("no such file or folder".into())));
+    }
+    let gguf_path = if path.is_dir() { single_gguf_in(path) } else { Some(path.to_path_buf()) };
+    if path.is_dir() && path.join("config.json").exists() {
+        load_hf_folder(path, device)
+    } else if let Some(gguf_path) = gguf_path {
+        load_gguf(&gguf_path, device).map(|mut m| {
+            m.name = model_id(path);
+            m
+        })
+    } else {
+        Err(fail(
+            path,
+            ModelError::Input("not a model: expected a .gguf file or a folder with config.json and *.safetensors".into()),
+        ))
+    }
+}
+
+fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
+    let mut found = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
+    let fail = |e: ModelError| LoadError { path: path.to_path_buf(), source: e };
+    let file = GgufFile::open(path).map_err(|e| fail(e.into()))?;
+    let vocab_rows = file.tensor_info("token_embd.weight").and_then(|t| t.shape().first().copied());
+    let config = LlamaConfig::from_gguf(&file.metadata, vocab_rows).map_err(|e| fail(e.into()))?;
+    let tokenizer = TextTokenizer::from_gguf(&file.metadata).map_err(|e| fail(e.into()))?;
+    check_vocab(&config, &tokenizer).map_err(fail)?;
+    let source = GgufWeights::new(&file, config.arch, config.num_heads, config.num_kv_heads);
+    let llama = Llama::load(&source, &config, device).map_err(fail)?;
+    Ok(LoadedModel {
+        llama,
+        tokenizer: Arc::new(tokenizer),
+        name: model_id(path),
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+    })
+}
+
+fn load_hf_folder(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| LoadError { path: config_path.clone(), source: ModelError::Input(e.to_string()) })?;
+    let config = LlamaConfig::from_hf_json(&text).map_err(|e| LoadError { path: config_path.clone(), source: e.into() })?;
+    let tokenizer =
+        TextTokenizer::from_hf_dir(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
+    check_vocab(&config, &tokenizer).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
+    let source = SafetensorsWeights::open(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
+    let llama = Llama::load(&source, &config, device).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
+    Ok(LoadedModel {
+        llama,
+        tokenizer: Arc::new(tokenizer),
+        name: model_id(dir),
+        path: dir.to_path_buf(),
+        format: ModelFormat::HfFolder,
+    })
+}
+
+/// A tokenizer that can emit ids the model has no row for would crash a request later.
+fn check_vocab(config: &LlamaConfig, tokenizer: &TextTokenizer) -> Result<(), ModelError> {
+    let n = tokenizer.vocab_size();
+    if n > config.vocab_size {
+        return Err(ModelError::Input(format!(
+            "the tokenizer has {n} tokens but the model only {} embedding rows",
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}

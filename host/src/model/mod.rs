@@ -1,0 +1,39 @@
+//! Model code: GGUF and safetensors readers, the llama-family decoder in burn, its KV cache and
+//! device selection. Nothing here knows about HTTP or async runtimes.
+
+pub mod config;
+pub mod device;
+pub mod gguf;
+pub mod kv_cache;
+mod layers;
+pub mod llama;
+mod loader;
+pub mod rope;
+pub mod weights;
+
+pub use config::{Arch, LlamaConfig};
+pub use device::{BackendKind, ComputeDevice, DeviceRequest};
+pub use kv_cache::KvCache;
+pub use llama::{Llama, LogitsFor};
+pub use loader::{LoadError, LoadedModel, ModelFormat, load, model_id};
+
+/// A failure inside the model: loading or running it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Gguf(#[from] gguf::GgufError),
+    #[error("{0}")]
+    Weight(#[from] weights::WeightError),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Tokenizer(#[from] crate::prompt::TokenizerError),
+    #[error("{0}")]
+    Device(#[from] device::DeviceError),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("the context is full: {needed} positions needed, {max} available")]
+    ContextFull { needed: usize, max: usize },
+    #[error("the device failed: {0}")]
+    Execution(String),
+}

@@ -1,0 +1,177 @@
+//! The model's tokenizer with what the server needs beside it: BOS/EOS handling, the ids that end
+//! a generation, the chat template and the special-token texts templates refer to.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::gguf_vocab::{self, VocabError};
+use crate::model::gguf::Metadata;
+
+/// A tokenizer that could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("{0}")]
+    Vocab(#[from] VocabError),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("tokenization failed: {0}")]
+    Encode(String),
+    #[error("detokenization failed: {0}")]
+    Decode(String),
+}
+
+/// The tokenizer of a loaded model.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    /// Ids that end a generation.
+    pub end_ids: Vec<u32>,
+    /// The model's own chat template (Jinja), if it ships one.
+    pub chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer").field("vocab", &self.vocab_size()).field("bos", &self.bos).finish()
+    }
+}
+
+impl TextTokenizer {
+    /// From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
+    pub fn from_gguf(meta: &Metadata) -> Result<Self, TokenizerError> {
+        let v = gguf_vocab::from_metadata(meta)?;
+        let chat_template = meta.opt_str("tokenizer.chat_template").map_err(VocabError::from)?.map(str::to_owned);
+        Ok(Self {
+            inner: v.tokenizer,
+            bos: v.bos,
+            eos: v.eos,
+            add_bos: v.add_bos,
+            add_eos: v.add_eos,
+            end_ids: v.end_ids,
+            chat_template,
+        })
+    }
+
+    /// From a Hugging Face folder: `tokenizer.json`, with `tokenizer_config.json`,
+    /// `chat_template.jinja`, `generation_config.json` and `config.json` when present.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(TokenizerError::File {
+                path: dir.display().to_string(),
+                reason: "has no tokenizer.json (Hearth reads the fast-tokenizer file)".into(),
+            });
+        }
+        let inner = Tokenizer::from_file(&path)
+            .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })?;
+        let config = read_json(&dir.join("tokenizer_config.json"))?;
+        let token_text = |key: &str| -> Option<String> {
+            match config.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content")?.as_str().map(str::to_owned),
+                _ => None,
+            }
+        };
+        let bos = token_text("bos_token").and_then(|t| inner.token_to_id(&t));
+        let eos = token_text("eos_token").and_then(|t| inner.token_to_id(&t));
+
+        let jinja = dir.join("chat_template.jinja");
+        let chat_template = if jinja.exists() {
+            Some(std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::File {
+                path: jinja.display().to_string(),
+                reason: e.to_string(),
+            })?)
+        } else {
+            match config.get("chat_template") {
+                Some(Value::String(s)) => Some(s.clone()),
+                // A list of named templates: the "default" one serves chat.
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                    .or_else(|| items.first())
+                    .and_then(|t| t.get("template")?.as_str().map(str::to_owned)),
+                _ => None,
+            }
+        };
+
+        let mut end_ids: Vec<u32> = eos.into_iter().collect();
+        for file in ["generation_config.json", "config.json"] {
+            match read_json(&dir.join(file))?.get("eos_token_id") {
+                Some(Value::Number(n)) => end_ids.extend(n.as_u64().map(|v| v as u32)),
+                Some(Value::Array(a)) => end_ids.extend(a.iter().filter_map(Value::as_u64).map(|v| v as u32)),
+                _ => {}
+            }
+        }
+        end_ids.sort_unstable();
+        end_ids.dedup();
+
+        // tokenizer.json's post-processor already adds BOS/EOS where the model wants them.
+        Ok(Self { inner, bos, eos, add_bos: false, add_eos: false, end_ids, chat_template })
+    }
+
+    /// Wraps an existing tokenizer (tests and tools).
+    pub fn from_tokenizer(inner: Tokenizer) -> Self {
+        Self { inner, bos: None, eos: None, add_bos: false, add_eos: false, end_ids: vec![], chat_template: None }
+    }
+
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Tokenizes `text`; special-token texts in it become their ids. `add_special` adds the
+    /// BOS/EOS the model wants around a raw prompt (not around a rendered chat template, which
+    /// writes its own).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self.inner.encode(text, add_special).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 2);
+        if add_special && self.add_bos {
+            if let Some(bos) = self.bos {
+                ids.push(bos);
+            }
+        }
+        ids.extend_from_slice(enc.get_ids());
+        if add_special && self.add_eos {
+            if let Some(eos) = self.eos {
+                ids.push(eos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Whether `encode(_, true)` puts BOS first.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        self.inner.decode(ids, skip_special).map_err(|e| TokenizerError::Decode(e.to_string()))
+    }
+
+    /// The text of one token as the vocabulary spells it.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The surface text of a special token such as BOS, for templates.
+    pub fn special_text(&self, id: Option<u32>) -> String {
+        id.and_then(|id| self.inner.id_to_token(id)).unwrap_or_default()
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, TokenizerError> {
+    if !path.exists() {
+        return Ok(Value::Null);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })
+}

@@ -1,0 +1,303 @@
+//! Choosing the next token from logits: repetition / presence / frequency penalties, temperature,
+//! top-k, top-p and min-p (in text-generation-webui's default order), then a seeded draw, or
+//! greedy argmax at temperature 0.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The sampler settings of one request, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    /// 1 disables.
+    pub top_p: f32,
+    /// 0 disables.
+    pub min_p: f32,
+    /// 1 disables; divides positive logits of tokens already in the context (multiplies negative).
+    pub repetition_penalty: f32,
+    /// How many most recent tokens the penalties look at; 0 means all.
+    pub repetition_penalty_range: usize,
+    /// Subtracted once from the logit of every token already in the context.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence of a token in the context.
+    pub frequency_penalty: f32,
+    /// Same seed, same prompt, same settings → same tokens.
+    pub seed: Option<u64>,
+    /// Apply temperature after the truncation samplers instead of before (textgen's
+    /// `temperature_last`).
+    pub temperature_last: bool,
+    /// Token ids that may never be chosen (textgen's `custom_token_bans`).
+    pub banned_tokens: Vec<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            repetition_penalty_range: 1024,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+            temperature_last: false,
+            banned_tokens: Vec::new(),
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, ..Self::default() }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+}
+
+/// The sampler of one sequence: its settings and its random stream.
+#[derive(Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+}
+
+/// One chosen token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampled {
+    pub id: u32,
+    /// Log-probability of the token under the model's unmodified distribution.
+    pub logprob: f32,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = match params.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        Self { params, rng }
+    }
+
+    /// Picks the next token. `context` is every token so far (prompt and generated).
+    pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> Sampled {
+        let raw_logprob = |id: usize| log_softmax_at(logits, id);
+        let mut scores = logits.to_vec();
+        for &t in &self.params.banned_tokens {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+        self.apply_penalties(&mut scores, context);
+
+        let id = if self.params.is_greedy() {
+            argmax(&scores)
+        } else {
+            let t = self.params.temperature;
+            if !self.params.temperature_last {
+                scores.iter_mut().for_each(|s| *s /= t);
+            }
+            let mut candidates = self.truncate(&scores);
+            if self.params.temperature_last {
+                // Re-weight the survivors: p^(1/T), renormalised.
+                candidates.iter_mut().for_each(|(_, p)| *p = p.powf(1.0 / t));
+                normalise(&mut candidates);
+            }
+            self.draw(&candidates)
+        };
+        Sampled { id: id as u32, logprob: raw_logprob(id) }
+    }
+
+    fn apply_penalties(&self, scores: &mut [f32], context: &[u32]) {
+        let p = &self.params;
+        if p.repetition_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
+            return;
+        }
+        let window = match p.repetition_penalty_range {
+            0 => context,
+            n => &context[context.len().saturating_sub(n)..],
+        };
+        let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        for &t in window {
+            *counts.entry(t).or_default() += 1;
+        }
+        for (&t, &count) in &counts {
+            let Some(s) = scores.get_mut(t as usize) else { continue };
+            if p.repetition_penalty != 1.0 {
+                *s = if *s > 0.0 { *s / p.repetition_penalty } else { *s * p.repetition_penalty };
+            }
+            *s -= p.presence_penalty + p.frequency_penalty * count as f32;
+        }
+    }
+
+    /// Applies top-k, top-p and min-p; returns `(id, probability)` of the survivors, most
+    /// likely first, probabilities renormalised.
+    fn truncate(&self, scores: &[f32]) -> Vec<(usize, f32)> {
+        let p = &self.params;
+        let mut order: Vec<usize> = (0..scores.len()).filter(|&i| scores[i].is_finite()).collect();
+        if order.is_empty() {
+            return vec![(argmax(scores), 1.0)];
+        }
+        let keep = if p.top_k > 0 { p.top_k.min(order.len()) } else { order.len() };
+        if keep < order.len() {
+            order.select_nth_unstable_by(keep - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
+            order.truncate(keep);
+        }
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+
+        let max = scores[order[0]];
+        let mut probs: Vec<(usize, f32)> = order.iter().map(|&i| (i, (scores[i] - max).exp())).collect();
+        normalise(&mut probs);
+
+        if p.top_p < 1.0 {
+            let mut cumulative = 0.0;
+            let mut cut = probs.len();
+            for (n, &(_, prob)) in probs.iter().enumerate() {
+                cumulative += prob;
+                if cumulative >= p.top_p {
+                    cut = n + 1;
+                    break;
+                }
+            }
+            probs.truncate(cut.max(1));
+            normalise(&mut probs);
+        }
+        if p.min_p > 0.0 {
+            let threshold = probs[0].1 * p.min_p;
+            probs.retain(|&(_, prob)| prob >= threshold);
+            normalise(&mut probs);
+        }
+        probs
+    }
+
+    fn draw(&mut self, candidates: &[(usize, f32)]) -> usize {
+        let r: f32 = self.rng.random();
+        let mut cumulative = 0.0;
+        for &(id, prob) in candidates {
+            cumulative += prob;
+            if r < cumulative {
+                return id;
+            }
+        }
+        candidates.last().map_or(0, |&(id, _)| id)
+    }
+}
+
+fn normalise(probs: &mut [(usize, f32)]) {
+    let total: f32 = probs.iter().map(|&(_, p)| p).sum();
+    if total > 0.0 {
+        probs.iter_mut().for_each(|(_, p)| *p /= total);
+    }
+}
+
+/// Index of the largest finite value (the first on ties, as torch.argmax).
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] || values[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `log_softmax(values)[id]`, computed stably.
+pub fn log_softmax_at(values: &[f32], id: usize) -> f32 {
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = values.iter().map(|&v| (v - max).exp()).sum();
+    values.get(id).map_or(f32::NEG_INFINITY, |&v| v - max - sum.ln())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
+        let mut p = SamplingParams { seed: Some(7), ..SamplingParams::default() };
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn temperature_zero_is_argmax() {
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_whatever_the_seed() {
+        for seed in 0..20 {
+            let mut s = Sampler::new(params(|p| {
+                p.top_k = 1;
+                p.seed = Some(seed)
+            }));
+            assert_eq!(s.sample(&[1.0, 1.5, 1.4], &[]).id, 1);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        let s = Sampler::new(params(|p| p.top_p = 0.7));
+        // probabilities 0.5, 0.3, 0.2 → top_p 0.7 keeps the first two.
+        let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
+        let kept = s.truncate(&scores);
+        assert_eq!(kept.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
+        assert!((kept[0].1 - 0.625).abs() < 1e-6);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_a_fraction_of_the_best() {
+        let s = Sampler::new(params(|p| p.min_p = 0.5));
+        let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
+        assert_eq!(s.truncate(&scores).iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
+        let s = Sampler::new(params(|p| p.repetition_penalty = 2.0));
+        let mut scores = vec![4.0, -1.0, 3.0];
+        s.apply_penalties(&mut scores, &[0, 1]);
+        assert_eq!(scores, vec![2.0, -2.0, 3.0]);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_subtract() {
+        let s = Sampler::new(params(|p| {
+            p.presence_penalty = 1.0;
+            p.frequency_penalty = 0.5
+        }));
+        let mut scores = vec![0.0, 0.0];
+        s.apply_penalties(&mut scores, &[0, 0, 0]);
+        assert_eq!(scores, vec![-2.5, 0.0]);
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_tokens() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let run = |seed| {
+            let mut s = Sampler::new(params(|p| p.seed = Some(seed)));
+            (0..20).map(|_| s.sample(&logits, &[]).id).collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn banned_tokens_are_never_chosen() {
+        let mut s = Sampler::new(SamplingParams { banned_tokens: vec![1], ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 2);
+    }
+
+    #[test]
+    fn logprob_is_of_the_unmodified_distribution() {
+        let mut s = Sampler::new(SamplingParams::greedy());
+        let out = s.sample(&[0.0, 0.0], &[]);
+        assert!((out.logprob - 0.5f32.ln()).abs() < 1e-6);
+    }
+}

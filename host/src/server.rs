@@ -1,0 +1,161 @@
+//! Running the server: bind (plain or TLS), announce the address, load the model in the
+//! background (health answers 503 meanwhile), and serve until Ctrl-C.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_settings::Settings;
+
+use crate::engine::{Engine, WorkerOptions};
+use crate::http::{self, AppState, ModelState, ServedModel};
+use crate::model::{self, DeviceRequest, ModelFormat};
+use crate::prompt::chat::ChatRenderer;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("invalid listen address `{0}`")]
+    Address(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Device(String),
+    #[error("model `{name}` not found: looked for {tried}")]
+    ModelNotFound { name: String, tried: String },
+    #[error("{0}")]
+    Load(String),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Finds `--model NAME`: a path as given, else a file or folder in the model dir (`.gguf` optional).
+pub fn resolve_model_path(name: &str, model_dir: &Path) -> Result<PathBuf, ServeError> {
+    let candidates = [
+        PathBuf::from(name),
+        model_dir.join(name),
+        model_dir.join(format!("{name}.gguf")),
+    ];
+    candidates.iter().find(|p| p.exists()).cloned().ok_or_else(|| ServeError::ModelNotFound {
+        name: name.to_owned(),
+        tried: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
+    let ip: IpAddr = match settings.listen_host.as_deref() {
+        Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(host) => host.trim_matches(['[', ']']).parse().map_err(|_| ServeError::Address(host.to_owned()))?,
+        None if settings.listen => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    Ok(SocketAddr::new(ip, settings.api_port))
+}
+
+/// Loads the model and starts its engine (blocking; run it off the async runtime).
+fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeError> {
+    let request: DeviceRequest = settings.device.parse().map_err(ServeError::Device)?;
+    let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
+    tracing::info!("device: {}", device.description);
+    let loaded = model::load(path, &device).map_err(|e| ServeError::Load(e.to_string()))?;
+    let renderer = ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
+    let name = loaded.name.clone();
+    let loader = match loaded.format {
+        ModelFormat::Gguf => "hearth-gguf",
+        ModelFormat::HfFolder => "hearth-safetensors",
+    };
+    let options = WorkerOptions {
+        queue_capacity: settings.max_queue,
+        max_running: settings.max_running,
+        context_length: settings.ctx_size.unwrap_or(usize::MAX),
+        warm_up: true,
+    };
+    let engine = Engine::start(loaded, options);
+    Ok(ServedModel { engine, renderer, name, path: path.to_path_buf(), created: http::state::unix_now(), loader })
+}
+
+/// Serves until Ctrl-C (or until loading the start-up model fails).
+pub async fn run(settings: Settings) -> Result<(), ServeError> {
+    if settings.debug {
+        tracing::warn!("OPENEDAI_DEBUG is on: request and response content will be logged");
+    }
+    let model_path = match &settings.model {
+        Some(name) => Some(resolve_model_path(name, &settings.model_dir)?),
+        None => None,
+    };
+    let addr = bind_addr(&settings)?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+
+    let initial = match &model_path {
+        Some(p) => ModelState::Loading(model::model_id(p)),
+        None => ModelState::None,
+    };
+    let state = Arc::new(AppState::new(settings.clone(), initial));
+    let app = http::app(state.clone());
+
+    let tls = match (&settings.ssl_certfile, &settings.ssl_keyfile) {
+        (Some(cert), Some(key)) => {
+            // One process-wide provider; a second install (tests) is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| ServeError::Tls(format!("cannot use {} / {}: {e}", cert.display(), key.display())))?,
+            )
+        }
+        (None, None) => None,
+        _ => return Err(ServeError::Tls("give both --ssl-certfile and --ssl-keyfile".into())),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let shown_host = match local.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    // Tests and scripts read this line to find the port.
+    println!("Hearth is serving the OpenAI API at {scheme}://{shown_host}:{}/v1", local.port());
+
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+
+    let (load_failed_tx, mut load_failed_rx) = tokio::sync::oneshot::channel::<ServeError>();
+    if let Some(path) = model_path {
+        let state = state.clone();
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || match load_model(&path, &settings) {
+            Ok(served) => {
+                tracing::info!("model `{}` is ready", served.name);
+                state.set_model(ModelState::Ready(Arc::new(served)));
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                state.set_model(ModelState::Failed(e.to_string()));
+                let _ = load_failed_tx.send(e);
+            }
+        });
+    }
+
+    let service = app.into_make_service();
+    let server = async {
+        match tls {
+            Some(config) => axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone()).serve(service).await,
+            None => axum_server::from_tcp(listener)?.handle(handle.clone()).serve(service).await,
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        Ok(err) = &mut load_failed_rx => {
+            handle.shutdown();
+            Err(err)
+        }
+    }
+}

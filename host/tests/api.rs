@@ -1,0 +1,287 @@
+//! End-to-end tests of the OpenAI API over raw HTTP against the real `hearth` binary serving
+//! SmolLM2 (shared by the tests of this file).
+
+mod common;
+
+use std::io::Read;
+
+use common::{Server, agent, get_json, post_json, post_stream, sse_payloads};
+use serde_json::{Value, json};
+
+fn server() -> &'static Server {
+    Server::shared()
+}
+
+fn assert_openai_error(body: &Value, status: u16, expected_status: u16) {
+    assert_eq!(status, expected_status, "status; body: {body}");
+    let err = &body["error"];
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message in {body}");
+    assert!(err["type"].as_str().is_some(), "error.type in {body}");
+    assert!(err.get("param").is_some() && err.get("code").is_some(), "error.param and error.code present in {body}");
+}
+
+fn greedy_completion(prompt: &str, max_tokens: u32) -> (String, Value) {
+    let (status, body) =
+        post_json(server(), "/v1/completions", &json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}));
+    assert_eq!(status, 200, "{body}");
+    (body["choices"][0]["text"].as_str().unwrap().to_owned(), body)
+}
+
+fn token_ids(text: &str) -> Vec<u64> {
+    let (status, body) = post_json(server(), "/v1/internal/encode", &json!({"text": text}));
+    assert_eq!(status, 200, "{body}");
+    body["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect()
+}
+
+fn decode(ids: &[u64]) -> String {
+    let (status, body) = post_json(server(), "/v1/internal/decode", &json!({"tokens": ids}));
+    assert_eq!(status, 200, "{body}");
+    body["text"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn health_and_models_list_the_loaded_model_first() {
+    let (status, body) = get_json(server(), "/health");
+    assert_eq!((status, body.clone()), (200, json!({"status": "ok"})));
+    let (status, body) = get_json(server(), "/v1/models");
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "list");
+    let first = &body["data"][0];
+    assert_eq!(first["id"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(first["object"], "model");
+    let (status, one) = get_json(server(), "/v1/models/SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(status, 200);
+    assert_eq!(&one, first);
+    let (status, body) = get_json(server(), "/v1/models/no-such-model");
+    assert_openai_error(&body, status, 404);
+}
+
+#[test]
+fn chat_answers_the_capital_of_france() {
+    let (status, body) = post_json(
+        server(),
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 30, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("Paris"), "{content}");
+    let usage = &body["usage"];
+    assert_eq!(usage["total_tokens"], usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap());
+}
+
+#[test]
+fn usage_prompt_tokens_equal_the_tokenizers_count() {
+    let messages = json!([{"role": "user", "content": "Count my tokens, please."}]);
+    let (_, prompt) = post_json(server(), "/v1/internal/chat-prompt", &json!({"messages": messages}));
+    let prompt = prompt["prompt"].as_str().unwrap().to_owned();
+    assert!(prompt.contains("<|im_start|>user\nCount my tokens, please.<|im_end|>"), "{prompt}");
+    let (_, count) = post_json(server(), "/v1/internal/token-count", &json!({"text": prompt}));
+    let (_, body) = post_json(server(), "/v1/chat/completions", &json!({"messages": messages, "max_tokens": 3, "temperature": 0}));
+    assert_eq!(body["usage"]["prompt_tokens"], count["length"], "{body}");
+
+    let (text, body) = greedy_completion("The quick brown fox", 7);
+    assert_eq!(body["usage"]["prompt_tokens"].as_u64().unwrap() as usize, token_ids("The quick brown fox").len());
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 7);
+    assert!(!text.is_empty());
+}
+
+/// Finds a stop string made of the end of one generated token and the start of the next, that
+/// does not occur earlier in the text. Returns (stop, text before it).
+fn stop_across_tokens(text: &str) -> (String, String) {
+    let ids = token_ids(text);
+    let mut before = String::new();
+    for i in 1..ids.len().saturating_sub(1) {
+        let left = decode(&ids[..i]);
+        let both = decode(&ids[..i + 1]);
+        if !both.starts_with(&left) || left.len() < 2 {
+            continue;
+        }
+        let next = &both[left.len()..];
+        let (Some(last), Some(first)) = (left.chars().last(), next.chars().next()) else { continue };
+        if last.is_whitespace() || first.is_whitespace() || next.chars().count() < 2 {
+            continue;
+        }
+        let stop = format!("{last}{first}");
+        let cut = left.len() - last.len_utf8();
+        if !text[..cut].contains(&stop) && text.find(&stop) == Some(cut) {
+            before = text[..cut].to_owned();
+            return (stop, before);
+        }
+    }
+    panic!("no stop string across tokens found in {text:?} ({before})");
+}
+
+#[test]
+fn stop_string_spanning_two_tokens_never_reaches_the_client() {
+    let prompt = "Write one sentence about the sea:";
+    let (full, _) = greedy_completion(prompt, 40);
+    let (stop, expected) = stop_across_tokens(&full);
+
+    let (status, body) =
+        post_json(server(), "/v1/completions", &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0, "stop": stop}));
+    assert_eq!(status, 200);
+    assert_eq!(body["choices"][0]["text"].as_str().unwrap(), expected, "stop {stop:?}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+
+    let (status, raw) = post_stream(
+        server(),
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0, "stop": [stop], "stream": true}),
+    );
+    assert_eq!(status, 200);
+    let payloads = sse_payloads(&raw);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
+    let mut streamed = String::new();
+    let mut finish = None;
+    for p in &payloads[..payloads.len() - 1] {
+        let chunk: Value = serde_json::from_str(p).unwrap();
+        streamed.push_str(chunk["choices"][0]["text"].as_str().unwrap_or_default());
+        if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_owned());
+        }
+    }
+    assert_eq!(streamed, expected, "streamed text, stop {stop:?}");
+    assert_eq!(finish.as_deref(), Some("stop"));
+}
+
+#[test]
+fn chat_stream_has_role_chunk_usage_chunk_and_done() {
+    let (status, raw) = post_stream(
+        server(),
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0,
+                "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(status, 200);
+    let payloads = sse_payloads(&raw);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{raw}");
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"]["completion_tokens"], 8);
+    for c in &chunks[..chunks.len() - 1] {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert!(c["usage"].is_null(), "usage is null on ordinary chunks: {c}");
+    }
+    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "length");
+}
+
+#[test]
+fn bad_requests_get_openai_errors_naming_the_field() {
+    let s = server();
+    let mut resp = agent()
+        .post(&s.url("/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send("{\"messages\": [")
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_openai_error(&body, status, 400);
+
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (json!({"messages": msgs, "temperature": "hot"}), "temperature"),
+        (json!({"messages": msgs, "top_p": 3}), "top_p"),
+        (json!({"messages": msgs, "max_tokens": -5}), "max_tokens"),
+        (json!({"messages": msgs, "n": 1000}), "n"),
+        (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role"),
+        (json!({"messages": msgs, "typical_p": 0.5}), "typical_p"),
+        (json!({"messages": msgs, "logprobs": true}), "logprobs"),
+        (json!({"messages": msgs, "frobnicate": 1}), "frobnicate"),
+        (json!({"messages": []}), "messages"),
+    ];
+    for (body, field) in cases {
+        let (status, resp) = post_json(s, "/v1/chat/completions", &body);
+        assert_openai_error(&resp, status, 400);
+        assert_eq!(resp["error"]["param"], field, "{resp}");
+    }
+    let (status, resp) = post_json(s, "/v1/completions", &json!({"prompt": [999999], "max_tokens": 1}));
+    assert_openai_error(&resp, status, 400);
+    let (status, resp) = post_json(s, "/v1/completions", &json!({"max_tokens": 1}));
+    assert_openai_error(&resp, status, 400);
+    assert_eq!(resp["error"]["param"], "prompt");
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused() {
+    let long = "word ".repeat(3000);
+    let (status, body) = post_json(server(), "/v1/completions", &json!({"prompt": long, "max_tokens": 4}));
+    assert_openai_error(&body, status, 400);
+    assert_eq!(body["error"]["code"], "context_length_exceeded");
+}
+
+#[test]
+fn an_unknown_model_name_is_served_by_the_loaded_model() {
+    let (status, body) = post_json(
+        server(),
+        "/v1/chat/completions",
+        &json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+    );
+    assert_eq!(status, 200, "any unknown name is served by the loaded model, as textgen does: {body}");
+    assert_eq!(body["model"], "SmolLM2-135M-Instruct.Q4_1");
+}
+
+#[test]
+fn a_ten_megabyte_body_is_refused_and_the_server_keeps_serving() {
+    let big = json!({"prompt": "x".repeat(10 << 20), "max_tokens": 1});
+    let (status, body) = post_json(server(), "/v1/completions", &big);
+    assert_openai_error(&body, status, 413);
+    let (status, _) = get_json(server(), "/health");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn unknown_routes_and_methods_are_openai_errors() {
+    let (status, body) = get_json(server(), "/v1/nothing-here");
+    assert_openai_error(&body, status, 404);
+    let (status, body) = get_json(server(), "/v1/chat/completions");
+    assert_openai_error(&body, status, 405);
+}
+
+#[test]
+fn health_models_and_tokenization_answer_while_a_generation_runs() {
+    let s = server();
+    let mut resp = agent()
+        .post(&s.url("/v1/completions"))
+        .send_json(json!({"prompt": "Once upon a time", "max_tokens": 150, "temperature": 0, "stream": true}))
+        .unwrap();
+    let mut reader = resp.body_mut().as_reader();
+    let mut first = [0u8; 64];
+    let n = reader.read(&mut first).unwrap();
+    assert!(n > 0, "the stream started");
+    for path in ["/health", "/v1/models"] {
+        assert_eq!(get_json(s, path).0, 200, "{path}");
+    }
+    assert_eq!(post_json(s, "/v1/internal/token-count", &json!({"text": "hello"})).0, 200);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("[DONE]"), "the generation went on to the end after the other requests");
+}
+
+#[test]
+fn completions_n_and_echo() {
+    let (status, body) = post_json(
+        server(),
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 1.0, "seed": 11, "n": 2, "echo": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert!(c["text"].as_str().unwrap().starts_with("Hello"), "{c}");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_text() {
+    let req = json!({"prompt": "My favourite colour is", "max_tokens": 12, "temperature": 1.0, "seed": 1234});
+    let a = post_json(server(), "/v1/completions", &req).1["choices"][0]["text"].clone();
+    let b = post_json(server(), "/v1/completions", &req).1["choices"][0]["text"].clone();
+    assert_eq!(a, b);
+}

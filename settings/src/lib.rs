@@ -1,0 +1,272 @@
+//! Hearth's settings: one typed [`Settings`] loaded with figment from, in rising precedence,
+//! built-in defaults, `settings.yaml` (our keys and text-generation-webui's `openai-*` keys), the
+//! command line, and the `OPENEDAI_*` environment variables.
+
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Yaml};
+use figment::value::{Dict, Value};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of a running Hearth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// TCP port of the API (`--api-port`, `OPENEDAI_PORT`). 0 picks a free port.
+    pub api_port: u16,
+    /// Listen on every interface instead of loopback only (`--listen`).
+    pub listen: bool,
+    /// Explicit address to bind (`--listen-host`); wins over `listen`.
+    pub listen_host: Option<String>,
+    /// Every request must carry `Authorization: Bearer <api_key>` (`--api-key`).
+    pub api_key: Option<String>,
+    /// Key for `/v1/internal/model/*` and plugin admin routes (`--admin-key`); defaults to `api_key`.
+    pub admin_key: Option<String>,
+    /// TLS private key, PEM (`--ssl-keyfile`, `OPENEDAI_KEY_PATH`).
+    pub ssl_keyfile: Option<PathBuf>,
+    /// TLS certificate chain, PEM (`--ssl-certfile`, `OPENEDAI_CERT_PATH`).
+    pub ssl_certfile: Option<PathBuf>,
+    /// Model to load at start: a file or folder name under `model_dir`, or a path (`--model`).
+    pub model: Option<String>,
+    /// Where models live (`--model-dir`).
+    pub model_dir: PathBuf,
+    /// `auto`, `wgpu` or `flex` (`--device`).
+    pub device: String,
+    /// Log request and response content (`OPENEDAI_DEBUG=1`, textgen's `openai-debug`). Off by
+    /// default: Hearth logs no prompts or outputs.
+    pub debug: bool,
+    /// Embedding model name (`OPENEDAI_EMBEDDING_MODEL`, textgen's `openai-embedding_model`).
+    pub embedding_model: Option<String>,
+    /// Embedding device (`OPENEDAI_EMBEDDING_DEVICE`, textgen's `openai-embedding_device`).
+    pub embedding_device: Option<String>,
+    /// Most positions (prompt + answer) per sequence; capped by the model's own context length.
+    pub ctx_size: Option<usize>,
+    /// Default `max_tokens` when a request gives none.
+    pub max_tokens_default: usize,
+    /// Requests that may wait for the model before new ones get 429.
+    pub max_queue: usize,
+    /// Sequences generating at the same time.
+    pub max_running: usize,
+    /// Largest accepted request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            api_port: 5000,
+            listen: false,
+            listen_host: None,
+            api_key: None,
+            admin_key: None,
+            ssl_keyfile: None,
+            ssl_certfile: None,
+            model: None,
+            model_dir: PathBuf::from("user_data/models"),
+            device: "auto".into(),
+            debug: false,
+            embedding_model: None,
+            embedding_device: None,
+            ctx_size: None,
+            max_tokens_default: 512,
+            max_queue: 64,
+            max_running: 4,
+            max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Settings given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CliSettings {
+    /// `--api-port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<bool>,
+    /// `--listen-host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_host: Option<String>,
+    /// `--api-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// `--admin-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<String>,
+    /// `--ssl-keyfile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_keyfile: Option<PathBuf>,
+    /// `--ssl-certfile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_certfile: Option<PathBuf>,
+    /// `--model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `--model-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    /// `--device`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `--ctx-size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx_size: Option<usize>,
+}
+
+/// Settings that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or a value in it is invalid.
+    #[error("settings: {0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for SettingsError {
+    fn from(e: figment::Error) -> Self {
+        SettingsError::Invalid(e.to_string())
+    }
+}
+
+/// text-generation-webui's settings.yaml keys and the fields they set.
+const TEXTGEN_KEYS: &[(&str, &str)] = &[
+    ("openai-debug", "debug"),
+    ("openai-embedding_model", "embedding_model"),
+    ("openai-embedding_device", "embedding_device"),
+    ("truncation_length", "ctx_size"),
+    ("max_new_tokens", "max_tokens_default"),
+];
+
+/// The `OPENEDAI_*` variables and the fields they set; they win over everything.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("OPENEDAI_PORT", "api_port"),
+    ("OPENEDAI_CERT_PATH", "ssl_certfile"),
+    ("OPENEDAI_KEY_PATH", "ssl_keyfile"),
+    ("OPENEDAI_DEBUG", "debug"),
+    ("OPENEDAI_EMBEDDING_MODEL", "embedding_model"),
+    ("OPENEDAI_EMBEDDING_DEVICE", "embedding_device"),
+];
+
+/// Loads settings: defaults < `settings_file` < `cli` < `env` (pass `std::env::vars()`).
+pub fn load(
+    settings_file: Option<&Path>,
+    cli: &CliSettings,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, SettingsError> {
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(path) = settings_file {
+        if !path.exists() {
+            return Err(SettingsError::Invalid(format!("{} does not exist", path.display())));
+        }
+        let file: Dict = Figment::from(Yaml::file(path)).extract()?;
+        figment = figment.merge(Serialized::defaults(translate_file_keys(file)));
+    }
+    figment = figment.merge(Serialized::defaults(cli));
+    let mut from_env = Dict::new();
+    for (name, value) in env {
+        if let Some((_, field)) = ENV_KEYS.iter().find(|(var, _)| *var == name) {
+            from_env.insert((*field).to_owned(), env_value(field, &value)?);
+        }
+    }
+    figment = figment.merge(Serialized::defaults(from_env));
+    let settings: Settings = figment.extract()?;
+    Ok(settings)
+}
+
+/// Renames textgen keys and drops keys of textgen's UI that Hearth has no use for, so a
+/// settings.yaml written for text-generation-webui loads as it is.
+fn translate_file_keys(file: Dict) -> Dict {
+    let known: Vec<String> = serde_json_keys();
+    let mut out = Dict::new();
+    for (key, value) in file {
+        let key = TEXTGEN_KEYS.iter().find(|(k, _)| *k == key).map_or(key, |(_, field)| (*field).to_owned());
+        // Our own keys with `-` are accepted too (`api-port`), as CLI users write them.
+        let key = key.replace('-', "_");
+        if known.contains(&key) {
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+/// The field names of [`Settings`].
+fn serde_json_keys() -> Vec<String> {
+    match Value::serialize(Settings::default()) {
+        Ok(Value::Dict(_, dict)) => dict.into_keys().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Parses an environment variable's text for `field`.
+fn env_value(field: &str, text: &str) -> Result<Value, SettingsError> {
+    let text = text.trim();
+    Ok(match field {
+        "api_port" => {
+            let port: u16 = text
+                .parse()
+                .map_err(|_| SettingsError::Invalid(format!("OPENEDAI_PORT `{text}` is not a port number")))?;
+            Value::from(port)
+        }
+        "debug" => Value::from(matches!(text.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
+        _ => Value::from(text.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hearth-settings-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("settings.yaml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_follow_textgen() {
+        let s = load(None, &CliSettings::default(), []).unwrap();
+        assert_eq!(s.api_port, 5000);
+        assert!(!s.listen && !s.debug);
+    }
+
+    #[test]
+    fn file_then_cli_then_env_win_in_that_order() {
+        let path = write("order", "api_port: 6000\nmodel: from-file\nopenai-debug: false\n");
+        let cli = CliSettings { api_port: Some(7000), ..Default::default() };
+        let s = load(Some(&path), &cli, [("OPENEDAI_PORT".into(), "8000".into())]).unwrap();
+        assert_eq!(s.api_port, 8000);
+        assert_eq!(s.model.as_deref(), Some("from-file"));
+        let s = load(Some(&path), &cli, []).unwrap();
+        assert_eq!(s.api_port, 7000);
+        let s = load(Some(&path), &CliSettings::default(), []).unwrap();
+        assert_eq!(s.api_port, 6000);
+    }
+
+    #[test]
+    fn textgen_keys_are_honoured() {
+        let path = write("textgen", "openai-debug: true\nopenai-embedding_model: all-MiniLM-L6-v2\ndark_theme: true\n");
+        let s = load(Some(&path), &CliSettings::default(), []).unwrap();
+        assert!(s.debug);
+        assert_eq!(s.embedding_model.as_deref(), Some("all-MiniLM-L6-v2"));
+    }
+
+    #[test]
+    fn openedai_debug_turns_on_debug() {
+        let s = load(None, &CliSettings::default(), [("OPENEDAI_DEBUG".into(), "1".into())]).unwrap();
+        assert!(s.debug);
+    }
+
+    #[test]
+    fn a_bad_port_is_a_clear_error() {
+        let err = load(None, &CliSettings::default(), [("OPENEDAI_PORT".into(), "http".into())]).unwrap_err();
+        assert!(err.to_string().contains("OPENEDAI_PORT"), "{err}");
+        let path = write("badport", "api_port: seventy\n");
+        let err = load(Some(&path), &CliSettings::default(), []).unwrap_err();
+        assert!(err.to_string().contains("api_port"), "{err}");
+    }
+}
