@@ -29,7 +29,7 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
 
 fn last_logits(m: &LoadedModel, cache: &mut hearth::model::KvCache, input: &[u32]) -> Vec<f32> {
     let t = m.llama.forward(input, cache, LogitsFor::Last).expect("forward");
-    t.into_data().to_vec::<f32>().expect("f32 logits")
+    t.into_data().try_to_vec::<f32>().expect("f32 logits")
 }
 
 fn check_against_reference(device: DeviceRequest) {

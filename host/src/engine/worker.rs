@@ -124,9 +124,7 @@ impl Worker {
         let epoch = self.shared.epoch.load(Ordering::SeqCst);
         let seq = &mut self.running[i];
         if seq.job.cancelled.load(Ordering::Relaxed) || seq.job.events.is_closed() {
-            // The receiver is gone: the client disconnected, or its stop string matched.
-            tracing::info!(generated = seq.context.len() - seq.prompt_len, "generation cancelled by its receiver");
-            return Step::Done;
+            return receiver_gone(seq);
         }
         if seq.job.epoch != epoch {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
@@ -156,7 +154,7 @@ impl Worker {
         }
         seq.context.push(sampled.id);
         if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob }).is_err() {
-            return Step::Done;
+            return receiver_gone(seq);
         }
         if seq.context.len() - seq.prompt_len >= seq.max_new {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
@@ -179,6 +177,12 @@ impl Worker {
         }
         tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32());
     }
+}
+
+/// Ends a sequence whose receiver is gone: the client disconnected, or its stop string matched.
+fn receiver_gone(seq: &Sequence) -> Step {
+    tracing::info!(generated = seq.context.len() - seq.prompt_len, "generation cancelled by its receiver");
+    Step::Done
 }
 
 /// Runs the model and reads the last position's logits back to the host.

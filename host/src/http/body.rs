@@ -1,15 +1,22 @@
-//! The JSON body extractor: reads the body within the size limit (413 above it) and parses it
-//! with field paths in errors, all as OpenAI-shaped errors. The `Content-Type` is not checked:
-//! shell users send JSON with `curl -d` and no header.
+//! The JSON body extractor: reads the body within the size limit and parses it with field paths
+//! in errors, all as OpenAI-shaped errors. The `Content-Type` is not checked: shell users send
+//! JSON with `curl -d` and no header.
+//!
+//! A body over the limit is read to its end (up to a hard cap) and discarded before the 413 is
+//! sent: most clients write the whole body before they read the answer, and would otherwise see
+//! a broken pipe instead of the error.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::state::SharedState;
 use super::validate::parse_body;
 use crate::error::ApiError;
+
+/// Past this many bytes an oversized body is no longer drained; the connection is dropped.
+const DRAIN_CAP: usize = 64 << 20;
 
 /// A request body parsed as `T`.
 pub struct JsonBody<T>(pub T);
@@ -18,13 +25,29 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(state.settings.max_body_bytes)
-            } else {
-                ApiError::bad_request(format!("Cannot read the request body: {rejection}"))
-            }
-        })?;
+        let limit = state.settings.max_body_bytes;
+        let bytes = read_limited(req, limit).await?;
         parse_body(&bytes).map(JsonBody)
     }
+}
+
+async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = req.into_body().into_data_stream();
+    let mut body: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+        seen += chunk.len();
+        if seen > limit {
+            if seen > DRAIN_CAP {
+                break;
+            }
+            continue;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    Ok(Bytes::from(body))
 }

@@ -23,7 +23,8 @@ use axum::routing::{get, post};
 use hearth_settings::Settings;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::error::ApiError;
 pub use state::{AppState, ModelState, ServedModel, SharedState};
@@ -56,7 +57,6 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 
 /// The router with every route (tests build it in-process too).
 pub fn app(state: SharedState) -> Router {
-    let body_limit = state.settings.max_body_bytes;
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/v1/internal/health", get(health::health))
@@ -75,10 +75,16 @@ pub fn app(state: SharedState) -> Router {
         .method_not_allowed_fallback(wrong_method);
     api.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_keys))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::host_guard))
-        .layer(DefaultBodyLimit::max(body_limit))
+        // JsonBody enforces `max_body_bytes` itself (and drains oversized bodies).
+        .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(CorsLayer::permissive())
-        // Method, path, status and latency only: never request or response content.
-        .layer(TraceLayer::new_for_http())
+        // Method, path, status and latency only, at debug level: never request or response
+        // content. (`HEARTH_LOG=tower_http=debug` shows them.)
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
 }

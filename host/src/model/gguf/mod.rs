@@ -28,7 +28,7 @@ const MAX_DIMS: u32 = 8;
 pub enum GgufError {
     #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not a GGUF file (magic bytes are {0:?}, expected \"GGUF\")")]
+    #[error("not a GGUF file (it starts with \"{}\", not \"GGUF\")", .0.escape_ascii())]
     BadMagic([u8; 4]),
     #[error("GGUF version {0} is not supported (versions 2 and 3 are)")]
     UnsupportedVersion(u32),
