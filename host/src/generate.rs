@@ -69,14 +69,22 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
         }
         messages.push(serde_json::json!({"role": "user", "content": args.prompt}));
         let renderer = ChatRenderer::new(&tokenizer)?;
-        let (text, _) = renderer.render(&Conversation { messages: &messages, add_generation_prompt: true, ..Default::default() })?;
+        let (text, _) = renderer.render(&Conversation {
+            messages: &messages,
+            add_generation_prompt: true,
+            ..Default::default()
+        })?;
         tokenizer.encode(&text, false)?
     } else {
         tokenizer.encode(&args.prompt, true)?
     };
     let engine = Engine::start(
         loaded,
-        WorkerOptions { context_length: args.context_length, warm_up: false, ..WorkerOptions::default() },
+        WorkerOptions {
+            context_length: args.context_length,
+            warm_up: false,
+            ..WorkerOptions::default()
+        },
     );
     let request = GenerationRequest {
         prompt: prompt_ids.clone(),

@@ -11,7 +11,11 @@ use hearth::sampling::SamplingParams;
 use hearth_settings::CliSettings;
 
 #[derive(Parser, Debug)]
-#[command(name = "hearth", version, about = "A local, private, OpenAI-compatible inference server")]
+#[command(
+    name = "hearth",
+    version,
+    about = "A local, private, OpenAI-compatible inference server"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -121,8 +125,10 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing() {
+    // GPU libraries log every kernel autotune and adapter detail at info; keep them to warnings.
+    const DEFAULT_FILTER: &str = "info,cubecl=warn,cubecl_runtime=warn,cubecl_wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -147,9 +153,13 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         ctx_size: cli.ctx_size,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
-    let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));
+    let file = cli
+        .settings
+        .or_else(|| default_file.exists().then_some(default_file));
     let settings = hearth_settings::load(file.as_deref(), &overrides, std::env::vars())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(hearth::server::run(settings))?;
     Ok(())
 }
@@ -162,11 +172,23 @@ fn run_generate(g: GenerateCli) -> anyhow::Result<()> {
         system: g.system,
         max_tokens: g.max_tokens,
         device: g.device,
-        sampling: SamplingParams { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p, seed: g.seed, ..SamplingParams::default() },
+        sampling: SamplingParams {
+            temperature: g.temperature,
+            top_k: g.top_k,
+            top_p: g.top_p,
+            seed: g.seed,
+            ..SamplingParams::default()
+        },
         context_length: g.ctx_size,
     };
     let stdout = std::io::stdout();
-    let stats = generate::run(&args, &mut stdout.lock())?;
+    // A panic in a device library becomes an error message and exit code 1, like any failure.
+    let stats = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        generate::run(&args, &mut stdout.lock())
+    }))
+    .map_err(|_| {
+        anyhow::anyhow!("internal error: the model runtime panicked (see the message above)")
+    })??;
     eprintln!(
         "prompt: {} tokens in {:.3} s ({:.1} tok/s); generated: {} tokens in {:.3} s ({:.1} tok/s); finish: {}",
         stats.prompt_tokens,

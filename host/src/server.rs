@@ -17,7 +17,10 @@ use crate::prompt::chat::ChatRenderer;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("invalid listen address `{0}`")]
     Address(String),
     #[error("TLS: {0}")]
@@ -39,16 +42,27 @@ pub fn resolve_model_path(name: &str, model_dir: &Path) -> Result<PathBuf, Serve
         model_dir.join(name),
         model_dir.join(format!("{name}.gguf")),
     ];
-    candidates.iter().find(|p| p.exists()).cloned().ok_or_else(|| ServeError::ModelNotFound {
-        name: name.to_owned(),
-        tried: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-    })
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| ServeError::ModelNotFound {
+            name: name.to_owned(),
+            tried: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
     let ip: IpAddr = match settings.listen_host.as_deref() {
         Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Some(host) => host.trim_matches(['[', ']']).parse().map_err(|_| ServeError::Address(host.to_owned()))?,
+        Some(host) => host
+            .trim_matches(['[', ']'])
+            .parse()
+            .map_err(|_| ServeError::Address(host.to_owned()))?,
         None if settings.listen => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
@@ -61,7 +75,8 @@ fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeErro
     let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
     tracing::info!("device: {}", device.description);
     let loaded = model::load(path, &device).map_err(|e| ServeError::Load(e.to_string()))?;
-    let renderer = ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
+    let renderer =
+        ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
     let name = loaded.name.clone();
     let loader = match loaded.format {
         ModelFormat::Gguf => "hearth-gguf",
@@ -74,7 +89,14 @@ fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeErro
         warm_up: true,
     };
     let engine = Engine::start(loaded, options);
-    Ok(ServedModel { engine, renderer, name, path: path.to_path_buf(), created: http::state::unix_now(), loader })
+    Ok(ServedModel {
+        engine,
+        renderer,
+        name,
+        path: path.to_path_buf(),
+        created: http::state::unix_now(),
+        loader,
+    })
 }
 
 /// Serves until Ctrl-C (or until loading the start-up model fails).
@@ -87,7 +109,10 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         None => None,
     };
     let addr = bind_addr(&settings)?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
 
@@ -105,11 +130,21 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .map_err(|e| ServeError::Tls(format!("cannot use {} / {}: {e}", cert.display(), key.display())))?,
+                    .map_err(|e| {
+                        ServeError::Tls(format!(
+                            "cannot use {} / {}: {e}",
+                            cert.display(),
+                            key.display()
+                        ))
+                    })?,
             )
         }
         (None, None) => None,
-        _ => return Err(ServeError::Tls("give both --ssl-certfile and --ssl-keyfile".into())),
+        _ => {
+            return Err(ServeError::Tls(
+                "give both --ssl-certfile and --ssl-keyfile".into(),
+            ));
+        }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shown_host = match local.ip() {
@@ -117,7 +152,10 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         IpAddr::V4(ip) => ip.to_string(),
     };
     // Tests and scripts read this line to find the port.
-    println!("Hearth is serving the OpenAI API at {scheme}://{shown_host}:{}/v1", local.port());
+    println!(
+        "Hearth is serving the OpenAI API at {scheme}://{shown_host}:{}/v1",
+        local.port()
+    );
 
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
@@ -131,15 +169,27 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     if let Some(path) = model_path {
         let state = state.clone();
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || match load_model(&path, &settings) {
-            Ok(served) => {
-                tracing::info!("model `{}` is ready", served.name);
-                state.set_model(ModelState::Ready(Arc::new(served)));
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                state.set_model(ModelState::Failed(e.to_string()));
-                let _ = load_failed_tx.send(e);
+        tokio::task::spawn_blocking(move || {
+            // A model or device library that panics while loading is a failed load, not a hang.
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                load_model(&path, &settings)
+            }))
+            .unwrap_or_else(|_| {
+                Err(ServeError::Load(format!(
+                    "{}: the loader panicked",
+                    path.display()
+                )))
+            });
+            match loaded {
+                Ok(served) => {
+                    tracing::info!("model `{}` is ready", served.name);
+                    state.set_model(ModelState::Ready(Arc::new(served)));
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    state.set_model(ModelState::Failed(e.to_string()));
+                    let _ = load_failed_tx.send(e);
+                }
             }
         });
     }
@@ -147,8 +197,18 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let service = app.into_make_service();
     let server = async {
         match tls {
-            Some(config) => axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone()).serve(service).await,
-            None => axum_server::from_tcp(listener)?.handle(handle.clone()).serve(service).await,
+            Some(config) => {
+                axum_server::from_tcp_rustls(listener, config)?
+                    .handle(handle.clone())
+                    .serve(service)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(listener)?
+                    .handle(handle.clone())
+                    .serve(service)
+                    .await
+            }
         }
     };
     tokio::select! {

@@ -12,8 +12,16 @@ use std::process::Command;
 use gguf_writer::{Meta, tiny_llama};
 
 fn hearth(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).current_dir(common::repo_root()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -24,10 +32,21 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs `generate` on `path` and checks it fails cleanly with a message containing `needles`.
 fn assert_clean_failure(path: &Path, needles: &[&str]) {
-    let (ok, _out, err) = hearth(&["generate", "--model", path.to_str().unwrap(), "--prompt", "hi", "--device", "flex"]);
+    let (ok, _out, err) = hearth(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--device",
+        "flex",
+    ]);
     assert!(!ok, "generate should fail for {}", path.display());
     assert!(!err.contains("panicked"), "no panic, got:\n{err}");
-    assert!(err.contains(&path.display().to_string()), "the error names the file:\n{err}");
+    assert!(
+        err.contains(&path.display().to_string()),
+        "the error names the file:\n{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "the error says {n:?}:\n{err}");
     }
@@ -75,7 +94,12 @@ fn unsupported_tensor_type_is_a_clear_error() {
     let mut w = tiny_llama();
     w.tensors.retain(|t| t.name != "blk.0.attn_q.weight");
     // Q2_K (type 10): 84 bytes per 256 values; Hearth has no dequantizer for it.
-    w.raw("blk.0.attn_q.weight", vec![256, 256], 10, vec![0u8; 256 * 84]);
+    w.raw(
+        "blk.0.attn_q.weight",
+        vec![256, 256],
+        10,
+        vec![0u8; 256 * 84],
+    );
     w.write(&path);
     assert_clean_failure(&path, &["blk.0.attn_q.weight", "Q2_K"]);
 }
@@ -103,7 +127,17 @@ fn the_tiny_model_itself_loads_and_generates() {
     // The broken variants above fail because of what was broken, not because the base is bad.
     let path = scratch("tiny.gguf");
     tiny_llama().write(&path);
-    let (ok, _out, err) = hearth(&["generate", "--model", path.to_str().unwrap(), "--prompt", "ab", "--max-tokens", "3", "--device", "flex"]);
+    let (ok, _out, err) = hearth(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "ab",
+        "--max-tokens",
+        "3",
+        "--device",
+        "flex",
+    ]);
     assert!(ok, "{err}");
 }
 
@@ -111,4 +145,32 @@ fn the_tiny_model_itself_loads_and_generates() {
 fn a_missing_model_file_is_a_clear_error() {
     let path = scratch("does-not-exist.gguf");
     assert_clean_failure(&path, &["no such file"]);
+}
+
+#[test]
+fn a_missing_gpu_driver_is_a_clear_error() {
+    let model = common::smollm2();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args([
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "hi",
+            "--device",
+            "wgpu",
+        ])
+        // No Vulkan driver and no other graphics API: wgpu finds no adapter.
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "no panic:\n{err}");
+    assert!(
+        err.contains("no wgpu adapter") && err.contains("--device flex"),
+        "{err}"
+    );
 }

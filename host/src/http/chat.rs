@@ -11,8 +11,8 @@ use super::generation::{ChoiceEvent, ChoiceRun};
 use super::sse;
 use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
 use super::types::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
-    ChunkDelta, ContentPart, MessageContent, Usage,
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage,
+    ChunkChoice, ChunkDelta, ContentPart, MessageContent, Usage,
 };
 use super::validate::{self, GenerationPlan};
 use crate::error::ApiError;
@@ -25,7 +25,11 @@ pub struct RenderedChat {
 }
 
 /// Checks a chat request and renders its prompt (shared with `/v1/internal/chat-prompt`).
-pub fn render_request(state: &SharedState, served: &ServedModel, mut req: ChatCompletionRequest) -> Result<RenderedChat, ApiError> {
+pub fn render_request(
+    state: &SharedState,
+    served: &ServedModel,
+    mut req: ChatCompletionRequest,
+) -> Result<RenderedChat, ApiError> {
     let common = req.take_common();
     state.check_model_field(served, common.model.as_deref())?;
     validate::check_extra(&req.extra)?;
@@ -54,10 +58,22 @@ pub fn render_request(state: &SharedState, served: &ServedModel, mut req: ChatCo
         Some(_) => return Err(ApiError::unsupported_param("tool_choice")),
     };
     if req.messages.is_empty() {
-        return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
     }
-    let messages = req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
-    let tools = if offer_tools { req.tools.as_deref().filter(|t| !t.is_empty()) } else { None };
+    let messages = req
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| template_message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tools = if offer_tools {
+        req.tools.as_deref().filter(|t| !t.is_empty())
+    } else {
+        None
+    };
 
     let mut extra = Map::new();
     if let Some(v) = req.enable_thinking {
@@ -70,7 +86,10 @@ pub fn render_request(state: &SharedState, served: &ServedModel, mut req: ChatCo
         messages: &messages,
         tools,
         add_generation_prompt: true,
-        template_override: req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty()),
+        template_override: req
+            .instruction_template_str
+            .as_deref()
+            .filter(|s| !s.trim().is_empty()),
         extra,
     };
     let (prompt, _source) = served.renderer.render(&conversation)?;
@@ -116,7 +135,10 @@ fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-pub async fn chat_completions(State(state): State<SharedState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
+pub async fn chat_completions(
+    State(state): State<SharedState>,
+    JsonBody(req): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
     let served = state.ready()?;
     let RenderedChat { prompt, plan } = render_request(&state, &served, req)?;
     if state.settings.debug {
@@ -132,11 +154,22 @@ pub async fn chat_completions(State(state): State<SharedState>, JsonBody(req): J
 
     if plan.stream {
         if plan.n > 1 {
-            return Err(ApiError::invalid_param("n", "`n` greater than 1 is not supported with `stream`"));
+            return Err(ApiError::invalid_param(
+                "n",
+                "`n` greater than 1 is not supported with `stream`",
+            ));
         }
         let mut runs = submit_choices(&served, &plan, &sub, 1)?;
-        let run = runs.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
-        let chunks = ChunkWriter { id, created, model, include_usage: plan.include_usage, debug: state.settings.debug };
+        let run = runs
+            .pop()
+            .ok_or_else(|| ApiError::internal("no choice was submitted"))?;
+        let chunks = ChunkWriter {
+            id,
+            created,
+            model,
+            include_usage: plan.include_usage,
+            debug: state.settings.debug,
+        };
         return Ok(sse::respond(stream_chat(run, chunks, prompt_tokens)));
     }
 
@@ -152,7 +185,11 @@ pub async fn chat_completions(State(state): State<SharedState>, JsonBody(req): J
         }
         choices.push(ChatChoice {
             index,
-            message: AssistantMessage { role: "assistant", content: Some(text), refusal: None },
+            message: AssistantMessage {
+                role: "assistant",
+                content: Some(text),
+                refusal: None,
+            },
             logprobs: None,
             finish_reason: reason.as_openai(),
         });
@@ -185,7 +222,12 @@ impl ChunkWriter {
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: None,
         }
@@ -206,45 +248,73 @@ impl ChunkWriter {
 
 /// The event stream of one streamed chat answer: role chunk, content chunks, the finish chunk,
 /// the usage chunk when asked for, then `[DONE]`. Dropping it (client gone) cancels generation.
-fn stream_chat(run: ChoiceRun, w: ChunkWriter, prompt_tokens: usize) -> impl futures::Stream<Item = axum::response::sse::Event> {
+fn stream_chat(
+    run: ChoiceRun,
+    w: ChunkWriter,
+    prompt_tokens: usize,
+) -> impl futures::Stream<Item = axum::response::sse::Event> {
     enum Phase {
         Start,
         Running,
         Done,
     }
-    futures::stream::unfold((run, w, Phase::Start), move |(mut run, w, phase)| async move {
-        match phase {
-            Phase::Start => {
-                let first = w.chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()) }, None);
-                Some((vec![sse::json_event(&first)], (run, w, Phase::Running)))
-            }
-            Phase::Running => {
-                let events = match run.next().await {
-                    Ok(Some(ChoiceEvent::Text(text))) => {
-                        if w.debug {
-                            tracing::info!(delta = %text, "chat delta");
+    futures::stream::unfold(
+        (run, w, Phase::Start),
+        move |(mut run, w, phase)| async move {
+            match phase {
+                Phase::Start => {
+                    let first = w.chunk(
+                        ChunkDelta {
+                            role: Some("assistant"),
+                            content: Some(String::new()),
+                        },
+                        None,
+                    );
+                    Some((vec![sse::json_event(&first)], (run, w, Phase::Running)))
+                }
+                Phase::Running => {
+                    let events = match run.next().await {
+                        Ok(Some(ChoiceEvent::Text(text))) => {
+                            if w.debug {
+                                tracing::info!(delta = %text, "chat delta");
+                            }
+                            let chunk = w.chunk(
+                                ChunkDelta {
+                                    role: None,
+                                    content: Some(text),
+                                },
+                                None,
+                            );
+                            return Some((vec![sse::json_event(&chunk)], (run, w, Phase::Running)));
                         }
-                        let chunk = w.chunk(ChunkDelta { role: None, content: Some(text) }, None);
-                        return Some((vec![sse::json_event(&chunk)], (run, w, Phase::Running)));
-                    }
-                    Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
-                        // `content: ""` rather than an empty delta: the seed's own streaming
-                        // example reads `delta['content']` on every chunk.
-                        let last = ChunkDelta { role: None, content: Some(String::new()) };
-                        let mut events = vec![sse::json_event(&w.chunk(last, Some(reason.as_openai())))];
-                        if w.include_usage {
-                            events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+                        Ok(Some(ChoiceEvent::Finished {
+                            reason,
+                            completion_tokens,
+                        })) => {
+                            // `content: ""` rather than an empty delta: the seed's own streaming
+                            // example reads `delta['content']` on every chunk.
+                            let last = ChunkDelta {
+                                role: None,
+                                content: Some(String::new()),
+                            };
+                            let mut events =
+                                vec![sse::json_event(&w.chunk(last, Some(reason.as_openai())))];
+                            if w.include_usage {
+                                events.push(sse::json_event(
+                                    &w.usage_chunk(Usage::new(prompt_tokens, completion_tokens)),
+                                ));
+                            }
+                            events.push(sse::done_event());
+                            events
                         }
-                        events.push(sse::done_event());
-                        events
-                    }
-                    Ok(None) => vec![sse::done_event()],
-                    Err(e) => vec![sse::error_event(&e), sse::done_event()],
-                };
-                Some((events, (run, w, Phase::Done)))
+                        Ok(None) => vec![sse::done_event()],
+                        Err(e) => vec![sse::error_event(&e), sse::done_event()],
+                    };
+                    Some((events, (run, w, Phase::Done)))
+                }
+                Phase::Done => None,
             }
-            Phase::Done => None,
-        }
-    })
+        },
+    )
     .flat_map(futures::stream::iter)
 }

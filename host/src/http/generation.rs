@@ -16,7 +16,10 @@ pub enum ChoiceEvent {
     /// Text to append (never empty).
     Text(String),
     /// The choice is complete.
-    Finished { reason: FinishReason, completion_tokens: usize },
+    Finished {
+        reason: FinishReason,
+        completion_tokens: usize,
+    },
 }
 
 /// A choice being generated.
@@ -29,7 +32,12 @@ pub struct ChoiceRun {
 }
 
 impl ChoiceRun {
-    pub fn new(stream: GenerationStream, tokenizer: Arc<TextTokenizer>, stops: Vec<String>, skip_special: bool) -> Self {
+    pub fn new(
+        stream: GenerationStream,
+        tokenizer: Arc<TextTokenizer>,
+        stops: Vec<String>,
+        skip_special: bool,
+    ) -> Self {
         Self {
             stream: Some(stream),
             decoder: IncrementalDecoder::new(tokenizer, stops, skip_special),
@@ -90,7 +98,10 @@ impl ChoiceRun {
 
     fn finish(&mut self, reason: FinishReason) {
         self.finished = true;
-        self.pending.push_back(ChoiceEvent::Finished { reason, completion_tokens: self.completion_tokens });
+        self.pending.push_back(ChoiceEvent::Finished {
+            reason,
+            completion_tokens: self.completion_tokens,
+        });
     }
 
     /// Runs the choice to its end: `(text, finish reason, completion tokens)`.
@@ -99,9 +110,14 @@ impl ChoiceRun {
         while let Some(ev) = self.next().await? {
             match ev {
                 ChoiceEvent::Text(t) => text.push_str(&t),
-                ChoiceEvent::Finished { reason, completion_tokens } => return Ok((text, reason, completion_tokens)),
+                ChoiceEvent::Finished {
+                    reason,
+                    completion_tokens,
+                } => return Ok((text, reason, completion_tokens)),
             }
         }
-        Err(ApiError::internal("generation ended without a finish reason"))
+        Err(ApiError::internal(
+            "generation ended without a finish reason",
+        ))
     }
 }

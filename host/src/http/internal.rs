@@ -23,14 +23,20 @@ pub struct TokensBody {
 }
 
 /// `{text}` → `{tokens, length}`, tokenized as a raw prompt (BOS added when the model wants it).
-pub async fn encode(State(state): State<SharedState>, JsonBody(body): JsonBody<TextBody>) -> Result<Json<Value>, ApiError> {
+pub async fn encode(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<TextBody>,
+) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
     let tokens = served.engine.tokenizer().encode(&body.text, true)?;
     Ok(Json(json!({ "tokens": tokens, "length": tokens.len() })))
 }
 
 /// `{tokens}` → `{text}`.
-pub async fn decode(State(state): State<SharedState>, JsonBody(body): JsonBody<TokensBody>) -> Result<Json<Value>, ApiError> {
+pub async fn decode(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<TokensBody>,
+) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
     let tokenizer = served.engine.tokenizer();
     let vocab = tokenizer.vocab_size() as i64;
@@ -42,7 +48,10 @@ pub async fn decode(State(state): State<SharedState>, JsonBody(body): JsonBody<T
             if (0..vocab).contains(&t) {
                 Ok(t as u32)
             } else {
-                Err(ApiError::invalid_param(format!("tokens[{i}]"), format!("token id {t} is outside the vocabulary (0..{vocab})")))
+                Err(ApiError::invalid_param(
+                    format!("tokens[{i}]"),
+                    format!("token id {t} is outside the vocabulary (0..{vocab})"),
+                ))
             }
         })
         .collect::<Result<Vec<u32>, _>>()?;
@@ -51,7 +60,10 @@ pub async fn decode(State(state): State<SharedState>, JsonBody(body): JsonBody<T
 }
 
 /// `{text}` → `{length}`.
-pub async fn token_count(State(state): State<SharedState>, JsonBody(body): JsonBody<TextBody>) -> Result<Json<Value>, ApiError> {
+pub async fn token_count(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<TextBody>,
+) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
     let tokens = served.engine.tokenizer().encode(&body.text, true)?;
     Ok(Json(json!({ "length": tokens.len() })))

@@ -12,7 +12,9 @@ use crate::sampling::SamplingParams;
 /// Parses a JSON body; a type error names the field (`messages[0].role`).
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("The request body is empty; send a JSON object"));
+        return Err(ApiError::bad_request(
+            "The request body is empty; send a JSON object",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -27,7 +29,8 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid_param(path.clone(), format!("Invalid value for `{path}`: {msg}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -58,29 +61,44 @@ fn range_f32(name: &str, v: Option<f32>, lo: f32, hi: f32, default: f32) -> Resu
     match v {
         None => Ok(default),
         Some(x) if x.is_finite() && x >= lo && x <= hi => Ok(x),
-        Some(x) => Err(ApiError::invalid_param(name, format!("`{name}` must be between {lo} and {hi}, got {x}"))),
+        Some(x) => Err(ApiError::invalid_param(
+            name,
+            format!("`{name}` must be between {lo} and {hi}, got {x}"),
+        )),
     }
 }
 
 /// Validates the fields chat and completions share.
-pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<GenerationPlan, ApiError> {
+pub fn plan(
+    common: CommonParams,
+    max_tokens_alias: Option<i64>,
+) -> Result<GenerationPlan, ApiError> {
     let c = common;
     let temperature = range_f32("temperature", c.temperature, 0.0, 5.0, 1.0)?;
     let top_p = range_f32("top_p", c.top_p, 0.0, 1.0, 1.0)?;
     let min_p = range_f32("min_p", c.min_p, 0.0, 1.0, 0.0)?;
     let presence_penalty = range_f32("presence_penalty", c.presence_penalty, -2.0, 2.0, 0.0)?;
     let frequency_penalty = range_f32("frequency_penalty", c.frequency_penalty, -2.0, 2.0, 0.0)?;
-    let repetition_penalty = range_f32("repetition_penalty", c.repetition_penalty, 0.01, 10.0, 1.0)?;
+    let repetition_penalty =
+        range_f32("repetition_penalty", c.repetition_penalty, 0.01, 10.0, 1.0)?;
     let top_k = match c.top_k {
         None | Some(0) | Some(-1) => 0,
         Some(k) if k > 0 => k as usize,
-        Some(k) => return Err(ApiError::invalid_param("top_k", format!("`top_k` must be 0 (off) or positive, got {k}"))),
+        Some(k) => {
+            return Err(ApiError::invalid_param(
+                "top_k",
+                format!("`top_k` must be 0 (off) or positive, got {k}"),
+            ));
+        }
     };
     let repetition_penalty_range = match c.repetition_penalty_range {
         None => 1024,
         Some(r) if r >= 0 => r as usize,
         Some(r) => {
-            return Err(ApiError::invalid_param("repetition_penalty_range", format!("must be 0 or positive, got {r}")));
+            return Err(ApiError::invalid_param(
+                "repetition_penalty_range",
+                format!("must be 0 or positive, got {r}"),
+            ));
         }
     };
     // text-generation-webui's seed -1 means "random".
@@ -92,24 +110,44 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
         None => None,
         Some(m) if m >= 1 => Some(m as usize),
         Some(m) => {
-            let name = if max_tokens_alias.is_some() { "max_completion_tokens" } else { "max_tokens" };
-            return Err(ApiError::invalid_param(name, format!("`{name}` must be at least 1, got {m}")));
+            let name = if max_tokens_alias.is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            return Err(ApiError::invalid_param(
+                name,
+                format!("`{name}` must be at least 1, got {m}"),
+            ));
         }
     };
     let n = match c.n {
         None => 1,
         Some(n) if (1..=MAX_N as i64).contains(&n) => n as usize,
-        Some(n) => return Err(ApiError::invalid_param("n", format!("`n` must be between 1 and {MAX_N}, got {n}"))),
+        Some(n) => {
+            return Err(ApiError::invalid_param(
+                "n",
+                format!("`n` must be between 1 and {MAX_N}, got {n}"),
+            ));
+        }
     };
     let stops = c.stop.map(|s| s.into_vec()).unwrap_or_default();
     if stops.len() > MAX_STOPS {
-        return Err(ApiError::invalid_param("stop", format!("at most {MAX_STOPS} stop strings, got {}", stops.len())));
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!("at most {MAX_STOPS} stop strings, got {}", stops.len()),
+        ));
     }
     let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
     let context_cap = match c.truncation_length {
         None | Some(0) => None,
         Some(t) if t > 0 => Some(t as usize),
-        Some(t) => return Err(ApiError::invalid_param("truncation_length", format!("must be positive, got {t}"))),
+        Some(t) => {
+            return Err(ApiError::invalid_param(
+                "truncation_length",
+                format!("must be positive, got {t}"),
+            ));
+        }
     };
     let banned_tokens = match c.custom_token_bans.as_deref().map(str::trim) {
         None | Some("") => Vec::new(),
@@ -117,7 +155,10 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
             .split(',')
             .map(|t| {
                 t.trim().parse::<u32>().map_err(|_| {
-                    ApiError::invalid_param("custom_token_bans", format!("`{}` is not a token id", t.trim()))
+                    ApiError::invalid_param(
+                        "custom_token_bans",
+                        format!("`{}` is not a token id", t.trim()),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,
@@ -143,7 +184,10 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
         stops,
         n,
         stream: c.stream.unwrap_or(false),
-        include_usage: c.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        include_usage: c
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
         ban_eos: c.ban_eos_token.unwrap_or(false),
         skip_special: c.skip_special_tokens.unwrap_or(true),
         context_cap,
@@ -186,10 +230,25 @@ const NO_EFFECT: &[&str] = &[
 fn inert_value(name: &str) -> Option<Value> {
     use serde_json::json;
     Some(match name {
-        "preset" | "instruction_template" | "sampler_priority" | "functions" | "function_call" | "audio"
-        | "prediction" | "web_search_options" => Value::Null,
-        "smoothing_factor" | "xtc_probability" | "epsilon_cutoff" | "eta_cutoff" | "top_a" | "top_n_sigma"
-        | "dry_multiplier" | "no_repeat_ngram_size" | "penalty_alpha" | "mirostat_mode" | "prompt_lookup_num_tokens"
+        "preset"
+        | "instruction_template"
+        | "sampler_priority"
+        | "functions"
+        | "function_call"
+        | "audio"
+        | "prediction"
+        | "web_search_options" => Value::Null,
+        "smoothing_factor"
+        | "xtc_probability"
+        | "epsilon_cutoff"
+        | "eta_cutoff"
+        | "top_a"
+        | "top_n_sigma"
+        | "dry_multiplier"
+        | "no_repeat_ngram_size"
+        | "penalty_alpha"
+        | "mirostat_mode"
+        | "prompt_lookup_num_tokens"
         | "max_tokens_second" => json!(0),
         "typical_p" | "tfs" | "encoder_repetition_penalty" | "guidance_scale" => json!(1),
         "dynamic_temperature" | "temperature_last" | "continue_" => json!(false),
@@ -237,7 +296,8 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let err = chat(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#).unwrap_err();
+        let err = chat(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#)
+            .unwrap_err();
         assert_eq!(err.param.as_deref(), Some("temperature"), "{err:?}");
         let err = chat(r#"{"messages":[{"role":"wizard","content":"hi"}]}"#).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages[0].role"), "{err:?}");
@@ -256,7 +316,10 @@ mod tests {
         let err = plan(req.take_common(), None).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("top_p"));
         let mut req = chat(r#"{"messages":[],"max_tokens":0}"#).unwrap();
-        assert_eq!(plan(req.take_common(), None).unwrap_err().param.as_deref(), Some("max_tokens"));
+        assert_eq!(
+            plan(req.take_common(), None).unwrap_err().param.as_deref(),
+            Some("max_tokens")
+        );
     }
 
     #[test]
@@ -267,12 +330,16 @@ mod tests {
         let err = check_extra(&req.extra).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("typical_p"));
         let req = chat(r#"{"messages":[],"frobnicate":true}"#).unwrap();
-        assert_eq!(check_extra(&req.extra).unwrap_err().code, Some("unknown_parameter"));
+        assert_eq!(
+            check_extra(&req.extra).unwrap_err().code,
+            Some("unknown_parameter")
+        );
     }
 
     #[test]
     fn common_fields_are_not_reported_as_extra() {
-        let mut req: CompletionRequest = parse_body(br#"{"prompt":"x","temperature":0.5,"stop":["a"],"seed":3}"#).unwrap();
+        let mut req: CompletionRequest =
+            parse_body(br#"{"prompt":"x","temperature":0.5,"stop":["a"],"seed":3}"#).unwrap();
         assert!(req.extra.is_empty(), "{:?}", req.extra);
         let plan = plan(req.take_common(), None).unwrap();
         assert_eq!(plan.sampling.seed, Some(3));

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::tensor::Device;
-use burn::tensor::wgpu::wgpu::DeviceType;
+use burn::tensor::wgpu::wgpu::{Backend, DeviceType};
 
 /// What the user asked for (`--device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,7 +24,9 @@ impl FromStr for DeviceRequest {
             "auto" => Ok(Self::Auto),
             "wgpu" | "gpu" | "vulkan" => Ok(Self::Wgpu),
             "flex" | "cpu" => Ok(Self::Flex),
-            other => Err(format!("unknown device `{other}` (choose auto, wgpu or flex)")),
+            other => Err(format!(
+                "unknown device `{other}` (choose auto, wgpu or flex)"
+            )),
         }
     }
 }
@@ -67,7 +69,11 @@ pub enum DeviceError {
 
 impl ComputeDevice {
     pub fn flex() -> Self {
-        Self { device: Device::flex(), backend: BackendKind::Flex, description: "flex (CPU)".into() }
+        Self {
+            device: Device::flex(),
+            backend: BackendKind::Flex,
+            description: "flex (CPU)".into(),
+        }
     }
 
     pub fn is_cpu(&self) -> bool {
@@ -82,7 +88,10 @@ pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
         DeviceRequest::Wgpu => open_wgpu().map(|(dev, _)| dev),
         DeviceRequest::Auto => match open_wgpu() {
             Ok((dev, false)) => {
-                tracing::info!("wgpu offers only a CPU adapter ({}); using flex", dev.description);
+                tracing::info!(
+                    "wgpu offers only a CPU adapter ({}); using flex",
+                    dev.description
+                );
                 Ok(ComputeDevice::flex())
             }
             Ok((dev, true)) => Ok(dev),
@@ -98,10 +107,23 @@ pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
 /// such as lavapipe).
 fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
     // wgpu reports a missing driver by panicking on some paths; keep that from taking us down.
-    let opened = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup())
-        .map_err(|_| DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into()))?;
+    let opened =
+        std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup()).map_err(|_| {
+            DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into())
+        })?;
     let (device, setup) = opened.map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
     let info = setup.adapter.get_info();
+    // wgpu falls back to OpenGL when there is no Vulkan/Metal/DX12 driver; burn's kernels need
+    // compute features (subgroups) that its GL path lacks, and fail at the first matmul.
+    if matches!(
+        info.backend,
+        Backend::Gl | Backend::BrowserWebGpu | Backend::Noop
+    ) {
+        return Err(DeviceError::NoAdapter(format!(
+            "the only adapter is `{}` on {:?}, which burn's kernels do not support",
+            info.name, info.backend
+        )));
+    }
     let kind = match info.device_type {
         DeviceType::Cpu => "Cpu",
         DeviceType::DiscreteGpu => "DiscreteGpu",
@@ -111,5 +133,12 @@ fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
     };
     let description = format!("wgpu: {} ({kind}, {:?})", info.name, info.backend);
     let real_gpu = info.device_type != DeviceType::Cpu;
-    Ok((ComputeDevice { device, backend: BackendKind::Wgpu, description }, real_gpu))
+    Ok((
+        ComputeDevice {
+            device,
+            backend: BackendKind::Wgpu,
+            description,
+        },
+        real_gpu,
+    ))
 }

@@ -32,7 +32,13 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, max_len: usize, device: &Device) -> Self {
+    pub fn new(
+        num_layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        max_len: usize,
+        device: &Device,
+    ) -> Self {
         Self {
             layers: Vec::with_capacity(num_layers),
             kv_heads,
@@ -47,7 +53,12 @@ impl KvCache {
 
     fn with_layers(mut self, n: usize) -> Self {
         let empty = Tensor::zeros([self.kv_heads, 0, self.head_dim], &self.device);
-        self.layers = (0..n).map(|_| LayerKv { k: empty.clone(), v: empty.clone() }).collect();
+        self.layers = (0..n)
+            .map(|_| LayerKv {
+                k: empty.clone(),
+                v: empty.clone(),
+            })
+            .collect();
         self
     }
 
@@ -87,7 +98,11 @@ impl KvCache {
             for t in [&mut layer.k, &mut layer.v] {
                 let grown = Tensor::zeros([h, new_cap, d], &self.device);
                 let old = std::mem::replace(t, Tensor::zeros([h, 0, d], &self.device));
-                *t = if self.capacity == 0 { grown } else { grown.slice_assign([0..h, 0..self.capacity, 0..d], old) };
+                *t = if self.capacity == 0 {
+                    grown
+                } else {
+                    grown.slice_assign([0..h, 0..self.capacity, 0..d], old)
+                };
             }
         }
         self.capacity = new_cap;
@@ -95,13 +110,27 @@ impl KvCache {
 
     /// Writes `k`, `v` (`[kv_heads, tokens, head_dim]`) of `layer` at positions `start..` and
     /// returns the layer's keys and values over `0..span` for attention.
-    pub fn write(&mut self, layer: usize, start: usize, k: Tensor<3>, v: Tensor<3>, span: usize) -> (Tensor<3>, Tensor<3>) {
+    pub fn write(
+        &mut self,
+        layer: usize,
+        start: usize,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        span: usize,
+    ) -> (Tensor<3>, Tensor<3>) {
         let tokens = k.dims()[1];
         let (h, d) = (self.kv_heads, self.head_dim);
         let entry = &mut self.layers[layer];
-        entry.k.inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], k));
-        entry.v.inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], v));
-        (entry.k.clone().slice([0..h, 0..span, 0..d]), entry.v.clone().slice([0..h, 0..span, 0..d]))
+        entry
+            .k
+            .inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], k));
+        entry
+            .v
+            .inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], v));
+        (
+            entry.k.clone().slice([0..h, 0..span, 0..d]),
+            entry.v.clone().slice([0..h, 0..span, 0..d]),
+        )
     }
 
     /// Marks positions up to `len` as filled.

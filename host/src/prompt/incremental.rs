@@ -59,16 +59,29 @@ impl IncrementalDecoder {
         }
         self.ids.push(id);
         let s = &mut self.stream;
-        let stepped =
-            step_decode_stream(self.tokenizer.inner(), vec![id], self.skip_special, &mut s.ids, &mut s.prefix, &mut s.prefix_index);
+        let stepped = step_decode_stream(
+            self.tokenizer.inner(),
+            vec![id],
+            self.skip_special,
+            &mut s.ids,
+            &mut s.prefix,
+            &mut s.prefix_index,
+        );
         let piece = match stepped {
             Ok(piece) => piece.unwrap_or_default(),
             // The stream can refuse a prefix that a later token rewrites (rare decoders); fall back
             // to decoding everything and releasing what is new.
             Err(_) => {
                 let full = self.tokenizer.decode(&self.ids, self.skip_special)?;
-                let safe_end = if full.ends_with('\u{FFFD}') { full.len() - '\u{FFFD}'.len_utf8() } else { full.len() };
-                let new = full.get(self.emitted.min(safe_end)..safe_end).unwrap_or_default().to_owned();
+                let safe_end = if full.ends_with('\u{FFFD}') {
+                    full.len() - '\u{FFFD}'.len_utf8()
+                } else {
+                    full.len()
+                };
+                let new = full
+                    .get(self.emitted.min(safe_end)..safe_end)
+                    .unwrap_or_default()
+                    .to_owned();
                 self.stream = StreamState::default();
                 new
             }
@@ -111,9 +124,15 @@ mod tests {
 
     /// A byte-level tokenizer whose tokens are single bytes, so a multi-byte character spans tokens.
     fn byte_tokenizer() -> Arc<TextTokenizer> {
-        let vocab: tokenizers::models::bpe::Vocab =
-            ByteLevel::alphabet().into_iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
+        let vocab: tokenizers::models::bpe::Vocab = ByteLevel::alphabet()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (c.to_string(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, vec![])
+            .build()
+            .unwrap();
         let mut t = Tokenizer::new(bpe);
         t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         t.with_decoder(Some(ByteLevel::default()));
