@@ -16,11 +16,7 @@ const ADMIN_PREFIX: &str = "/v1/internal/model/";
 const OPEN_PATHS: &[&str] = &["/health"];
 
 fn bearer(req: &Request) -> Option<&str> {
-    let value = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -56,20 +52,12 @@ pub fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
-        host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { host })
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Refuses requests addressed to another host name while listening on loopback only, so a web
@@ -100,23 +88,10 @@ mod tests {
 
     #[test]
     fn loopback_names_pass_and_others_do_not() {
-        for ok in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "[::1]:5000",
-            "[::1]",
-            "LOCALHOST",
-        ] {
+        for ok in ["localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000", "[::1]", "LOCALHOST"] {
             assert!(is_loopback_host(ok), "{ok}");
         }
-        for bad in [
-            "evil.com",
-            "evil.com:5000",
-            "127.0.0.1.evil.com",
-            "192.168.1.2:5000",
-            "[fe80::1]:5000",
-        ] {
+        for bad in ["evil.com", "evil.com:5000", "127.0.0.1.evil.com", "192.168.1.2:5000", "[fe80::1]:5000"] {
             assert!(!is_loopback_host(bad), "{bad}");
         }
     }

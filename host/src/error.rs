@@ -38,22 +38,13 @@ pub struct ErrorDetail<'a> {
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            kind,
-            param: None,
-            code: None,
-        }
+        Self { status, message: message.into(), kind, param: None, code: None }
     }
 
     /// 400 about one request field.
     pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> Self {
         let param = param.into();
-        Self {
-            param: Some(param),
-            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
-        }
+        Self { param: Some(param), ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message) }
     }
 
     /// 400 about the request as a whole.
@@ -65,10 +56,7 @@ impl ApiError {
     pub fn unsupported_param(param: &str) -> Self {
         Self {
             code: Some("unsupported_parameter"),
-            ..Self::invalid_param(
-                param,
-                format!("parameter `{param}` is not supported by this server yet"),
-            )
+            ..Self::invalid_param(param, format!("parameter `{param}` is not supported by this server yet"))
         }
     }
 
@@ -76,10 +64,7 @@ impl ApiError {
     pub fn unknown_param(param: &str) -> Self {
         Self {
             code: Some("unknown_parameter"),
-            ..Self::invalid_param(
-                param,
-                format!("Unrecognized request argument supplied: {param}"),
-            )
+            ..Self::invalid_param(param, format!("Unrecognized request argument supplied: {param}"))
         }
     }
 
@@ -107,11 +92,7 @@ impl ApiError {
     }
 
     pub fn forbidden() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "permission_error",
-            "This route needs the admin key (`--admin-key`).",
-        )
+        Self::new(StatusCode::FORBIDDEN, "permission_error", "This route needs the admin key (`--admin-key`).")
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -122,9 +103,7 @@ impl ApiError {
         Self {
             code: Some("model_not_found"),
             param: Some("model".into()),
-            ..Self::not_found(format!(
-                "The model `{model}` does not exist or is not loaded"
-            ))
+            ..Self::not_found(format!("The model `{model}` does not exist or is not loaded"))
         }
     }
 
@@ -137,17 +116,11 @@ impl ApiError {
     }
 
     pub fn overloaded(message: impl Into<String>) -> Self {
-        Self {
-            code: Some("server_overloaded"),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "server_error", message)
-        }
+        Self { code: Some("server_overloaded"), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "server_error", message) }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            code: Some("model_not_loaded"),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
-        }
+        Self { code: Some("model_not_loaded"), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message) }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -192,9 +165,7 @@ impl From<TemplateError> for ApiError {
 impl From<TokenizerError> for ApiError {
     fn from(e: TokenizerError) -> Self {
         match e {
-            TokenizerError::Encode(_) | TokenizerError::Decode(_) => {
-                ApiError::bad_request(e.to_string())
-            }
+            TokenizerError::Encode(_) | TokenizerError::Decode(_) => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

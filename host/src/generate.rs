@@ -80,11 +80,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
     };
     let engine = Engine::start(
         loaded,
-        WorkerOptions {
-            context_length: args.context_length,
-            warm_up: false,
-            ..WorkerOptions::default()
-        },
+        WorkerOptions { context_length: args.context_length, warm_up: false, ..WorkerOptions::default() },
     );
     let request = GenerationRequest {
         prompt: prompt_ids.clone(),

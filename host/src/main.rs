@@ -11,11 +11,7 @@ use hearth::sampling::SamplingParams;
 use hearth_settings::CliSettings;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "hearth",
-    version,
-    about = "A local, private, OpenAI-compatible inference server"
-)]
+#[command(name = "hearth", version, about = "A local, private, OpenAI-compatible inference server")]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -126,7 +122,8 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     // GPU libraries log every kernel autotune and adapter detail at info; keep them to warnings.
-    const DEFAULT_FILTER: &str = "info,cubecl=warn,cubecl_runtime=warn,cubecl_wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn";
+    const DEFAULT_FILTER: &str =
+        "info,cubecl=warn,cubecl_runtime=warn,cubecl_wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     use std::io::IsTerminal;
@@ -153,13 +150,9 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         ctx_size: cli.ctx_size,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
-    let file = cli
-        .settings
-        .or_else(|| default_file.exists().then_some(default_file));
+    let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));
     let settings = hearth_settings::load(file.as_deref(), &overrides, std::env::vars())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(hearth::server::run(settings))?;
     Ok(())
 }
@@ -183,12 +176,8 @@ fn run_generate(g: GenerateCli) -> anyhow::Result<()> {
     };
     let stdout = std::io::stdout();
     // A panic in a device library becomes an error message and exit code 1, like any failure.
-    let stats = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        generate::run(&args, &mut stdout.lock())
-    }))
-    .map_err(|_| {
-        anyhow::anyhow!("internal error: the model runtime panicked (see the message above)")
-    })??;
+    let stats = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate::run(&args, &mut stdout.lock())))
+        .map_err(|_| anyhow::anyhow!("internal error: the model runtime panicked (see the message above)"))??;
     eprintln!(
         "prompt: {} tokens in {:.3} s ({:.1} tok/s); generated: {} tokens in {:.3} s ({:.1} tok/s); finish: {}",
         stats.prompt_tokens,

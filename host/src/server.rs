@@ -17,10 +17,7 @@ use crate::prompt::chat::ChatRenderer;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("invalid listen address `{0}`")]
     Address(String),
     #[error("TLS: {0}")]
@@ -37,32 +34,17 @@ pub enum ServeError {
 
 /// Finds `--model NAME`: a path as given, else a file or folder in the model dir (`.gguf` optional).
 pub fn resolve_model_path(name: &str, model_dir: &Path) -> Result<PathBuf, ServeError> {
-    let candidates = [
-        PathBuf::from(name),
-        model_dir.join(name),
-        model_dir.join(format!("{name}.gguf")),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .cloned()
-        .ok_or_else(|| ServeError::ModelNotFound {
-            name: name.to_owned(),
-            tried: candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    let candidates = [PathBuf::from(name), model_dir.join(name), model_dir.join(format!("{name}.gguf"))];
+    candidates.iter().find(|p| p.exists()).cloned().ok_or_else(|| ServeError::ModelNotFound {
+        name: name.to_owned(),
+        tried: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
 }
 
 fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
     let ip: IpAddr = match settings.listen_host.as_deref() {
         Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Some(host) => host
-            .trim_matches(['[', ']'])
-            .parse()
-            .map_err(|_| ServeError::Address(host.to_owned()))?,
+        Some(host) => host.trim_matches(['[', ']']).parse().map_err(|_| ServeError::Address(host.to_owned()))?,
         None if settings.listen => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
@@ -75,8 +57,7 @@ fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeErro
     let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
     tracing::info!("device: {}", device.description);
     let loaded = model::load(path, &device).map_err(|e| ServeError::Load(e.to_string()))?;
-    let renderer =
-        ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
+    let renderer = ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
     let name = loaded.name.clone();
     let loader = match loaded.format {
         ModelFormat::Gguf => "hearth-gguf",
@@ -89,14 +70,7 @@ fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeErro
         warm_up: true,
     };
     let engine = Engine::start(loaded, options);
-    Ok(ServedModel {
-        engine,
-        renderer,
-        name,
-        path: path.to_path_buf(),
-        created: http::state::unix_now(),
-        loader,
-    })
+    Ok(ServedModel { engine, renderer, name, path: path.to_path_buf(), created: http::state::unix_now(), loader })
 }
 
 /// Serves until Ctrl-C (or until loading the start-up model fails).
@@ -109,10 +83,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         None => None,
     };
     let addr = bind_addr(&settings)?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
 
@@ -130,20 +102,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .map_err(|e| {
-                        ServeError::Tls(format!(
-                            "cannot use {} / {}: {e}",
-                            cert.display(),
-                            key.display()
-                        ))
-                    })?,
+                    .map_err(|e| ServeError::Tls(format!("cannot use {} / {}: {e}", cert.display(), key.display())))?,
             )
         }
         (None, None) => None,
         _ => {
-            return Err(ServeError::Tls(
-                "give both --ssl-certfile and --ssl-keyfile".into(),
-            ));
+            return Err(ServeError::Tls("give both --ssl-certfile and --ssl-keyfile".into()));
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -152,10 +116,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         IpAddr::V4(ip) => ip.to_string(),
     };
     // Tests and scripts read this line to find the port.
-    println!(
-        "Hearth is serving the OpenAI API at {scheme}://{shown_host}:{}/v1",
-        local.port()
-    );
+    println!("Hearth is serving the OpenAI API at {scheme}://{shown_host}:{}/v1", local.port());
 
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
@@ -171,15 +132,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || {
             // A model or device library that panics while loading is a failed load, not a hang.
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                load_model(&path, &settings)
-            }))
-            .unwrap_or_else(|_| {
-                Err(ServeError::Load(format!(
-                    "{}: the loader panicked",
-                    path.display()
-                )))
-            });
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_model(&path, &settings)))
+                .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))));
             match loaded {
                 Ok(served) => {
                     tracing::info!("model `{}` is ready", served.name);
@@ -197,18 +151,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let service = app.into_make_service();
     let server = async {
         match tls {
-            Some(config) => {
-                axum_server::from_tcp_rustls(listener, config)?
-                    .handle(handle.clone())
-                    .serve(service)
-                    .await
-            }
-            None => {
-                axum_server::from_tcp(listener)?
-                    .handle(handle.clone())
-                    .serve(service)
-                    .await
-            }
+            Some(config) => axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone()).serve(service).await,
+            None => axum_server::from_tcp(listener)?.handle(handle.clone()).serve(service).await,
         }
     };
     tokio::select! {

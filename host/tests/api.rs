@@ -15,39 +15,22 @@ fn server() -> &'static Server {
 fn assert_openai_error(body: &Value, status: u16, expected_status: u16) {
     assert_eq!(status, expected_status, "status; body: {body}");
     let err = &body["error"];
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "error.message in {body}"
-    );
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message in {body}");
     assert!(err["type"].as_str().is_some(), "error.type in {body}");
-    assert!(
-        err.get("param").is_some() && err.get("code").is_some(),
-        "error.param and error.code present in {body}"
-    );
+    assert!(err.get("param").is_some() && err.get("code").is_some(), "error.param and error.code present in {body}");
 }
 
 fn greedy_completion(prompt: &str, max_tokens: u32) -> (String, Value) {
-    let (status, body) = post_json(
-        server(),
-        "/v1/completions",
-        &json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}),
-    );
+    let (status, body) =
+        post_json(server(), "/v1/completions", &json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}));
     assert_eq!(status, 200, "{body}");
-    (
-        body["choices"][0]["text"].as_str().unwrap().to_owned(),
-        body,
-    )
+    (body["choices"][0]["text"].as_str().unwrap().to_owned(), body)
 }
 
 fn token_ids(text: &str) -> Vec<u64> {
     let (status, body) = post_json(server(), "/v1/internal/encode", &json!({"text": text}));
     assert_eq!(status, 200, "{body}");
-    body["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect()
+    body["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect()
 }
 
 fn decode(ids: &[u64]) -> String {
@@ -94,33 +77,16 @@ fn chat_answers_the_capital_of_france() {
 #[test]
 fn usage_prompt_tokens_equal_the_tokenizers_count() {
     let messages = json!([{"role": "user", "content": "Count my tokens, please."}]);
-    let (_, prompt) = post_json(
-        server(),
-        "/v1/internal/chat-prompt",
-        &json!({"messages": messages}),
-    );
+    let (_, prompt) = post_json(server(), "/v1/internal/chat-prompt", &json!({"messages": messages}));
     let prompt = prompt["prompt"].as_str().unwrap().to_owned();
-    assert!(
-        prompt.contains("<|im_start|>user\nCount my tokens, please.<|im_end|>"),
-        "{prompt}"
-    );
-    let (_, count) = post_json(
-        server(),
-        "/v1/internal/token-count",
-        &json!({"text": prompt}),
-    );
-    let (_, body) = post_json(
-        server(),
-        "/v1/chat/completions",
-        &json!({"messages": messages, "max_tokens": 3, "temperature": 0}),
-    );
+    assert!(prompt.contains("<|im_start|>user\nCount my tokens, please.<|im_end|>"), "{prompt}");
+    let (_, count) = post_json(server(), "/v1/internal/token-count", &json!({"text": prompt}));
+    let (_, body) =
+        post_json(server(), "/v1/chat/completions", &json!({"messages": messages, "max_tokens": 3, "temperature": 0}));
     assert_eq!(body["usage"]["prompt_tokens"], count["length"], "{body}");
 
     let (text, body) = greedy_completion("The quick brown fox", 7);
-    assert_eq!(
-        body["usage"]["prompt_tokens"].as_u64().unwrap() as usize,
-        token_ids("The quick brown fox").len()
-    );
+    assert_eq!(body["usage"]["prompt_tokens"].as_u64().unwrap() as usize, token_ids("The quick brown fox").len());
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     assert_eq!(body["usage"]["completion_tokens"], 7);
     assert!(!text.is_empty());
@@ -165,11 +131,7 @@ fn stop_string_spanning_two_tokens_never_reaches_the_client() {
         &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0, "stop": stop}),
     );
     assert_eq!(status, 200);
-    assert_eq!(
-        body["choices"][0]["text"].as_str().unwrap(),
-        expected,
-        "stop {stop:?}"
-    );
+    assert_eq!(body["choices"][0]["text"].as_str().unwrap(), expected, "stop {stop:?}");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 
     let (status, raw) = post_stream(
@@ -204,28 +166,16 @@ fn chat_stream_has_role_chunk_usage_chunk_and_done() {
     assert_eq!(status, 200);
     let payloads = sse_payloads(&raw);
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{raw}");
-    let chunks: Vec<Value> = payloads[..payloads.len() - 1]
-        .iter()
-        .map(|p| serde_json::from_str(p).unwrap())
-        .collect();
-    assert_eq!(
-        chunks[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": ""})
-    );
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 8);
     for c in &chunks[..chunks.len() - 1] {
         assert_eq!(c["object"], "chat.completion.chunk");
-        assert!(
-            c["usage"].is_null(),
-            "usage is null on ordinary chunks: {c}"
-        );
+        assert!(c["usage"].is_null(), "usage is null on ordinary chunks: {c}");
     }
-    assert_eq!(
-        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
-        "length"
-    );
+    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "length");
 }
 
 #[test]
@@ -242,17 +192,11 @@ fn bad_requests_get_openai_errors_naming_the_field() {
 
     let msgs = json!([{"role": "user", "content": "hi"}]);
     let cases = [
-        (
-            json!({"messages": msgs, "temperature": "hot"}),
-            "temperature",
-        ),
+        (json!({"messages": msgs, "temperature": "hot"}), "temperature"),
         (json!({"messages": msgs, "top_p": 3}), "top_p"),
         (json!({"messages": msgs, "max_tokens": -5}), "max_tokens"),
         (json!({"messages": msgs, "n": 1000}), "n"),
-        (
-            json!({"messages": [{"role": "wizard", "content": "hi"}]}),
-            "messages[0].role",
-        ),
+        (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role"),
         (json!({"messages": msgs, "typical_p": 0.5}), "typical_p"),
         (json!({"messages": msgs, "logprobs": true}), "logprobs"),
         (json!({"messages": msgs, "frobnicate": 1}), "frobnicate"),
@@ -263,11 +207,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         assert_openai_error(&resp, status, 400);
         assert_eq!(resp["error"]["param"], field, "{resp}");
     }
-    let (status, resp) = post_json(
-        s,
-        "/v1/completions",
-        &json!({"prompt": [999999], "max_tokens": 1}),
-    );
+    let (status, resp) = post_json(s, "/v1/completions", &json!({"prompt": [999999], "max_tokens": 1}));
     assert_openai_error(&resp, status, 400);
     let (status, resp) = post_json(s, "/v1/completions", &json!({"max_tokens": 1}));
     assert_openai_error(&resp, status, 400);
@@ -277,11 +217,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
 #[test]
 fn a_prompt_longer_than_the_context_is_refused() {
     let long = "word ".repeat(3000);
-    let (status, body) = post_json(
-        server(),
-        "/v1/completions",
-        &json!({"prompt": long, "max_tokens": 4}),
-    );
+    let (status, body) = post_json(server(), "/v1/completions", &json!({"prompt": long, "max_tokens": 4}));
     assert_openai_error(&body, status, 400);
     assert_eq!(body["error"]["code"], "context_length_exceeded");
 }
@@ -293,10 +229,7 @@ fn an_unknown_model_name_is_served_by_the_loaded_model() {
         "/v1/chat/completions",
         &json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
     );
-    assert_eq!(
-        status, 200,
-        "any unknown name is served by the loaded model, as textgen does: {body}"
-    );
+    assert_eq!(status, 200, "any unknown name is served by the loaded model, as textgen does: {body}");
     assert_eq!(body["model"], "SmolLM2-135M-Instruct.Q4_1");
 }
 
@@ -331,16 +264,10 @@ fn health_models_and_tokenization_answer_while_a_generation_runs() {
     for path in ["/health", "/v1/models"] {
         assert_eq!(get_json(s, path).0, 200, "{path}");
     }
-    assert_eq!(
-        post_json(s, "/v1/internal/token-count", &json!({"text": "hello"})).0,
-        200
-    );
+    assert_eq!(post_json(s, "/v1/internal/token-count", &json!({"text": "hello"})).0, 200);
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
-    assert!(
-        rest.contains("[DONE]"),
-        "the generation went on to the end after the other requests"
-    );
+    assert!(rest.contains("[DONE]"), "the generation went on to the end after the other requests");
 }
 
 #[test]

@@ -13,14 +13,7 @@ use serde_json::{Value, json};
 #[test]
 fn disconnect_and_stop_generation_cancel_generations() {
     let model = smollm2();
-    let server = Server::start(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--device",
-        "flex",
-        "--ctx-size",
-        "2048",
-    ]);
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--device", "flex", "--ctx-size", "2048"]);
 
     // A client that reads a little and hangs up.
     {
@@ -58,9 +51,6 @@ fn disconnect_and_stop_generation_cancel_generations() {
     let finish: Value = serde_json::from_str(&payloads[payloads.len() - 3]).unwrap();
     assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{finish}");
     let usage: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
-    assert!(
-        usage["usage"]["completion_tokens"].as_u64().unwrap() < 1500,
-        "{usage}"
-    );
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() < 1500, "{usage}");
     s.kill();
 }

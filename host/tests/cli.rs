@@ -12,11 +12,7 @@ use std::process::Command;
 use gguf_writer::{Meta, tiny_llama};
 
 fn hearth(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .current_dir(common::repo_root())
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).current_dir(common::repo_root()).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,21 +28,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs `generate` on `path` and checks it fails cleanly with a message containing `needles`.
 fn assert_clean_failure(path: &Path, needles: &[&str]) {
-    let (ok, _out, err) = hearth(&[
-        "generate",
-        "--model",
-        path.to_str().unwrap(),
-        "--prompt",
-        "hi",
-        "--device",
-        "flex",
-    ]);
+    let (ok, _out, err) =
+        hearth(&["generate", "--model", path.to_str().unwrap(), "--prompt", "hi", "--device", "flex"]);
     assert!(!ok, "generate should fail for {}", path.display());
     assert!(!err.contains("panicked"), "no panic, got:\n{err}");
-    assert!(
-        err.contains(&path.display().to_string()),
-        "the error names the file:\n{err}"
-    );
+    assert!(err.contains(&path.display().to_string()), "the error names the file:\n{err}");
     for n in needles {
         assert!(err.contains(n), "the error says {n:?}:\n{err}");
     }
@@ -94,12 +80,7 @@ fn unsupported_tensor_type_is_a_clear_error() {
     let mut w = tiny_llama();
     w.tensors.retain(|t| t.name != "blk.0.attn_q.weight");
     // Q2_K (type 10): 84 bytes per 256 values; Hearth has no dequantizer for it.
-    w.raw(
-        "blk.0.attn_q.weight",
-        vec![256, 256],
-        10,
-        vec![0u8; 256 * 84],
-    );
+    w.raw("blk.0.attn_q.weight", vec![256, 256], 10, vec![0u8; 256 * 84]);
     w.write(&path);
     assert_clean_failure(&path, &["blk.0.attn_q.weight", "Q2_K"]);
 }
@@ -151,15 +132,7 @@ fn a_missing_model_file_is_a_clear_error() {
 fn a_missing_gpu_driver_is_a_clear_error() {
     let model = common::smollm2();
     let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args([
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "hi",
-            "--device",
-            "wgpu",
-        ])
+        .args(["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--device", "wgpu"])
         // No Vulkan driver and no other graphics API: wgpu finds no adapter.
         .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
         .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
@@ -169,8 +142,5 @@ fn a_missing_gpu_driver_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(!err.contains("panicked"), "no panic:\n{err}");
-    assert!(
-        err.contains("no wgpu adapter") && err.contains("--device flex"),
-        "{err}"
-    );
+    assert!(err.contains("no wgpu adapter") && err.contains("--device flex"), "{err}");
 }

@@ -40,12 +40,7 @@ fn plain_http_basics() {
 #[test]
 fn openai_node_chat() {
     let script = repo_root().join("tests/clients/node/chat.mjs");
-    run_client(
-        std::path::Path::new("node"),
-        &[script.to_str().unwrap()],
-        server(),
-        &[],
-    );
+    run_client(std::path::Path::new("node"), &[script.to_str().unwrap()], server(), &[]);
 }
 
 #[test]

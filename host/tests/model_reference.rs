@@ -18,11 +18,7 @@ fn reference() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn log_softmax(logits: &[f32]) -> Vec<f64> {
@@ -32,10 +28,7 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
 }
 
 fn last_logits(m: &LoadedModel, cache: &mut hearth::model::KvCache, input: &[u32]) -> Vec<f32> {
-    let t = m
-        .llama
-        .forward(input, cache, LogitsFor::Last)
-        .expect("forward");
+    let t = m.llama.forward(input, cache, LogitsFor::Last).expect("forward");
     t.into_data().try_to_vec::<f32>().expect("f32 logits")
 }
 
@@ -49,18 +42,12 @@ fn check_against_reference(device: DeviceRequest) {
         let name = prompt["name"].as_str().unwrap();
         let prompt_ids = ids(&prompt["ids"]);
         // Our tokenizer must agree first, or the comparison is meaningless.
-        let ours = m
-            .tokenizer
-            .encode(prompt["text"].as_str().unwrap(), false)
-            .unwrap();
+        let ours = m.tokenizer.encode(prompt["text"].as_str().unwrap(), false).unwrap();
         assert_eq!(ours, prompt_ids, "{name}: token ids");
         let mut cache = m.llama.new_cache(2048);
         let logprobs = log_softmax(&last_logits(&m, &mut cache, &prompt_ids));
         for pair in prompt["top_logprobs"].as_array().unwrap().iter().take(10) {
-            let (id, want) = (
-                pair[0].as_u64().unwrap() as usize,
-                pair[1].as_f64().unwrap(),
-            );
+            let (id, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
             let diff = (logprobs[id] - want).abs();
             worst = worst.max(diff);
             assert!(
@@ -85,27 +72,16 @@ fn check_against_reference(device: DeviceRequest) {
             let want = step["id"].as_u64().unwrap() as u32;
             let logprob = log_softmax(&logits)[want as usize];
             let diff = (logprob - step["logprob"].as_f64().unwrap()).abs();
-            assert!(
-                diff <= LOGPROB_TOLERANCE,
-                "{name} ({device}): step {} logprob differs by {diff}",
-                step["step"]
-            );
+            assert!(diff <= LOGPROB_TOLERANCE, "{name} ({device}): step {} logprob differs by {diff}", step["step"]);
             if step["margin"].as_f64().unwrap() >= CLEAR_MARGIN {
                 let ours = hearth::sampling::argmax(&logits) as u32;
-                assert_eq!(
-                    ours, want,
-                    "{name} ({device}): greedy step {}",
-                    step["step"]
-                );
+                assert_eq!(ours, want, "{name} ({device}): greedy step {}", step["step"]);
                 clear_steps += 1;
             }
             input = vec![want];
         }
         eprintln!("{device}: {name}: {clear_steps} clear greedy steps equal the reference");
-        assert!(
-            clear_steps >= 16,
-            "{name}: too few clear steps to compare ({clear_steps})"
-        );
+        assert!(clear_steps >= 16, "{name}: too few clear steps to compare ({clear_steps})");
     }
 }
 

@@ -10,21 +10,12 @@ use hearth::prompt::TextTokenizer;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = common::repo_root()
-        .join("tests/fixtures/tokenizer")
-        .join(name);
-    serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
+    let path = common::repo_root().join("tests/fixtures/tokenizer").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 #[test]
@@ -36,11 +27,7 @@ fn smollm2_gguf_tokenizer_matches_the_reference() {
     assert!(cases.len() >= 20);
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(
-            tok.encode(text, false).unwrap(),
-            ids(&case["ids"]),
-            "ids of {text:?}"
-        );
+        assert_eq!(tok.encode(text, false).unwrap(), ids(&case["ids"]), "ids of {text:?}");
         assert_eq!(
             tok.encode(text, true).unwrap(),
             ids(&case["ids_with_special"]),
@@ -65,15 +52,7 @@ fn minilm_tokenizer_json_matches_the_reference() {
     let fx = fixture("minilm.json");
     for case in fx["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(
-            tok.encode(text, false).unwrap(),
-            ids(&case["ids"]),
-            "ids of {text:?}"
-        );
-        assert_eq!(
-            tok.encode(text, true).unwrap(),
-            ids(&case["ids_with_special"]),
-            "ids with special of {text:?}"
-        );
+        assert_eq!(tok.encode(text, false).unwrap(), ids(&case["ids"]), "ids of {text:?}");
+        assert_eq!(tok.encode(text, true).unwrap(), ids(&case["ids_with_special"]), "ids with special of {text:?}");
     }
 }

@@ -159,10 +159,7 @@ pub fn load(
     let mut figment = Figment::from(Serialized::defaults(Settings::default()));
     if let Some(path) = settings_file {
         if !path.exists() {
-            return Err(SettingsError::Invalid(format!(
-                "{} does not exist",
-                path.display()
-            )));
+            return Err(SettingsError::Invalid(format!("{} does not exist", path.display())));
         }
         let file: Dict = Figment::from(Yaml::file(path)).extract()?;
         figment = figment.merge(Serialized::defaults(translate_file_keys(file)));
@@ -185,10 +182,7 @@ fn translate_file_keys(file: Dict) -> Dict {
     let known: Vec<String> = serde_json_keys();
     let mut out = Dict::new();
     for (key, value) in file {
-        let key = TEXTGEN_KEYS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(key, |(_, field)| (*field).to_owned());
+        let key = TEXTGEN_KEYS.iter().find(|(k, _)| *k == key).map_or(key, |(_, field)| (*field).to_owned());
         // Our own keys with `-` are accepted too (`api-port`), as CLI users write them.
         let key = key.replace('-', "_");
         if known.contains(&key) {
@@ -211,15 +205,12 @@ fn env_value(field: &str, text: &str) -> Result<Value, SettingsError> {
     let text = text.trim();
     Ok(match field {
         "api_port" => {
-            let port: u16 = text.parse().map_err(|_| {
-                SettingsError::Invalid(format!("OPENEDAI_PORT `{text}` is not a port number"))
-            })?;
+            let port: u16 = text
+                .parse()
+                .map_err(|_| SettingsError::Invalid(format!("OPENEDAI_PORT `{text}` is not a port number")))?;
             Value::from(port)
         }
-        "debug" => Value::from(matches!(
-            text.to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        )),
+        "debug" => Value::from(matches!(text.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
         _ => Value::from(text.to_owned()),
     })
 }
@@ -229,8 +220,7 @@ mod tests {
     use super::*;
 
     fn write(name: &str, text: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("hearth-settings-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("hearth-settings-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("settings.yaml");
         std::fs::write(&p, text).unwrap();
@@ -246,14 +236,8 @@ mod tests {
 
     #[test]
     fn file_then_cli_then_env_win_in_that_order() {
-        let path = write(
-            "order",
-            "api_port: 6000\nmodel: from-file\nopenai-debug: false\n",
-        );
-        let cli = CliSettings {
-            api_port: Some(7000),
-            ..Default::default()
-        };
+        let path = write("order", "api_port: 6000\nmodel: from-file\nopenai-debug: false\n");
+        let cli = CliSettings { api_port: Some(7000), ..Default::default() };
         let s = load(Some(&path), &cli, [("OPENEDAI_PORT".into(), "8000".into())]).unwrap();
         assert_eq!(s.api_port, 8000);
         assert_eq!(s.model.as_deref(), Some("from-file"));
@@ -265,10 +249,7 @@ mod tests {
 
     #[test]
     fn textgen_keys_are_honoured() {
-        let path = write(
-            "textgen",
-            "openai-debug: true\nopenai-embedding_model: all-MiniLM-L6-v2\ndark_theme: true\n",
-        );
+        let path = write("textgen", "openai-debug: true\nopenai-embedding_model: all-MiniLM-L6-v2\ndark_theme: true\n");
         let s = load(Some(&path), &CliSettings::default(), []).unwrap();
         assert!(s.debug);
         assert_eq!(s.embedding_model.as_deref(), Some("all-MiniLM-L6-v2"));
@@ -276,12 +257,7 @@ mod tests {
 
     #[test]
     fn openedai_debug_turns_on_debug() {
-        let s = load(
-            None,
-            &CliSettings::default(),
-            [("OPENEDAI_DEBUG".into(), "1".into())],
-        )
-        .unwrap();
+        let s = load(None, &CliSettings::default(), [("OPENEDAI_DEBUG".into(), "1".into())]).unwrap();
         assert!(s.debug);
     }
 
@@ -290,10 +266,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.yaml");
         let text = std::fs::read_to_string(&path).unwrap();
         for key in serde_json_keys() {
-            assert!(
-                text.contains(&format!("\n{key}:")),
-                "settings.yaml documents `{key}`"
-            );
+            assert!(text.contains(&format!("\n{key}:")), "settings.yaml documents `{key}`");
         }
         let s = load(Some(&path), &CliSettings::default(), []).unwrap();
         assert_eq!(s, Settings::default());
@@ -301,12 +274,7 @@ mod tests {
 
     #[test]
     fn a_bad_port_is_a_clear_error() {
-        let err = load(
-            None,
-            &CliSettings::default(),
-            [("OPENEDAI_PORT".into(), "http".into())],
-        )
-        .unwrap_err();
+        let err = load(None, &CliSettings::default(), [("OPENEDAI_PORT".into(), "http".into())]).unwrap_err();
         assert!(err.to_string().contains("OPENEDAI_PORT"), "{err}");
         let path = write("badport", "api_port: seventy\n");
         let err = load(Some(&path), &CliSettings::default(), []).unwrap_err();

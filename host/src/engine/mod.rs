@@ -124,9 +124,7 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("model", &self.model_name)
-            .finish()
+        f.debug_struct("Engine").field("model", &self.model_name).finish()
     }
 }
 
@@ -134,15 +132,9 @@ impl Engine {
     /// Starts the worker thread that owns `model`.
     pub fn start(model: LoadedModel, options: WorkerOptions) -> Self {
         let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
-            queued: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
-        });
-        let context_length = options
-            .context_length
-            .min(model.llama.config().max_position_embeddings)
-            .max(1);
+        let shared =
+            Arc::new(Shared { epoch: AtomicU64::new(0), queued: AtomicUsize::new(0), running: AtomicUsize::new(0) });
+        let context_length = options.context_length.min(model.llama.config().max_position_embeddings).max(1);
         let engine = Self {
             jobs,
             shared: shared.clone(),
@@ -151,15 +143,7 @@ impl Engine {
             context_length,
             queue_capacity: options.queue_capacity,
         };
-        worker::spawn(
-            model,
-            rx,
-            shared,
-            WorkerOptions {
-                context_length,
-                ..options
-            },
-        );
+        worker::spawn(model, rx, shared, WorkerOptions { context_length, ..options });
         engine
     }
 
@@ -178,34 +162,22 @@ impl Engine {
 
     /// Requests waiting for their first token, and sequences generating.
     pub fn load(&self) -> (usize, usize) {
-        (
-            self.shared.queued.load(Ordering::Relaxed),
-            self.shared.running.load(Ordering::Relaxed),
-        )
+        (self.shared.queued.load(Ordering::Relaxed), self.shared.running.load(Ordering::Relaxed))
     }
 
     /// Queues a request; its events arrive on the returned stream.
     pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
-        let job = Job {
-            request,
-            events: tx,
-            cancelled: cancelled.clone(),
-            epoch: self.shared.epoch.load(Ordering::SeqCst),
-        };
+        let job =
+            Job { request, events: tx, cancelled: cancelled.clone(), epoch: self.shared.epoch.load(Ordering::SeqCst) };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.jobs.try_send(job) {
-            Ok(()) => Ok(GenerationStream {
-                events: rx,
-                cancelled,
-            }),
+            Ok(()) => Ok(GenerationStream { events: rx, cancelled }),
             Err(e) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {
-                    mpsc::error::TrySendError::Full(_) => {
-                        EngineError::Overloaded(self.queue_capacity)
-                    }
+                    mpsc::error::TrySendError::Full(_) => EngineError::Overloaded(self.queue_capacity),
                     mpsc::error::TrySendError::Closed(_) => EngineError::Stopped,
                 })
             }

@@ -28,12 +28,7 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self {
-            queue_capacity: 64,
-            max_running: 4,
-            context_length: 8192,
-            warm_up: true,
-        }
+        Self { queue_capacity: 64, max_running: 4, context_length: 8192, warm_up: true }
     }
 }
 
@@ -54,24 +49,10 @@ enum Step {
     Done,
 }
 
-pub(super) fn spawn(
-    model: LoadedModel,
-    jobs: mpsc::Receiver<Job>,
-    shared: Arc<Shared>,
-    options: WorkerOptions,
-) {
-    let worker = Worker {
-        model,
-        jobs,
-        shared,
-        options,
-        running: Vec::new(),
-    };
+pub(super) fn spawn(model: LoadedModel, jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, options: WorkerOptions) {
+    let worker = Worker { model, jobs, shared, options, running: Vec::new() };
     // If the thread cannot start, the job channel closes and submit() reports `Stopped`.
-    if let Err(e) = std::thread::Builder::new()
-        .name("hearth-model".into())
-        .spawn(move || worker.run())
-    {
+    if let Err(e) = std::thread::Builder::new().name("hearth-model".into()).spawn(move || worker.run()) {
         tracing::error!("cannot start the model thread: {e}");
     }
 }
@@ -104,16 +85,12 @@ impl Worker {
             }
             let mut i = 0;
             while i < self.running.len() {
-                let outcome =
-                    catch_unwind(AssertUnwindSafe(|| self.step(i))).unwrap_or_else(|panic| {
-                        let msg = panic_message(&panic);
-                        tracing::error!("the model panicked: {msg}");
-                        let _ = self.running[i]
-                            .job
-                            .events
-                            .send(TokenEvent::Failed(format!("internal model error: {msg}")));
-                        Step::Done
-                    });
+                let outcome = catch_unwind(AssertUnwindSafe(|| self.step(i))).unwrap_or_else(|panic| {
+                    let msg = panic_message(&panic);
+                    tracing::error!("the model panicked: {msg}");
+                    let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
+                    Step::Done
+                });
                 match outcome {
                     Step::Continue => i += 1,
                     Step::Done => {
@@ -140,15 +117,7 @@ impl Worker {
         let sampler = Sampler::new(job.request.sampling.clone());
         let context = job.request.prompt.clone();
         self.shared.running.fetch_add(1, Ordering::Relaxed);
-        self.running.push(Sequence {
-            job,
-            cache,
-            sampler,
-            context,
-            prompt_len,
-            max_new,
-            prefilled: false,
-        });
+        self.running.push(Sequence { job, cache, sampler, context, prompt_len, max_new, prefilled: false });
     }
 
     fn step(&mut self, i: usize) -> Step {
@@ -158,22 +127,14 @@ impl Worker {
             return receiver_gone(seq);
         }
         if seq.job.epoch != epoch {
-            let _ = seq.job.events.send(TokenEvent::Finished {
-                reason: FinishReason::Cancelled,
-            });
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
             return Step::Done;
         }
         if seq.max_new == 0 {
-            let _ = seq.job.events.send(TokenEvent::Finished {
-                reason: FinishReason::Length,
-            });
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
             return Step::Done;
         }
-        let input: &[u32] = if seq.prefilled {
-            &seq.context[seq.context.len() - 1..]
-        } else {
-            &seq.context
-        };
+        let input: &[u32] = if seq.prefilled { &seq.context[seq.context.len() - 1..] } else { &seq.context };
         let started = Instant::now();
         let logits = match run_logits(&self.model, input, &mut seq.cache) {
             Ok(l) => l,
@@ -183,36 +144,20 @@ impl Worker {
             }
         };
         if !seq.prefilled {
-            tracing::debug!(
-                tokens = seq.prompt_len,
-                ms = started.elapsed().as_millis() as u64,
-                "prefill"
-            );
+            tracing::debug!(tokens = seq.prompt_len, ms = started.elapsed().as_millis() as u64, "prefill");
             seq.prefilled = true;
         }
         let sampled = seq.sampler.sample(&logits, &seq.context);
         if seq.job.request.stop_ids.contains(&sampled.id) {
-            let _ = seq.job.events.send(TokenEvent::Finished {
-                reason: FinishReason::Stop,
-            });
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
             return Step::Done;
         }
         seq.context.push(sampled.id);
-        if seq
-            .job
-            .events
-            .send(TokenEvent::Token {
-                id: sampled.id,
-                logprob: sampled.logprob,
-            })
-            .is_err()
-        {
+        if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob }).is_err() {
             return receiver_gone(seq);
         }
         if seq.context.len() - seq.prompt_len >= seq.max_new {
-            let _ = seq.job.events.send(TokenEvent::Finished {
-                reason: FinishReason::Length,
-            });
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
             return Step::Done;
         }
         Step::Continue
@@ -224,41 +169,28 @@ impl Worker {
         for len in [16, 64] {
             let mut cache = self.model.llama.new_cache(self.options.context_length);
             let prompt = vec![0u32; len.min(self.options.context_length - 1)];
-            let ok = run_logits(&self.model, &prompt, &mut cache)
-                .and_then(|_| run_logits(&self.model, &[0], &mut cache));
+            let ok =
+                run_logits(&self.model, &prompt, &mut cache).and_then(|_| run_logits(&self.model, &[0], &mut cache));
             if let Err(e) = ok {
                 tracing::warn!("warm-up failed: {e}");
                 return;
             }
         }
-        tracing::info!(
-            "warmed up the device in {:.1} s",
-            started.elapsed().as_secs_f32()
-        );
+        tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32());
     }
 }
 
 /// Ends a sequence whose receiver is gone: the client disconnected, or its stop string matched.
 fn receiver_gone(seq: &Sequence) -> Step {
-    tracing::info!(
-        generated = seq.context.len() - seq.prompt_len,
-        "generation cancelled by its receiver"
-    );
+    tracing::info!(generated = seq.context.len() - seq.prompt_len, "generation cancelled by its receiver");
     Step::Done
 }
 
 /// Runs the model and reads the last position's logits back to the host.
-fn run_logits(
-    model: &LoadedModel,
-    input: &[u32],
-    cache: &mut KvCache,
-) -> Result<Vec<f32>, ModelError> {
+fn run_logits(model: &LoadedModel, input: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
     let logits = model.llama.forward(input, cache, LogitsFor::Last)?;
-    let data = logits
-        .try_into_data()
-        .map_err(|e| ModelError::Execution(format!("{e:?}")))?;
-    data.try_to_vec::<f32>()
-        .map_err(|e| ModelError::Execution(format!("{e:?}")))
+    let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+    data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

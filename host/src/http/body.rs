@@ -36,8 +36,7 @@ async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let mut body: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         seen += chunk.len();
         if seen > limit {
             if seen > DRAIN_CAP {

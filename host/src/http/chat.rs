@@ -11,8 +11,8 @@ use super::generation::{ChoiceEvent, ChoiceRun};
 use super::sse;
 use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
 use super::types::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage,
-    ChunkChoice, ChunkDelta, ContentPart, MessageContent, Usage,
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
+    ChunkDelta, ContentPart, MessageContent, Usage,
 };
 use super::validate::{self, GenerationPlan};
 use crate::error::ApiError;
@@ -58,22 +58,11 @@ pub fn render_request(
         Some(_) => return Err(ApiError::unsupported_param("tool_choice")),
     };
     if req.messages.is_empty() {
-        return Err(ApiError::invalid_param(
-            "messages",
-            "`messages` must contain at least one message",
-        ));
+        return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
     }
-    let messages = req
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| template_message(i, m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tools = if offer_tools {
-        req.tools.as_deref().filter(|t| !t.is_empty())
-    } else {
-        None
-    };
+    let messages =
+        req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
+    let tools = if offer_tools { req.tools.as_deref().filter(|t| !t.is_empty()) } else { None };
 
     let mut extra = Map::new();
     if let Some(v) = req.enable_thinking {
@@ -86,10 +75,7 @@ pub fn render_request(
         messages: &messages,
         tools,
         add_generation_prompt: true,
-        template_override: req
-            .instruction_template_str
-            .as_deref()
-            .filter(|s| !s.trim().is_empty()),
+        template_override: req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty()),
         extra,
     };
     let (prompt, _source) = served.renderer.render(&conversation)?;
@@ -154,22 +140,11 @@ pub async fn chat_completions(
 
     if plan.stream {
         if plan.n > 1 {
-            return Err(ApiError::invalid_param(
-                "n",
-                "`n` greater than 1 is not supported with `stream`",
-            ));
+            return Err(ApiError::invalid_param("n", "`n` greater than 1 is not supported with `stream`"));
         }
         let mut runs = submit_choices(&served, &plan, &sub, 1)?;
-        let run = runs
-            .pop()
-            .ok_or_else(|| ApiError::internal("no choice was submitted"))?;
-        let chunks = ChunkWriter {
-            id,
-            created,
-            model,
-            include_usage: plan.include_usage,
-            debug: state.settings.debug,
-        };
+        let run = runs.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
+        let chunks = ChunkWriter { id, created, model, include_usage: plan.include_usage, debug: state.settings.debug };
         return Ok(sse::respond(stream_chat(run, chunks, prompt_tokens)));
     }
 
@@ -185,11 +160,7 @@ pub async fn chat_completions(
         }
         choices.push(ChatChoice {
             index,
-            message: AssistantMessage {
-                role: "assistant",
-                content: Some(text),
-                refusal: None,
-            },
+            message: AssistantMessage { role: "assistant", content: Some(text), refusal: None },
             logprobs: None,
             finish_reason: reason.as_openai(),
         });
@@ -222,12 +193,7 @@ impl ChunkWriter {
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason,
-            }],
+            choices: vec![ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: None,
         }
@@ -258,63 +224,39 @@ fn stream_chat(
         Running,
         Done,
     }
-    futures::stream::unfold(
-        (run, w, Phase::Start),
-        move |(mut run, w, phase)| async move {
-            match phase {
-                Phase::Start => {
-                    let first = w.chunk(
-                        ChunkDelta {
-                            role: Some("assistant"),
-                            content: Some(String::new()),
-                        },
-                        None,
-                    );
-                    Some((vec![sse::json_event(&first)], (run, w, Phase::Running)))
-                }
-                Phase::Running => {
-                    let events = match run.next().await {
-                        Ok(Some(ChoiceEvent::Text(text))) => {
-                            if w.debug {
-                                tracing::info!(delta = %text, "chat delta");
-                            }
-                            let chunk = w.chunk(
-                                ChunkDelta {
-                                    role: None,
-                                    content: Some(text),
-                                },
-                                None,
-                            );
-                            return Some((vec![sse::json_event(&chunk)], (run, w, Phase::Running)));
-                        }
-                        Ok(Some(ChoiceEvent::Finished {
-                            reason,
-                            completion_tokens,
-                        })) => {
-                            // `content: ""` rather than an empty delta: the seed's own streaming
-                            // example reads `delta['content']` on every chunk.
-                            let last = ChunkDelta {
-                                role: None,
-                                content: Some(String::new()),
-                            };
-                            let mut events =
-                                vec![sse::json_event(&w.chunk(last, Some(reason.as_openai())))];
-                            if w.include_usage {
-                                events.push(sse::json_event(
-                                    &w.usage_chunk(Usage::new(prompt_tokens, completion_tokens)),
-                                ));
-                            }
-                            events.push(sse::done_event());
-                            events
-                        }
-                        Ok(None) => vec![sse::done_event()],
-                        Err(e) => vec![sse::error_event(&e), sse::done_event()],
-                    };
-                    Some((events, (run, w, Phase::Done)))
-                }
-                Phase::Done => None,
+    futures::stream::unfold((run, w, Phase::Start), move |(mut run, w, phase)| async move {
+        match phase {
+            Phase::Start => {
+                let first = w.chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()) }, None);
+                Some((vec![sse::json_event(&first)], (run, w, Phase::Running)))
             }
-        },
-    )
+            Phase::Running => {
+                let events = match run.next().await {
+                    Ok(Some(ChoiceEvent::Text(text))) => {
+                        if w.debug {
+                            tracing::info!(delta = %text, "chat delta");
+                        }
+                        let chunk = w.chunk(ChunkDelta { role: None, content: Some(text) }, None);
+                        return Some((vec![sse::json_event(&chunk)], (run, w, Phase::Running)));
+                    }
+                    Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
+                        // `content: ""` rather than an empty delta: the seed's own streaming
+                        // example reads `delta['content']` on every chunk.
+                        let last = ChunkDelta { role: None, content: Some(String::new()) };
+                        let mut events = vec![sse::json_event(&w.chunk(last, Some(reason.as_openai())))];
+                        if w.include_usage {
+                            events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+                        }
+                        events.push(sse::done_event());
+                        events
+                    }
+                    Ok(None) => vec![sse::done_event()],
+                    Err(e) => vec![sse::error_event(&e), sse::done_event()],
+                };
+                Some((events, (run, w, Phase::Done)))
+            }
+            Phase::Done => None,
+        }
+    })
     .flat_map(futures::stream::iter)
 }

@@ -23,11 +23,7 @@ struct Prompt {
     ids: Vec<u32>,
 }
 
-fn prompts(
-    field: Option<PromptField>,
-    tokenizer: &TextTokenizer,
-    add_bos: bool,
-) -> Result<Vec<Prompt>, ApiError> {
+fn prompts(field: Option<PromptField>, tokenizer: &TextTokenizer, add_bos: bool) -> Result<Vec<Prompt>, ApiError> {
     let from_text = |text: String| -> Result<Prompt, ApiError> {
         let ids = tokenizer.encode(&text, add_bos)?;
         Ok(Prompt { text, ids })
@@ -62,16 +58,10 @@ fn prompts(
             .collect::<Result<_, _>>()?,
     };
     if list.is_empty() {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            "`prompt` must not be an empty list",
-        ));
+        return Err(ApiError::invalid_param("prompt", "`prompt` must not be an empty list"));
     }
     if list.len() > MAX_PROMPTS {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            format!("at most {MAX_PROMPTS} prompts per request"),
-        ));
+        return Err(ApiError::invalid_param("prompt", format!("at most {MAX_PROMPTS} prompts per request")));
     }
     Ok(list)
 }
@@ -111,32 +101,17 @@ pub async fn completions(
 
     if plan.stream {
         if prompts.len() > 1 || plan.n > 1 {
-            return Err(ApiError::invalid_param(
-                "stream",
-                "streaming needs a single prompt and `n` of 1",
-            ));
+            return Err(ApiError::invalid_param("stream", "streaming needs a single prompt and `n` of 1"));
         }
         let Some(prompt) = prompts.into_iter().next() else {
             return Err(ApiError::invalid_param("prompt", "no prompt"));
         };
         let sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         let prompt_tokens = sub.prompt.len();
-        let run = submit_choices(&served, &plan, &sub, 1)?
-            .pop()
-            .ok_or_else(|| ApiError::internal("no choice"))?;
-        let w = CompletionWriter {
-            id,
-            created,
-            model,
-            include_usage: plan.include_usage,
-        };
+        let run = submit_choices(&served, &plan, &sub, 1)?.pop().ok_or_else(|| ApiError::internal("no choice"))?;
+        let w = CompletionWriter { id, created, model, include_usage: plan.include_usage };
         let echo_text = echo.then_some(prompt.text);
-        return Ok(sse::respond(stream_completion(
-            run,
-            w,
-            prompt_tokens,
-            echo_text,
-        )));
+        return Ok(sse::respond(stream_completion(run, w, prompt_tokens, echo_text)));
     }
 
     // Every prompt's choices are submitted before any is awaited, so they generate together.
@@ -154,11 +129,7 @@ pub async fn completions(
         for result in futures::future::join_all(runs.into_iter().map(ChoiceRun::collect)).await {
             let (text, reason, tokens) = result?;
             completion_tokens += tokens;
-            let text = if echo {
-                format!("{prompt_text}{text}")
-            } else {
-                text
-            };
+            let text = if echo { format!("{prompt_text}{text}") } else { text };
             choices.push(CompletionChoice {
                 index: choices.len(),
                 text,
@@ -193,12 +164,7 @@ impl CompletionWriter {
             object: "text_completion",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![CompletionChoice {
-                index: 0,
-                text,
-                logprobs: None,
-                finish_reason,
-            }],
+            choices: vec![CompletionChoice { index: 0, text, logprobs: None, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: None,
         }
@@ -223,43 +189,30 @@ fn stream_completion(
     prompt_tokens: usize,
     echo: Option<String>,
 ) -> impl futures::Stream<Item = axum::response::sse::Event> {
-    futures::stream::unfold(
-        (run, w, echo, false),
-        move |(mut run, w, echo, done)| async move {
-            if done {
-                return None;
-            }
-            if let Some(text) = echo {
+    futures::stream::unfold((run, w, echo, false), move |(mut run, w, echo, done)| async move {
+        if done {
+            return None;
+        }
+        if let Some(text) = echo {
+            let event = sse::json_event(&w.chunk(text, None));
+            return Some((vec![event], (run, w, None, false)));
+        }
+        match run.next().await {
+            Ok(Some(ChoiceEvent::Text(text))) => {
                 let event = sse::json_event(&w.chunk(text, None));
-                return Some((vec![event], (run, w, None, false)));
+                Some((vec![event], (run, w, None, false)))
             }
-            match run.next().await {
-                Ok(Some(ChoiceEvent::Text(text))) => {
-                    let event = sse::json_event(&w.chunk(text, None));
-                    Some((vec![event], (run, w, None, false)))
+            Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
+                let mut events = vec![sse::json_event(&w.chunk(String::new(), Some(reason.as_openai())))];
+                if w.include_usage {
+                    events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
                 }
-                Ok(Some(ChoiceEvent::Finished {
-                    reason,
-                    completion_tokens,
-                })) => {
-                    let mut events = vec![sse::json_event(
-                        &w.chunk(String::new(), Some(reason.as_openai())),
-                    )];
-                    if w.include_usage {
-                        events.push(sse::json_event(
-                            &w.usage_chunk(Usage::new(prompt_tokens, completion_tokens)),
-                        ));
-                    }
-                    events.push(sse::done_event());
-                    Some((events, (run, w, None, true)))
-                }
-                Ok(None) => Some((vec![sse::done_event()], (run, w, None, true))),
-                Err(e) => Some((
-                    vec![sse::error_event(&e), sse::done_event()],
-                    (run, w, None, true),
-                )),
+                events.push(sse::done_event());
+                Some((events, (run, w, None, true)))
             }
-        },
-    )
+            Ok(None) => Some((vec![sse::done_event()], (run, w, None, true))),
+            Err(e) => Some((vec![sse::error_event(&e), sse::done_event()], (run, w, None, true))),
+        }
+    })
     .flat_map(futures::stream::iter)
 }

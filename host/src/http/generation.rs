@@ -16,10 +16,7 @@ pub enum ChoiceEvent {
     /// Text to append (never empty).
     Text(String),
     /// The choice is complete.
-    Finished {
-        reason: FinishReason,
-        completion_tokens: usize,
-    },
+    Finished { reason: FinishReason, completion_tokens: usize },
 }
 
 /// A choice being generated.
@@ -98,10 +95,7 @@ impl ChoiceRun {
 
     fn finish(&mut self, reason: FinishReason) {
         self.finished = true;
-        self.pending.push_back(ChoiceEvent::Finished {
-            reason,
-            completion_tokens: self.completion_tokens,
-        });
+        self.pending.push_back(ChoiceEvent::Finished { reason, completion_tokens: self.completion_tokens });
     }
 
     /// Runs the choice to its end: `(text, finish reason, completion tokens)`.
@@ -110,14 +104,9 @@ impl ChoiceRun {
         while let Some(ev) = self.next().await? {
             match ev {
                 ChoiceEvent::Text(t) => text.push_str(&t),
-                ChoiceEvent::Finished {
-                    reason,
-                    completion_tokens,
-                } => return Ok((text, reason, completion_tokens)),
+                ChoiceEvent::Finished { reason, completion_tokens } => return Ok((text, reason, completion_tokens)),
             }
         }
-        Err(ApiError::internal(
-            "generation ended without a finish reason",
-        ))
+        Err(ApiError::internal("generation ended without a finish reason"))
     }
 }

@@ -11,13 +11,9 @@ use super::state::SharedState;
 pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Value>) {
     match state.health() {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Err((status, None)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": status })),
-        ),
-        Err((status, Some(message))) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": status, "message": message })),
-        ),
+        Err((status, None)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": status }))),
+        Err((status, Some(message))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": status, "message": message })))
+        }
     }
 }

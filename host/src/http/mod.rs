@@ -32,9 +32,7 @@ pub use state::{AppState, ModelState, ServedModel, SharedState};
 /// Whether the server accepts connections from other machines (then the Host guard is off).
 pub fn listens_publicly(settings: &Settings) -> bool {
     match settings.listen_host.as_deref() {
-        Some(host) => host
-            .parse::<std::net::IpAddr>()
-            .map_or(host != "localhost", |ip| !ip.is_loopback()),
+        Some(host) => host.parse::<std::net::IpAddr>().map_or(host != "localhost", |ip| !ip.is_loopback()),
         None => settings.listen,
     }
 }
@@ -57,8 +55,7 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
     tracing::error!("a handler panicked: {detail}");
-    ApiError::internal("Internal error while handling the request; the server keeps running")
-        .into_response()
+    ApiError::internal("Internal error while handling the request; the server keeps running").into_response()
 }
 
 /// The router with every route (tests build it in-process too).
@@ -74,32 +71,23 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/decode", post(internal::decode))
         .route("/v1/internal/token-count", post(internal::token_count))
         .route("/v1/internal/chat-prompt", post(internal::chat_prompt))
-        .route(
-            "/v1/internal/stop-generation",
-            post(internal::stop_generation),
-        )
+        .route("/v1/internal/stop-generation", post(internal::stop_generation))
         .route("/v1/internal/model/info", get(internal::model_info))
         .route("/v1/internal/model/list", get(internal::model_list))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method);
-    api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::auth::require_keys,
-    ))
-    .layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::auth::host_guard,
-    ))
-    // JsonBody enforces `max_body_bytes` itself (and drains oversized bodies).
-    .layer(DefaultBodyLimit::disable())
-    .layer(CatchPanicLayer::custom(panic_response))
-    .layer(CorsLayer::permissive())
-    // Method, path, status and latency only, at debug level: never request or response
-    // content. (`HEARTH_LOG=tower_http=debug` shows them.)
-    .layer(
-        TraceLayer::new_for_http()
-            .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-            .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-    )
-    .with_state(state)
+    api.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_keys))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::host_guard))
+        // JsonBody enforces `max_body_bytes` itself (and drains oversized bodies).
+        .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CorsLayer::permissive())
+        // Method, path, status and latency only, at debug level: never request or response
+        // content. (`HEARTH_LOG=tower_http=debug` shows them.)
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
+        .with_state(state)
 }

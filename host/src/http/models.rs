@@ -9,12 +9,7 @@ use super::types::{ModelList, ModelObject};
 use crate::error::ApiError;
 
 fn object(id: String, created: u64) -> ModelObject {
-    ModelObject {
-        id,
-        object: "model",
-        created,
-        owned_by: "hearth",
-    }
+    ModelObject { id, object: "model", created, owned_by: "hearth" }
 }
 
 fn all_models(state: &SharedState) -> Vec<ModelObject> {
@@ -33,19 +28,9 @@ fn all_models(state: &SharedState) -> Vec<ModelObject> {
 }
 
 pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
-    Json(ModelList {
-        object: "list",
-        data: all_models(&state),
-    })
+    Json(ModelList { object: "list", data: all_models(&state) })
 }
 
-pub async fn retrieve(
-    State(state): State<SharedState>,
-    Path(id): Path<String>,
-) -> Result<Json<ModelObject>, ApiError> {
-    all_models(&state)
-        .into_iter()
-        .find(|m| m.id == id)
-        .map(Json)
-        .ok_or_else(|| ApiError::model_not_found(&id))
+pub async fn retrieve(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
+    all_models(&state).into_iter().find(|m| m.id == id).map(Json).ok_or_else(|| ApiError::model_not_found(&id))
 }

@@ -14,9 +14,7 @@ use crate::error::ApiError;
 pub fn json_event<T: Serialize>(value: &T) -> Event {
     match serde_json::to_string(value) {
         Ok(text) => Event::default().data(text),
-        Err(e) => error_event(&ApiError::internal(format!(
-            "cannot serialize a chunk: {e}"
-        ))),
+        Err(e) => error_event(&ApiError::internal(format!("cannot serialize a chunk: {e}"))),
     }
 }
 

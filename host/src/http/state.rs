@@ -45,18 +45,12 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl AppState {
     pub fn new(settings: Settings, model: ModelState) -> Self {
-        Self {
-            settings: Arc::new(settings),
-            model: RwLock::new(model),
-        }
+        Self { settings: Arc::new(settings), model: RwLock::new(model) }
     }
 
     pub fn set_model(&self, state: ModelState) {
@@ -68,12 +62,8 @@ impl AppState {
     pub fn ready(&self) -> Result<Arc<ServedModel>, ApiError> {
         match &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
             ModelState::Ready(m) => Ok(m.clone()),
-            ModelState::Loading(name) => Err(ApiError::unavailable(format!(
-                "The model `{name}` is still loading"
-            ))),
-            ModelState::Failed(e) => Err(ApiError::unavailable(format!(
-                "No model is loaded: loading failed: {e}"
-            ))),
+            ModelState::Loading(name) => Err(ApiError::unavailable(format!("The model `{name}` is still loading"))),
+            ModelState::Failed(e) => Err(ApiError::unavailable(format!("No model is loaded: loading failed: {e}"))),
             ModelState::None => Err(ApiError::unavailable(
                 "No model is loaded. Start Hearth with --model NAME (a file or folder in the model dir).",
             )),
@@ -103,11 +93,7 @@ impl AppState {
     /// Checks a request's `model` field. Like text-generation-webui, any name is served by the
     /// loaded model (clients send "gpt-3.5-turbo"), except the name of another local model,
     /// which would silently answer from the wrong weights: that is a 404 until it is loaded.
-    pub fn check_model_field(
-        &self,
-        served: &ServedModel,
-        requested: Option<&str>,
-    ) -> Result<(), ApiError> {
+    pub fn check_model_field(&self, served: &ServedModel, requested: Option<&str>) -> Result<(), ApiError> {
         let Some(name) = requested.map(str::trim).filter(|n| !n.is_empty()) else {
             return Ok(());
         };
@@ -140,9 +126,7 @@ pub fn list_model_dir(dir: &Path) -> Vec<String> {
             } else {
                 p.join("config.json").exists() && is_generative_folder(p)
                     || std::fs::read_dir(p).is_ok_and(|mut d| {
-                        d.any(|e| {
-                            e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "gguf"))
-                        })
+                        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "gguf")))
                     })
             }
         })
@@ -171,31 +155,16 @@ pub fn size_generation(
     prompt: Vec<u32>,
 ) -> Result<Submission, ApiError> {
     if prompt.is_empty() {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            "The prompt is empty after tokenization",
-        ));
+        return Err(ApiError::invalid_param("prompt", "The prompt is empty after tokenization"));
     }
-    let ctx = plan
-        .context_cap
-        .map_or(served.engine.context_length(), |c| {
-            c.min(served.engine.context_length())
-        });
+    let ctx = plan.context_cap.map_or(served.engine.context_length(), |c| c.min(served.engine.context_length()));
     if prompt.len() >= ctx {
         return Err(ApiError::context_length_exceeded(prompt.len(), ctx));
     }
     let room = ctx - prompt.len();
-    let max_new_tokens = if plan.auto_max_tokens {
-        room
-    } else {
-        plan.max_tokens
-            .unwrap_or(settings.max_tokens_default)
-            .min(room)
-    };
-    Ok(Submission {
-        prompt,
-        max_new_tokens,
-    })
+    let max_new_tokens =
+        if plan.auto_max_tokens { room } else { plan.max_tokens.unwrap_or(settings.max_tokens_default).min(room) };
+    Ok(Submission { prompt, max_new_tokens })
 }
 
 /// Submits `n` choices of one prompt; seeded requests get seeds `seed, seed+1, …` so the
@@ -207,11 +176,7 @@ pub fn submit_choices(
     n: usize,
 ) -> Result<Vec<ChoiceRun>, ApiError> {
     let tokenizer = served.engine.tokenizer().clone();
-    let stop_ids = if plan.ban_eos {
-        Vec::new()
-    } else {
-        tokenizer.end_ids.clone()
-    };
+    let stop_ids = if plan.ban_eos { Vec::new() } else { tokenizer.end_ids.clone() };
     (0..n)
         .map(|i| {
             let mut sampling = plan.sampling.clone();
@@ -223,12 +188,7 @@ pub fn submit_choices(
                 stop_ids: stop_ids.clone(),
             };
             let stream = served.engine.submit(request)?;
-            Ok(ChoiceRun::new(
-                stream,
-                tokenizer.clone(),
-                plan.stops.clone(),
-                plan.skip_special,
-            ))
+            Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special))
         })
         .collect()
 }

@@ -12,9 +12,7 @@ use crate::sampling::SamplingParams;
 /// Parses a JSON body; a type error names the field (`messages[0].role`).
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "The request body is empty; send a JSON object",
-        ));
+        return Err(ApiError::bad_request("The request body is empty; send a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -29,8 +27,7 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid_param(path.clone(), format!("Invalid value for `{path}`: {msg}"))
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
+    de.end().map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -61,44 +58,31 @@ fn range_f32(name: &str, v: Option<f32>, lo: f32, hi: f32, default: f32) -> Resu
     match v {
         None => Ok(default),
         Some(x) if x.is_finite() && x >= lo && x <= hi => Ok(x),
-        Some(x) => Err(ApiError::invalid_param(
-            name,
-            format!("`{name}` must be between {lo} and {hi}, got {x}"),
-        )),
+        Some(x) => Err(ApiError::invalid_param(name, format!("`{name}` must be between {lo} and {hi}, got {x}"))),
     }
 }
 
 /// Validates the fields chat and completions share.
-pub fn plan(
-    common: CommonParams,
-    max_tokens_alias: Option<i64>,
-) -> Result<GenerationPlan, ApiError> {
+pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<GenerationPlan, ApiError> {
     let c = common;
     let temperature = range_f32("temperature", c.temperature, 0.0, 5.0, 1.0)?;
     let top_p = range_f32("top_p", c.top_p, 0.0, 1.0, 1.0)?;
     let min_p = range_f32("min_p", c.min_p, 0.0, 1.0, 0.0)?;
     let presence_penalty = range_f32("presence_penalty", c.presence_penalty, -2.0, 2.0, 0.0)?;
     let frequency_penalty = range_f32("frequency_penalty", c.frequency_penalty, -2.0, 2.0, 0.0)?;
-    let repetition_penalty =
-        range_f32("repetition_penalty", c.repetition_penalty, 0.01, 10.0, 1.0)?;
+    let repetition_penalty = range_f32("repetition_penalty", c.repetition_penalty, 0.01, 10.0, 1.0)?;
     let top_k = match c.top_k {
         None | Some(0) | Some(-1) => 0,
         Some(k) if k > 0 => k as usize,
         Some(k) => {
-            return Err(ApiError::invalid_param(
-                "top_k",
-                format!("`top_k` must be 0 (off) or positive, got {k}"),
-            ));
+            return Err(ApiError::invalid_param("top_k", format!("`top_k` must be 0 (off) or positive, got {k}")));
         }
     };
     let repetition_penalty_range = match c.repetition_penalty_range {
         None => 1024,
         Some(r) if r >= 0 => r as usize,
         Some(r) => {
-            return Err(ApiError::invalid_param(
-                "repetition_penalty_range",
-                format!("must be 0 or positive, got {r}"),
-            ));
+            return Err(ApiError::invalid_param("repetition_penalty_range", format!("must be 0 or positive, got {r}")));
         }
     };
     // text-generation-webui's seed -1 means "random".
@@ -110,43 +94,27 @@ pub fn plan(
         None => None,
         Some(m) if m >= 1 => Some(m as usize),
         Some(m) => {
-            let name = if max_tokens_alias.is_some() {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
-            return Err(ApiError::invalid_param(
-                name,
-                format!("`{name}` must be at least 1, got {m}"),
-            ));
+            let name = if max_tokens_alias.is_some() { "max_completion_tokens" } else { "max_tokens" };
+            return Err(ApiError::invalid_param(name, format!("`{name}` must be at least 1, got {m}")));
         }
     };
     let n = match c.n {
         None => 1,
         Some(n) if (1..=MAX_N as i64).contains(&n) => n as usize,
         Some(n) => {
-            return Err(ApiError::invalid_param(
-                "n",
-                format!("`n` must be between 1 and {MAX_N}, got {n}"),
-            ));
+            return Err(ApiError::invalid_param("n", format!("`n` must be between 1 and {MAX_N}, got {n}")));
         }
     };
     let stops = c.stop.map(|s| s.into_vec()).unwrap_or_default();
     if stops.len() > MAX_STOPS {
-        return Err(ApiError::invalid_param(
-            "stop",
-            format!("at most {MAX_STOPS} stop strings, got {}", stops.len()),
-        ));
+        return Err(ApiError::invalid_param("stop", format!("at most {MAX_STOPS} stop strings, got {}", stops.len())));
     }
     let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
     let context_cap = match c.truncation_length {
         None | Some(0) => None,
         Some(t) if t > 0 => Some(t as usize),
         Some(t) => {
-            return Err(ApiError::invalid_param(
-                "truncation_length",
-                format!("must be positive, got {t}"),
-            ));
+            return Err(ApiError::invalid_param("truncation_length", format!("must be positive, got {t}")));
         }
     };
     let banned_tokens = match c.custom_token_bans.as_deref().map(str::trim) {
@@ -155,10 +123,7 @@ pub fn plan(
             .split(',')
             .map(|t| {
                 t.trim().parse::<u32>().map_err(|_| {
-                    ApiError::invalid_param(
-                        "custom_token_bans",
-                        format!("`{}` is not a token id", t.trim()),
-                    )
+                    ApiError::invalid_param("custom_token_bans", format!("`{}` is not a token id", t.trim()))
                 })
             })
             .collect::<Result<_, _>>()?,
@@ -184,10 +149,7 @@ pub fn plan(
         stops,
         n,
         stream: c.stream.unwrap_or(false),
-        include_usage: c
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
+        include_usage: c.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         ban_eos: c.ban_eos_token.unwrap_or(false),
         skip_special: c.skip_special_tokens.unwrap_or(true),
         context_cap,
@@ -296,8 +258,7 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let err = chat(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#)
-            .unwrap_err();
+        let err = chat(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("temperature"), "{err:?}");
         let err = chat(r#"{"messages":[{"role":"wizard","content":"hi"}]}"#).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages[0].role"), "{err:?}");
@@ -316,10 +277,7 @@ mod tests {
         let err = plan(req.take_common(), None).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("top_p"));
         let mut req = chat(r#"{"messages":[],"max_tokens":0}"#).unwrap();
-        assert_eq!(
-            plan(req.take_common(), None).unwrap_err().param.as_deref(),
-            Some("max_tokens")
-        );
+        assert_eq!(plan(req.take_common(), None).unwrap_err().param.as_deref(), Some("max_tokens"));
     }
 
     #[test]
@@ -330,10 +288,7 @@ mod tests {
         let err = check_extra(&req.extra).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("typical_p"));
         let req = chat(r#"{"messages":[],"frobnicate":true}"#).unwrap();
-        assert_eq!(
-            check_extra(&req.extra).unwrap_err().code,
-            Some("unknown_parameter")
-        );
+        assert_eq!(check_extra(&req.extra).unwrap_err().code, Some("unknown_parameter"));
     }
 
     #[test]

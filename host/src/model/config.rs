@@ -32,12 +32,7 @@ pub enum RopeScaling {
     /// Positions divided by `factor`.
     Linear { factor: f32 },
     /// Llama 3.1's smooth per-frequency scaling.
-    Llama3 {
-        factor: f32,
-        low_freq_factor: f32,
-        high_freq_factor: f32,
-        original_max_position: usize,
-    },
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: usize },
 }
 
 /// Everything the model code needs to know about a checkpoint's shape.
@@ -74,10 +69,7 @@ pub enum ConfigError {
 
 impl LlamaConfig {
     /// Reads the config from GGUF metadata (`general.architecture` and `{arch}.*` keys).
-    pub fn from_gguf(
-        meta: &Metadata,
-        vocab_from_tensor: Option<usize>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_gguf(meta: &Metadata, vocab_from_tensor: Option<usize>) -> Result<Self, ConfigError> {
         let arch_name = meta.str("general.architecture")?.to_owned();
         let arch = match arch_name.as_str() {
             "llama" | "mistral" => Arch::Llama,
@@ -88,9 +80,7 @@ impl LlamaConfig {
         let key = |k: &str| format!("{arch_name}.{k}");
         let hidden_size = meta.u64(&key("embedding_length"))? as usize;
         let num_heads = meta.u64(&key("attention.head_count"))? as usize;
-        let num_kv_heads = meta
-            .opt_u64(&key("attention.head_count_kv"))?
-            .map_or(num_heads, |v| v as usize);
+        let num_kv_heads = meta.opt_u64(&key("attention.head_count_kv"))?.map_or(num_heads, |v| v as usize);
         let head_dim = match meta.opt_u64(&key("attention.key_length"))? {
             Some(v) => v as usize,
             None if num_heads > 0 => hidden_size / num_heads,
@@ -100,10 +90,7 @@ impl LlamaConfig {
             Some(v) => v as usize,
             None => match vocab_from_tensor {
                 Some(v) => v,
-                None => meta
-                    .opt_array("tokenizer.ggml.tokens")?
-                    .map(<[_]>::len)
-                    .unwrap_or(0),
+                None => meta.opt_array("tokenizer.ggml.tokens")?.map(<[_]>::len).unwrap_or(0),
             },
         };
         let rope_scaling = match meta.opt_str(&key("rope.scaling.type"))? {
@@ -123,14 +110,10 @@ impl LlamaConfig {
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: meta
-                .opt_f64(&key("attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-5),
+            rms_norm_eps: meta.opt_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
             rope_theta: meta.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
             rope_scaling,
-            max_position_embeddings: meta
-                .opt_u64(&key("context_length"))?
-                .map_or(2048, |v| v as usize),
+            max_position_embeddings: meta.opt_u64(&key("context_length"))?.map_or(2048, |v| v as usize),
             tie_word_embeddings: false,
         };
         config.validate()?;
@@ -155,9 +138,7 @@ impl LlamaConfig {
         });
         let rope_scaling = match raw.rope_scaling {
             Some(s) => match s.rope_type.as_deref().or(s.kind.as_deref()) {
-                Some("linear") => Some(RopeScaling::Linear {
-                    factor: s.factor.unwrap_or(1.0),
-                }),
+                Some("linear") => Some(RopeScaling::Linear { factor: s.factor.unwrap_or(1.0) }),
                 Some("llama3") => Some(RopeScaling::Llama3 {
                     factor: s.factor.unwrap_or(8.0),
                     low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
@@ -166,9 +147,7 @@ impl LlamaConfig {
                 }),
                 Some("default") | None => None,
                 Some(other) => {
-                    return Err(ConfigError::Inconsistent(format!(
-                        "rope_scaling type `{other}` is not supported"
-                    )));
+                    return Err(ConfigError::Inconsistent(format!("rope_scaling type `{other}` is not supported")));
                 }
             },
             None => None,
@@ -194,27 +173,17 @@ impl LlamaConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Inconsistent(m));
-        if self.hidden_size == 0
-            || self.num_layers == 0
-            || self.num_heads == 0
-            || self.head_dim == 0
-        {
+        if self.hidden_size == 0 || self.num_layers == 0 || self.num_heads == 0 || self.head_dim == 0 {
             return bad(format!(
                 "hidden size {}, {} layers, {} heads of dim {}: none may be zero",
                 self.hidden_size, self.num_layers, self.num_heads, self.head_dim
             ));
         }
         if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
-            return bad(format!(
-                "{} heads cannot share {} key/value heads",
-                self.num_heads, self.num_kv_heads
-            ));
+            return bad(format!("{} heads cannot share {} key/value heads", self.num_heads, self.num_kv_heads));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!(
-                "head dim {} must be even for rotary embeddings",
-                self.head_dim
-            ));
+            return bad(format!("head dim {} must be even for rotary embeddings", self.head_dim));
         }
         if self.vocab_size == 0 {
             return bad("vocabulary size is zero".into());

@@ -24,9 +24,7 @@ impl FromStr for DeviceRequest {
             "auto" => Ok(Self::Auto),
             "wgpu" | "gpu" | "vulkan" => Ok(Self::Wgpu),
             "flex" | "cpu" => Ok(Self::Flex),
-            other => Err(format!(
-                "unknown device `{other}` (choose auto, wgpu or flex)"
-            )),
+            other => Err(format!("unknown device `{other}` (choose auto, wgpu or flex)")),
         }
     }
 }
@@ -69,11 +67,7 @@ pub enum DeviceError {
 
 impl ComputeDevice {
     pub fn flex() -> Self {
-        Self {
-            device: Device::flex(),
-            backend: BackendKind::Flex,
-            description: "flex (CPU)".into(),
-        }
+        Self { device: Device::flex(), backend: BackendKind::Flex, description: "flex (CPU)".into() }
     }
 
     pub fn is_cpu(&self) -> bool {
@@ -88,10 +82,7 @@ pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
         DeviceRequest::Wgpu => open_wgpu().map(|(dev, _)| dev),
         DeviceRequest::Auto => match open_wgpu() {
             Ok((dev, false)) => {
-                tracing::info!(
-                    "wgpu offers only a CPU adapter ({}); using flex",
-                    dev.description
-                );
+                tracing::info!("wgpu offers only a CPU adapter ({}); using flex", dev.description);
                 Ok(ComputeDevice::flex())
             }
             Ok((dev, true)) => Ok(dev),
@@ -107,18 +98,13 @@ pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
 /// such as lavapipe).
 fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
     // wgpu reports a missing driver by panicking on some paths; keep that from taking us down.
-    let opened =
-        std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup()).map_err(|_| {
-            DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into())
-        })?;
+    let opened = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup())
+        .map_err(|_| DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into()))?;
     let (device, setup) = opened.map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
     let info = setup.adapter.get_info();
     // wgpu falls back to OpenGL when there is no Vulkan/Metal/DX12 driver; burn's kernels need
     // compute features (subgroups) that its GL path lacks, and fail at the first matmul.
-    if matches!(
-        info.backend,
-        Backend::Gl | Backend::BrowserWebGpu | Backend::Noop
-    ) {
+    if matches!(info.backend, Backend::Gl | Backend::BrowserWebGpu | Backend::Noop) {
         return Err(DeviceError::NoAdapter(format!(
             "the only adapter is `{}` on {:?}, which burn's kernels do not support",
             info.name, info.backend
@@ -133,12 +119,5 @@ fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
     };
     let description = format!("wgpu: {} ({kind}, {:?})", info.name, info.backend);
     let real_gpu = info.device_type != DeviceType::Cpu;
-    Ok((
-        ComputeDevice {
-            device,
-            backend: BackendKind::Wgpu,
-            description,
-        },
-        real_gpu,
-    ))
+    Ok((ComputeDevice { device, backend: BackendKind::Wgpu, description }, real_gpu))
 }

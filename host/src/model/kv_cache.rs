@@ -32,13 +32,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(
-        num_layers: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        max_len: usize,
-        device: &Device,
-    ) -> Self {
+    pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, max_len: usize, device: &Device) -> Self {
         Self {
             layers: Vec::with_capacity(num_layers),
             kv_heads,
@@ -53,12 +47,7 @@ impl KvCache {
 
     fn with_layers(mut self, n: usize) -> Self {
         let empty = Tensor::zeros([self.kv_heads, 0, self.head_dim], &self.device);
-        self.layers = (0..n)
-            .map(|_| LayerKv {
-                k: empty.clone(),
-                v: empty.clone(),
-            })
-            .collect();
+        self.layers = (0..n).map(|_| LayerKv { k: empty.clone(), v: empty.clone() }).collect();
         self
     }
 
@@ -98,11 +87,7 @@ impl KvCache {
             for t in [&mut layer.k, &mut layer.v] {
                 let grown = Tensor::zeros([h, new_cap, d], &self.device);
                 let old = std::mem::replace(t, Tensor::zeros([h, 0, d], &self.device));
-                *t = if self.capacity == 0 {
-                    grown
-                } else {
-                    grown.slice_assign([0..h, 0..self.capacity, 0..d], old)
-                };
+                *t = if self.capacity == 0 { grown } else { grown.slice_assign([0..h, 0..self.capacity, 0..d], old) };
             }
         }
         self.capacity = new_cap;
@@ -121,16 +106,9 @@ impl KvCache {
         let tokens = k.dims()[1];
         let (h, d) = (self.kv_heads, self.head_dim);
         let entry = &mut self.layers[layer];
-        entry
-            .k
-            .inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], k));
-        entry
-            .v
-            .inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], v));
-        (
-            entry.k.clone().slice([0..h, 0..span, 0..d]),
-            entry.v.clone().slice([0..h, 0..span, 0..d]),
-        )
+        entry.k.inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], k));
+        entry.v.inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], v));
+        (entry.k.clone().slice([0..h, 0..span, 0..d]), entry.v.clone().slice([0..h, 0..span, 0..d]))
     }
 
     /// Marks positions up to `len` as filled.

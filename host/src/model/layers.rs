@@ -7,11 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::weights::{HostTensor, WeightError};
 
 /// Converts host data to a device tensor of rank `D`.
-pub(crate) fn upload<const D: usize>(
-    data: Vec<f32>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
+pub(crate) fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
@@ -104,10 +100,7 @@ impl RmsNorm {
                 found: weight.shape,
             });
         }
-        Ok(Self {
-            weight: upload(weight.data, [dim], device),
-            eps,
-        })
+        Ok(Self { weight: upload(weight.data, [dim], device), eps })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -145,17 +138,9 @@ mod tests {
     #[test]
     fn rms_norm_matches_the_formula() {
         let device = Device::flex();
-        let norm = RmsNorm::from_host(
-            "n",
-            HostTensor {
-                shape: vec![4],
-                data: vec![1., 2., 1., 0.5],
-            },
-            4,
-            1e-5,
-            &device,
-        )
-        .unwrap();
+        let norm =
+            RmsNorm::from_host("n", HostTensor { shape: vec![4], data: vec![1., 2., 1., 0.5] }, 4, 1e-5, &device)
+                .unwrap();
         let x = upload(vec![1., 2., 3., 4.], [1, 4], &device);
         let y: Vec<f32> = norm.forward(x).into_data().try_to_vec().unwrap();
         let rms = ((1. + 4. + 9. + 16.) / 4.0f32 + 1e-5).sqrt();
@@ -169,30 +154,17 @@ mod tests {
     fn linear_computes_x_times_w_transposed_plus_bias() {
         let device = Device::flex();
         // W is [out=2, in=3] in HF layout.
-        let w = HostTensor {
-            shape: vec![2, 3],
-            data: vec![1., 0., 0., 0., 1., 1.],
-        };
-        let b = HostTensor {
-            shape: vec![2],
-            data: vec![0.5, -0.5],
-        };
+        let w = HostTensor { shape: vec![2, 3], data: vec![1., 0., 0., 0., 1., 1.] };
+        let b = HostTensor { shape: vec![2], data: vec![0.5, -0.5] };
         let lin = Linear::from_host("l", w, Some(b), [2, 3], &device).unwrap();
-        let y: Vec<f32> = lin
-            .forward(upload(vec![1., 2., 3.], [1, 3], &device))
-            .into_data()
-            .try_to_vec()
-            .unwrap();
+        let y: Vec<f32> = lin.forward(upload(vec![1., 2., 3.], [1, 3], &device)).into_data().try_to_vec().unwrap();
         assert_eq!(y, vec![1.5, 4.5]);
     }
 
     #[test]
     fn a_weight_of_the_wrong_shape_is_named() {
         let device = Device::flex();
-        let w = HostTensor {
-            shape: vec![3, 2],
-            data: vec![0.; 6],
-        };
+        let w = HostTensor { shape: vec![3, 2], data: vec![0.; 6] };
         let err = Linear::from_host("blk.0.attn_q.weight", w, None, [2, 3], &device).unwrap_err();
         assert!(err.to_string().contains("blk.0.attn_q.weight"), "{err}");
     }

@@ -77,29 +77,18 @@ pub struct Llama {
 
 impl std::fmt::Debug for Llama {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Llama")
-            .field("config", &self.config)
-            .field("device", &self.device)
-            .finish()
+        f.debug_struct("Llama").field("config", &self.config).field("device", &self.device).finish()
     }
 }
 
 impl Llama {
     /// Loads every weight from `source`, checking each shape against `config`.
-    pub fn load(
-        source: &dyn WeightSource,
-        config: &LlamaConfig,
-        compute: &ComputeDevice,
-    ) -> Result<Self, ModelError> {
+    pub fn load(source: &dyn WeightSource, config: &LlamaConfig, compute: &ComputeDevice) -> Result<Self, ModelError> {
         let c = config;
         let device = &compute.device;
         let read = |w: Weight| source.read(w).map_err(ModelError::from);
         let read_opt = |w: Weight| {
-            if source.contains(w) {
-                read(w).map(Some)
-            } else {
-                Ok(None)
-            }
+            if source.contains(w) { read(w).map(Some) } else { Ok(None) }
         };
         let name = |w: Weight| source.file_name_of(w);
 
@@ -108,90 +97,42 @@ impl Llama {
         if hidden != c.hidden_size || vocab < c.vocab_size {
             return Err(WeightError::Shape {
                 name: name(Weight::TokenEmbedding),
-                expected: format!(
-                    "[{}, {}] (vocabulary × hidden size from the config)",
-                    c.vocab_size, c.hidden_size
-                ),
+                expected: format!("[{}, {}] (vocabulary × hidden size from the config)", c.vocab_size, c.hidden_size),
                 found: embed.shape,
             }
             .into());
         }
         let norm_dim = |w: Weight, dim: usize| -> Result<RmsNorm, ModelError> {
-            Ok(RmsNorm::from_host(
-                &name(w),
-                read(w)?,
-                dim,
-                c.rms_norm_eps,
-                device,
-            )?)
+            Ok(RmsNorm::from_host(&name(w), read(w)?, dim, c.rms_norm_eps, device)?)
         };
-        let linear = |w: Weight,
-                      bias: Option<Weight>,
-                      out: usize,
-                      inp: usize|
-         -> Result<Linear, ModelError> {
+        let linear = |w: Weight, bias: Option<Weight>, out: usize, inp: usize| -> Result<Linear, ModelError> {
             let bias = match bias {
                 Some(b) => read_opt(b)?,
                 None => None,
             };
-            Ok(Linear::from_host(
-                &name(w),
-                read(w)?,
-                bias,
-                [out, inp],
-                device,
-            )?)
+            Ok(Linear::from_host(&name(w), read(w)?, bias, [out, inp], device)?)
         };
 
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let l = |w: LayerWeight| Weight::Layer(i, w);
-            let (q_norm, k_norm) =
-                if c.arch == Arch::Qwen3 || source.contains(l(LayerWeight::QNorm)) {
-                    (
-                        Some(norm_dim(l(LayerWeight::QNorm), c.head_dim)?),
-                        Some(norm_dim(l(LayerWeight::KNorm), c.head_dim)?),
-                    )
-                } else {
-                    (None, None)
-                };
+            let (q_norm, k_norm) = if c.arch == Arch::Qwen3 || source.contains(l(LayerWeight::QNorm)) {
+                (Some(norm_dim(l(LayerWeight::QNorm), c.head_dim)?), Some(norm_dim(l(LayerWeight::KNorm), c.head_dim)?))
+            } else {
+                (None, None)
+            };
             let attn = Attention {
-                q: linear(
-                    l(LayerWeight::Q),
-                    Some(l(LayerWeight::QBias)),
-                    c.q_dim(),
-                    c.hidden_size,
-                )?,
-                k: linear(
-                    l(LayerWeight::K),
-                    Some(l(LayerWeight::KBias)),
-                    c.kv_dim(),
-                    c.hidden_size,
-                )?,
-                v: linear(
-                    l(LayerWeight::V),
-                    Some(l(LayerWeight::VBias)),
-                    c.kv_dim(),
-                    c.hidden_size,
-                )?,
+                q: linear(l(LayerWeight::Q), Some(l(LayerWeight::QBias)), c.q_dim(), c.hidden_size)?,
+                k: linear(l(LayerWeight::K), Some(l(LayerWeight::KBias)), c.kv_dim(), c.hidden_size)?,
+                v: linear(l(LayerWeight::V), Some(l(LayerWeight::VBias)), c.kv_dim(), c.hidden_size)?,
                 o: linear(l(LayerWeight::O), None, c.hidden_size, c.q_dim())?,
                 q_norm,
                 k_norm,
             };
             let mlp = Mlp {
-                gate: linear(
-                    l(LayerWeight::Gate),
-                    None,
-                    c.intermediate_size,
-                    c.hidden_size,
-                )?,
+                gate: linear(l(LayerWeight::Gate), None, c.intermediate_size, c.hidden_size)?,
                 up: linear(l(LayerWeight::Up), None, c.intermediate_size, c.hidden_size)?,
-                down: linear(
-                    l(LayerWeight::Down),
-                    None,
-                    c.hidden_size,
-                    c.intermediate_size,
-                )?,
+                down: linear(l(LayerWeight::Down), None, c.hidden_size, c.intermediate_size)?,
             };
             blocks.push(Block {
                 attn_norm: norm_dim(l(LayerWeight::AttnNorm), c.hidden_size)?,
@@ -214,12 +155,7 @@ impl Llama {
             }
             .into());
         }
-        let head = head_chunks(
-            &head_source.data[..c.vocab_size * hidden],
-            c.vocab_size,
-            hidden,
-            device,
-        );
+        let head = head_chunks(&head_source.data[..c.vocab_size * hidden], c.vocab_size, hidden, device);
         drop(output);
 
         let freq_factors = read_opt(Weight::RopeFreqs)?;
@@ -233,10 +169,7 @@ impl Llama {
 
         Ok(Self {
             config: c.clone(),
-            embedding: Embedding {
-                table: embed.data,
-                hidden,
-            },
+            embedding: Embedding { table: embed.data, hidden },
             blocks,
             norm,
             head,
@@ -261,31 +194,17 @@ impl Llama {
 
     /// A fresh, empty cache for one sequence of at most `max_len` positions.
     pub fn new_cache(&self, max_len: usize) -> KvCache {
-        KvCache::new(
-            self.config.num_layers,
-            self.config.num_kv_heads,
-            self.config.head_dim,
-            max_len,
-            &self.device,
-        )
+        KvCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, max_len, &self.device)
     }
 
     /// Runs `tokens` after what `cache` holds, appends them to it, and returns logits
     /// `[n, vocab]` for the last token or every token.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        which: LogitsFor,
-    ) -> Result<Tensor<2>, ModelError> {
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
         let n = tokens.len();
         if n == 0 {
             return Err(ModelError::Input("no tokens to run".into()));
         }
-        if let Some(&bad) = tokens
-            .iter()
-            .find(|&&t| t as usize >= self.config.vocab_size)
-        {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
             return Err(ModelError::Input(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.config.vocab_size
@@ -293,18 +212,11 @@ impl Llama {
         }
         let start = cache.len();
         if start + n > cache.max_len() {
-            return Err(ModelError::ContextFull {
-                needed: start + n,
-                max: cache.max_len(),
-            });
+            return Err(ModelError::ContextFull { needed: start + n, max: cache.max_len() });
         }
         // Padding tokens only ever sit after the real ones, so causal masking keeps them from
         // influencing real positions; their cache entries are overwritten later.
-        let padded = if self.bucket_prompts && n > 1 {
-            bucket_len(n).min(cache.max_len() - start)
-        } else {
-            n
-        };
+        let padded = if self.bucket_prompts && n > 1 { bucket_len(n).min(cache.max_len() - start) } else { n };
         let mut ids = tokens.to_vec();
         ids.resize(padded, 0);
         let end = start + padded;
@@ -318,17 +230,7 @@ impl Llama {
         let mut x = self.embedding.rows(&ids, &self.device);
         for (i, block) in self.blocks.iter().enumerate() {
             let h = x.clone()
-                + self.attention(
-                    i,
-                    &block.attn,
-                    block.attn_norm.forward(x),
-                    cache,
-                    start,
-                    &cos,
-                    &sin,
-                    &mask,
-                    span,
-                );
+                + self.attention(i, &block.attn, block.attn_norm.forward(x), cache, start, &cos, &sin, &mask, span);
             x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h));
         }
         cache.commit(start + n);
@@ -338,11 +240,7 @@ impl Llama {
             LogitsFor::All => x.slice([0..n, 0..self.config.hidden_size]),
         };
         let x = self.norm.forward(x);
-        let parts: Vec<Tensor<2>> = self
-            .head
-            .iter()
-            .map(|w| x.clone().matmul(w.clone()))
-            .collect();
+        let parts: Vec<Tensor<2>> = self.head.iter().map(|w| x.clone().matmul(w.clone())).collect();
         Ok(if parts.len() == 1 {
             parts.into_iter().next().unwrap_or_else(|| unreachable!())
         } else {
@@ -397,15 +295,9 @@ impl Llama {
         // head are stacked along the token axis.
         let rep = heads / kv_heads;
         let q = q.reshape([kv_heads, rep * tokens, dim]);
-        let scores = q
-            .matmul(keys.swap_dims(1, 2))
-            .mul_scalar(1.0 / (dim as f64).sqrt())
-            + mask.clone();
+        let scores = q.matmul(keys.swap_dims(1, 2)).mul_scalar(1.0 / (dim as f64).sqrt()) + mask.clone();
         let out = softmax(scores, 2).matmul(values);
-        let out = out
-            .reshape([heads, tokens, dim])
-            .swap_dims(0, 1)
-            .reshape([tokens, heads * dim]);
+        let out = out.reshape([heads, tokens, dim]).swap_dims(0, 1).reshape([tokens, heads * dim]);
         attn.o.forward(out)
     }
 }

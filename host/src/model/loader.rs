@@ -41,41 +41,23 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .finish()
+        f.debug_struct("LoadedModel").field("name", &self.name).field("format", &self.format).finish()
     }
 }
 
 /// The id a model at `path` is listed under: the file name without `.gguf`, or the folder name.
 pub fn model_id(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
-    name.strip_suffix(".gguf")
-        .map(str::to_owned)
-        .unwrap_or(name)
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+    name.strip_suffix(".gguf").map(str::to_owned).unwrap_or(name)
 }
 
 /// Loads the model at `path` onto `device`.
 pub fn load(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
-    let fail = |p: &Path, e: ModelError| LoadError {
-        path: p.to_path_buf(),
-        source: e,
-    };
+    let fail = |p: &Path, e: ModelError| LoadError { path: p.to_path_buf(), source: e };
     if !path.exists() {
-        return Err(fail(
-            path,
-            ModelError::Input("no such file or folder".into()),
-        ));
+        return Err(fail(path, ModelError::Input("no such file or folder".into())));
     }
-    let gguf_path = if path.is_dir() {
-        single_gguf_in(path)
-    } else {
-        Some(path.to_path_buf())
-    };
+    let gguf_path = if path.is_dir() { single_gguf_in(path) } else { Some(path.to_path_buf()) };
     if path.is_dir() && path.join("config.json").exists() {
         load_hf_folder(path, device)
     } else if let Some(gguf_path) = gguf_path {
@@ -87,8 +69,7 @@ pub fn load(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadErro
         Err(fail(
             path,
             ModelError::Input(
-                "not a model: expected a .gguf file or a folder with config.json and *.safetensors"
-                    .into(),
+                "not a model: expected a .gguf file or a folder with config.json and *.safetensors".into(),
             ),
         ))
     }
@@ -104,14 +85,9 @@ fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
 }
 
 fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
-    let fail = |e: ModelError| LoadError {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let fail = |e: ModelError| LoadError { path: path.to_path_buf(), source: e };
     let file = GgufFile::open(path).map_err(|e| fail(e.into()))?;
-    let vocab_rows = file
-        .tensor_info("token_embd.weight")
-        .and_then(|t| t.shape().first().copied());
+    let vocab_rows = file.tensor_info("token_embd.weight").and_then(|t| t.shape().first().copied());
     let config = LlamaConfig::from_gguf(&file.metadata, vocab_rows).map_err(|e| fail(e.into()))?;
     let tokenizer = TextTokenizer::from_gguf(&file.metadata).map_err(|e| fail(e.into()))?;
     check_vocab(&config, &tokenizer).map_err(fail)?;
@@ -128,30 +104,15 @@ fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadErr
 
 fn load_hf_folder(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| LoadError {
-        path: config_path.clone(),
-        source: ModelError::Input(e.to_string()),
-    })?;
-    let config = LlamaConfig::from_hf_json(&text).map_err(|e| LoadError {
-        path: config_path.clone(),
-        source: e.into(),
-    })?;
-    let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| LoadError {
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })?;
-    check_vocab(&config, &tokenizer).map_err(|e| LoadError {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    let source = SafetensorsWeights::open(dir).map_err(|e| LoadError {
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })?;
-    let llama = Llama::load(&source, &config, device).map_err(|e| LoadError {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| LoadError { path: config_path.clone(), source: ModelError::Input(e.to_string()) })?;
+    let config =
+        LlamaConfig::from_hf_json(&text).map_err(|e| LoadError { path: config_path.clone(), source: e.into() })?;
+    let tokenizer =
+        TextTokenizer::from_hf_dir(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
+    check_vocab(&config, &tokenizer).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
+    let source = SafetensorsWeights::open(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
+    let llama = Llama::load(&source, &config, device).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),

@@ -17,12 +17,7 @@ pub struct Rope {
 impl Rope {
     /// `freq_factors` are Llama 3 GGUFs' `rope_freqs.weight`: each inverse frequency is divided
     /// by its factor.
-    pub fn new(
-        head_dim: usize,
-        theta: f64,
-        scaling: Option<&RopeScaling>,
-        freq_factors: Option<&[f32]>,
-    ) -> Self {
+    pub fn new(head_dim: usize, theta: f64, scaling: Option<&RopeScaling>, freq_factors: Option<&[f32]>) -> Self {
         let half = head_dim / 2;
         let mut inv_freq: Vec<f32> = (0..half)
             .map(|i| {
@@ -32,12 +27,7 @@ impl Rope {
             .collect();
         match scaling {
             Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
-            Some(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position,
-            }) => {
+            Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position }) => {
                 let old_ctx = *original_max_position as f32;
                 let low_wavelen = old_ctx / low_freq_factor;
                 let high_wavelen = old_ctx / high_freq_factor;
@@ -48,8 +38,7 @@ impl Rope {
                     } else if wavelen > low_wavelen {
                         *f / factor
                     } else {
-                        let smooth = (old_ctx / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
+                        let smooth = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * *f / factor + smooth * *f
                     };
                 }
@@ -81,10 +70,7 @@ impl Rope {
             cos.extend_from_within(start..start + half);
             sin.extend_from_within(start..start + half);
         }
-        (
-            upload(cos, [n, self.head_dim], device),
-            upload(sin, [n, self.head_dim], device),
-        )
+        (upload(cos, [n, self.head_dim], device), upload(sin, [n, self.head_dim], device))
     }
 }
 
@@ -120,22 +106,14 @@ mod tests {
         let x = upload(vec![1., 0., 0., 0.], [1, 1, 4], &device);
         let y: Vec<f32> = apply(x, &cos, &sin).into_data().try_to_vec().unwrap();
         // Element 0 rotates into element 2 by angle 1 * inv_freq[0] = 1 rad.
-        assert!(
-            (y[0] - 1f32.cos()).abs() < 1e-6 && (y[2] - 1f32.sin()).abs() < 1e-6,
-            "{y:?}"
-        );
+        assert!((y[0] - 1f32.cos()).abs() < 1e-6 && (y[2] - 1f32.sin()).abs() < 1e-6, "{y:?}");
         assert!(y[1].abs() < 1e-6 && y[3].abs() < 1e-6);
     }
 
     #[test]
     fn linear_scaling_divides_frequencies() {
         let plain = Rope::new(8, 10_000.0, None, None);
-        let scaled = Rope::new(
-            8,
-            10_000.0,
-            Some(&RopeScaling::Linear { factor: 4.0 }),
-            None,
-        );
+        let scaled = Rope::new(8, 10_000.0, Some(&RopeScaling::Linear { factor: 4.0 }), None);
         for (p, s) in plain.inv_freq.iter().zip(&scaled.inv_freq) {
             assert!((p / 4.0 - s).abs() < 1e-9);
         }

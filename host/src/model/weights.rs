@@ -113,11 +113,9 @@ impl HostTensor {
     pub fn matrix_dims(&self, name: &str) -> Result<[usize; 2], WeightError> {
         match self.shape.as_slice() {
             [r, c] => Ok([*r, *c]),
-            other => Err(WeightError::Shape {
-                name: name.to_owned(),
-                expected: "a matrix".into(),
-                found: other.to_vec(),
-            }),
+            other => {
+                Err(WeightError::Shape { name: name.to_owned(), expected: "a matrix".into(), found: other.to_vec() })
+            }
         }
     }
 }
@@ -128,10 +126,7 @@ pub enum WeightError {
     #[error("{0}")]
     Gguf(#[from] GgufError),
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid safetensors file: {reason}")]
     Safetensors { path: PathBuf, reason: String },
     #[error("weight `{0}` is missing")]
@@ -139,11 +134,7 @@ pub enum WeightError {
     #[error("weight `{name}` has dtype {dtype}, which Hearth cannot read")]
     Dtype { name: String, dtype: String },
     #[error("weight `{name}` should be {expected} but has shape {found:?}")]
-    Shape {
-        name: String,
-        expected: String,
-        found: Vec<usize>,
-    },
+    Shape { name: String, expected: String, found: Vec<usize> },
 }
 
 /// A checkpoint's weights, by canonical name.
@@ -220,8 +211,7 @@ pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> V
             for pair in 0..2 {
                 let src = h * head_dim + i * 2 + pair;
                 let dst = h * head_dim + pair * half + i;
-                out[dst * cols..(dst + 1) * cols]
-                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -239,37 +229,22 @@ pub struct SafetensorsWeights {
 impl SafetensorsWeights {
     pub fn open(dir: &Path) -> Result<Self, WeightError> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| WeightError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
+            .map_err(|source| WeightError::Io { path: dir.to_path_buf(), source })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
             .collect();
         paths.sort();
         if paths.is_empty() {
-            return Err(WeightError::Missing(format!(
-                "*.safetensors in {}",
-                dir.display()
-            )));
+            return Err(WeightError::Missing(format!("*.safetensors in {}", dir.display())));
         }
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for path in paths {
-            let file = File::open(&path).map_err(|source| WeightError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let file = File::open(&path).map_err(|source| WeightError::Io { path: path.clone(), source })?;
             // SAFETY: read-only map of a weights file that is not modified while loaded.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| WeightError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| WeightError::Io { path: path.clone(), source })?;
             let names = SafeTensors::read_metadata(&mmap)
-                .map_err(|e| WeightError::Safetensors {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?
+                .map_err(|e| WeightError::Safetensors { path: path.clone(), reason: e.to_string() })?
                 .1
                 .tensors()
                 .into_keys()
@@ -288,44 +263,22 @@ impl SafetensorsWeights {
     }
 
     pub fn read_named(&self, name: &str) -> Result<HostTensor, WeightError> {
-        let &i = self
-            .index
-            .get(name)
-            .ok_or_else(|| WeightError::Missing(name.to_owned()))?;
+        let &i = self.index.get(name).ok_or_else(|| WeightError::Missing(name.to_owned()))?;
         let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| WeightError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let view = st.tensor(name).map_err(|e| WeightError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| WeightError::Safetensors { path: path.clone(), reason: e.to_string() })?;
+        let view =
+            st.tensor(name).map_err(|e| WeightError::Safetensors { path: path.clone(), reason: e.to_string() })?;
         let bytes = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
-                return Err(WeightError::Dtype {
-                    name: name.to_owned(),
-                    dtype: format!("{other:?}"),
-                });
+                return Err(WeightError::Dtype { name: name.to_owned(), dtype: format!("{other:?}") });
             }
         };
-        Ok(HostTensor {
-            shape: view.shape().to_vec(),
-            data,
-        })
+        Ok(HostTensor { shape: view.shape().to_vec(), data })
     }
 }
 
@@ -357,8 +310,7 @@ mod tests {
                 for i in 0..half {
                     let src = h * head_dim + pair * half + i;
                     let dst = h * head_dim + i * 2 + pair;
-                    out[dst * cols..(dst + 1) * cols]
-                        .copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                    out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
                 }
             }
         }

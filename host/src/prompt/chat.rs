@@ -24,9 +24,7 @@ pub struct ChatRenderer {
 
 impl std::fmt::Debug for ChatRenderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatRenderer")
-            .field("has_model_template", &self.model_template.is_some())
-            .finish()
+        f.debug_struct("ChatRenderer").field("has_model_template", &self.model_template.is_some()).finish()
     }
 }
 
@@ -49,9 +47,7 @@ impl ChatRenderer {
             Some(src) => match ChatTemplate::new(src) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
-                    tracing::warn!(
-                        "the model's chat template does not compile ({e}); using Alpaca"
-                    );
+                    tracing::warn!("the model's chat template does not compile ({e}); using Alpaca");
                     None
                 }
             },
@@ -66,10 +62,7 @@ impl ChatRenderer {
     }
 
     /// Renders `conv`; returns the prompt and where its template came from.
-    pub fn render(
-        &self,
-        conv: &Conversation<'_>,
-    ) -> Result<(String, TemplateSource), TemplateError> {
+    pub fn render(&self, conv: &Conversation<'_>) -> Result<(String, TemplateSource), TemplateError> {
         let (template, source) = match conv.template_override {
             Some(src) => (Arc::new(ChatTemplate::new(src)?), TemplateSource::Request),
             None => match &self.model_template {

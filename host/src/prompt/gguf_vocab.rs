@@ -17,8 +17,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-    Tokenizer,
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
 };
 
 use crate::model::gguf::{GgufError, Metadata};
@@ -71,28 +70,18 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper, VocabError> {
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let split = |re: &str| -> Result<PreTokenizerWrapper, VocabError> {
-        let split = Split::new(
-            SplitPattern::Regex(re.to_owned()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| VocabError::Build(e.to_string()))?;
-        Ok(PreSequence::new(vec![
-            split.into(),
-            ByteLevel::new(false, false, false).into(),
-        ])
-        .into())
+        let split = Split::new(SplitPattern::Regex(re.to_owned()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| VocabError::Build(e.to_string()))?;
+        Ok(PreSequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into())
     };
     match pre {
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" => split(LLAMA3),
         "qwen2" | "deepseek-r1-qwen" | "qwen35" | "megrez" => split(QWEN2),
         "tekken" => split(TEKKEN),
         // GPT-2's own regex, with every digit its own piece.
-        "smollm" | "starcoder" | "refact" | "codeshell" | "falcon" => Ok(PreSequence::new(vec![
-            Digits::new(true).into(),
-            ByteLevel::new(false, true, true).into(),
-        ])
-        .into()),
+        "smollm" | "starcoder" | "refact" | "codeshell" | "falcon" => {
+            Ok(PreSequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into())
+        }
         "default" | "gpt2" | "gpt-2" | "" => Ok(ByteLevel::new(false, true, true).into()),
         other => {
             tracing::warn!("GGUF pre-tokenizer `{other}` is unknown to Hearth; using GPT-2's");
@@ -103,30 +92,16 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper, VocabError> {
 
 /// Reads `tokenizer.ggml.*` and builds the tokenizer.
 pub fn from_metadata(meta: &Metadata) -> Result<GgufVocab, VocabError> {
-    let model = meta
-        .opt_str("tokenizer.ggml.model")?
-        .unwrap_or("gpt2")
-        .to_owned();
-    let tokens = meta
-        .opt_str_array("tokenizer.ggml.tokens")?
-        .ok_or(VocabError::Missing)?;
-    let types = meta
-        .opt_i64_array("tokenizer.ggml.token_type")?
-        .unwrap_or_default();
+    let model = meta.opt_str("tokenizer.ggml.model")?.unwrap_or("gpt2").to_owned();
+    let tokens = meta.opt_str_array("tokenizer.ggml.tokens")?.ok_or(VocabError::Missing)?;
+    let types = meta.opt_i64_array("tokenizer.ggml.token_type")?.unwrap_or_default();
     if !types.is_empty() && types.len() != tokens.len() {
-        return Err(VocabError::Inconsistent(format!(
-            "{} tokens but {} token types",
-            tokens.len(),
-            types.len()
-        )));
+        return Err(VocabError::Inconsistent(format!("{} tokens but {} token types", tokens.len(), types.len())));
     }
     let id_of = |key: &str| -> Result<Option<u32>, VocabError> {
         match meta.opt_u64(key)? {
             Some(id) if (id as usize) < tokens.len() => Ok(Some(id as u32)),
-            Some(id) => Err(VocabError::Inconsistent(format!(
-                "{key} = {id} is outside the {} tokens",
-                tokens.len()
-            ))),
+            Some(id) => Err(VocabError::Inconsistent(format!("{key} = {id} is outside the {} tokens", tokens.len()))),
             None => Ok(None),
         }
     };
@@ -135,34 +110,23 @@ pub fn from_metadata(meta: &Metadata) -> Result<GgufVocab, VocabError> {
     let eot = id_of("tokenizer.ggml.eot_token_id")?;
     let eom = id_of("tokenizer.ggml.eom_token_id")?;
 
-    let vocab: tokenizers::models::bpe::Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| ((*t).to_owned(), i as u32))
-        .collect();
+    let vocab: tokenizers::models::bpe::Vocab =
+        tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), i as u32)).collect();
     let mut tokenizer = match model.as_str() {
         "gpt2" => {
             let merges = meta
                 .opt_str_array("tokenizer.ggml.merges")?
-                .ok_or_else(|| {
-                    VocabError::Inconsistent(
-                        "byte-level BPE without `tokenizer.ggml.merges`".into(),
-                    )
-                })?;
+                .ok_or_else(|| VocabError::Inconsistent("byte-level BPE without `tokenizer.ggml.merges`".into()))?;
             let merges = merges
                 .iter()
                 .map(|m| {
                     m.split_once(' ')
                         .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                        .ok_or_else(|| {
-                            VocabError::Inconsistent(format!("merge `{m}` is not two tokens"))
-                        })
+                        .ok_or_else(|| VocabError::Inconsistent(format!("merge `{m}` is not two tokens")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let bpe = BPE::builder()
-                .vocab_and_merges(vocab, merges)
-                .build()
-                .map_err(|e| VocabError::Build(e.to_string()))?;
+            let bpe =
+                BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| VocabError::Build(e.to_string()))?;
             let mut t = Tokenizer::new(bpe);
             let pre = meta.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
             t.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
@@ -170,12 +134,9 @@ pub fn from_metadata(meta: &Metadata) -> Result<GgufVocab, VocabError> {
             t
         }
         "llama" => {
-            let scores = meta
-                .opt_f32_array("tokenizer.ggml.scores")?
-                .unwrap_or_default();
+            let scores = meta.opt_f32_array("tokenizer.ggml.scores")?.unwrap_or_default();
             let merges = merges_from_scores(&tokens, &scores);
-            let unk =
-                id_of("tokenizer.ggml.unknown_token_id")?.map_or("<unk>", |id| tokens[id as usize]);
+            let unk = id_of("tokenizer.ggml.unknown_token_id")?.map_or("<unk>", |id| tokens[id as usize]);
             let bpe = BPE::builder()
                 .vocab_and_merges(vocab, merges)
                 .unk_token(unk.to_owned())
@@ -184,9 +145,7 @@ pub fn from_metadata(meta: &Metadata) -> Result<GgufVocab, VocabError> {
                 .build()
                 .map_err(|e| VocabError::Build(e.to_string()))?;
             let mut t = Tokenizer::new(bpe);
-            let add_space_prefix = meta
-                .opt_bool("tokenizer.ggml.add_space_prefix")?
-                .unwrap_or(true);
+            let add_space_prefix = meta.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
             let replace = Replace::new(" ", "▁").map_err(|e| VocabError::Build(e.to_string()))?;
             let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
             if add_space_prefix {
@@ -195,9 +154,7 @@ pub fn from_metadata(meta: &Metadata) -> Result<GgufVocab, VocabError> {
             normalizers.push(replace.into());
             t.with_normalizer(Some(NormalizerSequence::new(normalizers)));
             let mut decoders: Vec<DecoderWrapper> = vec![
-                Replace::new("▁", " ")
-                    .map_err(|e| VocabError::Build(e.to_string()))?
-                    .into(),
+                Replace::new("▁", " ").map_err(|e| VocabError::Build(e.to_string()))?.into(),
                 ByteFallback::new().into(),
                 Fuse::new().into(),
             ];
@@ -235,12 +192,8 @@ pub fn from_metadata(meta: &Metadata) -> Result<GgufVocab, VocabError> {
         tokenizer,
         bos,
         eos,
-        add_bos: meta
-            .opt_bool("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(model == "llama"),
-        add_eos: meta
-            .opt_bool("tokenizer.ggml.add_eos_token")?
-            .unwrap_or(false),
+        add_bos: meta.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(model == "llama"),
+        add_eos: meta.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
         end_ids,
     })
 }
@@ -265,10 +218,7 @@ fn merges_from_scores(tokens: &[&str], scores: &[f32]) -> Vec<(String, String)> 
     }
     // Stable sort: ties keep vocabulary order, as Python's sorted does.
     merges.sort_by(|a, b| b.2.total_cmp(&a.2));
-    merges
-        .into_iter()
-        .map(|(l, r, _)| (tokens[l].to_owned(), tokens[r].to_owned()))
-        .collect()
+    merges.into_iter().map(|(l, r, _)| (tokens[l].to_owned(), tokens[r].to_owned())).collect()
 }
 
 #[cfg(test)]
@@ -277,11 +227,7 @@ mod tests {
     use crate::model::gguf::MetaValue;
 
     fn strings(v: &[&str]) -> MetaValue {
-        MetaValue::Array(
-            v.iter()
-                .map(|s| MetaValue::String((*s).to_owned()))
-                .collect(),
-        )
+        MetaValue::Array(v.iter().map(|s| MetaValue::String((*s).to_owned())).collect())
     }
 
     #[test]
@@ -297,28 +243,15 @@ mod tests {
     fn a_small_sentencepiece_vocab_round_trips() {
         let mut meta = Metadata::default();
         let tokens = ["<unk>", "<s>", "</s>", "▁", "h", "i", "hi", "▁hi", "<0x21>"];
-        meta.insert(
-            "tokenizer.ggml.model".into(),
-            MetaValue::String("llama".into()),
-        );
+        meta.insert("tokenizer.ggml.model".into(), MetaValue::String("llama".into()));
         meta.insert("tokenizer.ggml.tokens".into(), strings(&tokens));
         meta.insert(
             "tokenizer.ggml.scores".into(),
-            MetaValue::Array(
-                [0., 0., 0., -5., -6., -7., -1., -0.5, 0.]
-                    .iter()
-                    .map(|&s| MetaValue::F32(s))
-                    .collect(),
-            ),
+            MetaValue::Array([0., 0., 0., -5., -6., -7., -1., -0.5, 0.].iter().map(|&s| MetaValue::F32(s)).collect()),
         );
         meta.insert(
             "tokenizer.ggml.token_type".into(),
-            MetaValue::Array(
-                [2, 3, 3, 1, 1, 1, 1, 1, 6]
-                    .iter()
-                    .map(|&t| MetaValue::I32(t))
-                    .collect(),
-            ),
+            MetaValue::Array([2, 3, 3, 1, 1, 1, 1, 1, 6].iter().map(|&t| MetaValue::I32(t)).collect()),
         );
         meta.insert("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(1));
         meta.insert("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(2));
@@ -326,10 +259,7 @@ mod tests {
         assert!(vocab.add_bos, "SentencePiece models add BOS by default");
         let enc = vocab.tokenizer.encode("hi hi!", false).unwrap();
         assert_eq!(enc.get_ids(), &[7, 7, 8]);
-        assert_eq!(
-            vocab.tokenizer.decode(enc.get_ids(), false).unwrap(),
-            "hi hi!"
-        );
+        assert_eq!(vocab.tokenizer.decode(enc.get_ids(), false).unwrap(), "hi hi!");
         assert_eq!(vocab.end_ids, vec![2]);
     }
 

@@ -73,15 +73,8 @@ impl IncrementalDecoder {
             // to decoding everything and releasing what is new.
             Err(_) => {
                 let full = self.tokenizer.decode(&self.ids, self.skip_special)?;
-                let safe_end = if full.ends_with('\u{FFFD}') {
-                    full.len() - '\u{FFFD}'.len_utf8()
-                } else {
-                    full.len()
-                };
-                let new = full
-                    .get(self.emitted.min(safe_end)..safe_end)
-                    .unwrap_or_default()
-                    .to_owned();
+                let safe_end = if full.ends_with('\u{FFFD}') { full.len() - '\u{FFFD}'.len_utf8() } else { full.len() };
+                let new = full.get(self.emitted.min(safe_end)..safe_end).unwrap_or_default().to_owned();
                 self.stream = StreamState::default();
                 new
             }
@@ -124,15 +117,9 @@ mod tests {
 
     /// A byte-level tokenizer whose tokens are single bytes, so a multi-byte character spans tokens.
     fn byte_tokenizer() -> Arc<TextTokenizer> {
-        let vocab: tokenizers::models::bpe::Vocab = ByteLevel::alphabet()
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (c.to_string(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, vec![])
-            .build()
-            .unwrap();
+        let vocab: tokenizers::models::bpe::Vocab =
+            ByteLevel::alphabet().into_iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
         let mut t = Tokenizer::new(bpe);
         t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         t.with_decoder(Some(ByteLevel::default()));

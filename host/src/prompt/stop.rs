@@ -22,10 +22,7 @@ pub struct StopMatcher {
 impl StopMatcher {
     pub fn new(stops: impl IntoIterator<Item = String>) -> Self {
         let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
-        Self {
-            stops,
-            pending: String::new(),
-        }
+        Self { stops, pending: String::new() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -39,11 +36,7 @@ impl StopMatcher {
         }
         self.pending.push_str(text);
         // The earliest match wins, whichever stop string it is.
-        let first = self
-            .stops
-            .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min();
+        let first = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min();
         if let Some(at) = first {
             let out = self.pending[..at].to_owned();
             self.pending.clear();
@@ -115,22 +108,13 @@ mod tests {
 
     #[test]
     fn earliest_of_several_stops_wins() {
-        assert_eq!(
-            run(&["world", "lo"], &["hello world"]),
-            ("hel".into(), true)
-        );
+        assert_eq!(run(&["world", "lo"], &["hello world"]), ("hel".into(), true));
     }
 
     #[test]
     fn unicode_stop_strings_hold_back_on_char_boundaries() {
-        assert_eq!(
-            run(&["日本"], &["今日は", "日", "本語"]),
-            ("今日は".into(), true)
-        );
-        assert_eq!(
-            run(&["日本"], &["今日は", "日"]),
-            ("今日は日".into(), false)
-        );
+        assert_eq!(run(&["日本"], &["今日は", "日", "本語"]), ("今日は".into(), true));
+        assert_eq!(run(&["日本"], &["今日は", "日"]), ("今日は日".into(), false));
     }
 
     #[test]

@@ -84,12 +84,8 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 fn strftime_now(format: String) -> Result<String, Error> {
     use std::fmt::Write;
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("invalid strftime format `{format}`"),
-        )
-    })?;
+    write!(out, "{}", chrono::Local::now().format(&format))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("invalid strftime format `{format}`")))?;
     Ok(out)
 }
 
@@ -101,35 +97,26 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let separators: Option<Vec<String>> = kwargs.get("separators")?;
     kwargs.assert_all_used()?;
-    let indent = match indent {
-        None => None,
-        Some(v) if v.is_none() => None,
-        Some(v) => match v.as_str() {
-            Some(s) => Some(s.to_owned()),
-            None => Some(" ".repeat(usize::try_from(v).map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson indent must be a number or a string",
-                )
-            })?)),
-        },
-    };
-    let mut json = serde_json::to_value(&value).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("cannot serialize to JSON: {e}"),
-        )
-    })?;
+    let indent =
+        match indent {
+            None => None,
+            Some(v) if v.is_none() => None,
+            Some(v) => match v.as_str() {
+                Some(s) => Some(s.to_owned()),
+                None => Some(" ".repeat(usize::try_from(v).map_err(|_| {
+                    Error::new(ErrorKind::InvalidOperation, "tojson indent must be a number or a string")
+                })?)),
+            },
+        };
+    let mut json = serde_json::to_value(&value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot serialize to JSON: {e}")))?;
     if sort_keys.unwrap_or(false) {
         sort_json_keys(&mut json);
     }
     let (item_sep, key_sep) = match separators.as_deref() {
         Some([item, key]) => (item.clone(), key.clone()),
         Some(_) => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson separators must be two strings",
-            ));
+            return Err(Error::new(ErrorKind::InvalidOperation, "tojson separators must be two strings"));
         }
         None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         None => (", ".to_owned(), ": ".to_owned()),
@@ -144,10 +131,8 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         ensure_ascii: ensure_ascii.unwrap_or(false),
     };
     let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
-    json.serialize(&mut ser)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    let text = String::from_utf8(out)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    json.serialize(&mut ser).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = String::from_utf8(out).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(Value::from_safe_string(text))
 }
 
@@ -202,11 +187,7 @@ impl serde_json::ser::Formatter for PyFormatter {
         }
         w.write_all(b"]")
     }
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         if !first {
             w.write_all(self.item_sep.as_bytes())?;
         }
@@ -232,11 +213,7 @@ impl serde_json::ser::Formatter for PyFormatter {
         self.has_value = true;
         Ok(())
     }
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         if !first {
             w.write_all(self.item_sep.as_bytes())?;
         }
@@ -245,11 +222,7 @@ impl serde_json::ser::Formatter for PyFormatter {
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(self.key_sep.as_bytes())
     }
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
         if !self.ensure_ascii {
             return w.write_all(fragment.as_bytes());
         }
@@ -299,10 +272,7 @@ mod tests {
 
     const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-    fn ctx<'a>(
-        messages: &'a [serde_json::Value],
-        tools: Option<&'a [serde_json::Value]>,
-    ) -> TemplateContext<'a> {
+    fn ctx<'a>(messages: &'a [serde_json::Value], tools: Option<&'a [serde_json::Value]>) -> TemplateContext<'a> {
         TemplateContext {
             messages,
             tools,
@@ -317,16 +287,12 @@ mod tests {
     fn chatml_renders_like_transformers() {
         let t = ChatTemplate::new(CHATML).unwrap();
         let msgs = [json!({"role": "user", "content": "Hi"})];
-        assert_eq!(
-            t.render(&ctx(&msgs, None)).unwrap(),
-            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-        );
+        assert_eq!(t.render(&ctx(&msgs, None)).unwrap(), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn tojson_uses_python_separators_and_keeps_key_order() {
-        let t =
-            ChatTemplate::new("{{ tools | tojson }}|{{ tools[0] | tojson(indent=2) }}").unwrap();
+        let t = ChatTemplate::new("{{ tools | tojson }}|{{ tools[0] | tojson(indent=2) }}").unwrap();
         let tools = [json!({"name": "f", "args": {"b": 1, "a": [1, 2]}, "ü": "é"})];
         let out = t.render(&ctx(&[], Some(&tools))).unwrap();
         assert_eq!(
@@ -337,24 +303,17 @@ mod tests {
 
     #[test]
     fn python_string_methods_work() {
-        let t = ChatTemplate::new(
-            "{{ messages[0]['content'].strip().upper() }}{{ 'a,b'.split(',') | length }}",
-        )
-        .unwrap();
+        let t =
+            ChatTemplate::new("{{ messages[0]['content'].strip().upper() }}{{ 'a,b'.split(',') | length }}").unwrap();
         let msgs = [json!({"role": "user", "content": "  hi  "})];
         assert_eq!(t.render(&ctx(&msgs, None)).unwrap(), "HI2");
     }
 
     #[test]
     fn raise_exception_becomes_a_template_error() {
-        let t = ChatTemplate::new("{{ raise_exception('Conversation roles must alternate') }}")
-            .unwrap();
+        let t = ChatTemplate::new("{{ raise_exception('Conversation roles must alternate') }}").unwrap();
         let err = t.render(&ctx(&[], None)).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("Conversation roles must alternate"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
     }
 
     #[test]
@@ -365,10 +324,8 @@ mod tests {
 
     #[test]
     fn an_endless_template_runs_out_of_fuel() {
-        let t = ChatTemplate::new(
-            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-        )
-        .unwrap();
+        let t = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+            .unwrap();
         assert!(t.render(&ctx(&[], None)).is_err());
     }
 
@@ -377,9 +334,6 @@ mod tests {
         let t = ChatTemplate::new(ALPACA_TEMPLATE).unwrap();
         let msgs = [json!({"role": "user", "content": "Hi"})];
         let out = t.render(&ctx(&msgs, None)).unwrap();
-        assert!(
-            out.ends_with("### Instruction:\nHi\n\n### Response:\n"),
-            "{out:?}"
-        );
+        assert!(out.ends_with("### Instruction:\nHi\n\n### Response:\n"), "{out:?}");
     }
 }

@@ -37,10 +37,7 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer")
-            .field("vocab", &self.vocab_size())
-            .field("bos", &self.bos)
-            .finish()
+        f.debug_struct("TextTokenizer").field("vocab", &self.vocab_size()).field("bos", &self.bos).finish()
     }
 }
 
@@ -48,10 +45,7 @@ impl TextTokenizer {
     /// From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
     pub fn from_gguf(meta: &Metadata) -> Result<Self, TokenizerError> {
         let v = gguf_vocab::from_metadata(meta)?;
-        let chat_template = meta
-            .opt_str("tokenizer.chat_template")
-            .map_err(VocabError::from)?
-            .map(str::to_owned);
+        let chat_template = meta.opt_str("tokenizer.chat_template").map_err(VocabError::from)?.map(str::to_owned);
         Ok(Self {
             inner: v.tokenizer,
             bos: v.bos,
@@ -73,10 +67,8 @@ impl TextTokenizer {
                 reason: "has no tokenizer.json (Hearth reads the fast-tokenizer file)".into(),
             });
         }
-        let inner = Tokenizer::from_file(&path).map_err(|e| TokenizerError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let inner = Tokenizer::from_file(&path)
+            .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })?;
         let config = read_json(&dir.join("tokenizer_config.json"))?;
         let token_text = |key: &str| -> Option<String> {
             match config.get(key)? {
@@ -91,10 +83,8 @@ impl TextTokenizer {
         let jinja = dir.join("chat_template.jinja");
         let chat_template = if jinja.exists() {
             Some(
-                std::fs::read_to_string(&jinja).map_err(|e| TokenizerError::File {
-                    path: jinja.display().to_string(),
-                    reason: e.to_string(),
-                })?,
+                std::fs::read_to_string(&jinja)
+                    .map_err(|e| TokenizerError::File { path: jinja.display().to_string(), reason: e.to_string() })?,
             )
         } else {
             match config.get("chat_template") {
@@ -113,9 +103,7 @@ impl TextTokenizer {
         for file in ["generation_config.json", "config.json"] {
             match read_json(&dir.join(file))?.get("eos_token_id") {
                 Some(Value::Number(n)) => end_ids.extend(n.as_u64().map(|v| v as u32)),
-                Some(Value::Array(a)) => {
-                    end_ids.extend(a.iter().filter_map(Value::as_u64).map(|v| v as u32))
-                }
+                Some(Value::Array(a)) => end_ids.extend(a.iter().filter_map(Value::as_u64).map(|v| v as u32)),
                 _ => {}
             }
         }
@@ -123,28 +111,12 @@ impl TextTokenizer {
         end_ids.dedup();
 
         // tokenizer.json's post-processor already adds BOS/EOS where the model wants them.
-        Ok(Self {
-            inner,
-            bos,
-            eos,
-            add_bos: false,
-            add_eos: false,
-            end_ids,
-            chat_template,
-        })
+        Ok(Self { inner, bos, eos, add_bos: false, add_eos: false, end_ids, chat_template })
     }
 
     /// Wraps an existing tokenizer (tests and tools).
     pub fn from_tokenizer(inner: Tokenizer) -> Self {
-        Self {
-            inner,
-            bos: None,
-            eos: None,
-            add_bos: false,
-            add_eos: false,
-            end_ids: vec![],
-            chat_template: None,
-        }
+        Self { inner, bos: None, eos: None, add_bos: false, add_eos: false, end_ids: vec![], chat_template: None }
     }
 
     pub fn inner(&self) -> &Tokenizer {
@@ -159,10 +131,7 @@ impl TextTokenizer {
     /// BOS/EOS the model wants around a raw prompt (not around a rendered chat template, which
     /// writes its own).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, add_special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let enc = self.inner.encode(text, add_special).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 2);
         if add_special && self.add_bos {
             if let Some(bos) = self.bos {
@@ -184,9 +153,7 @@ impl TextTokenizer {
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| TokenizerError::Decode(e.to_string()))
+        self.inner.decode(ids, skip_special).map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
     /// The text of one token as the vocabulary spells it.
@@ -196,8 +163,7 @@ impl TextTokenizer {
 
     /// The surface text of a special token such as BOS, for templates.
     pub fn special_text(&self, id: Option<u32>) -> String {
-        id.and_then(|id| self.inner.id_to_token(id))
-            .unwrap_or_default()
+        id.and_then(|id| self.inner.id_to_token(id)).unwrap_or_default()
     }
 }
 
@@ -205,12 +171,8 @@ fn read_json(path: &Path) -> Result<Value, TokenizerError> {
     if !path.exists() {
         return Ok(Value::Null);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| TokenizerError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| TokenizerError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    serde_json::from_str(&text)
+        .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })
 }

@@ -53,10 +53,7 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        Self { temperature: 0.0, ..Self::default() }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -109,17 +106,12 @@ impl Sampler {
             let mut candidates = self.truncate(&scores);
             if self.params.temperature_last {
                 // Re-weight the survivors: p^(1/T), renormalised.
-                candidates
-                    .iter_mut()
-                    .for_each(|(_, p)| *p = p.powf(1.0 / t));
+                candidates.iter_mut().for_each(|(_, p)| *p = p.powf(1.0 / t));
                 normalise(&mut candidates);
             }
             self.draw(&candidates)
         };
-        Sampled {
-            id: id as u32,
-            logprob: raw_logprob(id),
-        }
+        Sampled { id: id as u32, logprob: raw_logprob(id) }
     }
 
     fn apply_penalties(&self, scores: &mut [f32], context: &[u32]) {
@@ -140,11 +132,7 @@ impl Sampler {
                 continue;
             };
             if p.repetition_penalty != 1.0 {
-                *s = if *s > 0.0 {
-                    *s / p.repetition_penalty
-                } else {
-                    *s * p.repetition_penalty
-                };
+                *s = if *s > 0.0 { *s / p.repetition_penalty } else { *s * p.repetition_penalty };
             }
             *s -= p.presence_penalty + p.frequency_penalty * count as f32;
         }
@@ -154,17 +142,11 @@ impl Sampler {
     /// likely first, probabilities renormalised.
     fn truncate(&self, scores: &[f32]) -> Vec<(usize, f32)> {
         let p = &self.params;
-        let mut order: Vec<usize> = (0..scores.len())
-            .filter(|&i| scores[i].is_finite())
-            .collect();
+        let mut order: Vec<usize> = (0..scores.len()).filter(|&i| scores[i].is_finite()).collect();
         if order.is_empty() {
             return vec![(argmax(scores), 1.0)];
         }
-        let keep = if p.top_k > 0 {
-            p.top_k.min(order.len())
-        } else {
-            order.len()
-        };
+        let keep = if p.top_k > 0 { p.top_k.min(order.len()) } else { order.len() };
         if keep < order.len() {
             order.select_nth_unstable_by(keep - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
             order.truncate(keep);
@@ -172,10 +154,7 @@ impl Sampler {
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
 
         let max = scores[order[0]];
-        let mut probs: Vec<(usize, f32)> = order
-            .iter()
-            .map(|&i| (i, (scores[i] - max).exp()))
-            .collect();
+        let mut probs: Vec<(usize, f32)> = order.iter().map(|&i| (i, (scores[i] - max).exp())).collect();
         normalise(&mut probs);
 
         if p.top_p < 1.0 {
@@ -234,9 +213,7 @@ pub fn argmax(values: &[f32]) -> usize {
 pub fn log_softmax_at(values: &[f32], id: usize) -> f32 {
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = values.iter().map(|&v| (v - max).exp()).sum();
-    values
-        .get(id)
-        .map_or(f32::NEG_INFINITY, |&v| v - max - sum.ln())
+    values.get(id).map_or(f32::NEG_INFINITY, |&v| v - max - sum.ln())
 }
 
 #[cfg(test)]
@@ -244,10 +221,7 @@ mod tests {
     use super::*;
 
     fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
-        let mut p = SamplingParams {
-            seed: Some(7),
-            ..SamplingParams::default()
-        };
+        let mut p = SamplingParams { seed: Some(7), ..SamplingParams::default() };
         f(&mut p);
         p
     }
@@ -283,10 +257,7 @@ mod tests {
     fn min_p_drops_tokens_below_a_fraction_of_the_best() {
         let s = Sampler::new(params(|p| p.min_p = 0.5));
         let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
-        assert_eq!(
-            s.truncate(&scores).iter().map(|c| c.0).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(s.truncate(&scores).iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]
@@ -313,9 +284,7 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let run = |seed| {
             let mut s = Sampler::new(params(|p| p.seed = Some(seed)));
-            (0..20)
-                .map(|_| s.sample(&logits, &[]).id)
-                .collect::<Vec<_>>()
+            (0..20).map(|_| s.sample(&logits, &[]).id).collect::<Vec<_>>()
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
@@ -323,10 +292,7 @@ mod tests {
 
     #[test]
     fn banned_tokens_are_never_chosen() {
-        let mut s = Sampler::new(SamplingParams {
-            banned_tokens: vec![1],
-            ..SamplingParams::greedy()
-        });
+        let mut s = Sampler::new(SamplingParams { banned_tokens: vec![1], ..SamplingParams::greedy() });
         assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 2);
     }
 

@@ -46,30 +46,14 @@ impl GgufWriter {
 
     /// An f32 tensor of `rows × cols` (cols innermost) filled with a small pattern.
     pub fn f32_matrix(&mut self, name: &str, rows: u64, cols: u64) -> &mut Self {
-        let data = (0..rows * cols)
-            .flat_map(|i| (((i % 7) as f32 - 3.0) * 0.01).to_le_bytes())
-            .collect();
-        let dims = if rows == 1 {
-            vec![cols]
-        } else {
-            vec![cols, rows]
-        };
-        self.tensors.push(Tensor {
-            name: name.to_owned(),
-            dims,
-            ty: 0,
-            data,
-        });
+        let data = (0..rows * cols).flat_map(|i| (((i % 7) as f32 - 3.0) * 0.01).to_le_bytes()).collect();
+        let dims = if rows == 1 { vec![cols] } else { vec![cols, rows] };
+        self.tensors.push(Tensor { name: name.to_owned(), dims, ty: 0, data });
         self
     }
 
     pub fn raw(&mut self, name: &str, dims: Vec<u64>, ty: u32, data: Vec<u8>) -> &mut Self {
-        self.tensors.push(Tensor {
-            name: name.to_owned(),
-            dims,
-            ty,
-            data,
-        });
+        self.tensors.push(Tensor { name: name.to_owned(), dims, ty, data });
         self
     }
 
@@ -159,10 +143,7 @@ pub fn tiny_llama() -> GgufWriter {
         .meta("llama.context_length", Meta::U32(64))
         .meta("llama.attention.layer_norm_rms_epsilon", Meta::F32(1e-5))
         .meta("tokenizer.ggml.model", Meta::Str("gpt2".into()))
-        .meta(
-            "tokenizer.ggml.tokens",
-            Meta::Strs(vec!["a".into(), "b".into(), "c".into(), "d".into()]),
-        )
+        .meta("tokenizer.ggml.tokens", Meta::Strs(vec!["a".into(), "b".into(), "c".into(), "d".into()]))
         .meta("tokenizer.ggml.token_type", Meta::I32s(vec![1, 1, 1, 1]))
         .meta("tokenizer.ggml.merges", Meta::Strs(vec![]))
         .meta("tokenizer.ggml.eos_token_id", Meta::U32(3));

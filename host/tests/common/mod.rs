@@ -17,20 +17,13 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
 }
 
 /// The SmolLM2 GGUF that `scripts/fetch-models` installs.
 pub fn smollm2() -> PathBuf {
     let p = repo_root().join("user_data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-models (scripts/test does)",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models (scripts/test does)", p.display());
     p
 }
 
@@ -48,11 +41,7 @@ pub struct Server {
     log: Arc<Mutex<String>>,
 }
 
-type SpawnRequest = (
-    Vec<String>,
-    Vec<(String, String)>,
-    mpsc::Sender<std::io::Result<Child>>,
-);
+type SpawnRequest = (Vec<String>, Vec<(String, String)>, mpsc::Sender<std::io::Result<Child>>);
 
 /// The thread that spawns every server and lives as long as the test process.
 fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
@@ -108,16 +97,9 @@ impl Server {
     pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut all: Vec<String> = vec!["--api-port".into(), "0".into()];
         all.extend(args.iter().map(|s| s.to_string()));
-        let envs: Vec<(String, String)> = envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (reply_tx, reply_rx) = mpsc::channel();
-        spawner()
-            .lock()
-            .unwrap()
-            .send((all, envs, reply_tx))
-            .expect("spawner thread is alive");
+        spawner().lock().unwrap().send((all, envs, reply_tx)).expect("spawner thread is alive");
         let mut child = reply_rx.recv().unwrap().expect("hearth starts");
 
         let log = Arc::new(Mutex::new(String::new()));
@@ -152,23 +134,11 @@ impl Server {
             Err(_) => {
                 let status = child.try_wait().ok().flatten();
                 std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "hearth did not announce its address (exit: {status:?}); stderr:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("hearth did not announce its address (exit: {status:?}); stderr:\n{}", log.lock().unwrap());
             }
         };
-        let port = base
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port in the announced URL");
-        Server {
-            child: Mutex::new(Some(child)),
-            base,
-            port,
-            log,
-        }
+        let port = base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the announced URL");
+        Server { child: Mutex::new(Some(child)), base, port, log }
     }
 
     /// The one SmolLM2 server shared by the tests of this test binary.
@@ -176,14 +146,7 @@ impl Server {
         static SHARED: OnceLock<Server> = OnceLock::new();
         SHARED.get_or_init(|| {
             let model = smollm2();
-            Server::start(&[
-                "--model",
-                model.to_str().unwrap(),
-                "--device",
-                "flex",
-                "--ctx-size",
-                "2048",
-            ])
+            Server::start(&["--model", model.to_str().unwrap(), "--device", "flex", "--ctx-size", "2048"])
         })
     }
 
@@ -197,31 +160,19 @@ impl Server {
 
     /// Whether the process has exited, and how.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        self.child
-            .lock()
-            .unwrap()
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn wait_ready(&self) {
         let started = Instant::now();
         // Readiness only: a test's own self-signed certificate need not be trusted here.
-        let tls = ureq::tls::TlsConfig::builder()
-            .disable_verification(true)
-            .build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().into();
         loop {
             if let Some(status) = self.exit_status() {
                 std::thread::sleep(Duration::from_millis(300));
-                panic!(
-                    "hearth exited ({status}) before it was ready; stderr:\n{}",
-                    self.log()
-                );
+                panic!("hearth exited ({status}) before it was ready; stderr:\n{}", self.log());
             }
             if let Ok(resp) = agent.get(&self.url("/health")).call() {
                 if resp.status() == 200 {
@@ -273,15 +224,8 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// `(status, body as JSON)` of a POST.
-pub fn post_json(
-    server: &Server,
-    path: &str,
-    body: &serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let mut resp = agent()
-        .post(&server.url(path))
-        .send_json(body)
-        .expect("request sent");
+pub fn post_json(server: &Server, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let mut resp = agent().post(&server.url(path)).send_json(body).expect("request sent");
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().expect("body read");
     let json = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text));
@@ -314,16 +258,10 @@ pub fn sse_payloads(body: &str) -> Vec<String> {
 
 /// POSTs and returns the raw SSE body.
 pub fn post_stream(server: &Server, path: &str, body: &serde_json::Value) -> (u16, String) {
-    let mut resp = agent()
-        .post(&server.url(path))
-        .send_json(body)
-        .expect("request sent");
+    let mut resp = agent().post(&server.url(path)).send_json(body).expect("request sent");
     let status = resp.status().as_u16();
     let mut text = String::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_string(&mut text)
-        .expect("stream read");
+    resp.body_mut().as_reader().read_to_string(&mut text).expect("stream read");
     (status, text)
 }
 
@@ -333,11 +271,7 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = repo_root().join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup-test-clients (scripts/test does)",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run scripts/setup-test-clients (scripts/test does)", p.display());
     p
 }
 
@@ -370,8 +304,6 @@ pub fn run_python(script: &str, server: &Server) -> String {
 
 fn tail(s: &str, n: usize) -> &str {
     let start = s.len().saturating_sub(n);
-    let start = (start..s.len())
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(s.len());
+    let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
     &s[start..]
 }

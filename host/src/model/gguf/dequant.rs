@@ -11,35 +11,21 @@ pub enum DequantError {
     #[error("dequantizing {0} is not supported")]
     Unsupported(GgmlType),
     #[error("{ty} data of {bytes} bytes does not hold {values} values")]
-    Size {
-        ty: GgmlType,
-        bytes: usize,
-        values: usize,
-    },
+    Size { ty: GgmlType, bytes: usize, values: usize },
 }
 
 /// Dequantizes `data` (whole blocks of type `ty`) into `out`; `out.len()` is the value count.
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), DequantError> {
     let (per_block, block_bytes) = ty.block_layout().ok_or(DequantError::Unsupported(ty))?;
-    let size_err = DequantError::Size {
-        ty,
-        bytes: data.len(),
-        values: out.len(),
-    };
+    let size_err = DequantError::Size { ty, bytes: data.len(), values: out.len() };
     if out.len() % per_block != 0 || data.len() != out.len() / per_block * block_bytes {
         return Err(size_err);
     }
-    let blocks = data
-        .chunks_exact(block_bytes)
-        .zip(out.chunks_exact_mut(per_block));
+    let blocks = data.chunks_exact(block_bytes).zip(out.chunks_exact_mut(per_block));
     match ty {
-        GgmlType::F32 => {
-            blocks.for_each(|(b, o)| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        }
+        GgmlType::F32 => blocks.for_each(|(b, o)| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         GgmlType::F16 => blocks.for_each(|(b, o)| o[0] = f16_at(b, 0)),
-        GgmlType::BF16 => {
-            blocks.for_each(|(b, o)| o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32())
-        }
+        GgmlType::BF16 => blocks.for_each(|(b, o)| o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
         GgmlType::Q4_0 => blocks.for_each(|(b, o)| q4_0(b, o)),
         GgmlType::Q4_1 => blocks.for_each(|(b, o)| q4_1(b, o)),
         GgmlType::Q5_0 => blocks.for_each(|(b, o)| q5_0(b, o)),
@@ -133,10 +119,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

@@ -120,70 +120,49 @@ impl Metadata {
     }
 
     fn wrong_type(key: &str, want: &'static str, got: &MetaValue) -> GgufError {
-        GgufError::MetadataType {
-            key: key.to_owned(),
-            expected: want,
-            found: got.type_name(),
-        }
+        GgufError::MetadataType { key: key.to_owned(), expected: want, found: got.type_name() }
     }
 
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| Self::wrong_type(key, "string", v)),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| Self::wrong_type(key, "string", v)),
         }
     }
 
     pub fn str(&self, key: &str) -> Result<&str, GgufError> {
-        self.opt_str(key)?
-            .ok_or_else(|| GgufError::MissingMetadata(key.to_owned()))
+        self.opt_str(key)?.ok_or_else(|| GgufError::MissingMetadata(key.to_owned()))
     }
 
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| Self::wrong_type(key, "unsigned integer", v)),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| Self::wrong_type(key, "unsigned integer", v)),
         }
     }
 
     pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
-        self.opt_u64(key)?
-            .ok_or_else(|| GgufError::MissingMetadata(key.to_owned()))
+        self.opt_u64(key)?.ok_or_else(|| GgufError::MissingMetadata(key.to_owned()))
     }
 
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| Self::wrong_type(key, "number", v)),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| Self::wrong_type(key, "number", v)),
         }
     }
 
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| Self::wrong_type(key, "bool", v)),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| Self::wrong_type(key, "bool", v)),
         }
     }
 
     pub fn opt_array(&self, key: &str) -> Result<Option<&[MetaValue]>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_array()
-                .map(Some)
-                .ok_or_else(|| Self::wrong_type(key, "array", v)),
+            Some(v) => v.as_array().map(Some).ok_or_else(|| Self::wrong_type(key, "array", v)),
         }
     }
 
@@ -194,10 +173,7 @@ impl Metadata {
         };
         items
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| Self::wrong_type(key, "array of strings", v))
-            })
+            .map(|v| v.as_str().ok_or_else(|| Self::wrong_type(key, "array of strings", v)))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -209,10 +185,7 @@ impl Metadata {
         };
         items
             .iter()
-            .map(|v| {
-                v.as_i64()
-                    .ok_or_else(|| Self::wrong_type(key, "array of integers", v))
-            })
+            .map(|v| v.as_i64().ok_or_else(|| Self::wrong_type(key, "array of integers", v)))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -224,11 +197,7 @@ impl Metadata {
         };
         items
             .iter()
-            .map(|v| {
-                v.as_f64()
-                    .map(|f| f as f32)
-                    .ok_or_else(|| Self::wrong_type(key, "array of numbers", v))
-            })
+            .map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| Self::wrong_type(key, "array of numbers", v)))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }

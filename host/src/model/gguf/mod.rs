@@ -32,20 +32,14 @@ pub enum GgufError {
     BadMagic([u8; 4]),
     #[error("GGUF version {0} is not supported (versions 2 and 3 are)")]
     UnsupportedVersion(u32),
-    #[error(
-        "the file is truncated: {what} needs bytes up to offset {needed}, but the file has {len}"
-    )]
+    #[error("the file is truncated: {what} needs bytes up to offset {needed}, but the file has {len}")]
     Truncated { what: String, needed: u64, len: u64 },
     #[error("corrupt header: {0}")]
     Corrupt(String),
     #[error("metadata key `{0}` is missing")]
     MissingMetadata(String),
     #[error("metadata key `{key}` should be {expected} but is {found}")]
-    MetadataType {
-        key: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    MetadataType { key: String, expected: &'static str, found: &'static str },
     #[error("tensor `{0}` is not in the file")]
     MissingTensor(String),
     #[error("tensor `{name}` has type {ty}, which Hearth cannot read")]
@@ -89,10 +83,7 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile")
-            .field("path", &self.path)
-            .field("tensors", &self.tensors.len())
-            .finish()
+        f.debug_struct("GgufFile").field("path", &self.path).field("tensors", &self.tensors.len()).finish()
     }
 }
 
@@ -133,67 +124,43 @@ impl GgufFile {
             let name = r.string(&format!("name of tensor #{i}"))?;
             let n_dims = r.u32(&format!("rank of tensor `{name}`"))?;
             if n_dims > MAX_DIMS {
-                return Err(GgufError::Corrupt(format!(
-                    "tensor `{name}` claims {n_dims} dimensions"
-                )));
+                return Err(GgufError::Corrupt(format!("tensor `{name}` claims {n_dims} dimensions")));
             }
-            let dims = (0..n_dims)
-                .map(|_| r.u64(&format!("dimensions of tensor `{name}`")))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dims =
+                (0..n_dims).map(|_| r.u64(&format!("dimensions of tensor `{name}`"))).collect::<Result<Vec<_>, _>>()?;
             let ty = GgmlType::from_id(r.u32(&format!("type of tensor `{name}`"))?);
             let offset = r.u64(&format!("offset of tensor `{name}`"))?;
             if by_name.insert(name.clone(), tensors.len()).is_some() {
                 return Err(GgufError::Corrupt(format!("tensor `{name}` appears twice")));
             }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ty,
-                offset,
-            });
+            tensors.push(TensorInfo { name, dims, ty, offset });
         }
 
         let alignment = match metadata.opt_u64("general.alignment")? {
             None => DEFAULT_ALIGNMENT,
             Some(a) if a > 0 && a.is_power_of_two() => a,
             Some(a) => {
-                return Err(GgufError::Corrupt(format!(
-                    "general.alignment {a} is not a power of two"
-                )));
+                return Err(GgufError::Corrupt(format!("general.alignment {a} is not a power of two")));
             }
         };
         let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
         let len = mmap.len() as u64;
         for t in &tensors {
-            let values = t
-                .dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| {
-                    GgufError::Corrupt(format!(
-                        "tensor `{}` has an absurd shape {:?}",
-                        t.name, t.dims
-                    ))
+            let values =
+                t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+                    GgufError::Corrupt(format!("tensor `{}` has an absurd shape {:?}", t.name, t.dims))
                 })?;
             // Unknown types cannot be sized; they are reported when the tensor is used.
             let Some(bytes) = t.ty.block_layout().map(|_| t.ty.bytes_for(values)) else {
                 continue;
             };
             let bytes = bytes.ok_or_else(|| {
-                GgufError::Corrupt(format!(
-                    "tensor `{}` of {values} values is not whole {} blocks",
-                    t.name, t.ty
-                ))
+                GgufError::Corrupt(format!("tensor `{}` of {values} values is not whole {} blocks", t.name, t.ty))
             })?;
             if t.offset % alignment != 0 {
-                return Err(GgufError::Corrupt(format!(
-                    "tensor `{}` data is not aligned to {alignment}",
-                    t.name
-                )));
+                return Err(GgufError::Corrupt(format!("tensor `{}` data is not aligned to {alignment}", t.name)));
             }
-            let end = data_start
-                .checked_add(t.offset)
-                .and_then(|s| s.checked_add(bytes));
+            let end = data_start.checked_add(t.offset).and_then(|s| s.checked_add(bytes));
             match end {
                 Some(end) if end <= len => {}
                 _ => {
@@ -206,15 +173,7 @@ impl GgufFile {
             }
         }
 
-        Ok(Self {
-            path,
-            mmap,
-            version,
-            metadata,
-            tensors,
-            by_name,
-            data_start,
-        })
+        Ok(Self { path, mmap, version, metadata, tensors, by_name, data_start })
     }
 
     pub fn path(&self) -> &Path {
@@ -235,15 +194,11 @@ impl GgufFile {
 
     /// The raw (still quantized) bytes of a tensor, borrowed from the memory map.
     pub fn tensor_bytes(&self, name: &str) -> Result<(&TensorInfo, &[u8]), GgufError> {
-        let info = self
-            .tensor_info(name)
-            .ok_or_else(|| GgufError::MissingTensor(name.to_owned()))?;
-        let bytes = info.ty.bytes_for(info.num_values()).ok_or_else(|| {
-            GgufError::UnsupportedTensorType {
-                name: name.to_owned(),
-                ty: info.ty,
-            }
-        })?;
+        let info = self.tensor_info(name).ok_or_else(|| GgufError::MissingTensor(name.to_owned()))?;
+        let bytes = info
+            .ty
+            .bytes_for(info.num_values())
+            .ok_or_else(|| GgufError::UnsupportedTensorType { name: name.to_owned(), ty: info.ty })?;
         // Bounds were checked at parse time.
         let start = (self.data_start + info.offset) as usize;
         Ok((info, &self.mmap[start..start + bytes as usize]))
@@ -253,16 +208,10 @@ impl GgufFile {
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), GgufError> {
         let (info, bytes) = self.tensor_bytes(name)?;
         if !is_supported(info.ty) {
-            return Err(GgufError::UnsupportedTensorType {
-                name: name.to_owned(),
-                ty: info.ty,
-            });
+            return Err(GgufError::UnsupportedTensorType { name: name.to_owned(), ty: info.ty });
         }
         let mut out = vec![0f32; info.num_values() as usize];
-        dequantize(info.ty, bytes, &mut out).map_err(|source| GgufError::Dequant {
-            name: name.to_owned(),
-            source,
-        })?;
+        dequantize(info.ty, bytes, &mut out).map_err(|source| GgufError::Dequant { name: name.to_owned(), source })?;
         Ok((info.shape(), out))
     }
 }
@@ -275,15 +224,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| GgufError::Truncated {
-                what: what.to_owned(),
-                needed: self.pos as u64 + n as u64,
-                len: self.buf.len() as u64,
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| GgufError::Truncated {
+            what: what.to_owned(),
+            needed: self.pos as u64 + n as u64,
+            len: self.buf.len() as u64,
+        })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -307,9 +252,7 @@ impl<'a> Reader<'a> {
     fn count(&mut self, what: &str) -> Result<u64, GgufError> {
         let n = self.u64(what)?;
         if n > MAX_COUNT {
-            return Err(GgufError::Corrupt(format!(
-                "{what} {n} is implausibly large"
-            )));
+            return Err(GgufError::Corrupt(format!("{what} {n} is implausibly large")));
         }
         Ok(n)
     }
@@ -317,9 +260,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self, what: &str) -> Result<String, GgufError> {
         let n = self.u64(what)?;
         if n > MAX_STRING {
-            return Err(GgufError::Corrupt(format!(
-                "{what}: string length {n} is implausibly large"
-            )));
+            return Err(GgufError::Corrupt(format!("{what}: string length {n} is implausibly large")));
         }
         let b = self.bytes(n as usize, what)?;
         // Token lists of some converters hold invalid UTF-8; keep going with replacement chars.
@@ -340,9 +281,7 @@ impl<'a> Reader<'a> {
             8 => MetaValue::String(self.string(&what)?),
             9 => {
                 if depth > 2 {
-                    return Err(GgufError::Corrupt(format!(
-                        "metadata `{key}` nests arrays too deeply"
-                    )));
+                    return Err(GgufError::Corrupt(format!("metadata `{key}` nests arrays too deeply")));
                 }
                 let item_ty = self.u32(&what)?;
                 let n = self.count(&what)?;
@@ -356,9 +295,7 @@ impl<'a> Reader<'a> {
             11 => MetaValue::I64(i64::from_le_bytes(self.array(&what)?)),
             12 => MetaValue::F64(f64::from_le_bytes(self.array(&what)?)),
             other => {
-                return Err(GgufError::Corrupt(format!(
-                    "metadata `{key}` has unknown value type {other}"
-                )));
+                return Err(GgufError::Corrupt(format!("metadata `{key}` has unknown value type {other}")));
             }
         })
     }

@@ -6,49 +6,28 @@ use std::path::PathBuf;
 use super::*;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/gguf")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gguf").join(name)
 }
 
 #[test]
 fn every_quant_type_dequantizes_like_the_gguf_python_package() {
     let file = GgufFile::open(&fixture("quants.gguf")).expect("fixture opens");
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("quants.json")).expect("fixture json"),
-    )
-    .expect("json");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("quants.json")).expect("fixture json")).expect("json");
     let tensors = expected["tensors"].as_object().expect("tensors object");
     assert!(tensors.len() >= 11, "fixture covers every type");
     for (name, want) in tensors {
-        let (shape, values) = file
-            .tensor_f32(name)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let want_shape: Vec<usize> = want["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let (shape, values) = file.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want_shape: Vec<usize> =
+            want["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(shape, want_shape, "{name} shape");
-        let want_values: Vec<f32> = want["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want_values: Vec<f32> =
+            want["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         assert_eq!(values.len(), want_values.len(), "{name} length");
         for (i, (got, want)) in values.iter().zip(&want_values).enumerate() {
-            assert!(
-                got.to_bits() == want.to_bits() || got == want,
-                "{name}[{i}]: got {got}, want {want}"
-            );
+            assert!(got.to_bits() == want.to_bits() || got == want, "{name}[{i}]: got {got}, want {want}");
         }
-        assert_eq!(
-            file.tensor_info(name).unwrap().ty.to_string(),
-            want["type"].as_str().unwrap(),
-            "{name} type"
-        );
+        assert_eq!(file.tensor_info(name).unwrap().ty.to_string(), want["type"].as_str().unwrap(), "{name} type");
     }
 }
 
@@ -58,10 +37,7 @@ fn metadata_of_every_value_type_reads_back() {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("quants.json")).unwrap()).unwrap();
     for (key, want) in expected["metadata"].as_object().unwrap() {
-        let got = file
-            .metadata
-            .get(key)
-            .unwrap_or_else(|| panic!("metadata {key} missing"));
+        let got = file.metadata.get(key).unwrap_or_else(|| panic!("metadata {key} missing"));
         match want {
             serde_json::Value::Bool(b) => assert_eq!(got.as_bool(), Some(*b), "{key}"),
             serde_json::Value::String(s) => assert_eq!(got.as_str(), Some(s.as_str()), "{key}"),
@@ -157,10 +133,7 @@ mod tempdir {
 
 #[test]
 fn wrong_magic_is_reported() {
-    let (_d, path) = Craft {
-        buf: b"GGML\x03\0\0\0".to_vec(),
-    }
-    .write("bad.gguf");
+    let (_d, path) = Craft { buf: b"GGML\x03\0\0\0".to_vec() }.write("bad.gguf");
     let err = GgufFile::open(&path).unwrap_err();
     assert!(matches!(err, GgufError::BadMagic(_)), "{err}");
     assert!(err.to_string().contains("not a GGUF file"));
@@ -169,10 +142,7 @@ fn wrong_magic_is_reported() {
 #[test]
 fn unsupported_version_is_reported() {
     let (_d, path) = Craft::new(1, 0, 0).write("v1.gguf");
-    assert!(matches!(
-        GgufFile::open(&path).unwrap_err(),
-        GgufError::UnsupportedVersion(1)
-    ));
+    assert!(matches!(GgufFile::open(&path).unwrap_err(), GgufError::UnsupportedVersion(1)));
 }
 
 #[test]
@@ -194,10 +164,7 @@ fn truncated_tensor_data_is_reported_with_the_tensor_name() {
     let (_d, path) = c.write("short.gguf");
     let err = GgufFile::open(&path).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("truncated") && msg.contains("blk.0.attn_q.weight"),
-        "{msg}"
-    );
+    assert!(msg.contains("truncated") && msg.contains("blk.0.attn_q.weight"), "{msg}");
 }
 
 #[test]
@@ -215,30 +182,19 @@ fn unsupported_tensor_type_is_reported_when_read() {
     c.data(&[0u8; 64]);
     let (_d, path) = c.write("iq.gguf");
     let file = GgufFile::open(&path).unwrap();
-    assert!(
-        file.tensor_f32("iq")
-            .unwrap_err()
-            .to_string()
-            .contains("type id 99")
-    );
+    assert!(file.tensor_f32("iq").unwrap_err().to_string().contains("type id 99"));
 }
 
 #[test]
 fn absurd_counts_do_not_allocate() {
     let (_d, path) = Craft::new(3, u64::MAX, 0).write("huge.gguf");
-    assert!(matches!(
-        GgufFile::open(&path).unwrap_err(),
-        GgufError::Corrupt(_)
-    ));
+    assert!(matches!(GgufFile::open(&path).unwrap_err(), GgufError::Corrupt(_)));
     let mut c = Craft::new(3, 0, 1);
     c.string("k");
     c.buf.extend(8u32.to_le_bytes());
     c.buf.extend(u64::MAX.to_le_bytes());
     let (_d2, path) = c.write("str.gguf");
-    assert!(matches!(
-        GgufFile::open(&path).unwrap_err(),
-        GgufError::Corrupt(_)
-    ));
+    assert!(matches!(GgufFile::open(&path).unwrap_err(), GgufError::Corrupt(_)));
 }
 
 #[test]
