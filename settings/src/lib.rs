@@ -52,6 +52,82 @@ pub struct Settings {
     pub max_running: usize,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_body_bytes: usize,
+    /// WebAssembly plugins to load, in order (sampler plugins run in this order).
+    pub plugins: Vec<PluginSettings>,
+    /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/hearth` or `~/.cache/hearth`.
+    pub plugin_cache_dir: Option<PathBuf>,
+}
+
+/// One plugin of the `plugins:` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Unique name; endpoint plugins answer under `/v1/plugins/{name}/`.
+    pub name: String,
+    /// The component (`.wasm`); relative paths are resolved against the settings file's folder
+    /// first, then the working directory.
+    pub path: PathBuf,
+    /// A disabled plugin is not loaded.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// Free-form configuration handed to the plugin (as JSON) on every call.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Memory and time limits of each call.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// What a failing call does: fail the request, or skip the plugin for that request.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// A plugin that cannot load is logged and left out instead of stopping start-up.
+    #[serde(default)]
+    pub optional: bool,
+    /// Host functions the plugin may call: `tokenize`, `generate`, `embed`.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+/// Per-call limits of a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory cap in MiB.
+    pub memory_mb: u64,
+    /// CPU time of one call in milliseconds (time spent in host functions is not counted).
+    pub call_ms: u64,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { memory_mb: 64, call_ms: 50 }
+    }
+}
+
+/// What a plugin failure does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The request fails with an error naming the plugin.
+    #[default]
+    Fail,
+    /// The plugin is skipped for this request (logged).
+    Skip,
+}
+
+/// A host capability granted to a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// `tokenize` / `detokenize` with the loaded model's tokenizer.
+    Tokenize,
+    /// `generate` with the loaded model.
+    Generate,
+    /// `embed` with the embedding model.
+    Embed,
 }
 
 impl Default for Settings {
@@ -75,6 +151,8 @@ impl Default for Settings {
             max_queue: 64,
             max_running: 4,
             max_body_bytes: 4 << 20,
+            plugins: Vec::new(),
+            plugin_cache_dir: None,
         }
     }
 }
@@ -172,8 +250,36 @@ pub fn load(
         }
     }
     figment = figment.merge(Serialized::defaults(from_env));
-    let settings: Settings = figment.extract()?;
+    let mut settings: Settings = figment.extract()?;
+    let base = settings_file.and_then(Path::parent).map(Path::to_path_buf);
+    for plugin in &mut settings.plugins {
+        plugin.path = resolve_plugin_path(&plugin.path, base.as_deref());
+    }
+    let mut names = std::collections::HashSet::new();
+    for plugin in &settings.plugins {
+        if !names.insert(plugin.name.as_str()) {
+            return Err(SettingsError::Invalid(format!("plugin name `{}` is used twice", plugin.name)));
+        }
+        if plugin.name.is_empty() || !plugin.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(SettingsError::Invalid(format!(
+                "plugin name `{}` must be letters, digits, `-` and `_` (it becomes a URL path segment)",
+                plugin.name
+            )));
+        }
+    }
     Ok(settings)
+}
+
+/// A relative plugin path: against the settings file's folder when the file is there, else as
+/// given (the working directory).
+fn resolve_plugin_path(path: &Path, base: Option<&Path>) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match base.map(|b| b.join(path)) {
+        Some(p) if p.exists() => p,
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Renames textgen keys and drops keys of textgen's UI that Hearth has no use for, so a
@@ -270,6 +376,29 @@ mod tests {
         }
         let s = load(Some(&path), &CliSettings::default(), []).unwrap();
         assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn plugins_read_with_defaults() {
+        let path = write(
+            "plugins",
+            "plugins:\n  - name: banned-words\n    path: /p/banned.wasm\n    config: {banned: [Paris]}\n    grants: [tokenize]\n",
+        );
+        let s = load(Some(&path), &CliSettings::default(), []).unwrap();
+        let p = &s.plugins[0];
+        assert!(p.enabled && !p.optional);
+        assert_eq!(p.limits, PluginLimits::default());
+        assert_eq!(p.on_error, OnError::Fail);
+        assert_eq!(p.config["banned"][0], "Paris");
+        assert_eq!(p.grants, vec![Grant::Tokenize]);
+    }
+
+    #[test]
+    fn duplicate_or_unsafe_plugin_names_are_refused() {
+        let path = write("dup", "plugins:\n  - {name: a, path: x.wasm}\n  - {name: a, path: y.wasm}\n");
+        assert!(load(Some(&path), &CliSettings::default(), []).unwrap_err().to_string().contains("twice"));
+        let path = write("slash", "plugins:\n  - {name: a/b, path: x.wasm}\n");
+        assert!(load(Some(&path), &CliSettings::default(), []).is_err());
     }
 
     #[test]
