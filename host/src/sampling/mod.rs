@@ -76,6 +76,19 @@ pub struct Sampled {
     pub logprob: f32,
 }
 
+/// Candidates after the built-in truncation: token ids and their logits, most likely first.
+/// Hooks (sampler plugins) edit them in place; a logit of `-inf` removes a candidate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidates {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+/// With a hook and greedy decoding, the hook sees this many of the most likely tokens.
+pub const GREEDY_HOOK_CANDIDATES: usize = 32;
+/// With a hook, at most this many candidates are handed over (sampling without truncation).
+pub const MAX_HOOK_CANDIDATES: usize = 256;
+
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = match params.seed {
@@ -87,7 +100,53 @@ impl Sampler {
 
     /// Picks the next token. `context` is every token so far (prompt and generated).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> Sampled {
-        let raw_logprob = |id: usize| log_softmax_at(logits, id);
+        let scores = self.scores(logits, context);
+        let id = if self.params.is_greedy() {
+            argmax(&scores)
+        } else {
+            let candidates = self.truncate(&scores);
+            self.draw(&candidates)
+        };
+        Sampled { id: id as u32, logprob: log_softmax_at(logits, id) }
+    }
+
+    /// Like [`sample`](Self::sample), but `hook` may edit the candidates before the choice.
+    /// Fails when the hook fails or removes every candidate.
+    pub fn sample_with(
+        &mut self,
+        logits: &[f32],
+        context: &[u32],
+        hook: &mut dyn FnMut(&mut Candidates) -> Result<(), String>,
+    ) -> Result<Sampled, String> {
+        let scores = self.scores(logits, context);
+        let mut candidates = if self.params.is_greedy() {
+            top_n(&scores, GREEDY_HOOK_CANDIDATES)
+        } else {
+            let mut c = self.truncate(&scores);
+            c.ids.truncate(MAX_HOOK_CANDIDATES);
+            c.logits.truncate(MAX_HOOK_CANDIDATES);
+            c
+        };
+        hook(&mut candidates)?;
+        let keep: Vec<usize> =
+            (0..candidates.ids.len()).filter(|&i| candidates.logits[i] > f32::NEG_INFINITY).collect();
+        if keep.is_empty() {
+            return Err("every candidate token was removed".into());
+        }
+        let candidates = Candidates {
+            ids: keep.iter().map(|&i| candidates.ids[i]).collect(),
+            logits: keep.iter().map(|&i| candidates.logits[i]).collect(),
+        };
+        let id = if self.params.is_greedy() {
+            candidates.ids[argmax(&candidates.logits)] as usize
+        } else {
+            self.draw(&candidates)
+        };
+        Ok(Sampled { id: id as u32, logprob: log_softmax_at(logits, id) })
+    }
+
+    /// Logits after bans and penalties, temperature applied unless it comes last.
+    fn scores(&self, logits: &[f32], context: &[u32]) -> Vec<f32> {
         let mut scores = logits.to_vec();
         for &t in &self.params.banned_tokens {
             if let Some(s) = scores.get_mut(t as usize) {
@@ -95,23 +154,11 @@ impl Sampler {
             }
         }
         self.apply_penalties(&mut scores, context);
-
-        let id = if self.params.is_greedy() {
-            argmax(&scores)
-        } else {
+        if !self.params.is_greedy() && !self.params.temperature_last {
             let t = self.params.temperature;
-            if !self.params.temperature_last {
-                scores.iter_mut().for_each(|s| *s /= t);
-            }
-            let mut candidates = self.truncate(&scores);
-            if self.params.temperature_last {
-                // Re-weight the survivors: p^(1/T), renormalised.
-                candidates.iter_mut().for_each(|(_, p)| *p = p.powf(1.0 / t));
-                normalise(&mut candidates);
-            }
-            self.draw(&candidates)
-        };
-        Sampled { id: id as u32, logprob: raw_logprob(id) }
+            scores.iter_mut().for_each(|s| *s /= t);
+        }
+        scores
     }
 
     fn apply_penalties(&self, scores: &mut [f32], context: &[u32]) {
@@ -128,9 +175,7 @@ impl Sampler {
             *counts.entry(t).or_default() += 1;
         }
         for (&t, &count) in &counts {
-            let Some(s) = scores.get_mut(t as usize) else {
-                continue;
-            };
+            let Some(s) = scores.get_mut(t as usize) else { continue };
             if p.repetition_penalty != 1.0 {
                 *s = if *s > 0.0 { *s / p.repetition_penalty } else { *s * p.repetition_penalty };
             }
@@ -138,64 +183,84 @@ impl Sampler {
         }
     }
 
-    /// Applies top-k, top-p and min-p; returns `(id, probability)` of the survivors, most
-    /// likely first, probabilities renormalised.
-    fn truncate(&self, scores: &[f32]) -> Vec<(usize, f32)> {
+    /// Applies top-k, top-p and min-p; the survivors, most likely first.
+    fn truncate(&self, scores: &[f32]) -> Candidates {
         let p = &self.params;
-        let mut order: Vec<usize> = (0..scores.len()).filter(|&i| scores[i].is_finite()).collect();
-        if order.is_empty() {
-            return vec![(argmax(scores), 1.0)];
+        let finite = scores.iter().filter(|s| s.is_finite()).count();
+        if finite == 0 {
+            let best = argmax(scores);
+            return Candidates { ids: vec![best as u32], logits: vec![0.0] };
         }
-        let keep = if p.top_k > 0 { p.top_k.min(order.len()) } else { order.len() };
-        if keep < order.len() {
-            order.select_nth_unstable_by(keep - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
-            order.truncate(keep);
-        }
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-
-        let max = scores[order[0]];
-        let mut probs: Vec<(usize, f32)> = order.iter().map(|&i| (i, (scores[i] - max).exp())).collect();
-        normalise(&mut probs);
-
-        if p.top_p < 1.0 {
-            let mut cumulative = 0.0;
+        let keep = if p.top_k > 0 { p.top_k.min(finite) } else { finite };
+        let mut c = top_n(scores, keep);
+        if p.top_p < 1.0 || p.min_p > 0.0 {
+            let probs = softmax(&c.logits);
             let mut cut = probs.len();
-            for (n, &(_, prob)) in probs.iter().enumerate() {
-                cumulative += prob;
-                if cumulative >= p.top_p {
-                    cut = n + 1;
-                    break;
+            if p.top_p < 1.0 {
+                let mut cumulative = 0.0;
+                for (n, &prob) in probs.iter().enumerate() {
+                    cumulative += prob;
+                    if cumulative >= p.top_p {
+                        cut = n + 1;
+                        break;
+                    }
                 }
             }
-            probs.truncate(cut.max(1));
-            normalise(&mut probs);
+            if p.min_p > 0.0 {
+                // Relative to the best token of the distribution before top-p (as textgen).
+                let threshold = probs[0] * p.min_p;
+                cut = cut.min(probs.iter().take_while(|&&prob| prob >= threshold).count());
+            }
+            let cut = cut.max(1);
+            c.ids.truncate(cut);
+            c.logits.truncate(cut);
         }
-        if p.min_p > 0.0 {
-            let threshold = probs[0].1 * p.min_p;
-            probs.retain(|&(_, prob)| prob >= threshold);
-            normalise(&mut probs);
-        }
-        probs
+        c
     }
 
-    fn draw(&mut self, candidates: &[(usize, f32)]) -> usize {
+    /// Draws from the softmax of the candidates' logits (temperature applied here when last).
+    fn draw(&mut self, c: &Candidates) -> usize {
+        let logits: Vec<f32> = if self.params.temperature_last {
+            c.logits.iter().map(|l| l / self.params.temperature).collect()
+        } else {
+            c.logits.clone()
+        };
+        let probs = softmax(&logits);
         let r: f32 = self.rng.random();
         let mut cumulative = 0.0;
-        for &(id, prob) in candidates {
+        for (&id, &prob) in c.ids.iter().zip(&probs) {
             cumulative += prob;
             if r < cumulative {
-                return id;
+                return id as usize;
             }
         }
-        candidates.last().map_or(0, |&(id, _)| id)
+        c.ids.last().map_or(0, |&id| id as usize)
     }
 }
 
-fn normalise(probs: &mut [(usize, f32)]) {
-    let total: f32 = probs.iter().map(|&(_, p)| p).sum();
-    if total > 0.0 {
-        probs.iter_mut().for_each(|(_, p)| *p /= total);
+/// The `n` largest scores (finite ones first), most likely first.
+fn top_n(scores: &[f32], n: usize) -> Candidates {
+    let mut order: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > f32::NEG_INFINITY).collect();
+    if order.is_empty() {
+        order.push(argmax(scores));
     }
+    let n = n.clamp(1, order.len());
+    if n < order.len() {
+        order.select_nth_unstable_by(n - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
+        order.truncate(n);
+    }
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    Candidates { ids: order.iter().map(|&i| i as u32).collect(), logits: order.iter().map(|&i| scores[i]).collect() }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut p: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let total: f32 = p.iter().sum();
+    if total > 0.0 {
+        p.iter_mut().for_each(|x| *x /= total);
+    }
+    p
 }
 
 /// Index of the largest finite value (the first on ties, as torch.argmax).
@@ -249,15 +314,15 @@ mod tests {
         // probabilities 0.5, 0.3, 0.2 → top_p 0.7 keeps the first two.
         let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
         let kept = s.truncate(&scores);
-        assert_eq!(kept.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
-        assert!((kept[0].1 - 0.625).abs() < 1e-6);
+        assert_eq!(kept.ids, vec![0, 1]);
+        assert!((softmax(&kept.logits)[0] - 0.625).abs() < 1e-6);
     }
 
     #[test]
     fn min_p_drops_tokens_below_a_fraction_of_the_best() {
         let s = Sampler::new(params(|p| p.min_p = 0.5));
         let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
-        assert_eq!(s.truncate(&scores).iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(s.truncate(&scores).ids, vec![0, 1]);
     }
 
     #[test]
@@ -288,6 +353,30 @@ mod tests {
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn a_hook_sees_the_truncated_candidates_and_its_bans_hold() {
+        let mut s = Sampler::new(params(|p| p.top_k = 3));
+        let logits = [0.1, 3.0, 2.9, 2.8, -1.0];
+        for _ in 0..20 {
+            let out = s
+                .sample_with(&logits, &[], &mut |c| {
+                    assert_eq!(c.ids.len(), 3);
+                    c.logits[0] = f32::NEG_INFINITY; // ban the best
+                    Ok(())
+                })
+                .unwrap();
+            assert!(out.id == 2 || out.id == 3, "{out:?}");
+        }
+        let mut greedy = Sampler::new(SamplingParams::greedy());
+        let err = greedy
+            .sample_with(&logits, &[], &mut |c| {
+                c.logits.iter_mut().for_each(|l| *l = f32::NEG_INFINITY);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(err.contains("every candidate"));
     }
 
     #[test]
