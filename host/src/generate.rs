@@ -104,6 +104,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
             }
             Some(TokenEvent::Finished { reason }) => break reason,
             Some(TokenEvent::Failed(msg)) => return Err(GenerateError::Failed(msg)),
+            Some(TokenEvent::PluginFailed(e)) => return Err(GenerateError::Failed(e.to_string())),
             None => return Err(GenerateError::Failed("the engine stopped".into())),
         }
     };

@@ -7,6 +7,8 @@ pub mod error;
 pub mod generate;
 pub mod http;
 pub mod model;
+pub mod plugin_services;
+pub mod plugins;
 pub mod prompt;
 pub mod sampling;
 pub mod server;

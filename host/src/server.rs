@@ -11,6 +11,8 @@ use hearth_settings::Settings;
 use crate::engine::{Engine, WorkerOptions};
 use crate::http::{self, AppState, ModelState, ServedModel};
 use crate::model::{self, DeviceRequest, ModelFormat};
+use crate::plugin_services::{self, ModelServices};
+use crate::plugins::{PluginError, PluginRegistry};
 use crate::prompt::chat::ChatRenderer;
 
 /// Why the server could not start or stopped.
@@ -28,6 +30,8 @@ pub enum ServeError {
     ModelNotFound { name: String, tried: String },
     #[error("{0}")]
     Load(String),
+    #[error("{0}")]
+    Plugin(#[from] PluginError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,7 +56,7 @@ fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
 }
 
 /// Loads the model and starts its engine (blocking; run it off the async runtime).
-fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeError> {
+fn load_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) -> Result<ServedModel, ServeError> {
     let request: DeviceRequest = settings.device.parse().map_err(ServeError::Device)?;
     let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
     tracing::info!("device: {}", device.description);
@@ -68,8 +72,11 @@ fn load_model(path: &Path, settings: &Settings) -> Result<ServedModel, ServeErro
         max_running: settings.max_running,
         context_length: settings.ctx_size.unwrap_or(usize::MAX),
         warm_up: true,
+        plugins: plugins.has_samplers().then(|| plugins.clone()),
     };
     let engine = Engine::start(loaded, options);
+    let vocab = plugins.has_samplers().then(|| Arc::new(plugin_services::vocab_texts(&engine)));
+    plugins.set_services(Some(Arc::new(ModelServices { engine: engine.clone() })), vocab);
     Ok(ServedModel { engine, renderer, name, path: path.to_path_buf(), created: http::state::unix_now(), loader })
 }
 
@@ -82,6 +89,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         Some(name) => Some(resolve_model_path(name, &settings.model_dir)?),
         None => None,
     };
+    // Plugins load before the server listens: one that cannot load stops start-up, naming it.
+    let plugins = Arc::new(PluginRegistry::load(&settings)?);
     let addr = bind_addr(&settings)?;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
@@ -92,7 +101,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         Some(p) => ModelState::Loading(model::model_id(p)),
         None => ModelState::None,
     };
-    let state = Arc::new(AppState::new(settings.clone(), initial));
+    let state = Arc::new(AppState::new(settings.clone(), plugins.clone(), initial));
     let app = http::app(state.clone());
 
     let tls = match (&settings.ssl_certfile, &settings.ssl_keyfile) {
@@ -130,10 +139,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     if let Some(path) = model_path {
         let state = state.clone();
         let settings = settings.clone();
+        let plugins = plugins.clone();
         tokio::task::spawn_blocking(move || {
             // A model or device library that panics while loading is a failed load, not a hang.
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_model(&path, &settings)))
-                .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))));
+            let loaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_model(&path, &settings, &plugins)))
+                    .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))));
             match loaded {
                 Ok(served) => {
                     tracing::info!("model `{}` is ready", served.name);

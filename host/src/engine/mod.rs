@@ -57,6 +57,8 @@ pub enum TokenEvent {
     Finished { reason: FinishReason },
     /// The sequence failed; no more events follow.
     Failed(String),
+    /// A sampler plugin failed and its settings say to fail the request; no more events follow.
+    PluginFailed(crate::plugins::PluginError),
 }
 
 /// Why a request was not accepted.

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 
 use super::{FinishReason, Job, Shared, TokenEvent};
 use crate::model::{KvCache, LoadedModel, LogitsFor, ModelError};
-use crate::sampling::Sampler;
+use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
+use crate::sampling::{Candidates, Sampled, Sampler};
 
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
@@ -24,11 +25,13 @@ pub struct WorkerOptions {
     pub context_length: usize,
     /// Run the model once on typical shapes at start (wgpu compiles kernels per shape).
     pub warm_up: bool,
+    /// Sampler plugins run on every generated token (`None`: no sampler plugins).
+    pub plugins: Option<Arc<PluginRegistry>>,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { queue_capacity: 64, max_running: 4, context_length: 8192, warm_up: true }
+        Self { queue_capacity: 64, max_running: 4, context_length: 8192, warm_up: true, plugins: None }
     }
 }
 
@@ -42,6 +45,8 @@ struct Sequence {
     prompt_len: usize,
     max_new: usize,
     prefilled: bool,
+    /// Sampler plugin instances of this generation.
+    samplers: Vec<SamplerSession>,
 }
 
 enum Step {
@@ -113,11 +118,21 @@ impl Worker {
             return;
         }
         let max_new = job.request.max_new_tokens.min(ctx - prompt_len);
+        let samplers = match self.options.plugins.as_ref().filter(|p| p.has_samplers()) {
+            Some(registry) => match registry.start_samplers() {
+                Ok(sessions) => sessions,
+                Err(e) => {
+                    let _ = job.events.send(TokenEvent::PluginFailed(e));
+                    return;
+                }
+            },
+            None => Vec::new(),
+        };
         let cache = self.model.llama.new_cache(ctx);
         let sampler = Sampler::new(job.request.sampling.clone());
         let context = job.request.prompt.clone();
         self.shared.running.fetch_add(1, Ordering::Relaxed);
-        self.running.push(Sequence { job, cache, sampler, context, prompt_len, max_new, prefilled: false });
+        self.running.push(Sequence { job, cache, sampler, context, prompt_len, max_new, prefilled: false, samplers });
     }
 
     fn step(&mut self, i: usize) -> Step {
@@ -147,7 +162,13 @@ impl Worker {
             tracing::debug!(tokens = seq.prompt_len, ms = started.elapsed().as_millis() as u64, "prefill");
             seq.prefilled = true;
         }
-        let sampled = seq.sampler.sample(&logits, &seq.context);
+        let sampled = match sample(seq, &logits) {
+            Ok(s) => s,
+            Err(failure) => {
+                let _ = seq.job.events.send(failure);
+                return Step::Done;
+            }
+        };
         if seq.job.request.stop_ids.contains(&sampled.id) {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
             return Step::Done;
@@ -178,6 +199,58 @@ impl Worker {
         }
         tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32());
     }
+}
+
+/// Chooses the next token, letting sampler plugins edit the candidates first. A plugin that
+/// fails is dropped from the generation when its `on_error` is `skip`; otherwise the generation
+/// fails with its error.
+fn sample(seq: &mut Sequence, logits: &[f32]) -> Result<Sampled, TokenEvent> {
+    if seq.samplers.is_empty() {
+        return Ok(seq.sampler.sample(logits, &seq.context));
+    }
+    let sessions = &mut seq.samplers;
+    let mut failure: Option<PluginError> = None;
+    let mut hook = |candidates: &mut Candidates| -> Result<(), String> {
+        let mut i = 0;
+        while i < sessions.len() {
+            match sessions[i].process(candidates) {
+                Ok(()) => i += 1,
+                Err(e) if sessions[i].plugin().skips_on_error() => {
+                    tracing::warn!("{e}; skipped for the rest of this generation");
+                    sessions.remove(i);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    failure = Some(e);
+                    return Err(message);
+                }
+            }
+        }
+        Ok(())
+    };
+    let sampled = match seq.sampler.sample_with(logits, &seq.context, &mut hook) {
+        Ok(s) => s,
+        Err(message) => {
+            // Without a plugin error, the plugins between them banned every candidate.
+            let failure = failure.unwrap_or_else(|| PluginError::BadOutput {
+                plugin: seq.samplers.iter().map(|s| s.plugin().name.to_string()).collect::<Vec<_>>().join("`, `"),
+                reason: message,
+            });
+            return Err(TokenEvent::PluginFailed(failure));
+        }
+    };
+    let mut i = 0;
+    while i < seq.samplers.len() {
+        match seq.samplers[i].accept(sampled.id) {
+            Ok(()) => i += 1,
+            Err(e) if seq.samplers[i].plugin().skips_on_error() => {
+                tracing::warn!("{e}; skipped for the rest of this generation");
+                seq.samplers.remove(i);
+            }
+            Err(e) => return Err(TokenEvent::PluginFailed(e)),
+        }
+    }
+    Ok(sampled)
 }
 
 /// Ends a sequence whose receiver is gone: the client disconnected, or its stop string matched.

@@ -79,6 +79,10 @@ impl ChoiceRun {
                     self.finished = true;
                     return Err(ApiError::internal(format!("generation failed: {msg}")));
                 }
+                Some(TokenEvent::PluginFailed(e)) => {
+                    self.finished = true;
+                    return Err(e.into());
+                }
                 None => {
                     self.finished = true;
                     return Err(ApiError::unavailable("the generation engine stopped"));

@@ -8,6 +8,8 @@ pub mod generation;
 pub mod health;
 pub mod internal;
 pub mod models;
+pub mod moderations;
+pub mod plugins;
 pub mod sse;
 pub mod state;
 pub mod types;
@@ -19,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use hearth_settings::Settings;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
@@ -74,6 +76,10 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/stop-generation", post(internal::stop_generation))
         .route("/v1/internal/model/info", get(internal::model_info))
         .route("/v1/internal/model/list", get(internal::model_list))
+        .route("/v1/moderations", post(moderations::moderations))
+        .route("/v1/plugins/{name}", any(plugins::handle_root))
+        .route("/v1/plugins/{name}/", any(plugins::handle_root))
+        .route("/v1/plugins/{name}/{*rest}", any(plugins::handle))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method);
     api.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_keys))

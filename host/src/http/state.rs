@@ -13,6 +13,7 @@ use super::validate::GenerationPlan;
 use crate::engine::{Engine, GenerationRequest};
 use crate::error::ApiError;
 use crate::model::model_id;
+use crate::plugins::PluginRegistry;
 use crate::prompt::chat::ChatRenderer;
 
 /// A model ready to answer.
@@ -39,6 +40,7 @@ pub enum ModelState {
 /// Shared by every handler.
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub plugins: Arc<PluginRegistry>,
     model: RwLock<ModelState>,
 }
 
@@ -49,8 +51,8 @@ pub fn unix_now() -> u64 {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, model: ModelState) -> Self {
-        Self { settings: Arc::new(settings), model: RwLock::new(model) }
+    pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {
+        Self { settings: Arc::new(settings), plugins, model: RwLock::new(model) }
     }
 
     pub fn set_model(&self, state: ModelState) {
