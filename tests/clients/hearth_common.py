@@ -202,6 +202,7 @@ SCHEMAS = {
     "/v1/completions": ("CreateCompletionResponse", "CreateCompletionStreamResponse"),
     "/v1/models": ("ListModelsResponse", None),
     r"/v1/models/.+": ("Model", None),
+    "/v1/moderations": ("CreateModerationResponse", None),
 }
 
 

@@ -144,10 +144,15 @@ impl Server {
     /// The one SmolLM2 server shared by the tests of this test binary.
     pub fn shared() -> &'static Server {
         static SHARED: OnceLock<Server> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            let model = smollm2();
-            Server::start(&["--model", model.to_str().unwrap(), "--device", "flex", "--ctx-size", "2048"])
-        })
+        SHARED.get_or_init(|| Server::smollm2(&[]))
+    }
+
+    /// A SmolLM2 server on flex with a 2048-token context, plus `extra` arguments.
+    pub fn smollm2(extra: &[&str]) -> Server {
+        let model = smollm2();
+        let mut args = vec!["--model", model.to_str().unwrap(), "--device", "flex", "--ctx-size", "2048"];
+        args.extend_from_slice(extra);
+        Server::start(&args)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,49 @@
+//! A hostile endpoint plugin for the sandbox tests: each path misbehaves in one way.
+//! `/ok` answers normally so tests can check the plugin still works after a failure.
+
+use hearth_plugin_sdk::{Config, EndpointPlugin, Request, Response, export_endpoint};
+
+struct Hostile;
+
+impl EndpointPlugin for Hostile {
+    fn handle(_config: &Config, request: Request) -> Result<Response, String> {
+        match request.path.as_str() {
+            "/ok" => Ok(Response::text(200, "ok")),
+            "/loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "/memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "/panic" => panic!("hostile plugin panics on purpose"),
+            "/big" => Ok(Response::text(200, "x".repeat(40 << 20))),
+            "/bad-status" => Ok(Response { status: 9999, headers: vec![], body: vec![] }),
+            "/file" => match std::fs::read_to_string("/etc/passwd") {
+                Ok(text) => Ok(Response::text(200, text)),
+                Err(e) => Err(format!("cannot read /etc/passwd: {e}")),
+            },
+            "/socket" => match std::net::TcpStream::connect("127.0.0.1:1") {
+                Ok(_) => Ok(Response::text(200, "connected")),
+                Err(e) => Err(format!("cannot connect: {e}")),
+            },
+            "/env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                if vars.is_empty() {
+                    Err(format!("no environment variables are visible (HOME: {:?})", std::env::var("HOME")))
+                } else {
+                    Ok(Response::text(200, vars.join("\n")))
+                }
+            }
+            other => Ok(Response::text(404, format!("no route {other}"))),
+        }
+    }
+}
+
+export_endpoint!(Hostile);
