@@ -104,9 +104,10 @@ fn hostile_server() -> Server {
     let path = settings(
         "hostile",
         &format!(
-            "  - {{name: hostile, path: {}, limits: {{memory_mb: 64, call_ms: 300}}}}\n  - {{name: token-tools, path: {}, grants: [tokenize]}}\n",
+            "  - {{name: hostile, path: {}, limits: {{memory_mb: 64, call_ms: 300}}}}\n  - {{name: token-tools, path: {}, grants: [tokenize]}}\n  - {{name: generator, path: {}, grants: [generate]}}\n",
             hostile.display(),
-            tools.display()
+            tools.display(),
+            hostile.display()
         ),
     );
     serve(&path)
@@ -199,6 +200,21 @@ fn the_token_tools_endpoint_uses_the_model_tokenizer() {
     let (status, body) = call(&server, "GET", "/v1/plugins/no-such-plugin/x", None);
     assert_eq!(status, 404, "{body}");
     error_of(&body);
+}
+
+#[test]
+fn a_granted_plugin_runs_the_model() {
+    let server = hostile_server();
+    let (status, body) = call(&server, "GET", "/v1/plugins/generator/generate", None);
+    assert_eq!(status, 200, "{body}");
+    let parts: Vec<&str> = body.split('|').collect();
+    assert_eq!(parts.len(), 3, "{body}");
+    assert!(parts[0].contains("Paris"), "{body}");
+    assert_eq!(parts[1], "stop", "the stop string `.` should end it: {body}");
+    // The same component without the grant is refused by the host.
+    let (status, body) = call(&server, "GET", "/v1/plugins/hostile/generate", None);
+    assert_eq!(status, 502, "{body}");
+    assert!(error_of(&body)["message"].as_str().unwrap().contains("not granted `generate`"), "{body}");
 }
 
 #[test]

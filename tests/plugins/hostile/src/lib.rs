@@ -1,7 +1,7 @@
 //! A hostile endpoint plugin for the sandbox tests: each path misbehaves in one way.
 //! `/ok` answers normally so tests can check the plugin still works after a failure.
 
-use hearth_plugin_sdk::{Config, EndpointPlugin, Request, Response, export_endpoint};
+use hearth_plugin_sdk::{Config, EndpointPlugin, Request, Response, export_endpoint, host};
 
 struct Hostile;
 
@@ -9,6 +9,19 @@ impl EndpointPlugin for Hostile {
     fn handle(_config: &Config, request: Request) -> Result<Response, String> {
         match request.path.as_str() {
             "/ok" => Ok(Response::text(200, "ok")),
+            // Not hostile: runs the model through the host, which needs the `generate` grant.
+            "/generate" => {
+                let answer = host::generate(&host::GenerateRequest {
+                    prompt: "The capital of France is".into(),
+                    max_tokens: 8,
+                    temperature: 0.0,
+                    stop: vec![".".into()],
+                })?;
+                Ok(Response::text(
+                    200,
+                    format!("{}|{}|{}", answer.text, answer.finish_reason, answer.completion_tokens),
+                ))
+            }
             "/loop" => {
                 let mut x: u64 = 0;
                 loop {
