@@ -98,7 +98,14 @@ pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
 /// such as lavapipe).
 fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
     // wgpu reports a missing driver by panicking on some paths; keep that from taking us down.
-    let opened = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup())
+    let opened = std::panic::catch_unwind(|| {
+        let options = Device::wgpu_options();
+        // On Linux burn's kernels run only on Vulkan: asking for it alone also keeps wgpu from
+        // probing OpenGL/EGL, which prints driver noise on machines without a display.
+        #[cfg(target_os = "linux")]
+        let options = options.graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan);
+        options.init_with_setup()
+    })
         .map_err(|_| DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into()))?;
     let (device, setup) = opened.map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
     let info = setup.adapter.get_info();
