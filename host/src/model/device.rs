@@ -106,7 +106,7 @@ fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
         let options = options.graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan);
         options.init_with_setup()
     })
-        .map_err(|_| DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into()))?;
+    .map_err(|_| DeviceError::NoAdapter("the wgpu runtime panicked while looking for an adapter".into()))?;
     let (device, setup) = opened.map_err(|e| DeviceError::NoAdapter(e.to_string()))?;
     let info = setup.adapter.get_info();
     // wgpu falls back to OpenGL when there is no Vulkan/Metal/DX12 driver; burn's kernels need

@@ -68,7 +68,8 @@ impl Plugin {
 
 /// Every loaded plugin, and the model services they may be granted.
 pub struct PluginRegistry {
-    engine: PluginEngine,
+    /// `None` when no plugin is enabled: then no engine, pool or epoch thread is made at all.
+    engine: Option<PluginEngine>,
     plugins: Vec<Arc<Plugin>>,
     services: RwLock<Option<Arc<dyn HostServices>>>,
     vocab_texts: RwLock<Option<Arc<Vec<String>>>>,
@@ -92,6 +93,14 @@ impl PluginRegistry {
     /// Loads every enabled plugin of `settings`. A plugin that cannot load is an error naming it,
     /// unless it is marked optional (then it is logged and left out).
     pub fn load(settings: &Settings) -> Result<Self, PluginError> {
+        if !settings.plugins.iter().any(|p| p.enabled) {
+            return Ok(Self {
+                engine: None,
+                plugins: Vec::new(),
+                services: RwLock::new(None),
+                vocab_texts: RwLock::new(None),
+            });
+        }
         let cache = settings.plugin_cache_dir.clone().or_else(default_cache_dir);
         if let Some(dir) = &cache {
             let _ = std::fs::create_dir_all(dir);
@@ -115,7 +124,7 @@ impl PluginRegistry {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Self { engine, plugins, services: RwLock::new(None), vocab_texts: RwLock::new(None) })
+        Ok(Self { engine: Some(engine), plugins, services: RwLock::new(None), vocab_texts: RwLock::new(None) })
     }
 
     /// A registry with no plugins (servers and tests without settings).
@@ -127,6 +136,14 @@ impl PluginRegistry {
     pub fn set_services(&self, services: Option<Arc<dyn HostServices>>, vocab_texts: Option<Arc<Vec<String>>>) {
         *self.services.write().unwrap_or_else(|p| p.into_inner()) = services;
         *self.vocab_texts.write().unwrap_or_else(|p| p.into_inner()) = vocab_texts;
+    }
+
+    /// The engine; every loaded plugin implies one.
+    fn engine(&self) -> Result<&wasmtime::Engine, PluginError> {
+        self.engine
+            .as_ref()
+            .map(|e| &e.engine)
+            .ok_or_else(|| PluginError::Engine("no plugin engine was started".into()))
     }
 
     fn services(&self) -> Option<Arc<dyn HostServices>> {
@@ -155,7 +172,7 @@ impl PluginRegistry {
         let vocab = self.vocab_texts.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut sessions = Vec::new();
         for plugin in self.of_kind(PluginKind::Sampler) {
-            match SamplerSession::start(&self.engine.engine, plugin.clone(), self.services(), vocab.clone()) {
+            match SamplerSession::start(self.engine()?, plugin.clone(), self.services(), vocab.clone()) {
                 Ok(s) => sessions.push(s),
                 Err(e) if plugin.skips_on_error() => tracing::warn!("{e}; skipped for this generation"),
                 Err(e) => return Err(e),
@@ -170,7 +187,7 @@ impl PluginRegistry {
         plugin: &Arc<Plugin>,
         request: EndpointRequest,
     ) -> Result<EndpointResponse, PluginError> {
-        endpoint::call(&self.engine.engine, plugin, self.services(), request)
+        endpoint::call(self.engine()?, plugin, self.services(), request)
     }
 
     /// Runs a moderation plugin on `inputs` (blocking: call off the async runtime).
@@ -179,6 +196,6 @@ impl PluginRegistry {
         plugin: &Arc<Plugin>,
         inputs: &[String],
     ) -> Result<Vec<ModerationVerdict>, PluginError> {
-        moderation::call(&self.engine.engine, plugin, self.services(), inputs)
+        moderation::call(self.engine()?, plugin, self.services(), inputs)
     }
 }
