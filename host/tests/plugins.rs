@@ -175,6 +175,28 @@ fn a_looping_plugin_does_not_hold_up_other_requests() {
 }
 
 #[test]
+fn a_full_instance_pool_answers_busy_and_recovers() {
+    let hostile = component("tests/plugins", "hostile.wasm");
+    let path =
+        settings("pool", &format!("  - {{name: hostile, path: {}, limits: {{call_ms: 300}}}}\n", hostile.display()));
+    // Two instance slots; twelve calls that each spin for 300 ms of CPU overflow them.
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + "plugin_max_instances: 2\n").unwrap();
+    let server = serve(&path);
+    let statuses: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let calls: Vec<_> =
+            (0..12).map(|_| scope.spawn(|| call(&server, "GET", "/v1/plugins/hostile/loop", None))).collect();
+        calls.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|(s, _)| *s == 503 || *s == 504), "{statuses:?}");
+    let busy: Vec<&String> = statuses.iter().filter(|(s, _)| *s == 503).map(|(_, b)| b).collect();
+    assert!(!busy.is_empty(), "12 concurrent calls should overflow 2 slots: {statuses:?}");
+    let err = error_of(busy[0]);
+    assert_eq!(err["code"], "plugin_busy", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("hostile"), "{err}");
+    assert_ok_after(&server, "a full pool");
+}
+
+#[test]
 fn the_token_tools_endpoint_uses_the_model_tokenizer() {
     let server = hostile_server();
     let text = "The quick brown fox jumps over the lazy dog.";

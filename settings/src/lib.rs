@@ -56,6 +56,9 @@ pub struct Settings {
     pub plugins: Vec<PluginSettings>,
     /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/hearth` or `~/.cache/hearth`.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Plugin instances that may exist at once (requests, generations); a call beyond them is
+    /// answered 503. Each may reserve its plugin's `limits.memory_mb`.
+    pub plugin_max_instances: u32,
 }
 
 /// One plugin of the `plugins:` list.
@@ -153,6 +156,7 @@ impl Default for Settings {
             max_body_bytes: 4 << 20,
             plugins: Vec::new(),
             plugin_cache_dir: None,
+            plugin_max_instances: 128,
         }
     }
 }

@@ -21,6 +21,7 @@ impl From<PluginError> for ApiError {
             PluginError::Trap { .. } => (StatusCode::BAD_GATEWAY, "plugin_crashed"),
             PluginError::BadOutput { .. } => (StatusCode::BAD_GATEWAY, "plugin_bad_output"),
             PluginError::Failed { .. } => (StatusCode::BAD_GATEWAY, "plugin_failed"),
+            PluginError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_busy"),
             PluginError::Load { .. } | PluginError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed"),
         };
         ApiError { status, code: Some(code), kind: "plugin_error", ..ApiError::internal(e.to_string()) }

@@ -40,6 +40,8 @@ pub enum PluginError {
     Failed { plugin: String, message: String },
     #[error("plugin `{plugin}` returned invalid output: {reason}")]
     BadOutput { plugin: String, reason: String },
+    #[error("plugin `{plugin}` is busy: every instance slot is in use; try again shortly")]
+    Busy { plugin: String },
     #[error("the plugin engine failed: {0}")]
     Engine(String),
 }
@@ -105,7 +107,7 @@ impl PluginRegistry {
         if let Some(dir) = &cache {
             let _ = std::fs::create_dir_all(dir);
         }
-        let engine = PluginEngine::new(cache.as_deref())?;
+        let engine = PluginEngine::new(cache.as_deref(), settings.plugin_max_instances)?;
         let mut plugins = Vec::new();
         for spec in settings.plugins.iter().filter(|p| p.enabled) {
             match loader::load(&engine.engine, spec) {

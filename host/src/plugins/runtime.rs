@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cpu_time::ThreadTime;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{
@@ -23,8 +25,6 @@ use hearth_settings::{Grant, PluginLimits};
 const TICK: Duration = Duration::from_millis(1);
 /// Largest memory any plugin may be given (the pooling allocator reserves slots this size).
 pub const MAX_MEMORY_MB: u64 = 1024;
-/// Concurrent plugin instances the pool holds.
-const POOL_INSTANCES: u32 = 128;
 
 /// The engine every plugin shares, and the thread that drives its epoch.
 pub struct PluginEngine {
@@ -40,15 +40,16 @@ impl Drop for PluginEngine {
 
 impl PluginEngine {
     /// Builds the engine; `cache_dir` holds compiled components between runs.
-    pub fn new(cache_dir: Option<&Path>) -> Result<Self, PluginError> {
+    pub fn new(cache_dir: Option<&Path>, max_instances: u32) -> Result<Self, PluginError> {
+        let instances = max_instances.max(1);
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES);
-        pool.total_core_instances(POOL_INSTANCES * 8);
-        pool.total_memories(POOL_INSTANCES * 2);
-        pool.total_tables(POOL_INSTANCES * 4);
+        pool.total_component_instances(instances);
+        pool.total_core_instances(instances * 8);
+        pool.total_memories(instances * 2);
+        pool.total_tables(instances * 4);
         pool.max_memory_size((MAX_MEMORY_MB << 20) as usize);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {
@@ -88,7 +89,8 @@ pub struct HostState {
     pub services: Option<Arc<dyn HostServices>>,
     /// Whether `generate` would wait on the model thread that is running this call.
     pub on_model_thread: bool,
-    /// Time spent inside host functions during the current call (not charged to the plugin).
+    /// CPU time this thread spent inside host functions during the current call (not charged
+    /// to the plugin).
     pub host_time: Duration,
     /// Per-token text of the vocabulary (samplers only).
     pub vocab_texts: Option<Arc<Vec<String>>>,
@@ -133,7 +135,7 @@ impl HostState {
 
     /// Times a host function so it is not charged against the plugin's CPU deadline.
     pub fn timed<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let started = Instant::now();
+        let started = ThreadTime::now();
         let out = f(self);
         self.host_time += started.elapsed();
         out
@@ -173,17 +175,24 @@ pub fn new_store(engine: &Engine, state: HostState) -> Store<HostState> {
     store
 }
 
-/// Arms the deadline of one call: the plugin may use `limits.call_ms` of its own time; time in
-/// host functions (tokenizing, generating) is added back.
+/// Arms the deadline of one call: the plugin may use `limits.call_ms` of CPU time of its own.
+///
+/// The epoch ticks in wall time, but what is charged is this thread's CPU time (guest code runs
+/// on the calling thread), less the CPU time of host functions: on a loaded machine a plugin
+/// that is merely waiting for a core is not cut off, and a spinning one still is.
 pub fn arm_deadline(store: &mut Store<HostState>, limits: &PluginLimits) {
     let budget = Duration::from_millis(limits.call_ms.max(1));
-    let started = Instant::now();
+    // As a duration, not a `ThreadTime`: the callback must be `Send`. It runs on the thread that
+    // makes the call, which is this one.
+    let started = ThreadTime::now().as_duration();
     store.data_mut().host_time = Duration::ZERO;
     // A new store's deadline is 0: without this the first instruction would trap.
     store.set_epoch_deadline(limits.call_ms.max(1));
     store.epoch_deadline_callback(move |ctx| {
-        let guest_time = started.elapsed().saturating_sub(ctx.data().host_time);
+        let used = ThreadTime::now().as_duration().saturating_sub(started);
+        let guest_time = used.saturating_sub(ctx.data().host_time);
         if guest_time < budget {
+            // Check again once the rest of the budget could have been used.
             let left = (budget - guest_time).as_millis().max(1) as u64;
             Ok(UpdateDeadline::Continue(left))
         } else {
@@ -198,6 +207,9 @@ pub fn describe_failure(plugin: &str, limits: &PluginLimits, err: &wasmtime::Err
         || matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt))
     {
         return PluginError::Timeout { plugin: plugin.to_owned(), ms: limits.call_ms };
+    }
+    if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return PluginError::Busy { plugin: plugin.to_owned() };
     }
     let text = format!("{err:#}");
     if text.contains("forcing trap when growing memory") || text.contains("memory allocation") {
