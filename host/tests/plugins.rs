@@ -104,7 +104,7 @@ fn hostile_server() -> Server {
     let path = settings(
         "hostile",
         &format!(
-            "  - {{name: hostile, path: {}, limits: {{memory_mb: 64, call_ms: 300}}}}\n  - {{name: token-tools, path: {}, grants: [tokenize]}}\n  - {{name: generator, path: {}, grants: [generate]}}\n",
+            "  - {{name: hostile, path: {}, limits: {{memory_mb: 64, call_ms: 300}}}}\n  - {{name: token-tools, path: {}, grants: [tokenize]}}\n  - {{name: generator, path: {}, grants: [generate, clock]}}\n",
             hostile.display(),
             tools.display(),
             hostile.display()
@@ -237,6 +237,18 @@ fn a_granted_plugin_runs_the_model() {
     let (status, body) = call(&server, "GET", "/v1/plugins/hostile/generate", None);
     assert_eq!(status, 502, "{body}");
     assert!(error_of(&body)["message"].as_str().unwrap().contains("not granted `generate`"), "{body}");
+}
+
+#[test]
+fn the_clock_stands_still_without_its_grant() {
+    let server = hostile_server();
+    let (status, body) = call(&server, "GET", "/v1/plugins/hostile/clock", None);
+    assert_eq!((status, body.as_str()), (200, "0"), "an ungranted plugin must not see the time");
+    // `generator` is granted `clock` too.
+    let (status, body) = call(&server, "GET", "/v1/plugins/generator/clock", None);
+    assert_eq!(status, 200, "{body}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(body.parse::<u64>().unwrap().abs_diff(now) < 60, "{body} vs {now}");
 }
 
 #[test]

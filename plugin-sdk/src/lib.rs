@@ -20,7 +20,8 @@
 //! export_endpoint!(Hello);
 //! ```
 //!
-//! Plugins run sandboxed: no filesystem, network or environment variables, a memory cap, and a
+//! Plugins run sandboxed: no filesystem, network or environment variables, no clock unless the
+//! `clock` grant is given, a memory cap, and a
 //! CPU deadline per call. The functions of [`host`] reach the
 //! model when the plugin's settings grant them.
 

@@ -85,7 +85,7 @@ pub struct PluginSettings {
     /// A plugin that cannot load is logged and left out instead of stopping start-up.
     #[serde(default)]
     pub optional: bool,
-    /// Host functions the plugin may call: `tokenize`, `generate`, `embed`.
+    /// What the plugin may use: host functions `tokenize`, `generate`, `embed`; the real `clock`.
     #[serde(default)]
     pub grants: Vec<Grant>,
 }
@@ -131,6 +131,9 @@ pub enum Grant {
     Generate,
     /// `embed` with the embedding model.
     Embed,
+    /// The real wall and monotonic clocks (without it, a plugin's clocks stand still at the Unix
+    /// epoch, so its output cannot depend on time).
+    Clock,
 }
 
 impl Default for Settings {

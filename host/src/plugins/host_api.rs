@@ -27,6 +27,7 @@ impl HostState {
                 Grant::Tokenize => "tokenize",
                 Grant::Generate => "generate",
                 Grant::Embed => "embed",
+                Grant::Clock => "clock",
             };
             return Err(format!(
                 "plugin `{}` is not granted `{name}` (add it to `grants:` in settings.yaml)",

@@ -15,7 +15,7 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
     UpdateDeadline,
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::PluginError;
 use super::host_api::HostServices;
@@ -121,8 +121,7 @@ impl HostState {
                 .memories(8)
                 .trap_on_grow_failure(true)
                 .build(),
-            // Nothing granted: no preopened folders, no environment, no arguments, no network.
-            wasi: WasiCtxBuilder::new().allow_blocking_current_thread(true).build(),
+            wasi: wasi_context(&grants),
             table: ResourceTable::new(),
             grants,
             services,
@@ -139,6 +138,40 @@ impl HostState {
         let out = f(self);
         self.host_time += started.elapsed();
         out
+    }
+}
+
+/// WASI as a plugin sees it: no preopened folders, no environment, no arguments, no network
+/// (none of these can be granted), and the clocks only with the `clock` grant.
+fn wasi_context(grants: &[Grant]) -> WasiCtx {
+    let mut builder = WasiCtxBuilder::new();
+    builder.allow_blocking_current_thread(true);
+    if !grants.contains(&Grant::Clock) {
+        builder.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
+    }
+    builder.build()
+}
+
+/// The clocks of a plugin without the `clock` grant: standing still at the Unix epoch.
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
     }
 }
 

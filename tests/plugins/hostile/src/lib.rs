@@ -54,6 +54,12 @@ impl EndpointPlugin for Hostile {
                     Ok(Response::text(200, vars.join("\n")))
                 }
             }
+            "/clock" => {
+                let since_epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|e| format!("clock before the epoch: {e}"))?;
+                Ok(Response::text(200, since_epoch.as_secs().to_string()))
+            }
             other => Ok(Response::text(404, format!("no route {other}"))),
         }
     }
