@@ -133,6 +133,7 @@ fn hostile_endpoint_plugins_fail_only_their_own_request() {
         ("/file", 502, "plugin_failed", &["hostile", "cannot read /etc/passwd"]),
         ("/socket", 502, "plugin_failed", &["hostile", "cannot connect"]),
         ("/env", 502, "plugin_failed", &["hostile", "no environment variables are visible"]),
+        ("/sleep", 502, "plugin_crashed", &["hostile", "may not sleep"]),
     ];
     for (path, status, code, words) in cases {
         let started = Instant::now();

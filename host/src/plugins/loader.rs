@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use hearth_plugin_bindings::{WIT_PACKAGE, WIT_VERSION, endpoint, moderation, sampler, tool_parser};
 use hearth_settings::PluginSettings;
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime_wasi::p2::DynPollable;
 
 use super::PluginError;
 use super::runtime::{HostState, MAX_MEMORY_MB};
@@ -117,6 +118,7 @@ pub fn load(engine: &Engine, spec: &PluginSettings) -> Result<(PluginKind, Loade
     // WASI is linked so Rust's std works, but the context grants nothing: no files, no
     // environment, no network.
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| fail(spec, format!("{e:#}")))?;
+    refuse_timers(&mut linker).map_err(|e| fail(spec, format!("{e:#}")))?;
     let link_err = |e: wasmtime::Error| fail(spec, format!("{e:#}"));
     let pre_err = |e: wasmtime::Error| fail(spec, format!("it needs imports this host does not provide: {e:#}"));
     let loaded = match kind {
@@ -146,6 +148,26 @@ pub fn load(engine: &Engine, spec: &PluginSettings) -> Result<(PluginKind, Loade
         }
     };
     Ok((kind, loaded))
+}
+
+/// The `wasi:clocks` version `wasmtime-wasi` links; components built for older 0.2 releases
+/// resolve to it.
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces WASI's timers with functions that fail: a sleeping plugin would block its thread in
+/// the host, where no CPU deadline can interrupt it, for as long as it asked.
+fn refuse_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    const REFUSAL: &str = "plugins may not sleep or wait on a timer (it would hold a server thread)";
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(WASI_CLOCKS)?;
+    clock.func_wrap("subscribe-duration", |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::Error::msg(REFUSAL))
+    })?;
+    clock.func_wrap("subscribe-instant", |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::Error::msg(REFUSAL))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -248,7 +248,8 @@ pub fn describe_failure(plugin: &str, limits: &PluginLimits, err: &wasmtime::Err
     if text.contains("forcing trap when growing memory") || text.contains("memory allocation") {
         return PluginError::MemoryLimit { plugin: plugin.to_owned(), mb: limits.memory_mb };
     }
-    PluginError::Trap { plugin: plugin.to_owned(), detail: first_line(&text) }
+    // The outer context is "error while executing at wasm backtrace: …"; the cause says what.
+    PluginError::Trap { plugin: plugin.to_owned(), detail: first_line(&err.root_cause().to_string()) }
 }
 
 fn first_line(s: &str) -> String {

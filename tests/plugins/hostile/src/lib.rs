@@ -54,6 +54,10 @@ impl EndpointPlugin for Hostile {
                     Ok(Response::text(200, vars.join("\n")))
                 }
             }
+            "/sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(Response::text(200, "slept an hour"))
+            }
             "/clock" => {
                 let since_epoch = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
