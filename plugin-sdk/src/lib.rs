@@ -139,4 +139,6 @@ mod tool_parser;
 #[doc(hidden)]
 pub use tool_parser::__ToolParser;
 #[cfg(feature = "tool-parser")]
-pub use tool_parser::{Parsed, Tool, ToolCallDelta, ToolParserPlugin};
+pub use tool_parser::{Call, Parsed, Tool, ToolCallDelta, ToolParserPlugin};
+#[cfg(feature = "tool-parser")]
+pub mod tool_calls;
