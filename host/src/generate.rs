@@ -83,6 +83,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
         WorkerOptions { context_length: args.context_length, warm_up: false, ..WorkerOptions::default() },
     );
     let request = GenerationRequest {
+        constraint: None,
         prompt: prompt_ids.clone(),
         max_new_tokens: args.max_tokens,
         sampling: args.sampling.clone(),

@@ -2,6 +2,7 @@
 //! `main.rs` only parses the command line.
 
 pub mod auth;
+pub mod constraint;
 pub mod engine;
 pub mod error;
 pub mod generate;

@@ -41,6 +41,7 @@ impl HostServices for ModelServices {
         }
         let temperature = if request.temperature.is_finite() { request.temperature.clamp(0.0, 5.0) } else { 0.0 };
         let generation = GenerationRequest {
+            constraint: None,
             prompt,
             max_new_tokens: (request.max_tokens.min(MAX_PLUGIN_TOKENS) as usize).min(room),
             sampling: SamplingParams { temperature, ..SamplingParams::default() },

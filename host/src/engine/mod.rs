@@ -46,6 +46,8 @@ pub struct GenerationRequest {
     pub sampling: SamplingParams,
     /// Ids that end the generation (the model's end-of-generation ids unless banned).
     pub stop_ids: Vec<u32>,
+    /// A grammar the output must follow (forced tool calls); it ends the generation when done.
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 /// What the engine streams back for one sequence.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::{FinishReason, Job, Shared, TokenEvent};
 use crate::model::{KvCache, LoadedModel, LogitsFor, ModelError};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
+use crate::constraint::Constraint;
 use crate::sampling::{Candidates, Sampled, Sampler};
 
 /// Tuning of the engine.
@@ -47,6 +48,8 @@ struct Sequence {
     prefilled: bool,
     /// Sampler plugin instances of this generation.
     samplers: Vec<SamplerSession>,
+    /// The grammar the output follows, if any.
+    constraint: Option<Constraint>,
 }
 
 enum Step {
@@ -107,7 +110,7 @@ impl Worker {
         }
     }
 
-    fn admit(&mut self, job: Job) {
+    fn admit(&mut self, mut job: Job) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
         let ctx = self.options.context_length;
         let prompt_len = job.request.prompt.len();
@@ -131,8 +134,19 @@ impl Worker {
         let cache = self.model.llama.new_cache(ctx);
         let sampler = Sampler::new(job.request.sampling.clone());
         let context = job.request.prompt.clone();
+        let constraint = job.request.constraint.take();
         self.shared.running.fetch_add(1, Ordering::Relaxed);
-        self.running.push(Sequence { job, cache, sampler, context, prompt_len, max_new, prefilled: false, samplers });
+        self.running.push(Sequence {
+            job,
+            cache,
+            sampler,
+            context,
+            prompt_len,
+            max_new,
+            prefilled: false,
+            samplers,
+            constraint,
+        });
     }
 
     fn step(&mut self, i: usize) -> Step {
@@ -162,6 +176,16 @@ impl Worker {
             tracing::debug!(tokens = seq.prompt_len, ms = started.elapsed().as_millis() as u64, "prefill");
             seq.prefilled = true;
         }
+        let mut logits = logits;
+        if let Some(constraint) = seq.constraint.as_mut() {
+            let masked = constraint.mask(&mut logits, &seq.job.request.stop_ids);
+            if let Err(e) = masked.and_then(|()| {
+                if logits.iter().all(|l| *l == f32::NEG_INFINITY) { Err("the grammar allows no token".into()) } else { Ok(()) }
+            }) {
+                let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
+                return Step::Done;
+            }
+        }
         let sampled = match sample(seq, &logits) {
             Ok(s) => s,
             Err(failure) => {
@@ -176,6 +200,16 @@ impl Worker {
         seq.context.push(sampled.id);
         if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob }).is_err() {
             return receiver_gone(seq);
+        }
+        if let Some(constraint) = seq.constraint.as_mut() {
+            if let Err(e) = constraint.accept(sampled.id) {
+                let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
+                return Step::Done;
+            }
+            if constraint.is_finished() {
+                let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
+                return Step::Done;
+            }
         }
         if seq.context.len() - seq.prompt_len >= seq.max_new {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });

@@ -1,0 +1,130 @@
+//! Constrained decoding: a grammar (llguidance's Lark syntax, with `%json { schema }`) turned
+//! into a token mask at every step, so the output is forced into a tool call's format with
+//! arguments that follow the tool's schema. llguidance does the grammar and mask work; this
+//! module connects it to Hearth's tokenizer and sampler.
+
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+use llguidance::{Matcher, ParserFactory};
+
+use crate::prompt::TextTokenizer;
+
+/// Why a grammar cannot be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ConstraintError {
+    #[error("the tokenizer cannot be used for constrained decoding: {0}")]
+    Tokenizer(String),
+    #[error("invalid grammar: {0}")]
+    Grammar(String),
+}
+
+/// The model's vocabulary as llguidance sees it: each token's bytes in a trie, and the model's
+/// own tokenizer for the grammar's literal strings.
+struct Vocabulary {
+    trie: TokTrie,
+    tokenizer: Arc<TextTokenizer>,
+}
+
+impl TokenizerEnv for Vocabulary {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<u32> {
+        // Greedy trie tokenization is llguidance's own fallback; the real tokenizer gives the
+        // tokens the model expects.
+        match std::str::from_utf8(s) {
+            Ok(text) => self.tokenizer.encode(text, false).unwrap_or_else(|_| self.trie.greedy_tokenize(s)),
+            Err(_) => self.trie.greedy_tokenize(s),
+        }
+    }
+}
+
+/// Compiles grammars for one model's vocabulary (built once per model, on first use).
+pub struct GrammarCompiler {
+    factory: ParserFactory,
+}
+
+impl std::fmt::Debug for GrammarCompiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrammarCompiler")
+    }
+}
+
+impl GrammarCompiler {
+    /// Reads every token's bytes from the tokenizer.
+    pub fn new(tokenizer: Arc<TextTokenizer>) -> Result<Self, ConstraintError> {
+        let json = tokenizer.inner().to_string(false).map_err(|e| ConstraintError::Tokenizer(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| ConstraintError::Tokenizer(e.to_string()))?;
+        let words = llguidance::token_bytes_from_tokenizer_json(&value)
+            .map_err(|e| ConstraintError::Tokenizer(format!("{e:#}")))?;
+        let eos = tokenizer.eos.or_else(|| tokenizer.end_ids.first().copied()).unwrap_or(0);
+        let info = TokRxInfo::new(words.len() as u32, eos);
+        let trie = TokTrie::from(&info, &words);
+        let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer });
+        let mut factory = ParserFactory::new_simple(&env).map_err(|e| ConstraintError::Tokenizer(format!("{e:#}")))?;
+        factory.quiet();
+        Ok(Self { factory })
+    }
+
+    /// Compiles a Lark grammar into a fresh constraint.
+    pub fn compile(&self, lark: &str) -> Result<Constraint, ConstraintError> {
+        let parser = self
+            .factory
+            .create_parser(TopLevelGrammar::from_lark(lark.to_owned()))
+            .map_err(|e| ConstraintError::Grammar(format!("{e:#}")))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(ConstraintError::Grammar(e));
+        }
+        Ok(Constraint { matcher })
+    }
+}
+
+/// The grammar state of one sequence.
+pub struct Constraint {
+    matcher: Matcher,
+}
+
+impl std::fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Constraint")
+    }
+}
+
+impl Clone for Constraint {
+    /// An independent copy (each choice of a request walks the grammar on its own).
+    fn clone(&self) -> Self {
+        Self { matcher: self.matcher.deep_clone() }
+    }
+}
+
+impl Constraint {
+    /// Sets the logit of every token the grammar does not allow next to `-inf`. When the grammar
+    /// may end here, every id of `end_ids` stays allowed.
+    pub fn mask(&mut self, logits: &mut [f32], end_ids: &[u32]) -> Result<(), String> {
+        let allowed = self.matcher.compute_mask().map_err(|e| format!("{e:#}"))?;
+        let may_end = self.matcher.is_accepting().unwrap_or(false);
+        for (id, logit) in logits.iter_mut().enumerate() {
+            let id = id as u32;
+            let ok = if end_ids.contains(&id) { may_end } else { (id as usize) < allowed.len() && allowed.is_allowed(id) };
+            if !ok {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the grammar by the chosen token.
+    pub fn accept(&mut self, id: u32) -> Result<(), String> {
+        self.matcher.consume_token(id).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Whether the grammar is complete and allows nothing more.
+    pub fn is_finished(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+}
