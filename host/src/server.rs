@@ -77,7 +77,15 @@ fn load_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) -
     let engine = Engine::start(loaded, options);
     let vocab = plugins.has_samplers().then(|| Arc::new(plugin_services::vocab_texts(&engine)));
     plugins.set_services(Some(Arc::new(ModelServices { engine: engine.clone() })), vocab);
-    Ok(ServedModel { engine, renderer, name, path: path.to_path_buf(), created: http::state::unix_now(), loader })
+    Ok(ServedModel {
+        engine,
+        renderer,
+        name,
+        path: path.to_path_buf(),
+        created: http::state::unix_now(),
+        loader,
+        grammar: Default::default(),
+    })
 }
 
 /// Serves until Ctrl-C (or until loading the start-up model fails).

@@ -59,6 +59,10 @@ pub struct Settings {
     /// Plugin instances that may exist at once (requests, generations); a call beyond them is
     /// answered 503. Each may reserve its plugin's `limits.memory_mb`.
     pub plugin_max_instances: u32,
+    /// Which tool-call parser plugin a model uses, overriding the chat-template hints: keys are
+    /// matched against the model name (case-insensitive substring; the longest match wins),
+    /// values name a loaded tool-parser plugin.
+    pub tool_parsers: std::collections::BTreeMap<String, String>,
 }
 
 /// One plugin of the `plugins:` list.
@@ -160,6 +164,7 @@ impl Default for Settings {
             plugins: Vec::new(),
             plugin_cache_dir: None,
             plugin_max_instances: 128,
+            tool_parsers: Default::default(),
         }
     }
 }

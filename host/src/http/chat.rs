@@ -7,8 +7,9 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::body::JsonBody;
-use super::generation::{ChoiceEvent, ChoiceRun};
+use super::chat_run::{ChatEvent, ChatRun};
 use super::sse;
+use super::tools::{self, ToolSetup};
 use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
 use super::types::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
@@ -22,9 +23,12 @@ use crate::prompt::chat::Conversation;
 pub struct RenderedChat {
     pub prompt: String,
     pub plan: GenerationPlan,
+    /// Set when the request offers tools.
+    pub tools: Option<ToolSetup>,
 }
 
 /// Checks a chat request and renders its prompt (shared with `/v1/internal/chat-prompt`).
+/// Blocking: it may call the tool-format plugin; run it off the async runtime.
 pub fn render_request(
     state: &SharedState,
     served: &ServedModel,
@@ -51,18 +55,28 @@ pub fn render_request(
         None | Some("instruct") => {}
         Some(_) => return Err(ApiError::unsupported_param("mode")),
     }
-    let offer_tools = match &req.tool_choice {
-        None => true,
-        Some(Value::String(s)) if s == "auto" => true,
-        Some(Value::String(s)) if s == "none" => false,
-        Some(_) => return Err(ApiError::unsupported_param("tool_choice")),
-    };
+    let tool_request = tools::parse_request(req.tools.as_deref(), req.tool_choice.as_ref(), req.parallel_tool_calls)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
     }
-    let messages =
+    let mut messages =
         req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
-    let tools = if offer_tools { req.tools.as_deref().filter(|t| !t.is_empty()) } else { None };
+
+    let template_override = req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty());
+    let (template, _source) = served.renderer.template(template_override)?;
+    let mut setup = None;
+    let mut template_tools = None;
+    if let Some(request) = tool_request {
+        let hints_in = template_override.or(served.renderer.model_template_source()).unwrap_or_default();
+        let preferred = tools::preferred_parser(&state.settings.tool_parsers, &served.name);
+        let tool_setup = ToolSetup { parser: tools::choose_parser(&state.plugins, preferred, hints_in)?, request };
+        if template.reads_tools() {
+            template_tools = Some(tool_setup.request.raw.clone());
+        } else {
+            messages = tools::messages_for_plain_template(&state.plugins, &tool_setup, messages)?;
+        }
+        setup = Some(tool_setup);
+    }
 
     let mut extra = Map::new();
     if let Some(v) = req.enable_thinking {
@@ -73,14 +87,14 @@ pub fn render_request(
     }
     let conversation = Conversation {
         messages: &messages,
-        tools,
+        tools: template_tools.as_deref(),
         add_generation_prompt: true,
-        template_override: req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty()),
+        template_override,
         extra,
     };
-    let (prompt, _source) = served.renderer.render(&conversation)?;
+    let prompt = served.renderer.render_with(&template, &conversation)?;
     let plan = validate::plan(common, req.max_completion_tokens)?;
-    Ok(RenderedChat { prompt, plan })
+    Ok(RenderedChat { prompt, plan, tools: setup })
 }
 
 /// A message as templates expect it: `content` always a string.
@@ -109,8 +123,8 @@ fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
     if let Some(name) = &m.name {
         obj["name"] = Value::String(name.clone());
     }
-    if let Some(calls) = &m.tool_calls {
-        obj["tool_calls"] = Value::Array(calls.clone());
+    if let Some(calls) = m.tool_calls.as_deref().filter(|c| !c.is_empty()) {
+        obj["tool_calls"] = tools::template_tool_calls(index, calls)?;
     }
     if let Some(id) = &m.tool_call_id {
         obj["tool_call_id"] = Value::String(id.clone());
@@ -126,43 +140,67 @@ pub async fn chat_completions(
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let served = state.ready()?;
-    let RenderedChat { prompt, plan } = render_request(&state, &served, req)?;
+    let (rendered, constraint) = {
+        let (state, served) = (state.clone(), served.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let rendered = render_request(&state, &served, req)?;
+            let constraint = match &rendered.tools {
+                Some(setup) => tools::forcing_constraint(&state.plugins, &served, setup)?,
+                None => None,
+            };
+            Ok((rendered, constraint))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("rendering the prompt failed: {e}")))??
+    };
+    let RenderedChat { prompt, plan, tools } = rendered;
     if state.settings.debug {
         tracing::info!(prompt = %prompt, "chat prompt");
     }
     let tokenizer = served.engine.tokenizer().clone();
     let ids = tokenizer.encode(&prompt, false)?;
-    let sub = size_generation(&served, &state.settings, &plan, ids)?;
+    let mut sub = size_generation(&served, &state.settings, &plan, ids)?;
+    sub.constraint = constraint;
     let prompt_tokens = sub.prompt.len();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let model = served.name.clone();
 
+    if plan.stream && plan.n > 1 {
+        return Err(ApiError::invalid_param("n", "`n` greater than 1 is not supported with `stream`"));
+    }
+    let runs = submit_choices(&served, &plan, &sub, if plan.stream { 1 } else { plan.n })?;
+    let mut choices = Vec::with_capacity(runs.len());
+    for run in runs {
+        choices.push(match &tools {
+            Some(setup) => ChatRun::with_tools(run, state.plugins.clone(), setup).await?,
+            None => ChatRun::plain(run),
+        });
+    }
+
     if plan.stream {
-        if plan.n > 1 {
-            return Err(ApiError::invalid_param("n", "`n` greater than 1 is not supported with `stream`"));
-        }
-        let mut runs = submit_choices(&served, &plan, &sub, 1)?;
-        let run = runs.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
+        let run = choices.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
         let chunks = ChunkWriter { id, created, model, include_usage: plan.include_usage, debug: state.settings.debug };
         return Ok(sse::respond(stream_chat(run, chunks, prompt_tokens)));
     }
 
-    let runs = submit_choices(&served, &plan, &sub, plan.n)?;
-    let results = futures::future::join_all(runs.into_iter().map(ChoiceRun::collect)).await;
-    let mut choices = Vec::with_capacity(results.len());
+    let results = futures::future::join_all(choices.into_iter().map(ChatRun::collect)).await;
+    let mut answers = Vec::with_capacity(results.len());
     let mut completion_tokens = 0;
     for (index, result) in results.into_iter().enumerate() {
-        let (text, reason, tokens) = result?;
+        let (text, calls, reason, tokens) = result?;
         completion_tokens += tokens;
         if state.settings.debug {
-            tracing::info!(index, text = %text, "chat answer");
+            tracing::info!(index, text = %text, calls = ?calls, "chat answer");
         }
-        choices.push(ChatChoice {
+        // OpenAI's `content` is null beside calls when the model wrote nothing else.
+        let content = if !calls.is_empty() && text.trim().is_empty() { None } else { Some(text) };
+        let tool_calls = (!calls.is_empty()).then_some(calls);
+        answers.push(ChatChoice {
             index,
-            message: AssistantMessage { role: "assistant", content: Some(text), refusal: None },
+            message: AssistantMessage { role: "assistant", content, refusal: None, tool_calls },
             logprobs: None,
-            finish_reason: reason.as_openai(),
+            finish_reason: reason,
         });
     }
     let body = ChatCompletion {
@@ -170,7 +208,7 @@ pub async fn chat_completions(
         object: "chat.completion",
         created,
         model,
-        choices,
+        choices: answers,
         usage: Usage::new(prompt_tokens, completion_tokens),
         system_fingerprint: None,
     };
@@ -212,10 +250,11 @@ impl ChunkWriter {
     }
 }
 
-/// The event stream of one streamed chat answer: role chunk, content chunks, the finish chunk,
-/// the usage chunk when asked for, then `[DONE]`. Dropping it (client gone) cancels generation.
+/// The event stream of one streamed chat answer: role chunk, content and tool-call chunks, the
+/// finish chunk, the usage chunk when asked for, then `[DONE]`. Dropping it (client gone)
+/// cancels generation.
 fn stream_chat(
-    run: ChoiceRun,
+    run: ChatRun,
     w: ChunkWriter,
     prompt_tokens: usize,
 ) -> impl futures::Stream<Item = axum::response::sse::Event> {
@@ -227,23 +266,30 @@ fn stream_chat(
     futures::stream::unfold((run, w, Phase::Start), move |(mut run, w, phase)| async move {
         match phase {
             Phase::Start => {
-                let first = w.chunk(ChunkDelta { role: Some("assistant"), content: Some(String::new()) }, None);
-                Some((vec![sse::json_event(&first)], (run, w, Phase::Running)))
+                let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), tool_calls: None };
+                Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running)))
             }
             Phase::Running => {
                 let events = match run.next().await {
-                    Ok(Some(ChoiceEvent::Text(text))) => {
+                    Ok(Some(ChatEvent::Content(text))) => {
                         if w.debug {
                             tracing::info!(delta = %text, "chat delta");
                         }
-                        let chunk = w.chunk(ChunkDelta { role: None, content: Some(text) }, None);
-                        return Some((vec![sse::json_event(&chunk)], (run, w, Phase::Running)));
+                        let delta = ChunkDelta { role: None, content: Some(text), tool_calls: None };
+                        return Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running)));
                     }
-                    Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
+                    Ok(Some(ChatEvent::Call(call))) => {
+                        if w.debug {
+                            tracing::info!(call = ?call, "chat tool-call delta");
+                        }
+                        let delta = ChunkDelta { role: None, content: None, tool_calls: Some(vec![call]) };
+                        return Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running)));
+                    }
+                    Ok(Some(ChatEvent::Finished { reason, completion_tokens })) => {
                         // `content: ""` rather than an empty delta: the seed's own streaming
                         // example reads `delta['content']` on every chunk.
-                        let last = ChunkDelta { role: None, content: Some(String::new()) };
-                        let mut events = vec![sse::json_event(&w.chunk(last, Some(reason.as_openai())))];
+                        let last = ChunkDelta { role: None, content: Some(String::new()), tool_calls: None };
+                        let mut events = vec![sse::json_event(&w.chunk(last, Some(reason)))];
                         if w.include_usage {
                             events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
                         }

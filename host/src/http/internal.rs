@@ -75,7 +75,10 @@ pub async fn chat_prompt(
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
-    let RenderedChat { prompt, .. } = render_request(&state, &served, req)?;
+    // Rendering may call the tool-format plugin: keep it off the async runtime.
+    let RenderedChat { prompt, .. } = tokio::task::spawn_blocking(move || render_request(&state, &served, req))
+        .await
+        .map_err(|e| ApiError::internal(format!("rendering the prompt failed: {e}")))??;
     Ok(Json(json!({ "prompt": prompt })))
 }
 

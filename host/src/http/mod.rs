@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod chat;
+pub mod chat_run;
 pub mod completions;
 pub mod generation;
 pub mod health;
@@ -12,6 +13,7 @@ pub mod moderations;
 pub mod plugins;
 pub mod sse;
 pub mod state;
+pub mod tools;
 pub mod types;
 pub mod validate;
 

@@ -26,6 +26,22 @@ pub struct ServedModel {
     pub created: u64,
     /// `llama.cpp`/`Transformers`-style loader name for `/v1/internal/model/info`.
     pub loader: &'static str,
+    /// Grammar compiler over this model's vocabulary, built on first use.
+    pub grammar: std::sync::OnceLock<Result<Arc<crate::constraint::GrammarCompiler>, String>>,
+}
+
+impl ServedModel {
+    /// The grammar compiler for this model's vocabulary (built once, ~0.1 s).
+    pub fn grammar(&self) -> Result<Arc<crate::constraint::GrammarCompiler>, ApiError> {
+        self.grammar
+            .get_or_init(|| {
+                crate::constraint::GrammarCompiler::new(self.engine.tokenizer().clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| ApiError::internal(format!("constrained decoding is unavailable for this model: {e}")))
+    }
 }
 
 /// Whether a model is being served.
@@ -147,6 +163,8 @@ fn is_generative_folder(dir: &Path) -> bool {
 pub struct Submission {
     pub prompt: Vec<u32>,
     pub max_new_tokens: usize,
+    /// A grammar every choice must follow (each walks its own copy).
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 /// Checks the prompt against the context and decides how many tokens may be generated.
@@ -166,7 +184,7 @@ pub fn size_generation(
     let room = ctx - prompt.len();
     let max_new_tokens =
         if plan.auto_max_tokens { room } else { plan.max_tokens.unwrap_or(settings.max_tokens_default).min(room) };
-    Ok(Submission { prompt, max_new_tokens })
+    Ok(Submission { prompt, max_new_tokens, constraint: None })
 }
 
 /// Submits `n` choices of one prompt; seeded requests get seeds `seed, seed+1, …` so the
@@ -188,6 +206,7 @@ pub fn submit_choices(
                 max_new_tokens: sub.max_new_tokens,
                 sampling,
                 stop_ids: stop_ids.clone(),
+                constraint: sub.constraint.clone(),
             };
             let stream = served.engine.submit(request)?;
             Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special))

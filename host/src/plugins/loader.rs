@@ -42,7 +42,6 @@ pub enum Loaded {
     Sampler(sampler::SamplerPluginPre<HostState>),
     Endpoint(endpoint::EndpointPluginPre<HostState>),
     Moderation(moderation::ModerationPluginPre<HostState>),
-    // Loaded and checked now; the tool-calling hook that instantiates it comes with issue 5.
     #[allow(dead_code)]
     ToolParser(tool_parser::ToolParserPluginPre<HostState>),
 }

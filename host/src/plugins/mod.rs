@@ -10,6 +10,7 @@ mod loader;
 mod moderation;
 mod runtime;
 mod sampler;
+mod tool_parser;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,7 @@ pub use host_api::HostServices;
 pub use loader::PluginKind;
 pub use moderation::{CategoryScore, ModerationVerdict};
 pub use sampler::SamplerSession;
+pub use tool_parser::{CallDelta, ParsedText, ToolParserSession, ToolSpec};
 
 use loader::Loaded;
 use runtime::PluginEngine;
@@ -54,6 +56,8 @@ pub struct Plugin {
     /// The plugin's `config` as JSON text, handed over on every call.
     config_json: String,
     loaded: Loaded,
+    /// Tool parsers: chat-template substrings that select this format.
+    tool_hints: Vec<String>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -114,13 +118,25 @@ impl PluginRegistry {
                 Ok((kind, loaded)) => {
                     tracing::info!(plugin = %spec.name, ?kind, "plugin loaded");
                     let config_json = serde_json::to_string(&spec.config).unwrap_or_else(|_| "null".into());
-                    plugins.push(Arc::new(Plugin {
+                    let mut plugin = Plugin {
                         name: spec.name.as_str().into(),
                         kind,
                         settings: spec.clone(),
                         config_json,
                         loaded,
-                    }));
+                        tool_hints: Vec::new(),
+                    };
+                    if kind == PluginKind::ToolParser {
+                        match tool_parser::template_hints(&engine.engine, &plugin) {
+                            Ok(h) => plugin.tool_hints = h.into_iter().filter(|h| !h.is_empty()).collect(),
+                            Err(e) if spec.optional => {
+                                tracing::warn!("{e} (optional: left out)");
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    plugins.push(Arc::new(plugin));
                 }
                 Err(e) if spec.optional => tracing::warn!("{e} (optional: left out)"),
                 Err(e) => return Err(e),
@@ -181,6 +197,59 @@ impl PluginRegistry {
             }
         }
         Ok(sessions)
+    }
+
+    /// The tool-call parser for a model: the one settings name for it, else the one whose
+    /// hint found in the chat template is the longest (the most specific: Llama 3.2's template
+    /// shows both the JSON and the pythonic format, and the longer hint tells them apart), else
+    /// the first without hints (a generic fallback), else the first loaded.
+    pub fn tool_parser_for(&self, preferred: Option<&str>, template: &str) -> Option<Arc<Plugin>> {
+        let parsers: Vec<&Arc<Plugin>> = self.of_kind(PluginKind::ToolParser).collect();
+        if let Some(name) = preferred {
+            match parsers.iter().find(|p| &*p.name == name) {
+                Some(p) => return Some((*p).clone()),
+                None => tracing::warn!("settings name tool parser `{name}`, which is not loaded"),
+            }
+        }
+        let hinted = parsers
+            .iter()
+            .filter_map(|p| {
+                let longest = p.tool_hints.iter().filter(|h| template.contains(h.as_str())).map(String::len).max()?;
+                Some((longest, *p))
+            })
+            // `max_by_key` keeps the last of equals; reversing keeps the first loaded instead.
+            .rev()
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, p)| p);
+        hinted
+            .or_else(|| parsers.iter().copied().find(|p| p.tool_hints.is_empty()))
+            .or_else(|| parsers.first().copied())
+            .cloned()
+    }
+
+    /// Starts a tool-call parser for one response (blocking: microseconds of plugin work).
+    pub fn start_tool_parser(&self, plugin: &Arc<Plugin>, tools: &[ToolSpec]) -> Result<ToolParserSession, PluginError> {
+        ToolParserSession::start(self.engine()?, plugin.clone(), self.services(), tools)
+    }
+
+    /// The format's system-prompt text for `tools`.
+    pub fn tool_instructions(&self, plugin: &Arc<Plugin>, tools: &[ToolSpec]) -> Result<String, PluginError> {
+        tool_parser::instructions(self.engine()?, plugin, tools)
+    }
+
+    /// Earlier calls (name, arguments JSON) as the model would have written them.
+    pub fn render_tool_calls(&self, plugin: &Arc<Plugin>, calls: &[(String, String)]) -> Result<String, PluginError> {
+        tool_parser::render_calls(self.engine()?, plugin, calls)
+    }
+
+    /// The grammar that forces a call to one of `tools`.
+    pub fn tool_call_grammar(
+        &self,
+        plugin: &Arc<Plugin>,
+        tools: &[ToolSpec],
+        parallel: bool,
+    ) -> Result<String, PluginError> {
+        tool_parser::call_grammar(self.engine()?, plugin, tools, parallel)
     }
 
     /// Runs an endpoint plugin on one request (blocking: call off the async runtime).

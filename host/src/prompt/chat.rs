@@ -18,6 +18,7 @@ pub enum TemplateSource {
 pub struct ChatRenderer {
     model_template: Option<Arc<ChatTemplate>>,
     alpaca: Arc<ChatTemplate>,
+    model_source: Option<String>,
     bos_token: String,
     eos_token: String,
 }
@@ -56,20 +57,37 @@ impl ChatRenderer {
         Ok(Self {
             model_template,
             alpaca: Arc::new(ChatTemplate::new(ALPACA_TEMPLATE)?),
+            model_source: tokenizer.chat_template.clone(),
             bos_token: tokenizer.special_text(tokenizer.bos),
             eos_token: tokenizer.special_text(tokenizer.eos),
         })
     }
 
-    /// Renders `conv`; returns the prompt and where its template came from.
-    pub fn render(&self, conv: &Conversation<'_>) -> Result<(String, TemplateSource), TemplateError> {
-        let (template, source) = match conv.template_override {
+    /// The template a render with `template_override` uses, and where it came from.
+    pub fn template(&self, template_override: Option<&str>) -> Result<(Arc<ChatTemplate>, TemplateSource), TemplateError> {
+        Ok(match template_override {
             Some(src) => (Arc::new(ChatTemplate::new(src)?), TemplateSource::Request),
             None => match &self.model_template {
                 Some(t) => (t.clone(), TemplateSource::Model),
                 None => (self.alpaca.clone(), TemplateSource::Alpaca),
             },
-        };
+        })
+    }
+
+    /// The model's own template text (tool-format hints are looked up in it).
+    pub fn model_template_source(&self) -> Option<&str> {
+        self.model_source.as_deref()
+    }
+
+    /// Renders `conv`; returns the prompt and where its template came from.
+    pub fn render(&self, conv: &Conversation<'_>) -> Result<(String, TemplateSource), TemplateError> {
+        let (template, source) = self.template(conv.template_override)?;
+        Ok((self.render_with(&template, conv)?, source))
+    }
+
+    /// Renders `conv` with `template` (from [`Self::template`]; `conv.template_override` is not
+    /// looked at again).
+    pub fn render_with(&self, template: &ChatTemplate, conv: &Conversation<'_>) -> Result<String, TemplateError> {
         let ctx = TemplateContext {
             messages: conv.messages,
             tools: conv.tools,
@@ -78,6 +96,6 @@ impl ChatRenderer {
             eos_token: &self.eos_token,
             extra: conv.extra.clone(),
         };
-        Ok((template.render(&ctx)?, source))
+        template.render(&ctx)
     }
 }

@@ -70,6 +70,11 @@ impl ChatTemplate {
         Ok(Self { env })
     }
 
+    /// Whether the template reads the `tools` variable (renders tools itself).
+    pub fn reads_tools(&self) -> bool {
+        self.env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+    }
+
     /// Renders the conversation to the prompt text.
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<String, TemplateError> {
         let template = self.env.get_template("chat")?;
@@ -121,7 +126,6 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         None => (", ".to_owned(), ": ".to_owned()),
     };
-    let mut out = Vec::new();
     let formatter = PyFormatter {
         indent,
         item_sep,
@@ -130,10 +134,30 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         has_value: false,
         ensure_ascii: ensure_ascii.unwrap_or(false),
     };
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
-    json.serialize(&mut ser).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    let text = String::from_utf8(out).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = write_json(&json, formatter).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
     Ok(Value::from_safe_string(text))
+}
+
+/// `json` as Python's `json.dumps(json, ensure_ascii=False)` writes it (`{"a": 1, "b": [2, 3]}`),
+/// the way models saw JSON in training.
+pub fn python_json(json: &serde_json::Value) -> String {
+    let formatter = PyFormatter {
+        indent: None,
+        item_sep: ", ".into(),
+        key_sep: ": ".into(),
+        depth: 0,
+        has_value: false,
+        ensure_ascii: false,
+    };
+    // Serializing a `Value` into memory cannot fail; fall back to serde_json's own spacing.
+    write_json(json, formatter).unwrap_or_else(|_| json.to_string())
+}
+
+fn write_json(json: &serde_json::Value, formatter: PyFormatter) -> Result<String, String> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    json.serialize(&mut ser).map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
 }
 
 fn sort_json_keys(v: &mut serde_json::Value) {
