@@ -91,8 +91,7 @@ impl CallObjectReader {
                             let mut args = JsonTracker::new();
                             let _ = args.push('{');
                             step.arguments.push('{');
-                            self.state =
-                                State::Streaming { safe: args.clone(), args, emitted: args_at + 1, args_at };
+                            self.state = State::Streaming { safe: args.clone(), args, emitted: args_at + 1, args_at };
                         }
                     }
                 },

@@ -37,6 +37,13 @@ pub fn call_object_schema(tools: &[Tool], args_key: &str) -> Value {
     if variants.len() == 1 { variants.into_iter().next().unwrap_or_default() } else { json!({ "anyOf": variants }) }
 }
 
+/// A whole grammar: one `call` (the rule given), or with `parallel` one or more of them with
+/// `separator` between.
+pub fn calls(call: &str, separator: &str, parallel: bool) -> String {
+    let start = if parallel { format!("start: call ({} call)*", literal(separator)) } else { "start: call".into() };
+    format!("{start}\ncall: {call}\n")
+}
+
 /// `%json { schema }`, written the way models write JSON (`{"a": 1, "b": 2}`: Python's
 /// `json.dumps` separators) with no other whitespace between tokens. Flexible whitespace lets
 /// a small model wander into endless runs of spaces and newlines inside a forced call.

@@ -41,7 +41,10 @@ enum Token {
     None,
     /// A string; `key` when it is an object key; `escape` counts the characters of an escape
     /// sequence: 1 right after `\`, 2–5 while `\u`'s hex digits are read (one more than remain).
-    Str { key: bool, escape: u8 },
+    Str {
+        key: bool,
+        escape: u8,
+    },
     /// A number, checked when it ends.
     Num(String),
     /// `true`, `false` or `null`: the letters still expected.

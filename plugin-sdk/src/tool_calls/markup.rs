@@ -6,7 +6,7 @@
 
 use super::call_object::{CallObjectReader, CallStep};
 use super::json_tracker::JsonTracker;
-use crate::{Parsed, Tool, ToolCallDelta};
+use crate::{Call, Config, Parsed, Tool, ToolCallDelta, ToolParserPlugin};
 
 /// A pair of markers around calls.
 #[derive(Debug, Clone)]
@@ -102,7 +102,8 @@ impl MarkupParser {
 
     fn content(&mut self, out: &mut Parsed, at_end: bool) -> bool {
         if self.bare_ok {
-            let trimmed = self.buf.trim_start_matches(|c: char| c.is_whitespace() || self.syntax.between_calls.contains(c));
+            let trimmed =
+                self.buf.trim_start_matches(|c: char| c.is_whitespace() || self.syntax.between_calls.contains(c));
             if trimmed.is_empty() && !at_end {
                 return false;
             }
@@ -189,8 +190,11 @@ impl MarkupParser {
                         self.buf = text[used..].to_owned();
                         self.calls += u32::from(reader.committed());
                         self.raw.clear();
-                        self.state =
-                            if in_array { State::Array { close, expect_item: false } } else { State::AfterCall { close } };
+                        self.state = if in_array {
+                            State::Array { close, expect_item: false }
+                        } else {
+                            State::AfterCall { close }
+                        };
                         true
                     }
                     None => {
@@ -409,4 +413,57 @@ pub fn held_back<'a>(text: &str, markers: impl IntoIterator<Item = &'a str>) -> 
         }
     }
     keep
+}
+
+/// A tool-call format that [`MarkupParser`] parses. Describe the format here and export
+/// [`Markup<YourFormat>`](Markup) with [`crate::export_tool_parser!`]; the parsing is done.
+pub trait MarkupFormat: 'static {
+    /// What the format looks like.
+    fn syntax() -> Syntax;
+    /// See [`ToolParserPlugin::template_hints`].
+    fn template_hints(_config: &Config) -> Vec<String> {
+        Vec::new()
+    }
+    /// See [`ToolParserPlugin::instructions`].
+    fn instructions(config: &Config, tools: &[Tool]) -> String;
+    /// See [`ToolParserPlugin::render_calls`].
+    fn render_calls(config: &Config, calls: &[Call]) -> String;
+    /// See [`ToolParserPlugin::call_grammar`].
+    fn call_grammar(config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String>;
+}
+
+/// The [`ToolParserPlugin`] of a [`MarkupFormat`].
+pub struct Markup<F: MarkupFormat> {
+    parser: MarkupParser,
+    format: std::marker::PhantomData<F>,
+}
+
+impl<F: MarkupFormat> ToolParserPlugin for Markup<F> {
+    fn new(_config: &Config, tools: Vec<Tool>) -> Result<Self, String> {
+        Ok(Self { parser: MarkupParser::new(F::syntax(), tools), format: std::marker::PhantomData })
+    }
+
+    fn push(&mut self, text: &str) -> Result<Parsed, String> {
+        Ok(self.parser.push(text))
+    }
+
+    fn finish(&mut self) -> Result<Parsed, String> {
+        Ok(self.parser.finish())
+    }
+
+    fn template_hints(config: &Config) -> Vec<String> {
+        F::template_hints(config)
+    }
+
+    fn instructions(config: &Config, tools: &[Tool]) -> String {
+        F::instructions(config, tools)
+    }
+
+    fn render_calls(config: &Config, calls: &[Call]) -> String {
+        F::render_calls(config, calls)
+    }
+
+    fn call_grammar(config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {
+        F::call_grammar(config, tools, parallel)
+    }
 }

@@ -12,7 +12,12 @@ pub mod testing;
 
 pub use call_object::{ARGUMENT_KEYS, CallObjectReader, CallStep, NotACall};
 pub use json_tracker::{InvalidJson, JsonTracker};
-pub use markup::{MarkupParser, Markers, Syntax, held_back};
+pub use markup::{Markers, Markup, MarkupFormat, MarkupParser, Syntax, held_back};
+
+/// One call as a JSON object, `{"name": …, "<args_key>": …}` (`arguments` is JSON text).
+pub fn call_json(name: &str, args_key: &str, arguments: &str) -> String {
+    format!("{{\"name\": {}, {}: {arguments}}}", grammar::literal(name), grammar::literal(args_key))
+}
 
 /// A short description of each tool for a system prompt: one JSON object a line, as
 /// `{"name": …, "description": …, "parameters": …}` (the shape most tool-trained models saw).

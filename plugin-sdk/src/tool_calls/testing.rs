@@ -4,6 +4,14 @@
 
 use crate::{Parsed, ToolParserPlugin};
 
+/// Tools of these names that take any arguments.
+pub fn tools(names: &[&str]) -> Vec<crate::Tool> {
+    names
+        .iter()
+        .map(|n| crate::Tool { name: (*n).into(), description: String::new(), parameters: serde_json::json!({}) })
+        .collect()
+}
+
 /// A call put together from its deltas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssembledCall {

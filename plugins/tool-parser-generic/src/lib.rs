@@ -9,13 +9,14 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, MarkupParser, Markers, Syntax, describe_tools, grammar};
-use hearth_plugin_sdk::{Call, Config, Parsed, Tool, ToolParserPlugin};
+use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::{Call, Config, Tool};
 
-/// The generic format's parser.
-pub struct Generic(MarkupParser);
+/// The generic format.
+pub struct Generic;
 
-fn syntax() -> Syntax {
+impl MarkupFormat for Generic {
+    fn syntax() -> Syntax {
     Syntax {
         markers: vec![
             Markers { open: "<tool_call>", close: "</tool_call>" },
@@ -29,19 +30,6 @@ fn syntax() -> Syntax {
         name_args_separator: None,
         between_calls: "",
     }
-}
-
-impl ToolParserPlugin for Generic {
-    fn new(_config: &Config, tools: Vec<Tool>) -> Result<Self, String> {
-        Ok(Self(MarkupParser::new(syntax(), tools)))
-    }
-
-    fn push(&mut self, text: &str) -> Result<Parsed, String> {
-        Ok(self.0.push(text))
-    }
-
-    fn finish(&mut self) -> Result<Parsed, String> {
-        Ok(self.0.finish())
     }
 
     fn instructions(_config: &Config, tools: &[Tool]) -> String {
@@ -55,33 +43,30 @@ impl ToolParserPlugin for Generic {
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
         calls
             .iter()
-            .map(|c| format!("{{\"name\": {}, \"arguments\": {}}}", grammar::literal(&c.name), c.arguments))
+            .map(|c| call_json(&c.name, "arguments", &c.arguments))
             .collect::<Vec<_>>()
             .join("\n")
     }
 
     fn call_grammar(_config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {
-        let call = grammar::json_rule(&grammar::call_object_schema(tools, "arguments"));
-        let start = if parallel { "start: call (\"\\n\" call)*" } else { "start: call" };
-        Ok(format!("{start}\ncall: {call}\n"))
+        Ok(grammar::calls(&grammar::json_rule(&grammar::call_object_schema(tools, "arguments")), "\n", parallel))
     }
 }
 
 // Exported only in the component: a native build (unit tests) has no WIT exports.
 #[cfg(target_arch = "wasm32")]
-export_tool_parser!(Generic);
+export_tool_parser!(hearth_plugin_sdk::tool_calls::Markup<Generic>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_plugin_sdk::tool_calls::testing::replay;
+    use hearth_plugin_sdk::ToolParserPlugin;
+    use hearth_plugin_sdk::tool_calls::Markup;
+    use hearth_plugin_sdk::tool_calls::testing::{replay, tools};
     use serde_json::json;
 
-    fn parser() -> Generic {
-        let tools = ["get_weather", "get_time"]
-            .map(|n| Tool { name: n.into(), description: String::new(), parameters: json!({}) })
-            .to_vec();
-        Generic::new(&Config::default(), tools).unwrap()
+    fn parser() -> Markup<Generic> {
+        Markup::new(&Config::default(), tools(&["get_weather", "get_time"])).unwrap()
     }
 
     #[test]

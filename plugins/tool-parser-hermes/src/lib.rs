@@ -7,35 +7,23 @@
 //! </tool_call>
 //! ```
 
-use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, MarkupParser, Markers, Syntax, describe_tools, grammar};
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::{Call, Config, Parsed, Tool, ToolParserPlugin};
+use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::{Call, Config, Tool};
 
-/// The Hermes format's parser.
-pub struct Hermes(MarkupParser);
+/// The Hermes format.
+pub struct Hermes;
 
-fn syntax() -> Syntax {
-    Syntax {
+impl MarkupFormat for Hermes {
+    fn syntax() -> Syntax {
+        Syntax {
         markers: vec![Markers { open: "<tool_call>", close: "</tool_call>" }],
         bare_object: false,
         args_keys: ARGUMENT_KEYS,
         name_args_separator: None,
         between_calls: "",
-    }
-}
-
-impl ToolParserPlugin for Hermes {
-    fn new(_config: &Config, tools: Vec<Tool>) -> Result<Self, String> {
-        Ok(Self(MarkupParser::new(syntax(), tools)))
-    }
-
-    fn push(&mut self, text: &str) -> Result<Parsed, String> {
-        Ok(self.0.push(text))
-    }
-
-    fn finish(&mut self) -> Result<Parsed, String> {
-        Ok(self.0.finish())
+        }
     }
 
     fn template_hints(_config: &Config) -> Vec<String> {
@@ -55,25 +43,26 @@ impl ToolParserPlugin for Hermes {
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
         calls
             .iter()
-            .map(|c| format!("<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>", grammar::literal(&c.name), c.arguments))
+            .map(|c| format!("<tool_call>\n{}\n</tool_call>", call_json(&c.name, "arguments", &c.arguments)))
             .collect::<Vec<_>>()
             .join("\n")
     }
 
     fn call_grammar(_config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {
         let call = grammar::json_rule(&grammar::call_object_schema(tools, "arguments"));
-        let start = if parallel { "start: call (\"\\n\" call)*" } else { "start: call" };
-        Ok(format!("{start}\ncall: \"<tool_call>\\n\" {call} \"\\n</tool_call>\"\n"))
+        Ok(grammar::calls(&format!("\"<tool_call>\\n\" {call} \"\\n</tool_call>\""), "\n", parallel))
     }
 }
 
 // Exported only in the component: a native build (unit tests) has no WIT exports.
 #[cfg(target_arch = "wasm32")]
-export_tool_parser!(Hermes);
+export_tool_parser!(hearth_plugin_sdk::tool_calls::Markup<Hermes>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hearth_plugin_sdk::ToolParserPlugin;
+    use hearth_plugin_sdk::tool_calls::Markup;
     use hearth_plugin_sdk::tool_calls::testing::replay;
     use serde_json::json;
 
@@ -83,8 +72,8 @@ mod tests {
             .to_vec()
     }
 
-    fn parser() -> Hermes {
-        Hermes::new(&Config::default(), tools()).unwrap()
+    fn parser() -> Markup<Hermes> {
+        Markup::new(&Config::default(), tools()).unwrap()
     }
 
     /// Qwen2.5's own function-calling example (qwen.readthedocs.io, "Function Calling").

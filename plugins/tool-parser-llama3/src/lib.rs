@@ -8,13 +8,14 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{MarkupParser, Markers, Syntax, describe_tools, grammar};
-use hearth_plugin_sdk::{Call, Config, Parsed, Tool, ToolParserPlugin};
+use hearth_plugin_sdk::tool_calls::{MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::{Call, Config, Tool};
 
-/// The Llama 3 JSON format's parser.
-pub struct Llama3(MarkupParser);
+/// The Llama 3 JSON format.
+pub struct Llama3;
 
-fn syntax() -> Syntax {
+impl MarkupFormat for Llama3 {
+    fn syntax() -> Syntax {
     Syntax {
         markers: vec![Markers { open: "<|python_tag|>", close: "" }],
         bare_object: true,
@@ -22,19 +23,6 @@ fn syntax() -> Syntax {
         name_args_separator: None,
         between_calls: ";",
     }
-}
-
-impl ToolParserPlugin for Llama3 {
-    fn new(_config: &Config, tools: Vec<Tool>) -> Result<Self, String> {
-        Ok(Self(MarkupParser::new(syntax(), tools)))
-    }
-
-    fn push(&mut self, text: &str) -> Result<Parsed, String> {
-        Ok(self.0.push(text))
-    }
-
-    fn finish(&mut self) -> Result<Parsed, String> {
-        Ok(self.0.finish())
     }
 
     fn template_hints(_config: &Config) -> Vec<String> {
@@ -53,33 +41,30 @@ impl ToolParserPlugin for Llama3 {
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
         calls
             .iter()
-            .map(|c| format!("{{\"name\": {}, \"parameters\": {}}}", grammar::literal(&c.name), c.arguments))
+            .map(|c| call_json(&c.name, "parameters", &c.arguments))
             .collect::<Vec<_>>()
             .join("; ")
     }
 
     fn call_grammar(_config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {
-        let call = grammar::json_rule(&grammar::call_object_schema(tools, "parameters"));
-        let start = if parallel { "start: call (\"; \" call)*" } else { "start: call" };
-        Ok(format!("{start}\ncall: {call}\n"))
+        Ok(grammar::calls(&grammar::json_rule(&grammar::call_object_schema(tools, "parameters")), "; ", parallel))
     }
 }
 
 // Exported only in the component: a native build (unit tests) has no WIT exports.
 #[cfg(target_arch = "wasm32")]
-export_tool_parser!(Llama3);
+export_tool_parser!(hearth_plugin_sdk::tool_calls::Markup<Llama3>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_plugin_sdk::tool_calls::testing::replay;
+    use hearth_plugin_sdk::ToolParserPlugin;
+    use hearth_plugin_sdk::tool_calls::Markup;
+    use hearth_plugin_sdk::tool_calls::testing::{replay, tools};
     use serde_json::json;
 
-    fn parser() -> Llama3 {
-        let tools = ["get_current_conditions", "spotify_trending_songs"]
-            .map(|n| Tool { name: n.into(), description: String::new(), parameters: json!({}) })
-            .to_vec();
-        Llama3::new(&Config::default(), tools).unwrap()
+    fn parser() -> Markup<Llama3> {
+        Markup::new(&Config::default(), tools(&["get_current_conditions", "spotify_trending_songs"])).unwrap()
     }
 
     /// Meta's Llama 3.1 model card, "JSON based tool calling".

@@ -8,14 +8,15 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{MarkupParser, Markers, Syntax, describe_tools, grammar};
-use hearth_plugin_sdk::{Call, Config, Parsed, Tool, ToolParserPlugin};
+use hearth_plugin_sdk::tool_calls::{MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::{Call, Config, Tool};
 use serde_json::json;
 
-/// The Mistral format's parser.
-pub struct Mistral(MarkupParser);
+/// The Mistral format.
+pub struct Mistral;
 
-fn syntax() -> Syntax {
+impl MarkupFormat for Mistral {
+    fn syntax() -> Syntax {
     Syntax {
         markers: vec![Markers { open: "[TOOL_CALLS]", close: "" }],
         bare_object: false,
@@ -23,19 +24,6 @@ fn syntax() -> Syntax {
         name_args_separator: Some("[ARGS]"),
         between_calls: "",
     }
-}
-
-impl ToolParserPlugin for Mistral {
-    fn new(_config: &Config, tools: Vec<Tool>) -> Result<Self, String> {
-        Ok(Self(MarkupParser::new(syntax(), tools)))
-    }
-
-    fn push(&mut self, text: &str) -> Result<Parsed, String> {
-        Ok(self.0.push(text))
-    }
-
-    fn finish(&mut self) -> Result<Parsed, String> {
-        Ok(self.0.finish())
     }
 
     fn template_hints(_config: &Config) -> Vec<String> {
@@ -53,7 +41,7 @@ impl ToolParserPlugin for Mistral {
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
         let items: Vec<String> = calls
             .iter()
-            .map(|c| format!("{{\"name\": {}, \"arguments\": {}}}", grammar::literal(&c.name), c.arguments))
+            .map(|c| call_json(&c.name, "arguments", &c.arguments))
             .collect();
         format!("[TOOL_CALLS][{}]", items.join(", "))
     }
@@ -69,18 +57,17 @@ impl ToolParserPlugin for Mistral {
 
 // Exported only in the component: a native build (unit tests) has no WIT exports.
 #[cfg(target_arch = "wasm32")]
-export_tool_parser!(Mistral);
+export_tool_parser!(hearth_plugin_sdk::tool_calls::Markup<Mistral>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_plugin_sdk::tool_calls::testing::replay;
+    use hearth_plugin_sdk::ToolParserPlugin;
+    use hearth_plugin_sdk::tool_calls::Markup;
+    use hearth_plugin_sdk::tool_calls::testing::{replay, tools};
 
-    fn parser() -> Mistral {
-        let tools = ["get_current_weather", "get_time"]
-            .map(|n| Tool { name: n.into(), description: String::new(), parameters: json!({}) })
-            .to_vec();
-        Mistral::new(&Config::default(), tools).unwrap()
+    fn parser() -> Markup<Mistral> {
+        Markup::new(&Config::default(), tools(&["get_current_weather", "get_time"])).unwrap()
     }
 
     /// The v0.3 list format (mistral-inference's README function-calling example).

@@ -171,13 +171,11 @@ export_tool_parser!(Pythonic);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_plugin_sdk::tool_calls::testing::replay;
+    use hearth_plugin_sdk::tool_calls::testing::{replay, tools};
     use serde_json::json;
 
     fn parser() -> Pythonic {
-        let tools = ["get_weather", "get_time"]
-            .map(|n| Tool { name: n.into(), description: String::new(), parameters: json!({}) })
-            .to_vec();
+        let tools = tools(&["get_weather", "get_time"]);
         Pythonic::new(&Config::default(), tools).unwrap()
     }
 

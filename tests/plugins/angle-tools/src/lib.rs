@@ -8,13 +8,14 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{MarkupParser, Markers, Syntax, describe_tools, grammar};
-use hearth_plugin_sdk::{Call, Config, Parsed, Tool, ToolParserPlugin};
+use hearth_plugin_sdk::tool_calls::{MarkupFormat, Markers, Syntax, describe_tools, grammar};
+use hearth_plugin_sdk::{Call, Config, Tool};
 
 /// The `<<name:{…}>>` format.
-pub struct AngleTools(MarkupParser);
+pub struct AngleTools;
 
-fn syntax() -> Syntax {
+impl MarkupFormat for AngleTools {
+    fn syntax() -> Syntax {
     Syntax {
         markers: vec![Markers { open: "<<", close: ">>" }],
         bare_object: false,
@@ -22,19 +23,6 @@ fn syntax() -> Syntax {
         name_args_separator: Some(":"),
         between_calls: "",
     }
-}
-
-impl ToolParserPlugin for AngleTools {
-    fn new(_config: &Config, tools: Vec<Tool>) -> Result<Self, String> {
-        Ok(Self(MarkupParser::new(syntax(), tools)))
-    }
-
-    fn push(&mut self, text: &str) -> Result<Parsed, String> {
-        Ok(self.0.push(text))
-    }
-
-    fn finish(&mut self) -> Result<Parsed, String> {
-        Ok(self.0.finish())
     }
 
     fn instructions(_config: &Config, tools: &[Tool]) -> String {
@@ -56,23 +44,23 @@ impl ToolParserPlugin for AngleTools {
                 format!("{open} {} \">>\"", grammar::json_rule(&grammar::arguments_schema(t)))
             })
             .collect();
-        let start = if parallel { "start: call (\" \" call)*" } else { "start: call" };
-        Ok(format!("{start}\ncall: {}\n", alternatives.join("\n    | ")))
+        Ok(grammar::calls(&alternatives.join("\n    | "), " ", parallel))
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-export_tool_parser!(AngleTools);
+export_tool_parser!(hearth_plugin_sdk::tool_calls::Markup<AngleTools>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_plugin_sdk::tool_calls::testing::replay;
+    use hearth_plugin_sdk::ToolParserPlugin;
+    use hearth_plugin_sdk::tool_calls::Markup;
+    use hearth_plugin_sdk::tool_calls::testing::{replay, tools};
     use serde_json::json;
 
-    fn parser() -> AngleTools {
-        let tools = vec![Tool { name: "get_weather".into(), description: String::new(), parameters: json!({}) }];
-        AngleTools::new(&Config::default(), tools).unwrap()
+    fn parser() -> Markup<AngleTools> {
+        Markup::new(&Config::default(), tools(&["get_weather"])).unwrap()
     }
 
     #[test]
