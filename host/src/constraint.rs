@@ -110,7 +110,8 @@ impl Constraint {
         let may_end = self.matcher.is_accepting().unwrap_or(false);
         for (id, logit) in logits.iter_mut().enumerate() {
             let id = id as u32;
-            let ok = if end_ids.contains(&id) { may_end } else { (id as usize) < allowed.len() && allowed.is_allowed(id) };
+            let ok =
+                if end_ids.contains(&id) { may_end } else { (id as usize) < allowed.len() && allowed.is_allowed(id) };
             if !ok {
                 *logit = f32::NEG_INFINITY;
             }

@@ -33,7 +33,8 @@ fn server_with(name: &str, plugins: &str) -> Server {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let settings = dir.join("settings.yaml");
-    std::fs::write(&settings, format!("plugin_cache_dir: {}\nplugins:\n{plugins}", dir.join("cache").display())).unwrap();
+    std::fs::write(&settings, format!("plugin_cache_dir: {}\nplugins:\n{plugins}", dir.join("cache").display()))
+        .unwrap();
     Server::smollm2(&["--settings", settings.to_str().unwrap()])
 }
 
@@ -215,7 +216,10 @@ fn a_misbehaving_tool_parser_fails_only_its_own_request() {
         ("panic", "fail", 502, "plugin_crashed"),
         ("panic", "skip", 200, ""),
     ] {
-        let line = format!("  - {{name: hostile-tools, path: {}, on_error: {on_error}, config: {{mode: {mode}}}}}\n", wasm.display());
+        let line = format!(
+            "  - {{name: hostile-tools, path: {}, on_error: {on_error}, config: {{mode: {mode}}}}}\n",
+            wasm.display()
+        );
         let server = server_with(&format!("hostile-{mode}-{on_error}"), &line);
         let (got, body) = post_json(&server, "/v1/chat/completions", &tool_request(json!("auto"), 8));
         assert_eq!(got, status, "{mode}/{on_error}: {body}");

@@ -10,9 +10,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{FinishReason, Job, Shared, TokenEvent};
+use crate::constraint::Constraint;
 use crate::model::{KvCache, LoadedModel, LogitsFor, ModelError};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
-use crate::constraint::Constraint;
 use crate::sampling::{Candidates, Sampled, Sampler};
 
 /// Tuning of the engine.
@@ -180,7 +180,11 @@ impl Worker {
         if let Some(constraint) = seq.constraint.as_mut() {
             let masked = constraint.mask(&mut logits, &seq.job.request.stop_ids);
             if let Err(e) = masked.and_then(|()| {
-                if logits.iter().all(|l| *l == f32::NEG_INFINITY) { Err("the grammar allows no token".into()) } else { Ok(()) }
+                if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
+                    Err("the grammar allows no token".into())
+                } else {
+                    Ok(())
+                }
             }) {
                 let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
                 return Step::Done;

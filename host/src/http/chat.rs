@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use super::body::JsonBody;
 use super::chat_run::{ChatEvent, ChatRun};
 use super::sse;
-use super::tools::{self, ToolSetup};
 use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
+use super::tools::{self, ToolSetup};
 use super::types::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
     ChunkDelta, ContentPart, MessageContent, Usage,

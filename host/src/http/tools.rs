@@ -226,8 +226,11 @@ pub fn messages_for_plain_template(
             m["content"] = Value::String(result);
         }
     }
-    let first_is_system =
-        messages.first().and_then(|m| m.get("role")).and_then(Value::as_str).is_some_and(|r| r == "system" || r == "developer");
+    let first_is_system = messages
+        .first()
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        .is_some_and(|r| r == "system" || r == "developer");
     if first_is_system {
         let content = messages[0]["content"].as_str().unwrap_or_default().trim_end().to_owned();
         messages[0]["content"] =
@@ -356,9 +359,17 @@ mod tests {
             (vec![json!({"type": "function"})], None, "tools[0].function"),
             (vec![json!({"type": "function", "function": {"name": "a b"}})], None, "tools[0].function.name"),
             (vec![tool("f"), json!({"type": "function", "function": {"name": "f"}})], None, "tools[1].function.name"),
-            (vec![json!({"type": "function", "function": {"name": "f", "parameters": []}})], None, "tools[0].function.parameters"),
+            (
+                vec![json!({"type": "function", "function": {"name": "f", "parameters": []}})],
+                None,
+                "tools[0].function.parameters",
+            ),
             (vec![tool("f")], Some(json!("sometimes")), "tool_choice"),
-            (vec![tool("f")], Some(json!({"type": "function", "function": {"name": "g"}})), "tool_choice.function.name"),
+            (
+                vec![tool("f")],
+                Some(json!({"type": "function", "function": {"name": "g"}})),
+                "tool_choice.function.name",
+            ),
             (vec![], Some(json!("required")), "tool_choice"),
         ];
         for (tools, choice, param) in cases {

@@ -228,7 +228,11 @@ impl PluginRegistry {
     }
 
     /// Starts a tool-call parser for one response (blocking: microseconds of plugin work).
-    pub fn start_tool_parser(&self, plugin: &Arc<Plugin>, tools: &[ToolSpec]) -> Result<ToolParserSession, PluginError> {
+    pub fn start_tool_parser(
+        &self,
+        plugin: &Arc<Plugin>,
+        tools: &[ToolSpec],
+    ) -> Result<ToolParserSession, PluginError> {
         ToolParserSession::start(self.engine()?, plugin.clone(), self.services(), tools)
     }
 

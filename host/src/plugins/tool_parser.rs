@@ -61,7 +61,9 @@ fn from_wit(p: wit::Parsed) -> ParsedText {
     }
 }
 
-fn pre_of(plugin: &Plugin) -> Result<&hearth_plugin_bindings::tool_parser::ToolParserPluginPre<HostState>, PluginError> {
+fn pre_of(
+    plugin: &Plugin,
+) -> Result<&hearth_plugin_bindings::tool_parser::ToolParserPluginPre<HostState>, PluginError> {
     match &plugin.loaded {
         Loaded::ToolParser(pre) => Ok(pre),
         _ => Err(PluginError::Engine(format!("plugin `{}` is not a tool-call parser", plugin.name))),
@@ -86,7 +88,8 @@ impl ToolParserSession {
     ) -> Result<Self, PluginError> {
         let limits = plugin.settings.limits.clone();
         let mut store = store_for_call(engine, &plugin, services);
-        let bindings = pre_of(&plugin)?.instantiate(&mut store).map_err(|e| describe_failure(&plugin.name, &limits, &e))?;
+        let bindings =
+            pre_of(&plugin)?.instantiate(&mut store).map_err(|e| describe_failure(&plugin.name, &limits, &e))?;
         let parser = bindings
             .hearth_plugin_tool_parser()
             .stream_parser()
@@ -101,26 +104,27 @@ impl ToolParserSession {
 
     /// Feeds generated text.
     pub fn push(&mut self, text: &str) -> Result<ParsedText, PluginError> {
-        let limits = &self.plugin.settings.limits;
-        arm_deadline(&mut self.store, limits);
-        let answer = self
-            .bindings
-            .hearth_plugin_tool_parser()
-            .stream_parser()
-            .call_push(&mut self.store, self.parser, text)
-            .map_err(|e| describe_failure(&self.plugin.name, limits, &e))?;
-        answer.map(from_wit).map_err(|message| PluginError::Failed { plugin: self.plugin.name.to_string(), message })
+        self.call(|parser, store, resource| parser.call_push(store, resource, text))
     }
 
     /// Ends the response.
     pub fn finish(&mut self) -> Result<ParsedText, PluginError> {
+        self.call(|parser, store, resource| parser.call_finish(store, resource))
+    }
+
+    /// One call on the stream parser under the plugin's deadline.
+    fn call(
+        &mut self,
+        f: impl FnOnce(
+            &wit::GuestStreamParser<'_>,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<Result<wit::Parsed, String>>,
+    ) -> Result<ParsedText, PluginError> {
         let limits = &self.plugin.settings.limits;
         arm_deadline(&mut self.store, limits);
-        let answer = self
-            .bindings
-            .hearth_plugin_tool_parser()
-            .stream_parser()
-            .call_finish(&mut self.store, self.parser)
+        let guest = self.bindings.hearth_plugin_tool_parser();
+        let answer = f(&guest.stream_parser(), &mut self.store, self.parser)
             .map_err(|e| describe_failure(&self.plugin.name, limits, &e))?;
         answer.map(from_wit).map_err(|message| PluginError::Failed { plugin: self.plugin.name.to_string(), message })
     }

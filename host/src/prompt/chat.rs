@@ -64,7 +64,10 @@ impl ChatRenderer {
     }
 
     /// The template a render with `template_override` uses, and where it came from.
-    pub fn template(&self, template_override: Option<&str>) -> Result<(Arc<ChatTemplate>, TemplateSource), TemplateError> {
+    pub fn template(
+        &self,
+        template_override: Option<&str>,
+    ) -> Result<(Arc<ChatTemplate>, TemplateSource), TemplateError> {
         Ok(match template_override {
             Some(src) => (Arc::new(ChatTemplate::new(src)?), TemplateSource::Request),
             None => match &self.model_template {
