@@ -243,3 +243,59 @@ fn a_misbehaving_tool_parser_fails_only_its_own_request() {
         assert!(server.exit_status().is_none(), "the server exited");
     }
 }
+
+/// A Qwen-style template that renders `tools` itself (as Hugging Face templates do).
+const TOOL_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools>
+For each function call, return a json object within <tool_call></tool_call> XML tags.<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant
+{%- for tool_call in message.tool_calls %}
+<tool_call>
+{"name": "{{ tool_call.function.name }}", "arguments": {{ tool_call.function.arguments | tojson }}}
+</tool_call>
+{%- endfor %}<|im_end|>
+{% elif message.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
+
+#[test]
+fn a_template_that_renders_tools_gets_them_with_object_arguments() {
+    let req = json!({
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "-3 °C"},
+        ],
+        "tools": [weather_tool()],
+        "instruction_template_str": TOOL_TEMPLATE,
+    });
+    let (status, body) = post_json(default_server(), "/v1/internal/chat-prompt", &req);
+    assert_eq!(status, 200, "{body}");
+    let prompt = body["prompt"].as_str().unwrap();
+    assert!(prompt.contains("<tools>{\"type\": \"function\", \"function\": {\"name\": \"get_weather\""), "{prompt}");
+    // Arguments reach the template as an object, so `tojson` does not quote them twice.
+    assert!(prompt.contains("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}"), "{prompt}");
+    assert!(prompt.contains("<tool_response>\n-3 °C\n</tool_response>"), "{prompt}");
+    assert!(!prompt.contains("To call a function"), "the fallback instructions were added too: {prompt}");
+
+    let mut req = tool_request(json!("required"), 48);
+    req["instruction_template_str"] = json!(TOOL_TEMPLATE);
+    let (status, body) = post_json(default_server(), "/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(first_call(&body).0, "get_weather");
+}
