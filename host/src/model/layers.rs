@@ -4,7 +4,11 @@
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use std::sync::Arc;
+
+use super::ModelError;
 use super::weights::{HostTensor, WeightError};
+use hearth_kernels::QuantMatrix;
 
 /// Converts host data to a device tensor of rank `D`.
 pub(crate) fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -28,12 +32,20 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// A projection `y = x W + b`. `W` is kept as `[in, out]`: transposed once at load, because
-/// `x.matmul(w)` in that layout runs several times faster on wgpu than a transposed view.
+/// A projection `y = x W + b`. A dense `W` is kept as `[in, out]`: transposed once at load,
+/// because `x.matmul(w)` in that layout runs several times faster on wgpu than a transposed
+/// view. On the CPU a block-quantized `W` stays quantized and is multiplied in that form.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor<2>,
+    weight: LinearWeight,
     bias: Option<Tensor<2>>,
+}
+
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    Dense(Tensor<2>),
+    /// `[out, in]` blocks, multiplied on the host (the CPU device's own memory).
+    Quantized(Arc<QuantMatrix>),
 }
 
 impl Linear {
@@ -53,29 +65,67 @@ impl Linear {
                 found: weight.shape,
             });
         }
-        let bias = match bias {
-            Some(b) if b.data.len() != out_f => {
-                return Err(WeightError::Shape {
-                    name: format!("{name} (bias)"),
-                    expected: format!("[{out_f}]"),
-                    found: b.shape,
-                });
-            }
-            Some(b) => Some(upload(b.data, [1, out_f], device)),
-            None => None,
-        };
+        let bias = check_bias(name, bias, out_f, device)?;
         let weight = upload(transpose(&weight.data, out_f, in_f), [in_f, out_f], device);
-        Ok(Self { weight, bias })
+        Ok(Self { weight: LinearWeight::Dense(weight), bias })
+    }
+
+    /// Builds the layer from a block-quantized `[out, in]` weight (CPU devices only).
+    pub fn quantized(
+        name: &str,
+        weight: Arc<QuantMatrix>,
+        bias: Option<HostTensor>,
+        expect: [usize; 2],
+        device: &Device,
+    ) -> Result<Self, WeightError> {
+        if [weight.rows(), weight.cols()] != expect {
+            return Err(WeightError::Shape {
+                name: name.to_owned(),
+                expected: format!("{expect:?}"),
+                found: vec![weight.rows(), weight.cols()],
+            });
+        }
+        let bias = check_bias(name, bias, weight.rows(), device)?;
+        Ok(Self { weight: LinearWeight::Quantized(weight), bias })
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight.clone());
-        match &self.bias {
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ModelError> {
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => x.matmul(w.clone()),
+            LinearWeight::Quantized(w) => {
+                let [tokens, _] = x.dims();
+                let device = x.device();
+                let data = x.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+                let input: Vec<f32> = data.iter::<f32>().collect();
+                upload(w.matmul(&input, tokens), [tokens, w.rows()], &device)
+            }
+        };
+        Ok(match &self.bias {
             Some(b) => y + b.clone(),
             None => y,
-        }
+        })
     }
+}
+
+/// An optional `[out]` bias, checked and uploaded as `[1, out]`.
+fn check_bias(
+    name: &str,
+    bias: Option<HostTensor>,
+    out_f: usize,
+    device: &Device,
+) -> Result<Option<Tensor<2>>, WeightError> {
+    Ok(match bias {
+        Some(b) if b.data.len() != out_f => {
+            return Err(WeightError::Shape {
+                name: format!("{name} (bias)"),
+                expected: format!("[{out_f}]"),
+                found: b.shape,
+            });
+        }
+        Some(b) => Some(upload(b.data, [1, out_f], device)),
+        None => None,
+    })
 }
 
 /// Root-mean-square normalisation over the last dimension, computed in f32 as transformers does.
@@ -119,8 +169,8 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let gated = silu(self.gate.forward(x.clone())) * self.up.forward(x);
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ModelError> {
+        let gated = silu(self.gate.forward(x.clone())?) * self.up.forward(x)?;
         self.down.forward(gated)
     }
 }
@@ -157,7 +207,8 @@ mod tests {
         let w = HostTensor { shape: vec![2, 3], data: vec![1., 0., 0., 0., 1., 1.] };
         let b = HostTensor { shape: vec![2], data: vec![0.5, -0.5] };
         let lin = Linear::from_host("l", w, Some(b), [2, 3], &device).unwrap();
-        let y: Vec<f32> = lin.forward(upload(vec![1., 2., 3.], [1, 3], &device)).into_data().try_to_vec().unwrap();
+        let y: Vec<f32> =
+            lin.forward(upload(vec![1., 2., 3.], [1, 3], &device)).unwrap().into_data().try_to_vec().unwrap();
         assert_eq!(y, vec![1.5, 4.5]);
     }
 

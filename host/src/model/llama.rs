@@ -4,7 +4,10 @@
 //! runtime-dispatched `Tensor`/`Device`, so the same code runs on flex and wgpu.
 
 use burn::tensor::activation::softmax;
+use std::sync::Arc;
+
 use burn::tensor::{Device, Tensor};
+use hearth_kernels::QuantMatrix;
 
 use super::ModelError;
 use super::config::{Arch, LlamaConfig};
@@ -12,7 +15,7 @@ use super::device::ComputeDevice;
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, transpose, upload};
 use super::rope::{self, Rope};
-use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
+use super::weights::{LayerWeight, Weight, WeightError, WeightSource};
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
 /// 128 MiB, so big vocabularies are split by rows.
@@ -44,21 +47,47 @@ struct Block {
 }
 
 /// The token embedding, kept on the host: a lookup is a row copy, and it keeps one of the largest
-/// matrices out of the device's buffer limits.
-struct Embedding {
-    table: Vec<f32>,
-    hidden: usize,
+/// matrices out of the device's buffer limits. On the CPU a block-quantized table stays
+/// quantized and rows are decoded on lookup.
+enum Embedding {
+    Dense { table: Vec<f32>, hidden: usize },
+    Quantized(Arc<QuantMatrix>),
 }
 
 impl Embedding {
-    fn rows(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
-        let mut data = Vec::with_capacity(tokens.len() * self.hidden);
-        for &t in tokens {
-            let start = t as usize * self.hidden;
-            data.extend_from_slice(&self.table[start..start + self.hidden]);
+    /// `[rows, hidden]`.
+    fn dims(&self) -> [usize; 2] {
+        match self {
+            Self::Dense { table, hidden } => [table.len() / (*hidden).max(1), *hidden],
+            Self::Quantized(m) => [m.rows(), m.cols()],
         }
-        upload(data, [tokens.len(), self.hidden], device)
     }
+
+    fn rows(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
+        let hidden = match self {
+            Self::Dense { hidden, .. } => *hidden,
+            Self::Quantized(m) => m.cols(),
+        };
+        let mut data = Vec::with_capacity(tokens.len() * hidden);
+        for &t in tokens {
+            match self {
+                Self::Dense { table, .. } => {
+                    data.extend_from_slice(&table[t as usize * hidden..(t as usize + 1) * hidden])
+                }
+                Self::Quantized(m) => data.extend_from_slice(&m.row_f32(t as usize)),
+            }
+        }
+        upload(data, [tokens.len(), hidden], device)
+    }
+}
+
+/// The output projection to the vocabulary.
+enum Head {
+    /// `[hidden, rows]` slices of the output matrix, in vocabulary order (wgpu's buffers are
+    /// limited in size).
+    Chunks(Vec<Tensor<2>>),
+    /// The block-quantized matrix on the CPU (it may hold more rows than the vocabulary).
+    Quantized(Linear),
 }
 
 /// The loaded model.
@@ -67,8 +96,7 @@ pub struct Llama {
     embedding: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    /// `[hidden, rows]` slices of the output matrix, in vocabulary order.
-    head: Vec<Tensor<2>>,
+    head: Head,
     rope: Rope,
     device: Device,
     /// Pad prompt chunks to a few lengths (wgpu compiles a kernel per shape).
@@ -92,13 +120,25 @@ impl Llama {
         };
         let name = |w: Weight| source.file_name_of(w);
 
-        let embed = read(Weight::TokenEmbedding)?;
-        let [vocab, hidden] = embed.matrix_dims(&name(Weight::TokenEmbedding))?;
+        // On the CPU, block-quantized matrices stay quantized: 4–7× less to read per token and
+        // no f32 copy in memory.
+        let quantized = |w: Weight| -> Result<Option<QuantMatrix>, ModelError> {
+            if compute.is_cpu() && source.contains(w) { Ok(source.read_quantized(w)?) } else { Ok(None) }
+        };
+        let embedding = match quantized(Weight::TokenEmbedding)? {
+            Some(q) => Embedding::Quantized(Arc::new(q)),
+            None => {
+                let e = read(Weight::TokenEmbedding)?;
+                let [_, hidden] = e.matrix_dims(&name(Weight::TokenEmbedding))?;
+                Embedding::Dense { table: e.data, hidden }
+            }
+        };
+        let [vocab, hidden] = embedding.dims();
         if hidden != c.hidden_size || vocab < c.vocab_size {
             return Err(WeightError::Shape {
                 name: name(Weight::TokenEmbedding),
                 expected: format!("[{}, {}] (vocabulary × hidden size from the config)", c.vocab_size, c.hidden_size),
-                found: embed.shape,
+                found: vec![vocab, hidden],
             }
             .into());
         }
@@ -110,6 +150,9 @@ impl Llama {
                 Some(b) => read_opt(b)?,
                 None => None,
             };
+            if let Some(q) = quantized(w)? {
+                return Ok(Linear::quantized(&name(w), Arc::new(q), bias, [out, inp], device)?);
+            }
             Ok(Linear::from_host(&name(w), read(w)?, bias, [out, inp], device)?)
         };
 
@@ -144,19 +187,36 @@ impl Llama {
         let norm = norm_dim(Weight::OutputNorm, c.hidden_size)?;
 
         // Tied embeddings: no separate output matrix in the file.
-        let output = read_opt(Weight::Output)?;
-        let head_source: &HostTensor = output.as_ref().unwrap_or(&embed);
-        let [head_rows, head_cols] = head_source.matrix_dims(&name(Weight::Output))?;
-        if head_cols != c.hidden_size || head_rows < c.vocab_size {
-            return Err(WeightError::Shape {
-                name: name(Weight::Output),
-                expected: format!("[{}, {}]", c.vocab_size, c.hidden_size),
-                found: head_source.shape.clone(),
+        let head_weight = if source.contains(Weight::Output) { Weight::Output } else { Weight::TokenEmbedding };
+        let head_q: Option<Arc<QuantMatrix>> = match (head_weight, &embedding) {
+            (Weight::TokenEmbedding, Embedding::Quantized(q)) => Some(q.clone()),
+            (Weight::Output, _) => quantized(Weight::Output)?.map(Arc::new),
+            _ => None,
+        };
+        let head = match head_q {
+            // Shares the embedding's blocks when tied: one copy in memory.
+            Some(q) => {
+                let rows = q.rows().max(c.vocab_size);
+                Head::Quantized(Linear::quantized(&name(head_weight), q, None, [rows, c.hidden_size], device)?)
             }
-            .into());
-        }
-        let head = head_chunks(&head_source.data[..c.vocab_size * hidden], c.vocab_size, hidden, device);
-        drop(output);
+            None => {
+                let output = read_opt(Weight::Output)?;
+                let (shape, data): (Vec<usize>, &[f32]) = match (&output, &embedding) {
+                    (Some(o), _) => (o.shape.clone(), &o.data),
+                    (None, Embedding::Dense { table, .. }) => (embedding.dims().to_vec(), table),
+                    (None, Embedding::Quantized(_)) => return Err(WeightError::Missing(name(Weight::Output)).into()),
+                };
+                if shape.len() != 2 || shape[1] != c.hidden_size || shape[0] < c.vocab_size {
+                    return Err(WeightError::Shape {
+                        name: name(head_weight),
+                        expected: format!("[{}, {}]", c.vocab_size, c.hidden_size),
+                        found: shape,
+                    }
+                    .into());
+                }
+                Head::Chunks(head_chunks(&data[..c.vocab_size * hidden], c.vocab_size, hidden, device))
+            }
+        };
 
         let freq_factors = read_opt(Weight::RopeFreqs)?;
         let rope = Rope::new(
@@ -167,16 +227,7 @@ impl Llama {
         );
         let bucket_prompts = !compute.is_cpu();
 
-        Ok(Self {
-            config: c.clone(),
-            embedding: Embedding { table: embed.data, hidden },
-            blocks,
-            norm,
-            head,
-            rope,
-            device: device.clone(),
-            bucket_prompts,
-        })
+        Ok(Self { config: c.clone(), embedding, blocks, norm, head, rope, device: device.clone(), bucket_prompts })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -230,8 +281,8 @@ impl Llama {
         let mut x = self.embedding.rows(&ids, &self.device);
         for (i, block) in self.blocks.iter().enumerate() {
             let h = x.clone()
-                + self.attention(i, &block.attn, block.attn_norm.forward(x), cache, start, &cos, &sin, &mask, span);
-            x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h));
+                + self.attention(i, &block.attn, block.attn_norm.forward(x), cache, start, &cos, &sin, &mask, span)?;
+            x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h))?;
         }
         cache.commit(start + n);
 
@@ -240,12 +291,25 @@ impl Llama {
             LogitsFor::All => x.slice([0..n, 0..self.config.hidden_size]),
         };
         let x = self.norm.forward(x);
-        let parts: Vec<Tensor<2>> = self.head.iter().map(|w| x.clone().matmul(w.clone())).collect();
-        Ok(if parts.len() == 1 {
-            parts.into_iter().next().unwrap_or_else(|| unreachable!())
-        } else {
-            Tensor::cat(parts, 1)
-        })
+        match &self.head {
+            Head::Chunks(chunks) => {
+                let parts: Vec<Tensor<2>> = chunks.iter().map(|w| x.clone().matmul(w.clone())).collect();
+                Ok(if parts.len() == 1 {
+                    parts.into_iter().next().unwrap_or_else(|| unreachable!())
+                } else {
+                    Tensor::cat(parts, 1)
+                })
+            }
+            Head::Quantized(linear) => {
+                let logits = linear.forward(x)?;
+                let [rows, full] = logits.dims();
+                Ok(if full > self.config.vocab_size {
+                    logits.slice([0..rows, 0..self.config.vocab_size])
+                } else {
+                    logits
+                })
+            }
+        }
     }
 
     /// Additive mask `[1, rep * tokens, span]`: 0 where query `i` may see key `j`, -inf elsewhere
@@ -275,14 +339,14 @@ impl Llama {
         sin: &Tensor<2>,
         mask: &Tensor<3>,
         span: usize,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>, ModelError> {
         let c = &self.config;
         let tokens = x.dims()[0];
         let (heads, kv_heads, dim) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let split = |t: Tensor<2>, h: usize| t.reshape([tokens, h, dim]).swap_dims(0, 1);
-        let mut q = split(attn.q.forward(x.clone()), heads);
-        let mut k = split(attn.k.forward(x.clone()), kv_heads);
-        let v = split(attn.v.forward(x), kv_heads);
+        let mut q = split(attn.q.forward(x.clone())?, heads);
+        let mut k = split(attn.k.forward(x.clone())?, kv_heads);
+        let v = split(attn.v.forward(x)?, kv_heads);
         if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);

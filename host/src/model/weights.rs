@@ -11,7 +11,8 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::Arch;
-use super::gguf::{GgufError, GgufFile};
+use super::gguf::{GgmlType, GgufError, GgufFile};
+use hearth_kernels::{QuantMatrix, QuantType};
 
 /// A weight of one transformer block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +144,11 @@ pub trait WeightSource {
     fn contains(&self, weight: Weight) -> bool;
     /// Reads a weight as f32, in Hugging Face layout.
     fn read(&self, weight: Weight) -> Result<HostTensor, WeightError>;
+    /// Reads a matrix in its block-quantized form (Hugging Face layout), when the checkpoint
+    /// stores it in a format Hearth computes on directly; `None` otherwise.
+    fn read_quantized(&self, _weight: Weight) -> Result<Option<QuantMatrix>, WeightError> {
+        Ok(None)
+    }
     /// The name the weight has in the file, for error messages.
     fn file_name_of(&self, weight: Weight) -> String;
 }
@@ -195,6 +201,42 @@ impl WeightSource for GgufWeights<'_> {
         Ok(HostTensor { shape, data })
     }
 
+    fn read_quantized(&self, weight: Weight) -> Result<Option<QuantMatrix>, WeightError> {
+        let name = weight.gguf_name();
+        let Some(info) = self.file.tensor_info(&name) else {
+            return Err(WeightError::Missing(name));
+        };
+        let ty = match info.ty {
+            GgmlType::Q8_0 => QuantType::Q8_0,
+            GgmlType::Q4_0 => QuantType::Q4_0,
+            GgmlType::Q4_1 => QuantType::Q4_1,
+            _ => return Ok(None),
+        };
+        let shape = info.shape();
+        let [rows, cols] = shape[..] else {
+            return Ok(None);
+        };
+        let (_, bytes) = self.file.tensor_bytes(&name)?;
+        let matrix = QuantMatrix::new(ty, rows, cols, bytes.to_vec()).map_err(|e| WeightError::Shape {
+            name: name.clone(),
+            expected: e.to_string(),
+            found: shape.clone(),
+        })?;
+        let heads = match (self.unpermute_qk, weight) {
+            (Some((heads, _)), Weight::Layer(_, LayerWeight::Q)) => heads,
+            (Some((_, kv_heads)), Weight::Layer(_, LayerWeight::K)) => kv_heads,
+            _ => return Ok(Some(matrix)),
+        };
+        if rows % (2 * heads) != 0 {
+            return Err(WeightError::Shape {
+                name,
+                expected: format!("rows divisible into {heads} heads of even size"),
+                found: shape,
+            });
+        }
+        Ok(Some(matrix.permute_rows(&unpermute_order(rows, heads))))
+    }
+
     fn file_name_of(&self, weight: Weight) -> String {
         weight.gguf_name()
     }
@@ -203,19 +245,26 @@ impl WeightSource for GgufWeights<'_> {
 /// Inverse of llama.cpp's `permute(w, n_head)`: GGUF rows of one head are ordered
 /// `[half, pair, 2]` (interleaved pairs); Hugging Face orders them `[2, half]` (rotate-half).
 pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(data.len());
+    for src in unpermute_order(rows, heads) {
+        out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
+    }
+    out
+}
+
+/// For each Hugging Face row, the GGUF row it comes from (see [`unpermute_rows`]).
+pub fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
     let head_dim = rows / heads;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut order = vec![0; rows];
     for h in 0..heads {
         for i in 0..half {
             for pair in 0..2 {
-                let src = h * head_dim + i * 2 + pair;
-                let dst = h * head_dim + pair * half + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                order[h * head_dim + pair * half + i] = h * head_dim + i * 2 + pair;
             }
         }
     }
-    out
+    order
 }
 
 /// Weights from a Hugging Face folder: `model.safetensors` or shards listed in
