@@ -17,6 +17,12 @@ use rayon::prelude::*;
 /// Values per block in every format here.
 const BLOCK: usize = 32;
 
+/// From this many tokens on, a product runs as f32 GEMMs on dequantized tiles of rows.
+const GEMM_TOKENS: usize = 8;
+
+/// Rows per dequantized tile (64 rows of 1536 values: 384 KiB, within a core's L2).
+const TILE_ROWS: usize = 64;
+
 /// A block-quantized format Hearth computes on directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
@@ -101,6 +107,9 @@ impl QuantMatrix {
     /// Hugging Face's `[out, in]` layout).
     pub fn matmul(&self, x: &[f32], tokens: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), tokens * self.cols);
+        if tokens >= GEMM_TOKENS {
+            return self.matmul_tiles(x, tokens);
+        }
         let blocks = self.cols / BLOCK;
         // Σx per block, once per token: Q4_1's minimum multiplies it.
         let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
@@ -124,6 +133,60 @@ impl QuantMatrix {
         for r in 0..self.rows {
             for t in 0..tokens {
                 y[t * self.rows + r] = by_row[r * tokens + t];
+            }
+        }
+        y
+    }
+
+    /// Prompt-sized products: each tile of rows is dequantized once (into a buffer that stays
+    /// in cache) and multiplied with every token by an f32 GEMM, so decoding a block costs once
+    /// per tile rather than once per token.
+    fn matmul_tiles(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        let tiles: Vec<Vec<f32>> = (0..self.rows.div_ceil(TILE_ROWS))
+            .into_par_iter()
+            .map(|tile| {
+                let first = tile * TILE_ROWS;
+                let n = TILE_ROWS.min(self.rows - first);
+                let mut w = Vec::with_capacity(n * self.cols);
+                for r in first..first + n {
+                    w.extend_from_slice(&self.row_f32(r));
+                }
+                let mut out = vec![0f32; tokens * n];
+                // SAFETY: `out` is `[tokens, n]` row-major, `x` is `[tokens, cols]` row-major
+                // and `w` is `[n, cols]` row-major, read as its transpose `[cols, n]`; every
+                // stride and size below matches those buffers, which outlive the call.
+                unsafe {
+                    gemm::gemm(
+                        tokens,
+                        n,
+                        self.cols,
+                        out.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        self.cols as isize,
+                        w.as_ptr(),
+                        self.cols as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                out
+            })
+            .collect();
+        let mut y = vec![0f32; tokens * self.rows];
+        for (tile, out) in tiles.iter().enumerate() {
+            let first = tile * TILE_ROWS;
+            let n = out.len() / tokens;
+            for t in 0..tokens {
+                y[t * self.rows + first..t * self.rows + first + n].copy_from_slice(&out[t * n..(t + 1) * n]);
             }
         }
         y
@@ -353,21 +416,27 @@ mod tests {
     #[test]
     fn every_format_multiplies_like_its_dequantized_matrix() {
         for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
-            let (rows, cols, tokens) = (37, 96, 3);
-            let (m, dense) = random_matrix(ty, rows, cols, 7);
-            let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let y = m.matmul(&x, tokens);
-            for t in 0..tokens {
-                for r in 0..rows {
-                    let want: f32 = (0..cols).map(|c| dense[r * cols + c] * x[t * cols + c]).sum();
-                    let got = y[t * rows + r];
-                    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} [{t},{r}]: {got} vs {want}");
-                    let scalar = scalar_dot(
-                        ty,
-                        &m.data[r * m.row_bytes()..(r + 1) * m.row_bytes()],
-                        &x[t * cols..(t + 1) * cols],
-                    );
-                    assert!((scalar - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} scalar: {scalar} vs {want}");
+            // 3 tokens take the per-token kernels, 11 the tiled GEMM (two tiles, one partial).
+            for tokens in [3, 11] {
+                let (rows, cols) = (TILE_ROWS + 37, 96);
+                let (m, dense) = random_matrix(ty, rows, cols, 7);
+                let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                let y = m.matmul(&x, tokens);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let want: f32 = (0..cols).map(|c| dense[r * cols + c] * x[t * cols + c]).sum();
+                        let got = y[t * rows + r];
+                        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} [{t},{r}]: {got} vs {want}");
+                        let scalar = scalar_dot(
+                            ty,
+                            &m.data[r * m.row_bytes()..(r + 1) * m.row_bytes()],
+                            &x[t * cols..(t + 1) * cols],
+                        );
+                        assert!(
+                            (scalar - want).abs() <= 1e-4 * want.abs().max(1.0),
+                            "{ty:?} scalar: {scalar} vs {want}"
+                        );
+                    }
                 }
             }
         }
