@@ -63,6 +63,19 @@ fn first_call(body: &Value) -> (String, Value) {
     (name, serde_json::from_str(args).unwrap_or_else(|e| panic!("arguments {args:?} are not JSON: {e}")))
 }
 
+/// A conversation with one earlier call to `get_weather` and its `result`.
+fn oslo_history(result: &str) -> Value {
+    json!({
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": result},
+        ],
+        "tools": [weather_tool()],
+    })
+}
+
 fn assert_plain_chat_works(server: &Server) {
     let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0});
     let (status, answer) = post_json(server, "/v1/chat/completions", &body);
@@ -161,15 +174,7 @@ fn tool_choice_none_never_yields_tool_calls_and_model_text_is_never_a_500() {
 
 #[test]
 fn a_template_without_tools_gets_the_format_instructions_and_the_history() {
-    let req = json!({
-        "messages": [
-            {"role": "user", "content": "Weather in Oslo?"},
-            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "-3 °C, snow"},
-        ],
-        "tools": [weather_tool()],
-    });
+    let req = oslo_history("-3 °C, snow");
     let (status, body) = post_json(default_server(), "/v1/internal/chat-prompt", &req);
     assert_eq!(status, 200, "{body}");
     let prompt = body["prompt"].as_str().unwrap();
@@ -273,16 +278,8 @@ For each function call, return a json object within <tool_call></tool_call> XML 
 
 #[test]
 fn a_template_that_renders_tools_gets_them_with_object_arguments() {
-    let req = json!({
-        "messages": [
-            {"role": "user", "content": "Weather in Oslo?"},
-            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "-3 °C"},
-        ],
-        "tools": [weather_tool()],
-        "instruction_template_str": TOOL_TEMPLATE,
-    });
+    let mut req = oslo_history("-3 °C");
+    req["instruction_template_str"] = json!(TOOL_TEMPLATE);
     let (status, body) = post_json(default_server(), "/v1/internal/chat-prompt", &req);
     assert_eq!(status, 200, "{body}");
     let prompt = body["prompt"].as_str().unwrap();

@@ -115,7 +115,6 @@ impl QuantMatrix {
         let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
         let rb = self.row_bytes();
         let dot = kernel(self.ty);
-        let mut y = vec![0f32; tokens * self.rows];
         // Parallel over output rows, in chunks big enough to amortise the scheduling; every
         // token of a chunk reuses the rows while they are in cache.
         const ROWS_PER_TASK: usize = 16;
@@ -129,7 +128,12 @@ impl QuantMatrix {
                 }
             }
         });
-        // `by_row` is `[rows, tokens]`; the model wants `[tokens, rows]`.
+        // `by_row` is `[rows, tokens]`; the model wants `[tokens, rows]` (the same thing for one
+        // token, the decode step).
+        if tokens == 1 {
+            return by_row;
+        }
+        let mut y = vec![0f32; tokens * self.rows];
         for r in 0..self.rows {
             for t in 0..tokens {
                 y[t * self.rows + r] = by_row[r * tokens + t];
@@ -416,8 +420,8 @@ mod tests {
     #[test]
     fn every_format_multiplies_like_its_dequantized_matrix() {
         for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
-            // 3 tokens take the per-token kernels, 11 the tiled GEMM (two tiles, one partial).
-            for tokens in [3, 11] {
+            // 1 and 3 tokens take the per-token kernels, 11 the tiled GEMM (two tiles, one partial).
+            for tokens in [1, 3, 11] {
                 let (rows, cols) = (TILE_ROWS + 37, 96);
                 let (m, dense) = random_matrix(ty, rows, cols, 7);
                 let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
