@@ -1,21 +1,27 @@
 //! Matrices kept in GGUF's block-quantized formats (Q8_0, Q4_0, Q4_1) and multiplied in that
-//! form on the CPU: each row is dequantized a block at a time, in registers, and dotted with
-//! f32 activations. Decode is bound by reading weights, and these blocks are 4–7× smaller than
-//! f32 copies. The activations stay f32, so results equal a dequantize-then-matmul up to the
-//! order of the additions (the reference fixtures hold at f32 tolerance).
+//! form on the CPU. Decode is bound by reading weights, and these blocks are 4–7× smaller than
+//! f32 copies.
 //!
-//! Kernels: AVX2+FMA+F16C where the CPU has it (checked at run time; never `target-cpu=native`, and
-//! nothing here touches AMX), a portable scalar loop elsewhere. Rows are split across rayon's
-//! threads (`RAYON_NUM_THREADS`).
+//! A token's product (decode, and short prompts) quantizes the activations to 8 bits per block
+//! ([`activations`]) and runs integer multiply-adds on the weight blocks as they are ([`dot`]):
+//! llama.cpp's method, with its rounding. Prompt-sized products dequantize tiles of rows once and
+//! multiply them with every token by an f32 GEMM. Rows are split across rayon's threads.
 //!
 //! A crate of its own so that it is built optimised in every profile (the server's own crate
 //! is built at opt-level 1 for tests, where these loops would run several times slower).
 
-use half::f16;
+mod activations;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod blocks;
+mod dot;
+pub mod ops;
+
 use rayon::prelude::*;
 
-/// Values per block in every format here.
-const BLOCK: usize = 32;
+use activations::Q8Activations;
+pub use blocks::QuantType;
+use blocks::{BLOCK, dequantize_block};
 
 /// From this many tokens on, a product runs as f32 GEMMs on dequantized tiles of rows.
 const GEMM_TOKENS: usize = 8;
@@ -23,27 +29,8 @@ const GEMM_TOKENS: usize = 8;
 /// Rows per dequantized tile (64 rows of 1536 values: 384 KiB, within a core's L2).
 const TILE_ROWS: usize = 64;
 
-/// A block-quantized format Hearth computes on directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuantType {
-    /// f16 scale, 32 × i8: `d * q`.
-    Q8_0,
-    /// f16 scale, 16 bytes of nibbles: `d * (q - 8)`.
-    Q4_0,
-    /// f16 scale, f16 minimum, 16 bytes of nibbles: `d * q + m`.
-    Q4_1,
-}
-
-impl QuantType {
-    /// Bytes of one block of 32 values.
-    pub fn block_bytes(self) -> usize {
-        match self {
-            Self::Q8_0 => 34,
-            Self::Q4_0 => 18,
-            Self::Q4_1 => 20,
-        }
-    }
-}
+/// Rows per parallel task of a token product: enough to amortise rayon's scheduling.
+const ROWS_PER_TASK: usize = 16;
 
 /// Why a quantized matrix cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +39,8 @@ pub enum QuantError {
     Size { ty: QuantType, rows: usize, cols: usize, expected: usize, got: usize },
     #[error("a {ty:?} row of {cols} values is not a whole number of 32-value blocks")]
     Cols { ty: QuantType, cols: usize },
+    #[error("matrices of different formats or widths cannot be stacked")]
+    Mismatch,
 }
 
 /// A `[rows, cols]` matrix of quantized blocks, row-major (blocks run along a row).
@@ -103,6 +92,17 @@ impl QuantMatrix {
         Self { data, ..self.clone() }
     }
 
+    /// The matrices' rows one after another (`[Σ rows, cols]`): layers that read the same
+    /// input (q/k/v, gate/up) run as one product.
+    pub fn stack(parts: &[&QuantMatrix]) -> Result<Self, QuantError> {
+        let first = parts.first().ok_or(QuantError::Mismatch)?;
+        if parts.iter().any(|p| p.ty != first.ty || p.cols != first.cols) {
+            return Err(QuantError::Mismatch);
+        }
+        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        Ok(Self { ty: first.ty, rows: parts.iter().map(|p| p.rows).sum(), cols: first.cols, data })
+    }
+
     /// `y = x Wᵀ`: `x` is `[tokens, cols]`, the result `[tokens, rows]` (the matrix is in
     /// Hugging Face's `[out, in]` layout).
     pub fn matmul(&self, x: &[f32], tokens: usize) -> Vec<f32> {
@@ -110,21 +110,26 @@ impl QuantMatrix {
         if tokens >= GEMM_TOKENS {
             return self.matmul_tiles(x, tokens);
         }
-        let blocks = self.cols / BLOCK;
-        // Σx per block, once per token: Q4_1's minimum multiplies it.
-        let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
+        self.matmul_q8(&Q8Activations::quantize(x, self.cols), tokens, dot::kernel(self.ty))
+    }
+
+    /// Token products on 8-bit activations with `dot`.
+    fn matmul_q8(&self, a: &Q8Activations, tokens: usize, dot: dot::DotFn) -> Vec<f32> {
         let rb = self.row_bytes();
-        let dot = kernel(self.ty);
-        // Parallel over output rows, in chunks big enough to amortise the scheduling; every
-        // token of a chunk reuses the rows while they are in cache.
-        const ROWS_PER_TASK: usize = 16;
+        // Tasks of whole rows, each for every token: a task's rows are read from memory once.
         let mut by_row = vec![0f32; tokens * self.rows];
-        by_row.par_chunks_mut(ROWS_PER_TASK * tokens).enumerate().for_each(|(chunk, out)| {
-            let first = chunk * ROWS_PER_TASK;
-            for (i, out_row) in out.chunks_mut(tokens).enumerate() {
-                let row = &self.data[(first + i) * rb..(first + i + 1) * rb];
-                for (t, o) in out_row.iter_mut().enumerate() {
-                    *o = dot(row, &x[t * self.cols..(t + 1) * self.cols], &sums[t * blocks..(t + 1) * blocks]);
+        by_row.par_chunks_mut(ROWS_PER_TASK * tokens).enumerate().for_each(|(task, out)| {
+            let first = task * ROWS_PER_TASK;
+            let n = out.len() / tokens;
+            let rows = &self.data[first * rb..(first + n) * rb];
+            if tokens == 1 {
+                return dot(rows, a.token(0), out);
+            }
+            let mut local = [0f32; ROWS_PER_TASK];
+            for t in 0..tokens {
+                dot(rows, a.token(t), &mut local[..n]);
+                for (i, v) in local[..n].iter().enumerate() {
+                    out[i * tokens + t] = *v;
                 }
             }
         });
@@ -207,189 +212,10 @@ impl QuantMatrix {
     }
 }
 
-type DotFn = fn(&[u8], &[f32], &[f32]) -> f32;
-
-fn kernel(ty: QuantType) -> DotFn {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            return match ty {
-                QuantType::Q8_0 => avx2::dot_q8_0,
-                QuantType::Q4_0 => avx2::dot_q4_0,
-                QuantType::Q4_1 => avx2::dot_q4_1,
-            };
-        }
-    }
-    match ty {
-        QuantType::Q8_0 => |row, x, _| scalar_dot(QuantType::Q8_0, row, x),
-        QuantType::Q4_0 => |row, x, _| scalar_dot(QuantType::Q4_0, row, x),
-        QuantType::Q4_1 => |row, x, _| scalar_dot(QuantType::Q4_1, row, x),
-    }
-}
-
-fn half_at(block: &[u8], at: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([block[at], block[at + 1]])).to_f32()
-}
-
-/// The 32 values of one block.
-fn dequantize_block(ty: QuantType, block: &[u8]) -> [f32; BLOCK] {
-    let mut v = [0f32; BLOCK];
-    let d = half_at(block, 0);
-    match ty {
-        QuantType::Q8_0 => {
-            for (i, q) in block[2..34].iter().enumerate() {
-                v[i] = d * f32::from(*q as i8);
-            }
-        }
-        QuantType::Q4_0 | QuantType::Q4_1 => {
-            let (qs, m) = if ty == QuantType::Q4_1 { (&block[4..20], half_at(block, 2)) } else { (&block[2..18], 0.0) };
-            let offset = if ty == QuantType::Q4_0 { 8 } else { 0 };
-            for (i, q) in qs.iter().enumerate() {
-                v[i] = d * f32::from((q & 0x0F) as i8 - offset) + m;
-                v[i + 16] = d * f32::from((q >> 4) as i8 - offset) + m;
-            }
-        }
-    }
-    v
-}
-
-fn scalar_dot(ty: QuantType, row: &[u8], x: &[f32]) -> f32 {
-    row.chunks_exact(ty.block_bytes())
-        .zip(x.chunks_exact(BLOCK))
-        .map(|(block, xb)| dequantize_block(ty, block).iter().zip(xb).map(|(w, x)| w * x).sum::<f32>())
-        .sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    //! The AVX2+FMA+F16C kernels: a block's 32 weights widened to four vectors of 8 f32 and fused
-    //! into a per-block sum, scaled by the block's `d` into the running total.
-
-    use std::arch::x86_64::*;
-
-    use super::BLOCK;
-
-    /// The f16 at `at` as f32, by the F16C instruction (the `half` crate's conversion checks
-    /// the CPU's features on every call, which costs more than the block's arithmetic).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn half_at(block: &[u8], at: usize) -> f32 {
-        let bits = u16::from_le_bytes([block[at], block[at + 1]]);
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-    }
-
-    /// Horizontal sum of 8 lanes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    /// Σ q·x over 32 nibbles (`lo`: elements 0–15, `hi`: 16–31, each widened from bytes).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn nibble_dot(lo: __m128i, hi: __m128i, x: &[f32]) -> __m256 {
-        // SAFETY: `x` holds one block (32 floats): the four unaligned loads stay inside it.
-        unsafe {
-            let p = x.as_ptr();
-            let q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-            let q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-            let q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-            let q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-            // Two short chains rather than one of four: the latency of dependent FMAs, not
-            // arithmetic, bounds this loop.
-            let a = _mm256_fmadd_ps(q1, _mm256_loadu_ps(p.add(8)), _mm256_mul_ps(q0, _mm256_loadu_ps(p)));
-            let b = _mm256_fmadd_ps(q3, _mm256_loadu_ps(p.add(24)), _mm256_mul_ps(q2, _mm256_loadu_ps(p.add(16))));
-            _mm256_add_ps(a, b)
-        }
-    }
-
-    /// Low and high nibbles of 16 bytes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn nibbles(bytes: &[u8]) -> (__m128i, __m128i) {
-        debug_assert!(bytes.len() >= 16);
-        // SAFETY: 16 bytes are read from a slice that holds at least 16.
-        let qs = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-        let mask = _mm_set1_epi8(0x0F);
-        (_mm_and_si128(qs, mask), _mm_and_si128(_mm_srli_epi16(qs, 4), mask))
-    }
-
-    fn check(row: &[u8], x: &[f32], block_bytes: usize) {
-        assert_eq!(row.len() / block_bytes * BLOCK, x.len(), "a quantized row and its activations differ in length");
-    }
-
-    pub fn dot_q4_1(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
-        check(row, x, 20);
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `kernel` before choosing this).
-        unsafe { q4_1(row, x, sums) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4_1(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
-        // Alternate blocks between two accumulators so consecutive blocks do not wait on each
-        // other.
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let mut mins = 0f32;
-        for (i, ((block, xb), sum)) in row.chunks_exact(20).zip(x.chunks_exact(BLOCK)).zip(sums).enumerate() {
-            let (lo, hi) = nibbles(&block[4..20]);
-            acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(half_at(block, 0)), nibble_dot(lo, hi, xb), acc[i & 1]);
-            mins += half_at(block, 2) * sum;
-        }
-        hsum(_mm256_add_ps(acc[0], acc[1])) + mins
-    }
-
-    pub fn dot_q4_0(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
-        check(row, x, 18);
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `kernel` before choosing this).
-        unsafe { q4_0(row, x, sums) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4_0(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
-        // d·(q − 8)·x = d·q·x − 8·d·Σx.
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let mut offsets = 0f32;
-        for (i, ((block, xb), sum)) in row.chunks_exact(18).zip(x.chunks_exact(BLOCK)).zip(sums).enumerate() {
-            let d = half_at(block, 0);
-            let (lo, hi) = nibbles(&block[2..18]);
-            acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d), nibble_dot(lo, hi, xb), acc[i & 1]);
-            offsets += 8.0 * d * sum;
-        }
-        hsum(_mm256_add_ps(acc[0], acc[1])) - offsets
-    }
-
-    pub fn dot_q8_0(row: &[u8], x: &[f32], _sums: &[f32]) -> f32 {
-        check(row, x, 34);
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `kernel` before choosing this).
-        unsafe { q8_0(row, x) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn q8_0(row: &[u8], x: &[f32]) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (i, (block, xb)) in row.chunks_exact(34).zip(x.chunks_exact(BLOCK)).enumerate() {
-            // SAFETY: a block holds 32 bytes of values after its 2-byte scale, and `xb` 32
-            // floats: every load below stays inside them.
-            let s = unsafe {
-                let q = block.as_ptr().add(2);
-                let p = xb.as_ptr();
-                let w = |k: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(q.add(8 * k).cast())));
-                let a = _mm256_fmadd_ps(w(1), _mm256_loadu_ps(p.add(8)), _mm256_mul_ps(w(0), _mm256_loadu_ps(p)));
-                let b =
-                    _mm256_fmadd_ps(w(3), _mm256_loadu_ps(p.add(24)), _mm256_mul_ps(w(2), _mm256_loadu_ps(p.add(16))));
-                _mm256_add_ps(a, b)
-            };
-            acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(half_at(block, 0)), s, acc[i & 1]);
-        }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use half::f16;
+
     use super::*;
 
     /// A random matrix in `ty`'s block format, and its values as f32.
@@ -409,7 +235,8 @@ mod tests {
             }
             let payload = if ty == QuantType::Q8_0 { 32 } else { 16 };
             for _ in 0..payload {
-                data.push(next() as u8);
+                // GGUF's Q8_0 values lie in −127…127.
+                data.push(if ty == QuantType::Q8_0 { ((next() % 255) as i32 - 127) as i8 as u8 } else { next() as u8 });
             }
         }
         let m = QuantMatrix::new(ty, rows, cols, data).unwrap();
@@ -417,51 +244,81 @@ mod tests {
         (m, dense)
     }
 
+    fn activations(tokens: usize, cols: usize) -> Vec<f32> {
+        (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect()
+    }
+
+    const FORMATS: [QuantType; 3] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1];
+
+    /// Token products equal the dequantized matrix times the activations as 8-bit rounding
+    /// leaves them, up to the order of f32 additions — with this CPU's kernel and the portable
+    /// one alike.
     #[test]
-    fn every_format_multiplies_like_its_dequantized_matrix() {
-        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
-            // 1 and 3 tokens take the per-token kernels, 11 the tiled GEMM (two tiles, one partial).
-            for tokens in [1, 3, 11] {
-                let (rows, cols) = (TILE_ROWS + 37, 96);
-                let (m, dense) = random_matrix(ty, rows, cols, 7);
-                let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-                let y = m.matmul(&x, tokens);
-                for t in 0..tokens {
-                    for r in 0..rows {
-                        let want: f32 = (0..cols).map(|c| dense[r * cols + c] * x[t * cols + c]).sum();
-                        let got = y[t * rows + r];
-                        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} [{t},{r}]: {got} vs {want}");
-                        let scalar = scalar_dot(
-                            ty,
-                            &m.data[r * m.row_bytes()..(r + 1) * m.row_bytes()],
-                            &x[t * cols..(t + 1) * cols],
-                        );
-                        assert!(
-                            (scalar - want).abs() <= 1e-4 * want.abs().max(1.0),
-                            "{ty:?} scalar: {scalar} vs {want}"
-                        );
+    fn token_products_multiply_the_dequantized_matrix_with_the_rounded_activations() {
+        let (rows, cols) = (ROWS_PER_TASK * 3 + 5, 96);
+        for ty in FORMATS {
+            let (m, dense) = random_matrix(ty, rows, cols, 7);
+            for tokens in [1, 3] {
+                let x = activations(tokens, cols);
+                let a = Q8Activations::quantize(&x, cols);
+                let rounded: Vec<f32> = (0..tokens)
+                    .flat_map(|t| {
+                        let row = a.token(t);
+                        (0..cols).map(move |c| row.d[c / BLOCK] * f32::from(row.q[c]))
+                    })
+                    .collect();
+                for (name, y) in
+                    [("this CPU's", m.matmul(&x, tokens)), ("portable", m.matmul_q8(&a, tokens, dot::portable(ty)))]
+                {
+                    for t in 0..tokens {
+                        for r in 0..rows {
+                            let want: f32 = (0..cols).map(|c| dense[r * cols + c] * rounded[t * cols + c]).sum();
+                            let got = y[t * rows + r];
+                            assert!(
+                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                "{ty:?} {name} [{t},{r}]: {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }
         }
     }
 
+    /// Against exact f32 activations the error stays within the rounding's bound: half a step
+    /// per activation times the weights' magnitudes.
     #[test]
-    fn values_decode_as_gguf_defines_them() {
-        // Q4_1: d = 0.5, m = -1, first byte 0x21 → element 0 is 1 (0.5·1 − 1 + …), element 16 is 2.
-        let mut block = Vec::new();
-        block.extend_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
-        block.extend_from_slice(&f16::from_f32(-1.0).to_bits().to_le_bytes());
-        block.push(0x21);
-        block.extend_from_slice(&[0; 15]);
-        let v = dequantize_block(QuantType::Q4_1, &block);
-        assert_eq!((v[0], v[16], v[1]), (-0.5, 0.0, -1.0));
-        // Q4_0 subtracts 8.
-        let mut block = f16::from_f32(2.0).to_bits().to_le_bytes().to_vec();
-        block.push(0x9F);
-        block.extend_from_slice(&[0x88; 15]);
-        let v = dequantize_block(QuantType::Q4_0, &block);
-        assert_eq!((v[0], v[16], v[1]), (14.0, 2.0, 0.0));
+    fn rounding_the_activations_costs_at_most_half_a_step_per_value() {
+        let (rows, cols) = (8, 128);
+        for ty in FORMATS {
+            let (m, dense) = random_matrix(ty, rows, cols, 11);
+            let x = activations(1, cols);
+            let a = Q8Activations::quantize(&x, cols);
+            let y = m.matmul(&x, 1);
+            for r in 0..rows {
+                let exact: f32 = (0..cols).map(|c| dense[r * cols + c] * x[c]).sum();
+                let bound: f32 = (0..cols).map(|c| dense[r * cols + c].abs() * a.token(0).d[c / BLOCK] / 2.0).sum();
+                assert!((y[r] - exact).abs() <= bound + 1e-4, "{ty:?} row {r}: {} vs {exact} (bound {bound})", y[r]);
+            }
+        }
+    }
+
+    #[test]
+    fn prompt_products_multiply_like_the_dequantized_matrix() {
+        // Two tiles, one partial.
+        let (rows, cols, tokens) = (TILE_ROWS + 37, 96, GEMM_TOKENS + 3);
+        for ty in FORMATS {
+            let (m, dense) = random_matrix(ty, rows, cols, 5);
+            let x = activations(tokens, cols);
+            let y = m.matmul(&x, tokens);
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let want: f32 = (0..cols).map(|c| dense[r * cols + c] * x[t * cols + c]).sum();
+                    let got = y[t * rows + r];
+                    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} [{t},{r}]: {got} vs {want}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -470,6 +327,18 @@ mod tests {
         let p = m.permute_rows(&[2, 0, 3, 1]);
         assert_eq!(p.row_f32(0), m.row_f32(2));
         assert_eq!(p.row_f32(3), m.row_f32(1));
+    }
+
+    #[test]
+    fn stacked_matrices_keep_their_rows_in_order() {
+        let (a, _) = random_matrix(QuantType::Q4_1, 3, 64, 1);
+        let (b, _) = random_matrix(QuantType::Q4_1, 2, 64, 2);
+        let s = QuantMatrix::stack(&[&a, &b]).unwrap();
+        assert_eq!((s.rows(), s.cols()), (5, 64));
+        assert_eq!(s.row_f32(1), a.row_f32(1));
+        assert_eq!(s.row_f32(4), b.row_f32(1));
+        let (c, _) = random_matrix(QuantType::Q8_0, 2, 64, 2);
+        assert_eq!(QuantMatrix::stack(&[&a, &c]).unwrap_err(), QuantError::Mismatch);
     }
 
     #[test]
@@ -483,7 +352,7 @@ mod tests {
 mod speed {
     use super::*;
 
-    /// `cargo test -p hearth-kernels --release -- --ignored --nocapture speed`
+    /// `RAYON_NUM_THREADS=1 cargo test -p hearth-kernels -- --ignored --nocapture speed`
     #[test]
     #[ignore]
     fn speed_of_a_decode_step_sized_matmul() {
