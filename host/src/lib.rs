@@ -13,3 +13,4 @@ pub mod plugins;
 pub mod prompt;
 pub mod sampling;
 pub mod server;
+pub mod threads;

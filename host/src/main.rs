@@ -62,6 +62,9 @@ struct ServeCli {
     /// Most positions (prompt + answer) per sequence.
     #[arg(long)]
     ctx_size: Option<usize>,
+    /// Threads the CPU path computes on (default: RAYON_NUM_THREADS, else the physical cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +104,9 @@ struct GenerateCli {
     /// Most positions (prompt + answer).
     #[arg(long, default_value_t = 8192)]
     ctx_size: usize,
+    /// Threads the CPU path computes on (default: RAYON_NUM_THREADS, else the physical cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -136,6 +142,8 @@ fn init_tracing() {
 
 fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
     let _ = cli.api;
+    let threads = hearth::threads::configure(cli.threads)?;
+    tracing::info!("compute threads: {threads}");
     let overrides = CliSettings {
         api_port: cli.api_port,
         listen: cli.listen.then_some(true),
@@ -158,6 +166,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
 }
 
 fn run_generate(g: GenerateCli) -> anyhow::Result<()> {
+    hearth::threads::configure(g.threads)?;
     let args = GenerateArgs {
         model: g.model,
         prompt: g.prompt,

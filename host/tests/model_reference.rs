@@ -1,7 +1,14 @@
 //! SmolLM2 (Q4_1 GGUF) against Hugging Face transformers on the same dequantized weights
 //! (`tests/fixtures/smollm2/reference.json`, made by `scripts/reference/make_smollm2_reference.py`):
-//! next-token log-probabilities within 1e-3 over the reference's top 10, and 32-token greedy
-//! continuations equal wherever the reference's top-1 margin is clear — on flex and on wgpu.
+//! next-token log-probabilities over the reference's top 10, and 32-token greedy continuations
+//! equal wherever the reference's top-1 margin is clear — on flex and on wgpu.
+//!
+//! wgpu computes in f32 on dequantized weights, as transformers does: within 1e-3. The CPU path
+//! computes on the Q4_1/Q8_0 blocks with 8-bit activations, llama.cpp's method, which moves the
+//! logits by that rounding; its tolerance is set from how far llama.cpp itself lands from
+//! transformers on the same file and prompts (`tests/fixtures/smollm2/llama_cpp.json`, made by
+//! `scripts/reference/make_smollm2_llama_cpp_reference.py`; 0.41 at worst): Hearth may land no
+//! farther than llama.cpp does, and greedy steps are compared where the margin is twice that.
 
 mod common;
 
@@ -12,9 +19,34 @@ const LOGPROB_TOLERANCE: f64 = 1e-3;
 /// Below this top-1/top-2 logit margin, float noise may legitimately flip the argmax.
 const CLEAR_MARGIN: f64 = 0.1;
 
-fn reference() -> Value {
-    let path = common::repo_root().join("tests/fixtures/smollm2/reference.json");
+fn fixture(name: &str) -> Value {
+    let path = common::repo_root().join("tests/fixtures/smollm2").join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("reference fixture")).expect("json")
+}
+
+fn reference() -> Value {
+    fixture("reference.json")
+}
+
+/// The largest difference between llama.cpp's log-probabilities and transformers' over the
+/// same comparisons this test makes.
+fn llama_cpp_worst(reference: &Value) -> f64 {
+    let llama = fixture("llama_cpp.json");
+    let mut worst = 0f64;
+    for (ours, theirs) in llama["prompts"].as_array().unwrap().iter().zip(reference["prompts"].as_array().unwrap()) {
+        assert_eq!(ours["name"], theirs["name"], "the llama.cpp fixture follows reference.json");
+        for (a, b) in ours["top_logprobs"].as_array().unwrap().iter().zip(theirs["top_logprobs"].as_array().unwrap()) {
+            assert_eq!(a[0], b[0]);
+            worst = worst.max((a[1].as_f64().unwrap() - b[1].as_f64().unwrap()).abs());
+        }
+    }
+    for (ours, theirs) in llama["greedy"].as_array().unwrap().iter().zip(reference["greedy"].as_array().unwrap()) {
+        for (a, b) in ours["steps"].as_array().unwrap().iter().zip(theirs["steps"].as_array().unwrap()) {
+            assert_eq!(a["id"], b["id"]);
+            worst = worst.max((a["logprob"].as_f64().unwrap() - b["logprob"].as_f64().unwrap()).abs());
+        }
+    }
+    worst
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -37,6 +69,15 @@ fn check_against_reference(device: DeviceRequest) {
     let dev = model::device::select(device).expect("device opens");
     let m = model::load(&common::smollm2(), &dev).expect("SmolLM2 loads");
 
+    // The CPU path rounds activations to 8 bits as llama.cpp does (see the module's comment).
+    let (tolerance, clear_margin) = if m.llama.runs_on_cpu() {
+        let llama = llama_cpp_worst(&reference);
+        eprintln!("{device}: llama.cpp's worst difference from transformers is {llama:.2e}");
+        let tolerance = llama.max(LOGPROB_TOLERANCE);
+        (tolerance, CLEAR_MARGIN.max(2.0 * tolerance))
+    } else {
+        (LOGPROB_TOLERANCE, CLEAR_MARGIN)
+    };
     let mut worst = 0f64;
     for prompt in reference["prompts"].as_array().unwrap() {
         let name = prompt["name"].as_str().unwrap();
@@ -51,13 +92,13 @@ fn check_against_reference(device: DeviceRequest) {
             let diff = (logprobs[id] - want).abs();
             worst = worst.max(diff);
             assert!(
-                diff <= LOGPROB_TOLERANCE,
-                "{name} ({device}): token {id} logprob {} vs {want} (diff {diff})",
+                diff <= tolerance,
+                "{name} ({device}): token {id} logprob {} vs {want} (diff {diff}, tolerance {tolerance:.2e})",
                 logprobs[id]
             );
         }
     }
-    eprintln!("{device}: worst top-10 logprob difference {worst:.2e}");
+    eprintln!("{device}: worst top-10 logprob difference {worst:.2e} (tolerance {tolerance:.2e})");
 
     // Greedy continuations, teacher-forced with the reference's ids through our KV-cache decode
     // path: every step's log-probability of the reference token within tolerance, and our
@@ -72,8 +113,9 @@ fn check_against_reference(device: DeviceRequest) {
             let want = step["id"].as_u64().unwrap() as u32;
             let logprob = log_softmax(&logits)[want as usize];
             let diff = (logprob - step["logprob"].as_f64().unwrap()).abs();
-            assert!(diff <= LOGPROB_TOLERANCE, "{name} ({device}): step {} logprob differs by {diff}", step["step"]);
-            if step["margin"].as_f64().unwrap() >= CLEAR_MARGIN {
+            worst = worst.max(diff);
+            assert!(diff <= tolerance, "{name} ({device}): step {} logprob differs by {diff}", step["step"]);
+            if step["margin"].as_f64().unwrap() >= clear_margin {
                 let ours = hearth::sampling::argmax(&logits) as u32;
                 assert_eq!(ours, want, "{name} ({device}): greedy step {}", step["step"]);
                 clear_steps += 1;
@@ -83,6 +125,7 @@ fn check_against_reference(device: DeviceRequest) {
         eprintln!("{device}: {name}: {clear_steps} clear greedy steps equal the reference");
         assert!(clear_steps >= 16, "{name}: too few clear steps to compare ({clear_steps})");
     }
+    eprintln!("{device}: worst logprob difference overall {worst:.2e}");
 }
 
 #[test]

@@ -3,9 +3,14 @@
 //!
 //! Storage grows in whole blocks and attention reads whole blocks (the unused tail masked), so
 //! the attention matmuls see few distinct shapes: on wgpu every new shape costs a shader compile
-//! and an autotune run.
+//! and an autotune run. On the CPU the cache is plain host memory that the attention kernel
+//! reads in place, written a token at a time without reallocating (capacity doubles when full).
 
 use burn::tensor::{Device, Tensor};
+
+use hearth_kernels::ops::key_offset;
+
+use super::ModelError;
 
 /// Cache capacity and attention width grow in multiples of this many positions.
 pub const BLOCK: usize = 128;
@@ -17,10 +22,26 @@ struct LayerKv {
     v: Tensor<3>,
 }
 
+/// Keys and values of one layer in host memory: `kv_heads` regions of `capacity · head_dim`
+/// values each, values row-major and keys in the attention kernel's blocked layout
+/// ([`key_offset`]); a head's first `n` positions are its region's first `n · head_dim` values
+/// in both, so growing copies that prefix.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Device(Vec<LayerKv>),
+    Host(Vec<HostKv>),
+}
+
 /// The cache of one sequence across all layers.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<LayerKv>,
+    store: Store,
     kv_heads: usize,
     head_dim: usize,
     capacity: usize,
@@ -32,23 +53,32 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, max_len: usize, device: &Device) -> Self {
-        Self {
-            layers: Vec::with_capacity(num_layers),
-            kv_heads,
-            head_dim,
-            capacity: 0,
-            len: 0,
-            max_len,
-            device: device.clone(),
-        }
-        .with_layers(num_layers)
+    /// A cache in `device`'s memory, or in host memory for the CPU path (`host`).
+    pub fn new(
+        num_layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        max_len: usize,
+        device: &Device,
+        host: bool,
+    ) -> Self {
+        let store = if host {
+            Store::Host(vec![HostKv::default(); num_layers])
+        } else {
+            let empty = Tensor::zeros([kv_heads, 0, head_dim], device);
+            Store::Device((0..num_layers).map(|_| LayerKv { k: empty.clone(), v: empty.clone() }).collect())
+        };
+        Self { store, kv_heads, head_dim, capacity: 0, len: 0, max_len, device: device.clone() }
     }
 
-    fn with_layers(mut self, n: usize) -> Self {
-        let empty = Tensor::zeros([self.kv_heads, 0, self.head_dim], &self.device);
-        self.layers = (0..n).map(|_| LayerKv { k: empty.clone(), v: empty.clone() }).collect();
-        self
+    /// Whether the cache lives in host memory (the CPU path).
+    pub fn is_host(&self) -> bool {
+        matches!(self.store, Store::Host(_))
+    }
+
+    /// Positions each layer's buffers hold room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Positions already in the cache.
@@ -82,12 +112,28 @@ impl KvCache {
             return;
         }
         let new_cap = span.max(self.capacity * 2).div_ceil(BLOCK) * BLOCK;
-        let (h, d) = (self.kv_heads, self.head_dim);
-        for layer in &mut self.layers {
-            for t in [&mut layer.k, &mut layer.v] {
-                let grown = Tensor::zeros([h, new_cap, d], &self.device);
-                let old = std::mem::replace(t, Tensor::zeros([h, 0, d], &self.device));
-                *t = if self.capacity == 0 { grown } else { grown.slice_assign([0..h, 0..self.capacity, 0..d], old) };
+        let (h, d, old_cap) = (self.kv_heads, self.head_dim, self.capacity);
+        match &mut self.store {
+            Store::Device(layers) => {
+                for layer in layers {
+                    for t in [&mut layer.k, &mut layer.v] {
+                        let grown = Tensor::zeros([h, new_cap, d], &self.device);
+                        let old = std::mem::replace(t, Tensor::zeros([h, 0, d], &self.device));
+                        *t = if old_cap == 0 { grown } else { grown.slice_assign([0..h, 0..old_cap, 0..d], old) };
+                    }
+                }
+            }
+            Store::Host(layers) => {
+                for layer in layers {
+                    for buf in [&mut layer.k, &mut layer.v] {
+                        let mut grown = vec![0f32; h * new_cap * d];
+                        for head in 0..h {
+                            grown[head * new_cap * d..(head * new_cap + old_cap) * d]
+                                .copy_from_slice(&buf[head * old_cap * d..(head + 1) * old_cap * d]);
+                        }
+                        *buf = grown;
+                    }
+                }
             }
         }
         self.capacity = new_cap;
@@ -102,13 +148,53 @@ impl KvCache {
         k: Tensor<3>,
         v: Tensor<3>,
         span: usize,
-    ) -> (Tensor<3>, Tensor<3>) {
+    ) -> Result<(Tensor<3>, Tensor<3>), ModelError> {
         let tokens = k.dims()[1];
         let (h, d) = (self.kv_heads, self.head_dim);
-        let entry = &mut self.layers[layer];
+        let Store::Device(layers) = &mut self.store else {
+            return Err(ModelError::Execution("a host cache was given to the device attention path".into()));
+        };
+        let entry = &mut layers[layer];
         entry.k.inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], k));
         entry.v.inplace(|c| c.slice_assign([0..h, start..start + tokens, 0..d], v));
-        (entry.k.clone().slice([0..h, 0..span, 0..d]), entry.v.clone().slice([0..h, 0..span, 0..d]))
+        Ok((entry.k.clone().slice([0..h, 0..span, 0..d]), entry.v.clone().slice([0..h, 0..span, 0..d])))
+    }
+
+    /// Writes `k`, `v` (`[tokens, kv_heads, head_dim]`, a projection's layout) of `layer` at
+    /// positions `start..` of a host cache (room made by [`Self::reserve`]) and returns the
+    /// layer's buffers for attention.
+    pub(crate) fn write_host(
+        &mut self,
+        layer: usize,
+        start: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<(&[f32], &[f32]), ModelError> {
+        let (h, d, cap) = (self.kv_heads, self.head_dim, self.capacity);
+        let tokens = k.len() / (h * d).max(1);
+        if start + tokens > cap || k.len() != v.len() {
+            return Err(ModelError::Execution(format!(
+                "the cache holds no room for positions {start}..{}",
+                start + tokens
+            )));
+        }
+        let Store::Host(layers) = &mut self.store else {
+            return Err(ModelError::Execution("a device cache was given to the CPU attention path".into()));
+        };
+        let entry = &mut layers[layer];
+        for t in 0..tokens {
+            for head in 0..h {
+                let src = (t * h + head) * d;
+                let at = (head * cap + start + t) * d;
+                entry.v[at..at + d].copy_from_slice(&v[src..src + d]);
+                // Keys in the attention kernel's blocked layout.
+                let region = head * cap * d;
+                for (i, value) in k[src..src + d].iter().enumerate() {
+                    entry.k[region + key_offset(start + t, i, d)] = *value;
+                }
+            }
+        }
+        Ok((&entry.k, &entry.v))
     }
 
     /// Marks positions up to `len` as filled.

@@ -1,5 +1,6 @@
 //! The small building blocks of a llama-family block in burn: linear projections stored in the
-//! layout the matmul wants, RMS normalisation and the SwiGLU feed-forward.
+//! layout the matmul wants, RMS normalisation and the SwiGLU feed-forward. On the CPU each runs
+//! as one of [`super::cpu`]'s operations.
 
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -7,8 +8,14 @@ use burn::tensor::{Device, Tensor, TensorData};
 use std::sync::Arc;
 
 use super::ModelError;
+use super::cpu::{self, HostValues};
 use super::weights::{HostTensor, WeightError};
-use hearth_kernels::QuantMatrix;
+use hearth_kernels::{QuantMatrix, ops};
+
+/// Whether `device` is burn's CPU backend, where the CPU operations run.
+pub(crate) fn is_flex(device: &Device) -> bool {
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
 
 /// Converts host data to a device tensor of rank `D`.
 pub(crate) fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -70,6 +77,29 @@ impl Linear {
         Ok(Self { weight: LinearWeight::Dense(weight), bias })
     }
 
+    /// The layers' rows stacked into one block-quantized layer, when every one is quantized in
+    /// the same format and none has a bias: projections of the same input then run as one
+    /// product.
+    pub fn stack(parts: &[&Linear]) -> Option<Linear> {
+        let matrices: Option<Vec<&QuantMatrix>> = parts
+            .iter()
+            .map(|l| match (&l.weight, &l.bias) {
+                (LinearWeight::Quantized(w), None) => Some(w.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let stacked = QuantMatrix::stack(&matrices?).ok()?;
+        Some(Self { weight: LinearWeight::Quantized(Arc::new(stacked)), bias: None })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        match &self.weight {
+            LinearWeight::Dense(w) => w.dims()[1],
+            LinearWeight::Quantized(w) => w.rows(),
+        }
+    }
+
     /// Builds the layer from a block-quantized `[out, in]` weight (CPU devices only).
     pub fn quantized(
         name: &str,
@@ -95,10 +125,8 @@ impl Linear {
             LinearWeight::Dense(w) => x.matmul(w.clone()),
             LinearWeight::Quantized(w) => {
                 let [tokens, _] = x.dims();
-                let device = x.device();
-                let data = x.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
-                let input: Vec<f32> = data.iter::<f32>().collect();
-                upload(w.matmul(&input, tokens), [tokens, w.rows()], &device)
+                let x = HostValues::get(x)?;
+                cpu::tensor(w.matmul(&x.values(), tokens), [tokens, w.rows()])
             }
         };
         Ok(match &self.bias {
@@ -132,6 +160,8 @@ fn check_bias(
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor<1>,
+    /// The weight on the host, for the CPU operation.
+    host: Option<Vec<f32>>,
     eps: f64,
 }
 
@@ -150,27 +180,76 @@ impl RmsNorm {
                 found: weight.shape,
             });
         }
-        Ok(Self { weight: upload(weight.data, [dim], device), eps })
+        let host = is_flex(device).then(|| weight.data.clone());
+        Ok(Self { weight: upload(weight.data, [dim], device), host, eps })
     }
 
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, ModelError> {
+        if let Some(w) = &self.host {
+            return cpu::map_in_place(x, |v| ops::rms_norm(v, w, self.eps as f32));
+        }
         let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
         let normed = x * (variance + self.eps).sqrt().recip();
-        normed * self.weight.clone().unsqueeze::<D>()
+        Ok(normed * self.weight.clone().unsqueeze::<D>())
+    }
+
+    /// The weight on the host (CPU devices only).
+    pub fn host_weight(&self) -> Option<&[f32]> {
+        self.host.as_deref()
+    }
+
+    pub fn eps(&self) -> f32 {
+        self.eps as f32
     }
 }
 
 /// The SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    pub gate: Linear,
-    pub up: Linear,
-    pub down: Linear,
+    gate_up: GateUp,
+    down: Linear,
+}
+
+#[derive(Debug, Clone)]
+enum GateUp {
+    Separate {
+        gate: Linear,
+        up: Linear,
+    },
+    /// Gate rows then up rows in one quantized matrix (the CPU path): one product, and the
+    /// gate applied by one CPU operation.
+    Stacked {
+        both: Linear,
+        intermediate: usize,
+    },
 }
 
 impl Mlp {
+    pub fn new(gate: Linear, up: Linear, down: Linear) -> Self {
+        let gate_up = match Linear::stack(&[&gate, &up]) {
+            Some(both) => GateUp::Stacked { both, intermediate: gate.out_features() },
+            None => GateUp::Separate { gate, up },
+        };
+        Self { gate_up, down }
+    }
+
     pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ModelError> {
-        let gated = silu(self.gate.forward(x.clone())?) * self.up.forward(x)?;
+        let gated = match &self.gate_up {
+            GateUp::Separate { gate, up } => silu(gate.forward(x.clone())?) * up.forward(x)?,
+            GateUp::Stacked { both, intermediate } => {
+                let tokens = x.dims()[0];
+                let y = HostValues::get(both.forward(x)?)?;
+                let y = y.values();
+                let n = *intermediate;
+                let mut gated = Vec::with_capacity(tokens * n);
+                for row in y.chunks_exact(2 * n) {
+                    let start = gated.len();
+                    gated.extend_from_slice(&row[..n]);
+                    ops::silu_mul(&mut gated[start..], &row[n..]);
+                }
+                cpu::tensor(gated, [tokens, n])
+            }
+        };
         self.down.forward(gated)
     }
 }
@@ -192,7 +271,7 @@ mod tests {
             RmsNorm::from_host("n", HostTensor { shape: vec![4], data: vec![1., 2., 1., 0.5] }, 4, 1e-5, &device)
                 .unwrap();
         let x = upload(vec![1., 2., 3., 4.], [1, 4], &device);
-        let y: Vec<f32> = norm.forward(x).into_data().try_to_vec().unwrap();
+        let y: Vec<f32> = norm.forward(x).unwrap().into_data().try_to_vec().unwrap();
         let rms = ((1. + 4. + 9. + 16.) / 4.0f32 + 1e-5).sqrt();
         let want = [1. / rms, 4. / rms, 3. / rms, 2. / rms];
         for (g, w) in y.iter().zip(want) {

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use hearth_kernels::QuantMatrix;
+use hearth_kernels::ops::{self, AttentionShape};
 
 use super::ModelError;
 use super::config::{Arch, LlamaConfig};
+use super::cpu::{self, HostValues};
 use super::device::ComputeDevice;
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, transpose, upload};
@@ -31,12 +33,51 @@ pub enum LogitsFor {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+}
+
+/// The query, key and value projections of one input.
+enum Qkv {
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
+    /// One quantized matrix of q, k and v rows (the CPU path): one product per step.
+    Stacked(Linear),
+}
+
+impl Qkv {
+    fn new(q: Linear, k: Linear, v: Linear) -> Self {
+        match Linear::stack(&[&q, &k, &v]) {
+            Some(all) => Self::Stacked(all),
+            None => Self::Separate { q, k, v },
+        }
+    }
+
+    /// `(q, k, v)`, each `[tokens, features]`.
+    fn project(
+        &self,
+        x: Tensor<2>,
+        q_dim: usize,
+        kv_dim: usize,
+    ) -> Result<(Tensor<2>, Tensor<2>, Tensor<2>), ModelError> {
+        Ok(match self {
+            Self::Separate { q, k, v } => (q.forward(x.clone())?, k.forward(x.clone())?, v.forward(x)?),
+            Self::Stacked(all) => {
+                let y = all.forward(x)?;
+                let tokens = y.dims()[0];
+                (
+                    y.clone().slice([0..tokens, 0..q_dim]),
+                    y.clone().slice([0..tokens, q_dim..q_dim + kv_dim]),
+                    y.slice([0..tokens, q_dim + kv_dim..q_dim + 2 * kv_dim]),
+                )
+            }
+        })
+    }
 }
 
 struct Block {
@@ -165,18 +206,20 @@ impl Llama {
                 (None, None)
             };
             let attn = Attention {
-                q: linear(l(LayerWeight::Q), Some(l(LayerWeight::QBias)), c.q_dim(), c.hidden_size)?,
-                k: linear(l(LayerWeight::K), Some(l(LayerWeight::KBias)), c.kv_dim(), c.hidden_size)?,
-                v: linear(l(LayerWeight::V), Some(l(LayerWeight::VBias)), c.kv_dim(), c.hidden_size)?,
+                qkv: Qkv::new(
+                    linear(l(LayerWeight::Q), Some(l(LayerWeight::QBias)), c.q_dim(), c.hidden_size)?,
+                    linear(l(LayerWeight::K), Some(l(LayerWeight::KBias)), c.kv_dim(), c.hidden_size)?,
+                    linear(l(LayerWeight::V), Some(l(LayerWeight::VBias)), c.kv_dim(), c.hidden_size)?,
+                ),
                 o: linear(l(LayerWeight::O), None, c.hidden_size, c.q_dim())?,
                 q_norm,
                 k_norm,
             };
-            let mlp = Mlp {
-                gate: linear(l(LayerWeight::Gate), None, c.intermediate_size, c.hidden_size)?,
-                up: linear(l(LayerWeight::Up), None, c.intermediate_size, c.hidden_size)?,
-                down: linear(l(LayerWeight::Down), None, c.hidden_size, c.intermediate_size)?,
-            };
+            let mlp = Mlp::new(
+                linear(l(LayerWeight::Gate), None, c.intermediate_size, c.hidden_size)?,
+                linear(l(LayerWeight::Up), None, c.intermediate_size, c.hidden_size)?,
+                linear(l(LayerWeight::Down), None, c.hidden_size, c.intermediate_size)?,
+            );
             blocks.push(Block {
                 attn_norm: norm_dim(l(LayerWeight::AttnNorm), c.hidden_size)?,
                 attn,
@@ -245,12 +288,20 @@ impl Llama {
 
     /// A fresh, empty cache for one sequence of at most `max_len` positions.
     pub fn new_cache(&self, max_len: usize) -> KvCache {
-        KvCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, max_len, &self.device)
+        let c = &self.config;
+        KvCache::new(c.num_layers, c.num_kv_heads, c.head_dim, max_len, &self.device, self.runs_on_cpu())
     }
 
     /// Runs `tokens` after what `cache` holds, appends them to it, and returns logits
     /// `[n, vocab]` for the last token or every token.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
+        // The whole step runs on one of the compute pool's threads: the CPU path's parallel
+        // operations then start from inside the pool instead of each waking it from outside
+        // (a thread hand-off per operation, ~150 a token).
+        rayon::scope(|_| self.forward_in_pool(tokens, cache, which))
+    }
+
+    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
         let n = tokens.len();
         if n == 0 {
             return Err(ModelError::Input("no tokens to run".into()));
@@ -275,14 +326,23 @@ impl Llama {
         let span = KvCache::span_for(end);
 
         let positions: Vec<usize> = (start..end).collect();
-        let (cos, sin) = self.rope.tables(&positions, &self.device);
-        let mask = self.causal_mask(start, padded, span);
-
         let mut x = self.embedding.rows(&ids, &self.device);
-        for (i, block) in self.blocks.iter().enumerate() {
-            let h = x.clone()
-                + self.attention(i, &block.attn, block.attn_norm.forward(x), cache, start, &cos, &sin, &mask, span)?;
-            x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h))?;
+        if cache.is_host() {
+            // The CPU path: attention reads the host cache in place, causally, with no mask.
+            let tables = self.rope.host_tables(&positions);
+            for (i, block) in self.blocks.iter().enumerate() {
+                let normed = block.attn_norm.forward(x.clone())?;
+                let h = x + self.attention_host(i, &block.attn, normed, cache, start, &tables)?;
+                x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
+            }
+        } else {
+            let (cos, sin) = self.rope.tables(&positions, &self.device);
+            let mask = self.causal_mask(start, padded, span);
+            for (i, block) in self.blocks.iter().enumerate() {
+                let normed = block.attn_norm.forward(x.clone())?;
+                let h = x + self.attention(i, &block.attn, normed, cache, start, &cos, &sin, &mask, span)?;
+                x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
+            }
         }
         cache.commit(start + n);
 
@@ -290,7 +350,7 @@ impl Llama {
             LogitsFor::Last => x.slice([n - 1..n, 0..self.config.hidden_size]),
             LogitsFor::All => x.slice([0..n, 0..self.config.hidden_size]),
         };
-        let x = self.norm.forward(x);
+        let x = self.norm.forward(x)?;
         match &self.head {
             Head::Chunks(chunks) => {
                 let parts: Vec<Tensor<2>> = chunks.iter().map(|w| x.clone().matmul(w.clone())).collect();
@@ -344,16 +404,15 @@ impl Llama {
         let tokens = x.dims()[0];
         let (heads, kv_heads, dim) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let split = |t: Tensor<2>, h: usize| t.reshape([tokens, h, dim]).swap_dims(0, 1);
-        let mut q = split(attn.q.forward(x.clone())?, heads);
-        let mut k = split(attn.k.forward(x.clone())?, kv_heads);
-        let v = split(attn.v.forward(x)?, kv_heads);
+        let (q, k, v) = attn.qkv.project(x, c.q_dim(), c.kv_dim())?;
+        let (mut q, mut k, v) = (split(q, heads), split(k, kv_heads), split(v, kv_heads));
         if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
-            q = qn.forward(q);
-            k = kn.forward(k);
+            q = qn.forward(q)?;
+            k = kn.forward(k)?;
         }
         let q = rope::apply(q, cos, sin);
         let k = rope::apply(k, cos, sin);
-        let (keys, values) = cache.write(layer, start, k, v, span);
+        let (keys, values) = cache.write(layer, start, k, v, span)?;
 
         // Grouped-query attention without copying keys: the query heads that share a key/value
         // head are stacked along the token axis.
@@ -363,6 +422,57 @@ impl Llama {
         let out = softmax(scores, 2).matmul(values);
         let out = out.reshape([heads, tokens, dim]).swap_dims(0, 1).reshape([tokens, heads * dim]);
         attn.o.forward(out)
+    }
+
+    /// The CPU path's attention: projections, norms and rotary embedding on the host values,
+    /// this step's keys and values written into the host cache, then one attention kernel over
+    /// it (heads in parallel, causal by position).
+    fn attention_host(
+        &self,
+        layer: usize,
+        attn: &Attention,
+        x: Tensor<2>,
+        cache: &mut KvCache,
+        start: usize,
+        (cos, sin): &(Vec<f32>, Vec<f32>),
+    ) -> Result<Tensor<2>, ModelError> {
+        let c = &self.config;
+        let tokens = x.dims()[0];
+        let (q_dim, kv_dim, dim) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let (mut q, mut k, v) = match &attn.qkv {
+            Qkv::Stacked(all) => {
+                let y = HostValues::get(all.forward(x)?)?;
+                let y = y.values();
+                let mut parts = (Vec::with_capacity(tokens * q_dim), Vec::with_capacity(tokens * kv_dim), Vec::new());
+                parts.2.reserve(tokens * kv_dim);
+                for row in y.chunks_exact(q_dim + 2 * kv_dim) {
+                    parts.0.extend_from_slice(&row[..q_dim]);
+                    parts.1.extend_from_slice(&row[q_dim..q_dim + kv_dim]);
+                    parts.2.extend_from_slice(&row[q_dim + kv_dim..]);
+                }
+                parts
+            }
+            Qkv::Separate { q, k, v } => {
+                let values = |t: Tensor<2>| HostValues::get(t).map(|h| h.values().into_owned());
+                (values(q.forward(x.clone())?)?, values(k.forward(x.clone())?)?, values(v.forward(x)?)?)
+            }
+        };
+        if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
+            let (Some(qw), Some(kw)) = (qn.host_weight(), kn.host_weight()) else {
+                return Err(ModelError::Execution("the q/k norms of the CPU path have no host weights".into()));
+            };
+            ops::rms_norm(&mut q, qw, qn.eps());
+            ops::rms_norm(&mut k, kw, kn.eps());
+        }
+        ops::rope(&mut q, cos, sin, dim);
+        ops::rope(&mut k, cos, sin, dim);
+        let capacity = cache.capacity();
+        let (keys, values) = cache.write_host(layer, start, &k, &v)?;
+        let shape =
+            AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens, start, capacity };
+        let mut out = vec![0f32; q.len()];
+        ops::attention(&q, keys, values, shape, &mut out);
+        attn.o.forward(cpu::tensor(out, [tokens, q_dim]))
     }
 }
 

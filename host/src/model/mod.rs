@@ -2,6 +2,7 @@
 //! device selection. Nothing here knows about HTTP or async runtimes.
 
 pub mod config;
+mod cpu;
 pub mod device;
 pub mod gguf;
 pub mod kv_cache;

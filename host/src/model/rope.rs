@@ -56,6 +56,13 @@ impl Rope {
     /// `(cos, sin)`, each `[positions.len(), head_dim]`, halves duplicated as rotate-half wants.
     pub fn tables(&self, positions: &[usize], device: &Device) -> (Tensor<2>, Tensor<2>) {
         let n = positions.len();
+        let (cos, sin) = self.host_tables(positions);
+        (upload(cos, [n, self.head_dim], device), upload(sin, [n, self.head_dim], device))
+    }
+
+    /// [`Self::tables`] as host values, row-major.
+    pub fn host_tables(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let n = positions.len();
         let half = self.head_dim / 2;
         let mut cos = Vec::with_capacity(n * self.head_dim);
         let mut sin = Vec::with_capacity(n * self.head_dim);
@@ -70,7 +77,7 @@ impl Rope {
             cos.extend_from_within(start..start + half);
             sin.extend_from_within(start..start + half);
         }
-        (upload(cos, [n, self.head_dim], device), upload(sin, [n, self.head_dim], device))
+        (cos, sin)
     }
 }
 
