@@ -58,10 +58,12 @@ fn health_and_models_list_the_loaded_model_first() {
 
 #[test]
 fn chat_answers_the_capital_of_france() {
+    // Not "What is the capital of France?": its first token is a near-tie that the CPU path's
+    // 8-bit activations resolve as llama.cpp does ("L'Étoile…"), not to "The … Paris".
     let (status, body) = post_json(
         server(),
         "/v1/chat/completions",
-        &json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 30, "temperature": 0}),
+        &json!({"messages": [{"role": "user", "content": "Which city is the capital of France?"}], "max_tokens": 30, "temperature": 0}),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
