@@ -55,7 +55,7 @@ pub struct QuantMatrix {
 impl QuantMatrix {
     /// Takes GGUF block bytes for a `[rows, cols]` matrix.
     pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, QuantError> {
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return Err(QuantError::Cols { ty, cols });
         }
         let expected = rows * cols / BLOCK * ty.block_bytes();

@@ -186,7 +186,7 @@ pub fn attention(q: &[f32], keys: &[f32], values: &[f32], shape: AttentionShape,
             && keys.len() >= shape.kv_heads * shape.capacity * dim
             && values.len() == keys.len()
             && shape.start + tokens <= shape.capacity
-            && shape.capacity % KEY_BLOCK == 0
+            && shape.capacity.is_multiple_of(KEY_BLOCK)
             && shape.kv_heads > 0
             && heads % shape.kv_heads == 0,
         "attention buffers do not match their shape {shape:?}"
