@@ -30,45 +30,7 @@ impl Q8Activations {
     /// Quantizes `x` (`[tokens, cols]`, `cols` a multiple of 32): per block, the scale maps the
     /// largest magnitude to ±127 and every value rounds to the nearest step.
     pub fn quantize(x: &[f32], cols: usize) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            fn fast(x: &[f32], cols: usize) -> Q8Activations {
-                Q8Activations::quantize_impl(x, cols)
-            }
-            if *crate::ops::HAS_AVX2_FMA {
-                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                return unsafe { fast(x, cols) };
-            }
-        }
-        Self::quantize_impl(x, cols)
-    }
-
-    #[inline(always)]
-    fn quantize_impl(x: &[f32], cols: usize) -> Self {
-        debug_assert_eq!(cols % BLOCK, 0);
-        let blocks = x.len() / BLOCK;
-        let mut q = vec![0i8; x.len()];
-        let mut d = Vec::with_capacity(blocks);
-        let mut s = Vec::with_capacity(blocks);
-        for (xb, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
-            let mut amax = 0f32;
-            for v in xb {
-                amax = amax.max(v.abs());
-            }
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (v, o) in xb.iter().zip(qb.iter_mut()) {
-                // Round to nearest, ties to even (as llama.cpp's AVX2 path), by the 1.5·2^23
-                // trick: no libm call. |v · inv| ≤ 127, so the cast cannot saturate.
-                *o = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
-                sum += i32::from(*o);
-            }
-            d.push(scale);
-            s.push(scale * sum as f32);
-        }
-        Self { q, d, s, cols }
+        quantize(x, cols)
     }
 
     pub fn token(&self, t: usize) -> Q8Row<'_> {
@@ -79,6 +41,37 @@ impl Q8Activations {
             s: &self.s[t * blocks..(t + 1) * blocks],
         }
     }
+}
+
+multiversion_fn! {
+    fn quantize(x: &[f32], cols: usize) -> Q8Activations => quantize_impl
+}
+
+#[inline(always)]
+fn quantize_impl(x: &[f32], cols: usize) -> Q8Activations {
+    debug_assert_eq!(cols % BLOCK, 0);
+    let blocks = x.len() / BLOCK;
+    let mut q = vec![0i8; x.len()];
+    let mut d = Vec::with_capacity(blocks);
+    let mut s = Vec::with_capacity(blocks);
+    for (xb, qb) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)) {
+        let mut amax = 0f32;
+        for v in xb {
+            amax = amax.max(v.abs());
+        }
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let mut sum = 0i32;
+        for (v, o) in xb.iter().zip(qb.iter_mut()) {
+            // Round to nearest, ties to even (as llama.cpp's AVX2 path), by the 1.5·2^23
+            // trick: no libm call. |v · inv| ≤ 127, so the cast cannot saturate.
+            *o = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
+            sum += i32::from(*o);
+        }
+        d.push(scale);
+        s.push(scale * sum as f32);
+    }
+    Q8Activations { q, d, s, cols }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //! A crate of its own so that it is built optimised in every profile (the server's own crate
 //! is built at opt-level 1 for tests, where these loops would run several times slower).
 
+// First: its macro serves the modules after it.
+#[macro_use]
+mod multiversion;
 mod activations;
 #[cfg(target_arch = "x86_64")]
 mod avx2;

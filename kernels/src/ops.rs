@@ -4,38 +4,12 @@
 //! dispatch, a thread hand-off) would outweigh the arithmetic; here each is one pass.
 //!
 //! Each is written once over 8-lane arrays, which the compiler turns into vector code, and
-//! compiled twice: for AVX2+FMA (chosen at run time) and for the baseline target.
+//! compiled twice by `multiversion_fn!`: for AVX2+FMA (chosen at run time) and for the baseline
+//! target.
 
 use rayon::prelude::*;
 
 const LANES: usize = 8;
-
-/// Compiles `$body` (a function of the arguments) for AVX2+FMA and for the baseline, and
-/// picks one per call by a cached CPU check.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn fast($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                if *crate::ops::HAS_AVX2_FMA {
-                    // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                    return unsafe { fast($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(crate) static HAS_AVX2_FMA: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-});
 
 /// Σ a·b in eight independent lanes (an f32 sum in one chain cannot be vectorised: the
 /// compiler must keep its order).
@@ -88,7 +62,7 @@ fn exp1(x: f32) -> f32 {
     f32::from_bits(((n as i32 + 127) as u32) << 23) * y
 }
 
-multiversion! {
+multiversion_fn! {
     /// `x ← x / rms(x) · weight` for each row of `weight.len()` values (Hugging Face's
     /// `LlamaRMSNorm`, in f32).
     pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) => rms_norm_impl
@@ -105,7 +79,7 @@ fn rms_norm_impl(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
-multiversion! {
+multiversion_fn! {
     /// Rotary embedding, rotate-half form, in place: `x` is `[tokens, heads, dim]` and `cos`,
     /// `sin` are `[tokens, dim]` with both halves equal (as [`crate`]'s callers build them).
     pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], dim: usize) => rope_impl
@@ -129,7 +103,7 @@ fn rope_impl(x: &mut [f32], cos: &[f32], sin: &[f32], dim: usize) {
     }
 }
 
-multiversion! {
+multiversion_fn! {
     /// SwiGLU's gate, in place: `gate ← silu(gate) · up`.
     pub fn silu_mul(gate: &mut [f32], up: &[f32]) => silu_mul_impl
 }
@@ -198,7 +172,7 @@ pub fn attention(q: &[f32], keys: &[f32], values: &[f32], shape: AttentionShape,
     });
 }
 
-multiversion! {
+multiversion_fn! {
     fn attend_one(
         q: &[f32],
         keys: &[f32],

@@ -19,10 +19,7 @@ pub(crate) struct HostValues {
 
 impl HostValues {
     pub fn get<const D: usize>(t: Tensor<D>) -> Result<Self, ModelError> {
-        let tensor = t
-            .try_into_primitive::<Flex>()
-            .map_err(|e| ModelError::Execution(format!("a CPU operation got a tensor from another device: {e:?}")))?;
-        Ok(Self { tensor })
+        Ok(Self { tensor: primitive(t)? })
     }
 
     /// The values (borrowed when the tensor is contiguous, which the CPU path's are).
@@ -34,6 +31,12 @@ impl HostValues {
     }
 }
 
+/// The flex primitive behind `t`.
+fn primitive<const D: usize>(t: Tensor<D>) -> Result<FlexTensor, ModelError> {
+    t.try_into_primitive::<Flex>()
+        .map_err(|e| ModelError::Execution(format!("a CPU operation got a tensor from another device: {e:?}")))
+}
+
 /// Wraps `data` as a flex tensor of `shape`.
 pub(crate) fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(data, shape)))
@@ -42,9 +45,7 @@ pub(crate) fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tenso
 /// `f` applied to the tensor's values in place (in its own buffer when it is the only owner,
 /// else in a copy), same shape.
 pub(crate) fn map_in_place<const D: usize>(t: Tensor<D>, f: impl FnOnce(&mut [f32])) -> Result<Tensor<D>, ModelError> {
-    let mut tensor = t
-        .try_into_primitive::<Flex>()
-        .map_err(|e| ModelError::Execution(format!("a CPU operation got a tensor from another device: {e:?}")))?;
+    let mut tensor = primitive(t)?;
     if !tensor.is_contiguous() || tensor.layout().start_offset() != 0 {
         tensor = tensor.to_contiguous();
     }

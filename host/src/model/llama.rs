@@ -39,6 +39,14 @@ struct Attention {
     k_norm: Option<RmsNorm>,
 }
 
+/// What attention needs beyond the layer's input, built once per forward pass.
+enum AttentionInputs {
+    /// Rotary cos/sin tables on the host (the CPU path).
+    Host((Vec<f32>, Vec<f32>)),
+    /// Rotary tables and the additive causal mask on the device.
+    Device { cos: Tensor<2>, sin: Tensor<2>, mask: Tensor<3> },
+}
+
 /// The query, key and value projections of one input.
 enum Qkv {
     Separate {
@@ -327,22 +335,23 @@ impl Llama {
 
         let positions: Vec<usize> = (start..end).collect();
         let mut x = self.embedding.rows(&ids, &self.device);
-        if cache.is_host() {
-            // The CPU path: attention reads the host cache in place, causally, with no mask.
-            let tables = self.rope.host_tables(&positions);
-            for (i, block) in self.blocks.iter().enumerate() {
-                let normed = block.attn_norm.forward(x.clone())?;
-                let h = x + self.attention_host(i, &block.attn, normed, cache, start, &tables)?;
-                x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
-            }
+        // The CPU path's attention reads the host cache in place, causally, with no mask.
+        let inputs = if cache.is_host() {
+            AttentionInputs::Host(self.rope.host_tables(&positions))
         } else {
             let (cos, sin) = self.rope.tables(&positions, &self.device);
-            let mask = self.causal_mask(start, padded, span);
-            for (i, block) in self.blocks.iter().enumerate() {
-                let normed = block.attn_norm.forward(x.clone())?;
-                let h = x + self.attention(i, &block.attn, normed, cache, start, &cos, &sin, &mask, span)?;
-                x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
-            }
+            AttentionInputs::Device { cos, sin, mask: self.causal_mask(start, padded, span) }
+        };
+        for (i, block) in self.blocks.iter().enumerate() {
+            let normed = block.attn_norm.forward(x.clone())?;
+            let attended = match &inputs {
+                AttentionInputs::Host(tables) => self.attention_host(i, &block.attn, normed, cache, start, tables)?,
+                AttentionInputs::Device { cos, sin, mask } => {
+                    self.attention(i, &block.attn, normed, cache, start, cos, sin, mask, span)?
+                }
+            };
+            let h = x + attended;
+            x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
         }
         cache.commit(start + n);
 
@@ -439,22 +448,24 @@ impl Llama {
         let c = &self.config;
         let tokens = x.dims()[0];
         let (q_dim, kv_dim, dim) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let read = |t: Tensor<2>| HostValues::get(t).map(|h| h.values().into_owned());
         let (mut q, mut k, v) = match &attn.qkv {
+            // Split on the host: three tensor slices and their copies cost more per step.
             Qkv::Stacked(all) => {
                 let y = HostValues::get(all.forward(x)?)?;
-                let y = y.values();
-                let mut parts = (Vec::with_capacity(tokens * q_dim), Vec::with_capacity(tokens * kv_dim), Vec::new());
-                parts.2.reserve(tokens * kv_dim);
-                for row in y.chunks_exact(q_dim + 2 * kv_dim) {
-                    parts.0.extend_from_slice(&row[..q_dim]);
-                    parts.1.extend_from_slice(&row[q_dim..q_dim + kv_dim]);
-                    parts.2.extend_from_slice(&row[q_dim + kv_dim..]);
+                let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+                for row in y.values().chunks_exact(q_dim + 2 * kv_dim) {
+                    let (rq, rest) = row.split_at(q_dim);
+                    let (rk, rv) = rest.split_at(kv_dim);
+                    q.extend_from_slice(rq);
+                    k.extend_from_slice(rk);
+                    v.extend_from_slice(rv);
                 }
-                parts
+                (q, k, v)
             }
-            Qkv::Separate { q, k, v } => {
-                let values = |t: Tensor<2>| HostValues::get(t).map(|h| h.values().into_owned());
-                (values(q.forward(x.clone())?)?, values(k.forward(x.clone())?)?, values(v.forward(x)?)?)
+            Qkv::Separate { .. } => {
+                let (q, k, v) = attn.qkv.project(x, q_dim, kv_dim)?;
+                (read(q)?, read(k)?, read(v)?)
             }
         };
         if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
