@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use crate::activations::Q8Row;
-use crate::blocks::BLOCK;
+use crate::blocks::{BLOCK, QuantType, scales_mins_k4};
 
 /// Whether this CPU runs these kernels.
 pub(crate) fn available() -> bool {
@@ -53,47 +53,89 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), _mm256_set1_epi8(0x0F))
 }
 
-/// `rows` holds `out.len()` whole rows as long as the activations.
-fn check(rows: &[u8], a: &Q8Row<'_>, block_bytes: usize, out: &[f32]) {
+/// `rows` holds `out.len()` whole rows of `ty` as long as the activations.
+fn check(rows: &[u8], a: &Q8Row<'_>, ty: QuantType, out: &[f32]) {
     let blocks = a.d.len();
+    let per_block = ty.block_values() / BLOCK;
     assert!(
-        rows.len() == out.len() * blocks * block_bytes && a.s.len() == blocks && a.q.len() == blocks * BLOCK,
+        blocks.is_multiple_of(per_block)
+            && rows.len() == out.len() * blocks / per_block * ty.block_bytes()
+            && a.s.len() == blocks
+            && a.q.len() == blocks * BLOCK,
         "quantized rows and their activations differ in length"
     );
 }
 
+/// 32 bytes that are 0x10 where bit `i` of the 32 bits at `p` is set (a Q5 block's fifth
+/// bits, element `i`'s in byte `i`), else 0: llama.cpp's `bytes_from_bits_32`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    // SAFETY: the caller passes a pointer to at least 4 readable bytes.
+    let bits = unsafe { p.cast::<i32>().read_unaligned() };
+    // Byte i gets source byte i / 8, then all bits but bit i % 8 are set: 0xFF iff that bit is.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+    );
+    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
 pub(crate) fn rows_q4_1(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
-    check(rows, &a, 20, out);
+    check(rows, &a, QuantType::Q4_1, out);
     // SAFETY: `kernel` chose this only on a CPU with AVX2, FMA and F16C, and `check` proved
     // each row and the activations hold the same number of whole blocks.
-    unsafe { q4::<20, false>(rows, a, out) }
+    unsafe { q4_q5::<20, false, false>(rows, a, out) }
 }
 
 pub(crate) fn rows_q4_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
-    check(rows, &a, 18, out);
+    check(rows, &a, QuantType::Q4_0, out);
     // SAFETY: as for `rows_q4_1`.
-    unsafe { q4::<18, true>(rows, a, out) }
+    unsafe { q4_q5::<18, true, false>(rows, a, out) }
 }
 
+pub(crate) fn rows_q5_1(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    check(rows, &a, QuantType::Q5_1, out);
+    // SAFETY: as for `rows_q4_1`.
+    unsafe { q4_q5::<24, false, true>(rows, a, out) }
+}
+
+pub(crate) fn rows_q5_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    check(rows, &a, QuantType::Q5_0, out);
+    // SAFETY: as for `rows_q4_1`.
+    unsafe { q4_q5::<22, true, true>(rows, a, out) }
+}
+
+/// Q4_0, Q4_1, Q5_0 and Q5_1: the same block shape (scale, optional minimum, optional 32
+/// fifth bits, 16 bytes of nibbles).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4<const BYTES: usize, const CENTRED: bool>(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool>(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    // Where the nibbles start, and the step the centred formats subtract.
+    let header = 2 + if CENTRED { 0 } else { 2 } + if FIVE { 4 } else { 0 };
+    let centre = if FIVE { -16.0 } else { -8.0 };
     // One block `b` into `acc` and `constants`: `d_w·d_x · Σ n·q` in 8 lanes, with `n` the
-    // unsigned nibbles, and `c·s` with `c` the block's constant term (Q4_1: its minimum;
-    // Q4_0: `−8·d_w`). A macro, not a function: LLVM declines to inline target-feature helpers
-    // here, and a call per block costs more than the block.
+    // unsigned stored values, and `c·s` with `c` the block's constant term (the minimum; for
+    // the centred formats `−8·d_w` or `−16·d_w`). A macro, not a function: LLVM declines to
+    // inline target-feature helpers here, and a call per block costs more than the block.
     macro_rules! block {
         ($row:ident, $b:expr, $acc:ident, $constants:ident) => {
             // SAFETY: block `$b` (below the block count the caller checked) lies inside `row`
-            // and its activations inside `a`: the loads read 4 + 16 bytes of the block (Q4_0:
-            // 2 + 16; the two extra bytes of the scale read are the block's own nibbles,
-            // ignored) and 32 activation bytes.
+            // and its activations inside `a`: the loads read the block's first 4 bytes (for
+            // Q4_0 the two after its scale are its own nibbles, ignored), its 4 fifth-bit
+            // bytes, its 16 bytes of nibbles, and 32 activation bytes.
             unsafe {
                 let p = $row.as_ptr().add($b * BYTES);
                 let (d, m) = two_halves(p);
-                let (constant, qs) = if CENTRED { (-8.0 * d, p.add(2)) } else { (m, p.add(4)) };
+                let constant = if CENTRED { centre * d } else { m };
+                let mut w = nibbles(p.add(header));
+                if FIVE {
+                    w = _mm256_or_si256(w, fifth_bits(p.add(header - 4)));
+                }
                 let q = _mm256_loadu_si256(a.q.as_ptr().add($b * BLOCK).cast());
                 let scale = _mm256_set1_ps(d * *a.d.get_unchecked($b));
-                $acc = _mm256_fmadd_ps(scale, byte_dot(nibbles(qs), q), $acc);
+                $acc = _mm256_fmadd_ps(scale, byte_dot(w, q), $acc);
                 $constants += constant * *a.s.get_unchecked($b);
             }
         };
@@ -119,7 +161,7 @@ unsafe fn q4<const BYTES: usize, const CENTRED: bool>(rows: &[u8], a: Q8Row<'_>,
 }
 
 pub(crate) fn rows_q8_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
-    check(rows, &a, 34, out);
+    check(rows, &a, QuantType::Q8_0, out);
     // SAFETY: as for `rows_q4_1`.
     unsafe { q8_0(rows, a, out) }
 }
@@ -156,6 +198,133 @@ unsafe fn q8_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
         }
         if b < n {
             block!(row, b, acc0);
+        }
+        *o = hsum(_mm256_add_ps(acc0, acc1));
+    }
+}
+
+/// The f16 at `p` as f32 (Q6_K's scale, the last two bytes of its block: reading four would
+/// run past the matrix at its last block).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_half(p: *const u8) -> f32 {
+    // SAFETY: the caller passes a pointer to at least 2 readable bytes.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+pub(crate) fn rows_q4_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    check(rows, &a, QuantType::Q4K, out);
+    // SAFETY: as for `rows_q4_1`.
+    unsafe { q4_k_q5_k::<144, false>(rows, a, out) }
+}
+
+pub(crate) fn rows_q5_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    check(rows, &a, QuantType::Q5K, out);
+    // SAFETY: as for `rows_q4_1`.
+    unsafe { q4_k_q5_k::<176, true>(rows, a, out) }
+}
+
+/// Q4_K and Q5_K: per 256-value super-block, 32 bytes of nibbles hold two sub-blocks (low
+/// nibbles, then high), each against its own 32 activation bytes with its own 6-bit scale;
+/// the minimums fold into the activations' block sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_q5_k<const BYTES: usize, const FIVE: bool>(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    let qs_at = if FIVE { 48 } else { 16 };
+    let supers = a.d.len() / 8;
+    let low = _mm256_set1_epi8(0x0F);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &rows[r * supers * BYTES..(r + 1) * supers * BYTES];
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut mins = 0f32;
+        for (s, block) in row.chunks_exact(BYTES).enumerate() {
+            let p = block.as_ptr();
+            // SAFETY: `block` has BYTES bytes, of which the loads read its 4 bytes of scales,
+            // 32 of fifth bits (Q5_K) and 4 × 32 of nibbles; sub-block `j` of super-block `s`
+            // has activations 8s + j, inside `a` by `check`.
+            unsafe {
+                let (d, dmin) = two_halves(p);
+                let (sc, m) = scales_mins_k4(&block[4..16]);
+                let qh = if FIVE { _mm256_loadu_si256(p.add(16).cast()) } else { _mm256_setzero_si256() };
+                for c in 0..4 {
+                    let raw = _mm256_loadu_si256(p.add(qs_at + c * 32).cast());
+                    let mut w0 = _mm256_and_si256(raw, low);
+                    let mut w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+                    if FIVE {
+                        // Bit 2c of high-bits byte i is element i's fifth bit in sub-block 2c.
+                        let fifth = |bit: i32| {
+                            let b = _mm256_set1_epi8(bit as i8);
+                            let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, b), b);
+                            _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+                        };
+                        w0 = _mm256_or_si256(w0, fifth(1 << (2 * c)));
+                        w1 = _mm256_or_si256(w1, fifth(2 << (2 * c)));
+                    }
+                    let j = 8 * s + 2 * c;
+                    let q0 = _mm256_loadu_si256(a.q.as_ptr().add(j * BLOCK).cast());
+                    let q1 = _mm256_loadu_si256(a.q.as_ptr().add((j + 1) * BLOCK).cast());
+                    let (x0, x1) = (*a.d.get_unchecked(j), *a.d.get_unchecked(j + 1));
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * f32::from(sc[2 * c]) * x0), byte_dot(w0, q0), acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * f32::from(sc[2 * c + 1]) * x1), byte_dot(w1, q1), acc1);
+                    mins += dmin
+                        * (f32::from(m[2 * c]) * *a.s.get_unchecked(j)
+                            + f32::from(m[2 * c + 1]) * *a.s.get_unchecked(j + 1));
+                }
+            }
+        }
+        *o = hsum(_mm256_add_ps(acc0, acc1)) - mins;
+    }
+}
+
+pub(crate) fn rows_q6_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    check(rows, &a, QuantType::Q6K, out);
+    // SAFETY: as for `rows_q4_1`.
+    unsafe { q6_k(rows, a, out) }
+}
+
+/// Q6_K: per half of a super-block, 64 bytes of low nibbles and 32 of 2-bit highs make four
+/// sub-blocks of unsigned 6-bit values; `(w − 32)·q` comes from two `vpmaddubsw` (the values,
+/// and 32, against the activations), and the two scales of a sub-block (one per 16 values)
+/// multiply its halves in `vpmaddwd`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
+    const BYTES: usize = 210;
+    let supers = a.d.len() / 8;
+    let (low, two_bits, centre) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03), _mm256_set1_epi8(32));
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &rows[r * supers * BYTES..(r + 1) * supers * BYTES];
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for (s, block) in row.chunks_exact(BYTES).enumerate() {
+            let p = block.as_ptr();
+            // SAFETY: `block` has 210 bytes: the loads read 2 × 64 of low nibbles, 2 × 32 of
+            // high bits, 16 scales and the final 2-byte scale; activations as in `q4_k_q5_k`.
+            unsafe {
+                let d = one_half(p.add(208));
+                for half in 0..2 {
+                    let qh = _mm256_loadu_si256(p.add(128 + half * 32).cast());
+                    let scales = &block[192 + half * 8..200 + half * 8];
+                    for k in 0..4 {
+                        let raw = _mm256_loadu_si256(p.add(half * 64 + (k % 2) * 32).cast());
+                        let nib = if k < 2 { raw } else { _mm256_srli_epi16(raw, 4) };
+                        let high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), two_bits);
+                        let w = _mm256_or_si256(_mm256_and_si256(nib, low), _mm256_slli_epi16(high, 4));
+                        let j = 8 * s + 4 * half + k;
+                        let q = _mm256_loadu_si256(a.q.as_ptr().add(j * BLOCK).cast());
+                        let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(w, q), _mm256_maddubs_epi16(centre, q));
+                        let sc = _mm256_set_m128i(
+                            _mm_set1_epi16(i16::from(scales[2 * k + 1] as i8)),
+                            _mm_set1_epi16(i16::from(scales[2 * k] as i8)),
+                        );
+                        let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, sc));
+                        let scale = _mm256_set1_ps(d * *a.d.get_unchecked(j));
+                        if k % 2 == 0 {
+                            acc0 = _mm256_fmadd_ps(scale, dot, acc0);
+                        } else {
+                            acc1 = _mm256_fmadd_ps(scale, dot, acc1);
+                        }
+                    }
+                }
+            }
         }
         *o = hsum(_mm256_add_ps(acc0, acc1));
     }

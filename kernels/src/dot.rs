@@ -3,7 +3,7 @@
 //! `target-cpu=native`, and nothing here touches AMX), a portable loop elsewhere.
 
 use crate::activations::Q8Row;
-use crate::blocks::{BLOCK, QuantType, block_ints, half_at};
+use crate::blocks::{BLOCK, QuantType, sub_block};
 
 /// `out[r]` = row `r` of `rows` (whole rows, back to back) · the activations.
 pub(crate) type DotFn = fn(&[u8], Q8Row<'_>, &mut [f32]);
@@ -17,42 +17,50 @@ pub(crate) fn kernel(ty: QuantType) -> DotFn {
                 QuantType::Q8_0 => crate::avx2::rows_q8_0,
                 QuantType::Q4_0 => crate::avx2::rows_q4_0,
                 QuantType::Q4_1 => crate::avx2::rows_q4_1,
+                QuantType::Q5_0 => crate::avx2::rows_q5_0,
+                QuantType::Q5_1 => crate::avx2::rows_q5_1,
+                QuantType::Q4K => crate::avx2::rows_q4_k,
+                QuantType::Q5K => crate::avx2::rows_q5_k,
+                QuantType::Q6K => crate::avx2::rows_q6_k,
             };
         }
     }
     portable(ty)
 }
 
+/// The portable loop for `ty`, as a plain function pointer (one instance per format).
 pub(crate) fn portable(ty: QuantType) -> DotFn {
-    match ty {
-        QuantType::Q8_0 => |rows, a, out| scalar_rows(QuantType::Q8_0, rows, a, out),
-        QuantType::Q4_0 => |rows, a, out| scalar_rows(QuantType::Q4_0, rows, a, out),
-        QuantType::Q4_1 => |rows, a, out| scalar_rows(QuantType::Q4_1, rows, a, out),
+    macro_rules! per_format {
+        ($($t:ident),*) => {
+            match ty {
+                $(QuantType::$t => |rows, a, out| scalar_rows(QuantType::$t, rows, a, out),)*
+            }
+        };
     }
+    per_format!(Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4K, Q5K, Q6K)
 }
 
 fn scalar_rows(ty: QuantType, rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
-    let row_bytes = a.d.len() * ty.block_bytes();
+    let row_bytes = a.d.len() * BLOCK / ty.block_values() * ty.block_bytes();
     for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
         *o = scalar_dot(ty, row, a);
     }
 }
 
-/// Per block: the integer dot of the stored values with the activations, scaled by both
-/// scales, plus the block's constant term times `d · Σq` of the activations (Q4_1: its
-/// minimum; Q4_0: −8 steps).
+/// Per sub-block: the integer dots of its values with the activations (one per scale),
+/// scaled by both blocks' scales, plus its constant term times `d · Σq` of the activations.
 fn scalar_dot(ty: QuantType, row: &[u8], a: Q8Row<'_>) -> f32 {
+    let subs = ty.block_values() / BLOCK;
     let mut total = 0f32;
     for (b, block) in row.chunks_exact(ty.block_bytes()).enumerate() {
-        let w = block_ints(ty, block);
-        let dot: i32 = w.iter().zip(&a.q[b * BLOCK..(b + 1) * BLOCK]).map(|(w, q)| w * i32::from(*q)).sum();
-        let d = half_at(block, 0);
-        let constant = match ty {
-            QuantType::Q8_0 => 0.0,
-            QuantType::Q4_0 => -8.0 * d,
-            QuantType::Q4_1 => half_at(block, 2),
-        };
-        total += d * a.d[b] * dot as f32 + constant * a.s[b];
+        for j in 0..subs {
+            let s = sub_block(ty, block, j);
+            let k = b * subs + j;
+            let q = &a.q[k * BLOCK..(k + 1) * BLOCK];
+            let dot = |range: std::ops::Range<usize>| -> i32 { range.map(|i| s.w[i] * i32::from(q[i])).sum() };
+            let (lo, hi) = (dot(0..16), dot(16..32));
+            total += a.d[k] * (s.scale[0] * lo as f32 + s.scale[1] * hi as f32) + s.constant * a.s[k];
+        }
     }
     total
 }

@@ -1,6 +1,6 @@
-//! Matrices kept in GGUF's block-quantized formats (Q8_0, Q4_0, Q4_1) and multiplied in that
-//! form on the CPU. Decode is bound by reading weights, and these blocks are 4–7× smaller than
-//! f32 copies.
+//! Matrices kept in GGUF's block-quantized formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the
+//! K-quants Q4_K, Q5_K, Q6_K) and multiplied in that form on the CPU. Decode is bound by reading
+//! weights, and these blocks are 4–7× smaller than f32 copies.
 //!
 //! A token's product (decode, and short prompts) quantizes the activations to 8 bits per block
 //! ([`activations`]) and runs integer multiply-adds on the weight blocks as they are ([`dot`]):
@@ -23,8 +23,7 @@ pub mod ops;
 use rayon::prelude::*;
 
 use activations::Q8Activations;
-pub use blocks::QuantType;
-use blocks::{BLOCK, dequantize_block};
+pub use blocks::{QuantType, dequantize_block};
 
 /// From this many tokens on, a product runs as f32 GEMMs on dequantized tiles of rows.
 const GEMM_TOKENS: usize = 8;
@@ -40,8 +39,8 @@ const ROWS_PER_TASK: usize = 16;
 pub enum QuantError {
     #[error("a {ty:?} matrix of {rows}×{cols} needs {expected} bytes, got {got}")]
     Size { ty: QuantType, rows: usize, cols: usize, expected: usize, got: usize },
-    #[error("a {ty:?} row of {cols} values is not a whole number of 32-value blocks")]
-    Cols { ty: QuantType, cols: usize },
+    #[error("a {ty:?} row of {cols} values is not a whole number of {per_block}-value blocks")]
+    Cols { ty: QuantType, cols: usize, per_block: usize },
     #[error("matrices of different formats or widths cannot be stacked")]
     Mismatch,
 }
@@ -58,10 +57,11 @@ pub struct QuantMatrix {
 impl QuantMatrix {
     /// Takes GGUF block bytes for a `[rows, cols]` matrix.
     pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, QuantError> {
-        if !cols.is_multiple_of(BLOCK) {
-            return Err(QuantError::Cols { ty, cols });
+        let per_block = ty.block_values();
+        if !cols.is_multiple_of(per_block) {
+            return Err(QuantError::Cols { ty, cols, per_block });
         }
-        let expected = rows * cols / BLOCK * ty.block_bytes();
+        let expected = rows * cols / per_block * ty.block_bytes();
         if data.len() != expected {
             return Err(QuantError::Size { ty, rows, cols, expected, got: data.len() });
         }
@@ -81,7 +81,7 @@ impl QuantMatrix {
     }
 
     fn row_bytes(&self) -> usize {
-        self.cols / BLOCK * self.ty.block_bytes()
+        self.cols / self.ty.block_values() * self.ty.block_bytes()
     }
 
     /// The matrix with its rows reordered: row `i` of the result is row `order[i]` of this one
@@ -207,9 +207,10 @@ impl QuantMatrix {
     /// Row `r` as f32 (embedding lookups).
     pub fn row_f32(&self, r: usize) -> Vec<f32> {
         let rb = self.row_bytes();
-        let mut out = Vec::with_capacity(self.cols);
-        for block in self.data[r * rb..(r + 1) * rb].chunks_exact(self.ty.block_bytes()) {
-            out.extend_from_slice(&dequantize_block(self.ty, block));
+        let mut out = vec![0f32; self.cols];
+        let blocks = self.data[r * rb..(r + 1) * rb].chunks_exact(self.ty.block_bytes());
+        for (block, o) in blocks.zip(out.chunks_exact_mut(self.ty.block_values())) {
+            dequantize_block(self.ty, block, o);
         }
         out
     }
@@ -220,27 +221,40 @@ mod tests {
     use half::f16;
 
     use super::*;
+    use blocks::BLOCK;
 
-    /// A random matrix in `ty`'s block format, and its values as f32.
+    /// A random matrix in `ty`'s block format, and its values as f32: random bytes, with every
+    /// f16 field a small positive scale or a small minimum, and Q8_0's values within −127…127
+    /// as GGUF's are.
     fn random_matrix(ty: QuantType, rows: usize, cols: usize, seed: u64) -> (QuantMatrix, Vec<f32>) {
         let mut state = seed;
         let mut next = move || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
+        // Offsets of the f16 scale and of the f16 minimum (or K-quant `dmin`) in a block.
+        let (scale_at, min_at) = match ty {
+            QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4K | QuantType::Q5K => (0, Some(2)),
+            QuantType::Q6K => (208, None),
+            _ => (0, None),
+        };
         let mut data = Vec::new();
-        for _ in 0..rows * cols / BLOCK {
+        for _ in 0..rows * cols / ty.block_values() {
+            let mut block: Vec<u8> = (0..ty.block_bytes()).map(|_| next() as u8).collect();
+            if ty == QuantType::Q8_0 {
+                for q in &mut block[2..] {
+                    if *q == 0x80 {
+                        *q = 0x81;
+                    }
+                }
+            }
             let d = f16::from_f32((next() % 1000) as f32 / 20000.0 + 0.001);
-            data.extend_from_slice(&d.to_bits().to_le_bytes());
-            if ty == QuantType::Q4_1 {
+            block[scale_at..scale_at + 2].copy_from_slice(&d.to_bits().to_le_bytes());
+            if let Some(at) = min_at {
                 let m = f16::from_f32((next() % 1000) as f32 / 10000.0 - 0.05);
-                data.extend_from_slice(&m.to_bits().to_le_bytes());
+                block[at..at + 2].copy_from_slice(&m.to_bits().to_le_bytes());
             }
-            let payload = if ty == QuantType::Q8_0 { 32 } else { 16 };
-            for _ in 0..payload {
-                // GGUF's Q8_0 values lie in −127…127.
-                data.push(if ty == QuantType::Q8_0 { ((next() % 255) as i32 - 127) as i8 as u8 } else { next() as u8 });
-            }
+            data.extend_from_slice(&block);
         }
         let m = QuantMatrix::new(ty, rows, cols, data).unwrap();
         let dense = (0..rows).flat_map(|r| m.row_f32(r)).collect();
@@ -251,14 +265,24 @@ mod tests {
         (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect()
     }
 
-    const FORMATS: [QuantType; 3] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1];
+    const FORMATS: [QuantType; 8] = QuantType::ALL;
+
+    /// `Σ w·x` and `Σ |w·x|`: sums in another order differ by a few f32 steps of the latter
+    /// (the terms cancel, so the former is no measure of the rounding).
+    fn dot_and_magnitude(w: &[f32], x: &[f32]) -> (f32, f32) {
+        let want = w.iter().zip(x).map(|(w, x)| w * x).sum();
+        (want, w.iter().zip(x).map(|(w, x)| (w * x).abs()).sum::<f32>().max(1.0))
+    }
+
+    /// A row width every format divides: two K-quant super-blocks.
+    const COLS: usize = 512;
 
     /// Token products equal the dequantized matrix times the activations as 8-bit rounding
     /// leaves them, up to the order of f32 additions — with this CPU's kernel and the portable
     /// one alike.
     #[test]
     fn token_products_multiply_the_dequantized_matrix_with_the_rounded_activations() {
-        let (rows, cols) = (ROWS_PER_TASK * 3 + 5, 96);
+        let (rows, cols) = (ROWS_PER_TASK * 3 + 5, COLS);
         for ty in FORMATS {
             let (m, dense) = random_matrix(ty, rows, cols, 7);
             for tokens in [1, 3] {
@@ -275,12 +299,10 @@ mod tests {
                 {
                     for t in 0..tokens {
                         for r in 0..rows {
-                            let want: f32 = (0..cols).map(|c| dense[r * cols + c] * rounded[t * cols + c]).sum();
+                            let (want, scale) =
+                                dot_and_magnitude(&dense[r * cols..(r + 1) * cols], &rounded[t * cols..(t + 1) * cols]);
                             let got = y[t * rows + r];
-                            assert!(
-                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                                "{ty:?} {name} [{t},{r}]: {got} vs {want}"
-                            );
+                            assert!((got - want).abs() <= 1e-5 * scale, "{ty:?} {name} [{t},{r}]: {got} vs {want}");
                         }
                     }
                 }
@@ -292,7 +314,7 @@ mod tests {
     /// per activation times the weights' magnitudes.
     #[test]
     fn rounding_the_activations_costs_at_most_half_a_step_per_value() {
-        let (rows, cols) = (8, 128);
+        let (rows, cols) = (8, COLS);
         for ty in FORMATS {
             let (m, dense) = random_matrix(ty, rows, cols, 11);
             let x = activations(1, cols);
@@ -309,16 +331,17 @@ mod tests {
     #[test]
     fn prompt_products_multiply_like_the_dequantized_matrix() {
         // Two tiles, one partial.
-        let (rows, cols, tokens) = (TILE_ROWS + 37, 96, GEMM_TOKENS + 3);
+        let (rows, cols, tokens) = (TILE_ROWS + 37, COLS, GEMM_TOKENS + 3);
         for ty in FORMATS {
             let (m, dense) = random_matrix(ty, rows, cols, 5);
             let x = activations(tokens, cols);
             let y = m.matmul(&x, tokens);
             for t in 0..tokens {
                 for r in 0..rows {
-                    let want: f32 = (0..cols).map(|c| dense[r * cols + c] * x[t * cols + c]).sum();
+                    let (want, scale) =
+                        dot_and_magnitude(&dense[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
                     let got = y[t * rows + r];
-                    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{ty:?} [{t},{r}]: {got} vs {want}");
+                    assert!((got - want).abs() <= 1e-5 * scale, "{ty:?} [{t},{r}]: {got} vs {want}");
                 }
             }
         }
@@ -359,9 +382,10 @@ mod speed {
     #[test]
     #[ignore]
     fn speed_of_a_decode_step_sized_matmul() {
-        for ty in [QuantType::Q4_1, QuantType::Q8_0] {
-            let (rows, cols) = (1536, 576);
-            let data = vec![0x11u8; rows * cols / BLOCK * ty.block_bytes()];
+        for ty in QuantType::ALL {
+            // SmolLM2's gate/up shape, or its down projection for the 256-value K-quants.
+            let (rows, cols) = if ty.block_values() == 256 { (576, 1536) } else { (1536, 576) };
+            let data = vec![0x11u8; rows * cols / ty.block_values() * ty.block_bytes()];
             let m = QuantMatrix::new(ty, rows, cols, data).unwrap();
             let x = vec![0.5f32; cols];
             let start = std::time::Instant::now();
@@ -372,9 +396,9 @@ mod speed {
             }
             let per = start.elapsed().as_secs_f64() / n as f64;
             eprintln!(
-                "{ty:?}: {:.1} µs per 1536×576 GEMV, {:.2} GB/s ({acc})",
+                "{ty:?}: {:.1} µs per {rows}×{cols} GEMV, {:.2} GB/s ({acc})",
                 per * 1e6,
-                (rows * cols / BLOCK * ty.block_bytes()) as f64 / per / 1e9
+                (rows * cols / ty.block_values() * ty.block_bytes()) as f64 / per / 1e9
             );
         }
     }

@@ -11,8 +11,8 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::Arch;
-use super::gguf::{GgmlType, GgufError, GgufFile};
-use hearth_kernels::{QuantMatrix, QuantType};
+use super::gguf::{GgufError, GgufFile, kernel_type};
+use hearth_kernels::QuantMatrix;
 
 /// A weight of one transformer block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,11 +206,8 @@ impl WeightSource for GgufWeights<'_> {
         let Some(info) = self.file.tensor_info(&name) else {
             return Err(WeightError::Missing(name));
         };
-        let ty = match info.ty {
-            GgmlType::Q8_0 => QuantType::Q8_0,
-            GgmlType::Q4_0 => QuantType::Q4_0,
-            GgmlType::Q4_1 => QuantType::Q4_1,
-            _ => return Ok(None),
+        let Some(ty) = kernel_type(info.ty) else {
+            return Ok(None);
         };
         let shape = info.shape();
         let [rows, cols] = shape[..] else {

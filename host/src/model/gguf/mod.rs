@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-pub use dequant::{DequantError, dequantize, is_supported};
+pub use dequant::{DequantError, dequantize, is_supported, kernel_type};
 pub use dtype::GgmlType;
 pub use metadata::{MetaValue, Metadata};
 
