@@ -23,6 +23,7 @@ pub mod ops;
 use rayon::prelude::*;
 
 use activations::Q8Activations;
+use blocks::BLOCK;
 pub use blocks::{QuantType, dequantize_block};
 
 /// From this many tokens on, a product runs as f32 GEMMs on dequantized tiles of rows.
@@ -43,6 +44,15 @@ pub enum QuantError {
     Cols { ty: QuantType, cols: usize, per_block: usize },
     #[error("matrices of different formats or widths cannot be stacked")]
     Mismatch,
+}
+
+/// A Q8_0/Q4_0/Q4_1 matrix split for a GPU (see [`QuantMatrix::planes`]), blocks in row-major
+/// order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockPlanes {
+    pub words: Vec<u32>,
+    pub scales: Vec<f32>,
+    pub offsets: Vec<f32>,
 }
 
 /// A `[rows, cols]` matrix of quantized blocks, row-major (blocks run along a row).
@@ -204,6 +214,37 @@ impl QuantMatrix {
         y
     }
 
+    /// The matrix as planes a GPU kernel decodes (Q8_0, Q4_0 and Q4_1 only; `None` for the
+    /// rest): per block, its stored integers as little-endian 32-bit words (Q8_0: 8 words of
+    /// signed bytes; Q4: 4 words of nibbles in GGUF's order), its scale, and the offset that
+    /// value `scale · q + offset` adds (Q4_0: `−8 · scale`, Q8_0: 0).
+    pub fn planes(&self) -> Option<BlockPlanes> {
+        let (header, payload) = match self.ty {
+            QuantType::Q8_0 => (2, 32),
+            QuantType::Q4_0 => (2, 16),
+            QuantType::Q4_1 => (4, 16),
+            _ => return None,
+        };
+        let blocks = self.rows * self.cols / BLOCK;
+        let mut planes = BlockPlanes {
+            words: Vec::with_capacity(blocks * payload / 4),
+            scales: Vec::with_capacity(blocks),
+            offsets: Vec::with_capacity(blocks),
+        };
+        for block in self.data.chunks_exact(self.ty.block_bytes()) {
+            let d = blocks::half_at(block, 0);
+            planes.scales.push(d);
+            planes.offsets.push(match self.ty {
+                QuantType::Q4_0 => -8.0 * d,
+                QuantType::Q4_1 => blocks::half_at(block, 2),
+                _ => 0.0,
+            });
+            let body = &block[header..header + payload];
+            planes.words.extend(body.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+        }
+        Some(planes)
+    }
+
     /// Row `r` as f32 (embedding lookups).
     pub fn row_f32(&self, r: usize) -> Vec<f32> {
         let rb = self.row_bytes();
@@ -221,7 +262,6 @@ mod tests {
     use half::f16;
 
     use super::*;
-    use blocks::BLOCK;
 
     /// A random matrix in `ty`'s block format, and its values as f32: random bytes, with every
     /// f16 field a small positive scale or a small minimum, and Q8_0's values within −127…127
@@ -345,6 +385,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The planes decode to the same values as the blocks (what the GPU kernels rely on).
+    #[test]
+    fn planes_hold_each_block_as_scale_times_integer_plus_offset() {
+        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
+            let (m, dense) = random_matrix(ty, 3, 64, 9);
+            let p = m.planes().unwrap();
+            let per_block = p.words.len() / p.scales.len();
+            for (i, want) in dense.iter().enumerate() {
+                let (b, e) = (i / BLOCK, i % BLOCK);
+                let word = |j: usize| p.words[b * per_block + j / 4] >> (8 * (j % 4)) & 0xFF;
+                let q = match ty {
+                    QuantType::Q8_0 => f32::from(word(e) as u8 as i8),
+                    _ => ((word(e % 16) >> (4 * (e / 16))) & 0x0F) as f32,
+                };
+                let got = p.scales[b] * q + p.offsets[b];
+                assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{ty:?}[{i}]: {got} vs {want}");
+            }
+        }
+        assert!(random_matrix(QuantType::Q6K, 1, 256, 1).0.planes().is_none());
     }
 
     #[test]

@@ -10,7 +10,17 @@ use std::sync::Arc;
 use super::ModelError;
 use super::cpu::{self, HostValues};
 use super::weights::{HostTensor, WeightError};
-use hearth_kernels::{QuantMatrix, ops};
+use hearth_gpu_kernels::{DeviceBlocks, Packing};
+use hearth_kernels::{QuantMatrix, QuantType, ops};
+
+/// From this many tokens a GPU product on block-quantized weights decodes the matrix to f32 and
+/// runs burn's tuned matmul; below it, the fused kernel reads each weight once per token.
+const GPU_GEMM_TOKENS: usize = 8;
+
+/// Largest f32 copy a prompt product may decode a device matrix into (lavapipe's storage
+/// buffers stop at 128 MiB; larger matrices, such as a big vocabulary's head, keep the fused
+/// kernel).
+const MAX_DECODED_BYTES: usize = 64 << 20;
 
 /// Whether `device` is burn's CPU backend, where the CPU operations run.
 pub(crate) fn is_flex(device: &Device) -> bool {
@@ -41,7 +51,8 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// A projection `y = x W + b`. A dense `W` is kept as `[in, out]`: transposed once at load,
 /// because `x.matmul(w)` in that layout runs several times faster on wgpu than a transposed
-/// view. On the CPU a block-quantized `W` stays quantized and is multiplied in that form.
+/// view. A block-quantized `W` stays quantized: on the CPU in host memory, multiplied by the
+/// kernels crate; on a GPU (Q8_0, Q4_0, Q4_1) in device memory, decoded inside the GPU kernels.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
@@ -53,6 +64,8 @@ enum LinearWeight {
     Dense(Tensor<2>),
     /// `[out, in]` blocks, multiplied on the host (the CPU device's own memory).
     Quantized(Arc<QuantMatrix>),
+    /// `[out, in]` blocks on a GPU.
+    Device(DeviceBlocks),
 }
 
 impl Linear {
@@ -97,7 +110,45 @@ impl Linear {
         match &self.weight {
             LinearWeight::Dense(w) => w.dims()[1],
             LinearWeight::Quantized(w) => w.rows(),
+            LinearWeight::Device(w) => w.dims()[0],
         }
+    }
+
+    /// Builds the layer on a GPU from a block-quantized `[out, in]` weight, kept quantized on
+    /// the device when its format is Q8_0, Q4_0 or Q4_1; `None` for the other formats.
+    pub fn device_blocks(
+        name: &str,
+        weight: &QuantMatrix,
+        bias: Option<HostTensor>,
+        expect: [usize; 2],
+        device: &Device,
+    ) -> Result<Option<Self>, WeightError> {
+        let packing = match weight.quant_type() {
+            QuantType::Q8_0 => Packing::Bytes,
+            QuantType::Q4_0 | QuantType::Q4_1 => Packing::Nibbles,
+            _ => return Ok(None),
+        };
+        let shape_err = |expected: String| WeightError::Shape {
+            name: name.to_owned(),
+            expected,
+            found: vec![weight.rows(), weight.cols()],
+        };
+        if [weight.rows(), weight.cols()] != expect {
+            return Err(shape_err(format!("{expect:?}")));
+        }
+        let Some(planes) = weight.planes() else { return Ok(None) };
+        let blocks = DeviceBlocks::new(
+            packing,
+            weight.rows(),
+            weight.cols(),
+            planes.words,
+            planes.scales,
+            planes.offsets,
+            device,
+        )
+        .map_err(|e| shape_err(e.to_string()))?;
+        let bias = check_bias(name, bias, weight.rows(), device)?;
+        Ok(Some(Self { weight: LinearWeight::Device(blocks), bias }))
     }
 
     /// Builds the layer from a block-quantized `[out, in]` weight (CPU devices only).
@@ -127,6 +178,14 @@ impl Linear {
                 let [tokens, _] = x.dims();
                 let x = HostValues::get(x)?;
                 cpu::tensor(w.matmul(&x.values(), tokens), [tokens, w.rows()])
+            }
+            LinearWeight::Device(w) => {
+                let [rows, cols] = w.dims();
+                if x.dims()[0] >= GPU_GEMM_TOKENS && rows * cols * 4 <= MAX_DECODED_BYTES {
+                    x.matmul(w.dequantize_transposed())
+                } else {
+                    w.matmul(x)
+                }
             }
         };
         Ok(match &self.bias {

@@ -17,7 +17,7 @@ use super::device::ComputeDevice;
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, transpose, upload};
 use super::rope::{self, Rope};
-use super::weights::{LayerWeight, Weight, WeightError, WeightSource};
+use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
 /// 128 MiB, so big vocabularies are split by rows.
@@ -96,8 +96,8 @@ struct Block {
 }
 
 /// The token embedding, kept on the host: a lookup is a row copy, and it keeps one of the largest
-/// matrices out of the device's buffer limits. On the CPU a block-quantized table stays
-/// quantized and rows are decoded on lookup.
+/// matrices out of the device's buffer limits. A block-quantized table stays quantized and rows
+/// are decoded on lookup.
 enum Embedding {
     Dense { table: Vec<f32>, hidden: usize },
     Quantized(Arc<QuantMatrix>),
@@ -135,7 +135,8 @@ enum Head {
     /// `[hidden, rows]` slices of the output matrix, in vocabulary order (wgpu's buffers are
     /// limited in size).
     Chunks(Vec<Tensor<2>>),
-    /// The block-quantized matrix on the CPU (it may hold more rows than the vocabulary).
+    /// The block-quantized matrix, on the host for the CPU or on a GPU (it may hold more rows
+    /// than the vocabulary).
     Quantized(Linear),
 }
 
@@ -169,10 +170,11 @@ impl Llama {
         };
         let name = |w: Weight| source.file_name_of(w);
 
-        // On the CPU, block-quantized matrices stay quantized: 4–7× less to read per token and
-        // no f32 copy in memory.
+        // Block-quantized matrices stay quantized (4–7× less to read per token, no f32 copy in
+        // memory): on the CPU in every format the kernels crate computes on, on a GPU in Q8_0,
+        // Q4_0 and Q4_1; the token embedding in host memory on both, decoded a row per lookup.
         let quantized = |w: Weight| -> Result<Option<QuantMatrix>, ModelError> {
-            if compute.is_cpu() && source.contains(w) { Ok(source.read_quantized(w)?) } else { Ok(None) }
+            if source.contains(w) { Ok(source.read_quantized(w)?) } else { Ok(None) }
         };
         let embedding = match quantized(Weight::TokenEmbedding)? {
             Some(q) => Embedding::Quantized(Arc::new(q)),
@@ -199,10 +201,17 @@ impl Llama {
                 Some(b) => read_opt(b)?,
                 None => None,
             };
-            if let Some(q) = quantized(w)? {
+            let Some(q) = quantized(w)? else {
+                return Ok(Linear::from_host(&name(w), read(w)?, bias, [out, inp], device)?);
+            };
+            if compute.is_cpu() {
                 return Ok(Linear::quantized(&name(w), Arc::new(q), bias, [out, inp], device)?);
             }
-            Ok(Linear::from_host(&name(w), read(w)?, bias, [out, inp], device)?)
+            if let Some(l) = Linear::device_blocks(&name(w), &q, bias.clone(), [out, inp], device)? {
+                return Ok(l);
+            }
+            // A format the GPU kernels do not decode: f32 on the device, from the blocks read.
+            Ok(Linear::from_host(&name(w), dense(&q, q.rows()), bias, [out, inp], device)?)
         };
 
         let mut blocks = Vec::with_capacity(c.num_layers);
@@ -244,14 +253,21 @@ impl Llama {
             (Weight::Output, _) => quantized(Weight::Output)?.map(Arc::new),
             _ => None,
         };
+        let head_rows = |q: &QuantMatrix| [q.rows().max(c.vocab_size), c.hidden_size];
         let head = match head_q {
             // Shares the embedding's blocks when tied: one copy in memory.
-            Some(q) => {
-                let rows = q.rows().max(c.vocab_size);
-                Head::Quantized(Linear::quantized(&name(head_weight), q, None, [rows, c.hidden_size], device)?)
+            Some(q) if compute.is_cpu() => {
+                Head::Quantized(Linear::quantized(&name(head_weight), q.clone(), None, head_rows(&q), device)?)
             }
-            None => {
-                let output = read_opt(Weight::Output)?;
+            Some(q) if q.planes().is_some() => Head::Quantized(
+                Linear::device_blocks(&name(head_weight), &q, None, head_rows(&q), device)?
+                    .ok_or_else(|| WeightError::Missing(name(head_weight)))?,
+            ),
+            _ => {
+                let output = match head_q {
+                    Some(q) => Some(dense(&q, q.rows().min(c.vocab_size))),
+                    None => read_opt(Weight::Output)?,
+                };
                 let (shape, data): (Vec<usize>, &[f32]) = match (&output, &embedding) {
                     (Some(o), _) => (o.shape.clone(), &o.data),
                     (None, Embedding::Dense { table, .. }) => (embedding.dims().to_vec(), table),
@@ -497,6 +513,16 @@ fn bucket_len(n: usize) -> usize {
 }
 
 /// Splits a row-major `[vocab, hidden]` output matrix into `[hidden, rows]` device slices.
+/// The first `rows` rows of a block-quantized matrix as an f32 host tensor (for a device that
+/// does not compute on its format).
+fn dense(q: &QuantMatrix, rows: usize) -> HostTensor {
+    let mut data = Vec::with_capacity(rows * q.cols());
+    for r in 0..rows {
+        data.extend_from_slice(&q.row_f32(r));
+    }
+    HostTensor { shape: vec![rows, q.cols()], data }
+}
+
 fn head_chunks(data: &[f32], vocab: usize, hidden: usize, device: &Device) -> Vec<Tensor<2>> {
     let rows_per_chunk = (MAX_HEAD_CHUNK_BYTES / (hidden * 4)).clamp(1, vocab);
     (0..vocab)
