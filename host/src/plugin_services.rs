@@ -42,6 +42,7 @@ impl HostServices for ModelServices {
         let temperature = if request.temperature.is_finite() { request.temperature.clamp(0.0, 5.0) } else { 0.0 };
         let generation = GenerationRequest {
             constraint: None,
+            distribution: None,
             prompt,
             max_new_tokens: (request.max_tokens.min(MAX_PLUGIN_TOKENS) as usize).min(room),
             sampling: SamplingParams { temperature, ..SamplingParams::default() },
@@ -63,6 +64,8 @@ impl HostServices for ModelServices {
                         }
                     }
                 }
+                // Only logits queries ask for a distribution; a generation never sees one.
+                Some(TokenEvent::Distribution(_)) => {}
                 Some(TokenEvent::Finished { reason }) => {
                     text.push_str(&decoder.finish());
                     break reason.as_openai();

@@ -295,3 +295,44 @@ fn the_same_seed_gives_the_same_text() {
     let b = post_json(server(), "/v1/completions", &req).1["choices"][0]["text"].clone();
     assert_eq!(a, b);
 }
+
+/// textgen's logits examples: without samplers the next token's probabilities are the model's
+/// softmax (here: transformers' reference distribution for the same prompt, within the CPU
+/// path's 8-bit rounding), most likely first; with `use_samplers` and `top_k: 3` exactly three
+/// tokens come back, renormalised.
+#[test]
+fn internal_logits_report_the_next_tokens_distribution() {
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("tests/fixtures/smollm2/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let prompt = &reference["prompts"].as_array().unwrap().iter().find(|p| p["name"] == "france_completion").unwrap();
+    let body = json!({"prompt": prompt["text"], "add_bos_token": false, "top_logits": 10});
+    let (status, raw) = post_json(server(), "/v1/internal/logits", &body);
+    assert_eq!(status, 200, "{raw}");
+    let raw = raw.as_object().unwrap();
+    assert_eq!(raw.len(), 10, "{raw:?}");
+    let probs: Vec<f64> = raw.values().map(|p| p.as_f64().unwrap()).collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "most likely first: {probs:?}");
+    // The reference's three most likely tokens, each within the CPU path's tolerance (see
+    // model_reference.rs: llama.cpp's own distance from transformers on this file, 0.41).
+    for pair in prompt["top_logprobs"].as_array().unwrap().iter().take(3) {
+        let (id, want) = (pair[0].as_u64().unwrap(), pair[1].as_f64().unwrap());
+        let token = decode(&[id]);
+        let got = raw.get(&token).and_then(Value::as_f64).unwrap_or_else(|| panic!("{token:?} missing from {raw:?}"));
+        assert!((got.ln() - want).abs() <= 0.45, "{token:?}: p = {got}, reference log p = {want}");
+    }
+
+    let sampled = json!({"prompt": prompt["text"], "use_samplers": true, "top_k": 3, "temperature": 0.7});
+    let (status, kept) = post_json(server(), "/v1/internal/logits", &sampled);
+    assert_eq!(status, 200, "{kept}");
+    let kept = kept.as_object().unwrap();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let total: f64 = kept.values().map(|p| p.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-4, "renormalised: {kept:?}");
+    assert_eq!(kept.keys().next(), raw.keys().next(), "the same best token");
+
+    let (status, err) = post_json(server(), "/v1/internal/logits", &json!({"prompt": "Hi", "top_logits": 0}));
+    assert_openai_error(&err, status, 400);
+    assert_eq!(err["error"]["param"], "top_logits");
+}

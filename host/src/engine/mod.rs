@@ -48,6 +48,18 @@ pub struct GenerationRequest {
     pub stop_ids: Vec<u32>,
     /// A grammar the output must follow (forced tool calls); it ends the generation when done.
     pub constraint: Option<crate::constraint::Constraint>,
+    /// Instead of generating, report the next token's distribution (one
+    /// [`TokenEvent::Distribution`], then `Finished`).
+    pub distribution: Option<DistributionQuery>,
+}
+
+/// What `/v1/internal/logits` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DistributionQuery {
+    /// After the request's samplers, or the model's own softmax.
+    pub use_samplers: bool,
+    /// Most tokens to report.
+    pub top: usize,
 }
 
 /// What the engine streams back for one sequence.
@@ -55,6 +67,9 @@ pub struct GenerationRequest {
 pub enum TokenEvent {
     /// A generated token. End-of-generation ids are not sent as tokens.
     Token { id: u32, logprob: f32 },
+    /// The next token's distribution (for a [`DistributionQuery`]): ids and probabilities, most
+    /// likely first.
+    Distribution(Vec<(u32, f32)>),
     /// The sequence ended; no more events follow.
     Finished { reason: FinishReason },
     /// The sequence failed; no more events follow.

@@ -190,6 +190,12 @@ impl Worker {
                 return Step::Done;
             }
         }
+        if let Some(query) = seq.job.request.distribution {
+            let dist = seq.sampler.distribution(&logits, &seq.context, query.use_samplers, query.top);
+            let _ = seq.job.events.send(TokenEvent::Distribution(dist));
+            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
+            return Step::Done;
+        }
         let sampled = match sample(seq, &logits) {
             Ok(s) => s,
             Err(failure) => {

@@ -70,6 +70,8 @@ impl ChoiceRun {
                         }
                     }
                 }
+                // Only logits queries ask for a distribution; a generation never sees one.
+                Some(TokenEvent::Distribution(_)) => {}
                 Some(TokenEvent::Finished { reason }) => {
                     let rest = self.decoder.finish();
                     self.push_text(rest);

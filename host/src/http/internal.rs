@@ -1,5 +1,5 @@
-//! text-generation-webui's internal endpoints: tokenization, the rendered chat prompt,
-//! stopping generations, and model information.
+//! text-generation-webui's internal endpoints: tokenization, the next token's distribution,
+//! the rendered chat prompt, stopping generations, and model information.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,9 +8,14 @@ use serde_json::{Value, json};
 
 use super::body::JsonBody;
 use super::chat::{RenderedChat, render_request};
-use super::state::SharedState;
-use super::types::ChatCompletionRequest;
+use super::state::{SharedState, size_generation};
+use super::types::{ChatCompletionRequest, LogitsRequest};
+use super::validate;
+use crate::engine::{DistributionQuery, GenerationRequest, TokenEvent};
 use crate::error::ApiError;
+
+/// Most tokens `/v1/internal/logits` reports.
+const MAX_TOP_LOGITS: i64 = 1000;
 
 #[derive(Deserialize)]
 pub struct TextBody {
@@ -67,6 +72,57 @@ pub async fn token_count(
     let served = state.ready()?;
     let tokens = served.engine.tokenizer().encode(&body.text, true)?;
     Ok(Json(json!({ "length": tokens.len() })))
+}
+
+/// `{prompt, use_samplers, top_logits, …sampler fields}` → `{token: probability}` for the token
+/// after the prompt, most likely first (textgen's `/v1/internal/logits`): the model's softmax,
+/// or with `use_samplers` what the request's samplers leave of it, renormalised. Tokens are
+/// keyed by their text; where two ids decode to the same text the likelier one is kept.
+pub async fn logits(
+    State(state): State<SharedState>,
+    JsonBody(mut req): JsonBody<LogitsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let served = state.ready()?;
+    let common = req.take_common();
+    state.check_model_field(&served, common.model.as_deref())?;
+    validate::check_extra(&req.extra)?;
+    let top = match req.top_logits {
+        None => 50,
+        Some(n) if (1..=MAX_TOP_LOGITS).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::invalid_param(
+                "top_logits",
+                format!("`top_logits` must be between 1 and {MAX_TOP_LOGITS}, got {n}"),
+            ));
+        }
+    };
+    let plan = validate::plan(common, None)?;
+    let tokenizer = served.engine.tokenizer().clone();
+    let ids = tokenizer.encode(&req.prompt, plan.add_bos)?;
+    let sub = size_generation(&served, &state.settings, &plan, ids)?;
+    let mut stream = served.engine.submit(GenerationRequest {
+        prompt: sub.prompt,
+        max_new_tokens: 1,
+        sampling: plan.sampling,
+        stop_ids: Vec::new(),
+        constraint: None,
+        distribution: Some(DistributionQuery { use_samplers: req.use_samplers.unwrap_or(false), top }),
+    })?;
+    loop {
+        match stream.next().await {
+            Some(TokenEvent::Distribution(dist)) => {
+                let mut out = serde_json::Map::new();
+                for (id, prob) in dist {
+                    out.entry(tokenizer.decode(&[id], false)?).or_insert(json!(prob));
+                }
+                return Ok(Json(Value::Object(out)));
+            }
+            Some(TokenEvent::Token { .. } | TokenEvent::Finished { .. }) => {}
+            Some(TokenEvent::Failed(msg)) => return Err(ApiError::internal(format!("the model failed: {msg}"))),
+            Some(TokenEvent::PluginFailed(e)) => return Err(e.into()),
+            None => return Err(ApiError::unavailable("the generation engine stopped")),
+        }
+    }
 }
 
 /// A chat body → `{prompt}`: exactly the text the model would be given.

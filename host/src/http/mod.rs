@@ -74,6 +74,7 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/encode", post(internal::encode))
         .route("/v1/internal/decode", post(internal::decode))
         .route("/v1/internal/token-count", post(internal::token_count))
+        .route("/v1/internal/logits", post(internal::logits))
         .route("/v1/internal/chat-prompt", post(internal::chat_prompt))
         .route("/v1/internal/stop-generation", post(internal::stop_generation))
         .route("/v1/internal/model/info", get(internal::model_info))

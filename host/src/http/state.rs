@@ -207,6 +207,7 @@ pub fn submit_choices(
                 sampling,
                 stop_ids: stop_ids.clone(),
                 constraint: sub.constraint.clone(),
+                distribution: None,
             };
             let stream = served.engine.submit(request)?;
             Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special))

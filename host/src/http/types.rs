@@ -225,6 +225,16 @@ pub enum PromptField {
 }
 
 request_with_common_params! {
+    /// `POST /v1/internal/logits`: the next token's distribution for a raw prompt.
+    #[derive(Debug, Clone, Deserialize)]
+    pub struct LogitsRequest {
+        pub prompt: String,
+        pub use_samplers: Option<bool>,
+        pub top_logits: Option<i64>,
+    }
+}
+
+request_with_common_params! {
     /// `POST /v1/completions`.
     #[derive(Debug, Clone, Deserialize)]
     pub struct CompletionRequest {

@@ -218,14 +218,36 @@ impl Sampler {
         c
     }
 
-    /// Draws from the softmax of the candidates' logits (temperature applied here when last).
-    fn draw(&mut self, c: &Candidates) -> usize {
-        let logits: Vec<f32> = if self.params.temperature_last {
-            c.logits.iter().map(|l| l / self.params.temperature).collect()
+    /// The candidates' probabilities: the softmax of their logits, temperature applied here
+    /// when it comes last.
+    fn probabilities(&self, c: &Candidates) -> Vec<f32> {
+        if self.params.temperature_last {
+            softmax(&c.logits.iter().map(|l| l / self.params.temperature).collect::<Vec<_>>())
         } else {
-            c.logits.clone()
-        };
-        let probs = softmax(&logits);
+            softmax(&c.logits)
+        }
+    }
+
+    /// The next token's distribution, most likely first, at most `top` tokens: the model's own
+    /// softmax, or with `use_samplers` what this request's samplers leave of it (bans,
+    /// penalties, temperature, top-k/top-p/min-p), renormalised; greedy settings leave the one
+    /// best token. text-generation-webui's `/v1/internal/logits`.
+    pub fn distribution(&self, logits: &[f32], context: &[u32], use_samplers: bool, top: usize) -> Vec<(u32, f32)> {
+        if !use_samplers {
+            let c = top_n(logits, top);
+            return c.ids.iter().map(|&id| (id, log_softmax_at(logits, id as usize).exp())).collect();
+        }
+        let scores = self.scores(logits, context);
+        if self.params.is_greedy() {
+            return vec![(argmax(&scores) as u32, 1.0)];
+        }
+        let c = self.truncate(&scores);
+        c.ids.iter().copied().zip(self.probabilities(&c)).take(top.max(1)).collect()
+    }
+
+    /// Draws from the candidates' probabilities.
+    fn draw(&mut self, c: &Candidates) -> usize {
+        let probs = self.probabilities(c);
         let r: f32 = self.rng.random();
         let mut cumulative = 0.0;
         for (&id, &prob) in c.ids.iter().zip(&probs) {
@@ -383,6 +405,26 @@ mod tests {
     fn banned_tokens_are_never_chosen() {
         let mut s = Sampler::new(SamplingParams { banned_tokens: vec![1], ..SamplingParams::greedy() });
         assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 2);
+    }
+
+    #[test]
+    fn the_distribution_is_the_softmax_or_what_the_samplers_leave() {
+        let logits = [1.0f32, 3.0, 2.0, 0.0];
+        let sampler = Sampler::new(params(|p| p.top_k = 2));
+        let raw = sampler.distribution(&logits, &[], false, 3);
+        let total: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert_eq!(raw.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+        for (id, prob) in &raw {
+            assert!((prob - logits[*id as usize].exp() / total).abs() < 1e-6);
+        }
+        // top_k 2: the two best, renormalised.
+        let kept = sampler.distribution(&logits, &[], true, 50);
+        assert_eq!(kept.len(), 2);
+        assert!((kept[0].1 - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6, "{kept:?}");
+        assert!((kept.iter().map(|p| p.1).sum::<f32>() - 1.0).abs() < 1e-6);
+        // Greedy leaves the best token alone.
+        let greedy = Sampler::new(SamplingParams::greedy()).distribution(&logits, &[], true, 50);
+        assert_eq!(greedy, vec![(1, 1.0)]);
     }
 
     #[test]
