@@ -114,6 +114,11 @@ impl Linear {
         }
     }
 
+    /// Whether the GPU kernels decode `ty` (the others go to a GPU as f32).
+    pub fn device_decodes(ty: QuantType) -> bool {
+        matches!(ty, QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4_1)
+    }
+
     /// Builds the layer on a GPU from a block-quantized `[out, in]` weight, kept quantized on
     /// the device when its format is Q8_0, Q4_0 or Q4_1; `None` for the other formats.
     pub fn device_blocks(

@@ -259,7 +259,7 @@ impl Llama {
             Some(q) if compute.is_cpu() => {
                 Head::Quantized(Linear::quantized(&name(head_weight), q.clone(), None, head_rows(&q), device)?)
             }
-            Some(q) if q.planes().is_some() => Head::Quantized(
+            Some(q) if Linear::device_decodes(q.quant_type()) => Head::Quantized(
                 Linear::device_blocks(&name(head_weight), &q, None, head_rows(&q), device)?
                     .ok_or_else(|| WeightError::Missing(name(head_weight)))?,
             ),
