@@ -117,7 +117,11 @@ pub async fn logits(
                 }
                 return Ok(Json(Value::Object(out)));
             }
-            Some(TokenEvent::Token { .. } | TokenEvent::Finished { .. }) => {}
+            // A query ends after its distribution; it ends before one only when stopped.
+            Some(TokenEvent::Finished { .. }) => {
+                return Err(ApiError::unavailable("the request was stopped before the model ran"));
+            }
+            Some(TokenEvent::Token { .. }) => {}
             Some(TokenEvent::Failed(msg)) => return Err(ApiError::internal(format!("the model failed: {msg}"))),
             Some(TokenEvent::PluginFailed(e)) => return Err(e.into()),
             None => return Err(ApiError::unavailable("the generation engine stopped")),

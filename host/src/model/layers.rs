@@ -116,7 +116,7 @@ impl Linear {
 
     /// Whether the GPU kernels decode `ty` (the others go to a GPU as f32).
     pub fn device_decodes(ty: QuantType) -> bool {
-        matches!(ty, QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Q4_1)
+        device_packing(ty).is_some()
     }
 
     /// Builds the layer on a GPU from a block-quantized `[out, in]` weight, kept quantized on
@@ -128,11 +128,7 @@ impl Linear {
         expect: [usize; 2],
         device: &Device,
     ) -> Result<Option<Self>, WeightError> {
-        let packing = match weight.quant_type() {
-            QuantType::Q8_0 => Packing::Bytes,
-            QuantType::Q4_0 | QuantType::Q4_1 => Packing::Nibbles,
-            _ => return Ok(None),
-        };
+        let Some(packing) = device_packing(weight.quant_type()) else { return Ok(None) };
         let shape_err = |expected: String| WeightError::Shape {
             name: name.to_owned(),
             expected,
@@ -197,6 +193,15 @@ impl Linear {
             Some(b) => y + b.clone(),
             None => y,
         })
+    }
+}
+
+/// How the GPU kernels hold blocks of `ty`, for the formats they decode.
+fn device_packing(ty: QuantType) -> Option<Packing> {
+    match ty {
+        QuantType::Q8_0 => Some(Packing::Bytes),
+        QuantType::Q4_0 | QuantType::Q4_1 => Some(Packing::Nibbles),
+        _ => None,
     }
 }
 

@@ -235,7 +235,8 @@ impl Sampler {
     pub fn distribution(&self, logits: &[f32], context: &[u32], use_samplers: bool, top: usize) -> Vec<(u32, f32)> {
         if !use_samplers {
             let c = top_n(logits, top);
-            return c.ids.iter().map(|&id| (id, log_softmax_at(logits, id as usize).exp())).collect();
+            let norm = log_normalizer(logits);
+            return c.ids.iter().zip(&c.logits).map(|(&id, &l)| (id, (l - norm).exp())).collect();
         }
         let scores = self.scores(logits, context);
         if self.params.is_greedy() {
@@ -298,9 +299,14 @@ pub fn argmax(values: &[f32]) -> usize {
 
 /// `log_softmax(values)[id]`, computed stably.
 pub fn log_softmax_at(values: &[f32], id: usize) -> f32 {
+    values.get(id).map_or(f32::NEG_INFINITY, |&v| v - log_normalizer(values))
+}
+
+/// `log Σ exp(values)`, computed stably: what `log_softmax` subtracts from every value.
+fn log_normalizer(values: &[f32]) -> f32 {
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = values.iter().map(|&v| (v - max).exp()).sum();
-    values.get(id).map_or(f32::NEG_INFINITY, |&v| v - max - sum.ln())
+    max + sum.ln()
 }
 
 #[cfg(test)]
