@@ -85,6 +85,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
     let request = GenerationRequest {
         constraint: None,
         distribution: None,
+        logprobs: None,
         prompt: prompt_ids.clone(),
         max_new_tokens: args.max_tokens,
         sampling: args.sampling.clone(),
@@ -105,7 +106,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
                 out.flush()?;
             }
             // Only logits queries ask for a distribution; a generation never sees one.
-            Some(TokenEvent::Distribution(_)) => {}
+            Some(TokenEvent::Distribution(_) | TokenEvent::PromptLogprobs(_)) => {}
             Some(TokenEvent::Finished { reason }) => break reason,
             Some(TokenEvent::Failed(msg)) => return Err(GenerateError::Failed(msg)),
             Some(TokenEvent::PluginFailed(e)) => return Err(GenerateError::Failed(e.to_string())),

@@ -43,6 +43,7 @@ impl HostServices for ModelServices {
         let generation = GenerationRequest {
             constraint: None,
             distribution: None,
+            logprobs: None,
             prompt,
             max_new_tokens: (request.max_tokens.min(MAX_PLUGIN_TOKENS) as usize).min(room),
             sampling: SamplingParams { temperature, ..SamplingParams::default() },
@@ -65,7 +66,7 @@ impl HostServices for ModelServices {
                     }
                 }
                 // Only logits queries ask for a distribution; a generation never sees one.
-                Some(TokenEvent::Distribution(_)) => {}
+                Some(TokenEvent::Distribution(_) | TokenEvent::PromptLogprobs(_)) => {}
                 Some(TokenEvent::Finished { reason }) => {
                     text.push_str(&decoder.finish());
                     break reason.as_openai();

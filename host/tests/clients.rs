@@ -23,6 +23,11 @@ fn openai_python_completions() {
 }
 
 #[test]
+fn openai_python_logprobs() {
+    run_python("openai_logprobs.py", server());
+}
+
+#[test]
 fn openai_python_errors() {
     run_python("openai_errors.py", server());
 }

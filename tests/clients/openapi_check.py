@@ -48,6 +48,10 @@ Quirks of this spec (what a server must know; see also tests/clients/README.md):
  5. Because pydantic models fill in every optional field with None, validate the raw JSON a
     server sent (or openai-python's `obj.to_dict()`, which excludes unset fields), not
     `obj.model_dump()`: model_dump() would add e.g. `"system_fingerprint": None` and fail (3).
+ 6. With `echo` and `logprobs`, the prompt's first token has no log-probability (nothing precedes
+    it): OpenAI's legacy completions send `null` at index 0 of `token_logprobs` and
+    `top_logprobs` (vLLM too, and openai-python's `Logprobs` reads it), but the schema's items
+    are `number` / `object`.  We make those two item schemas nullable in both completion schemas.
 """
 from __future__ import annotations
 
@@ -92,8 +96,15 @@ def _nullable_to_anyof(node: Any) -> Any:
 
 
 def _derive(spec: dict) -> None:
-    """Quirk 2: add CreateCompletionStreamResponse (a nullable finish_reason)."""
+    """Quirk 2: add CreateCompletionStreamResponse (a nullable finish_reason); quirk 6: a
+    nullable first entry in the legacy logprobs' lists."""
     schemas = spec["components"]["schemas"]
+    logprobs = schemas["CreateCompletionResponse"]["properties"]["choices"]["items"]["properties"]["logprobs"]
+    for shape in logprobs["anyOf"]:
+        for name in ("token_logprobs", "top_logprobs"):
+            if shape.get("type") == "object" and name in shape.get("properties", {}):
+                items = shape["properties"][name]["items"]
+                shape["properties"][name]["items"] = {"anyOf": [items, {"type": "null"}]}
     chunk = copy.deepcopy(schemas["CreateCompletionResponse"])
     fr = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
     chunk["properties"]["choices"]["items"]["properties"]["finish_reason"] = {

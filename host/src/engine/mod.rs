@@ -51,6 +51,29 @@ pub struct GenerationRequest {
     /// Instead of generating, report the next token's distribution (one
     /// [`TokenEvent::Distribution`], then `Finished`).
     pub distribution: Option<DistributionQuery>,
+    /// Log-probabilities to report beside the tokens (`logprobs` / `top_logprobs`).
+    pub logprobs: Option<LogprobsQuery>,
+}
+
+/// The log-probabilities a request wants reported, under the model's own distribution (before
+/// temperature and the truncation samplers; after a grammar's mask, which removes tokens the
+/// output may not contain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogprobsQuery {
+    /// Most likely alternatives per position (0: only the token itself).
+    pub top: usize,
+    /// Also score the prompt's own tokens (completions' `echo`): one
+    /// [`TokenEvent::PromptLogprobs`] before the first token.
+    pub prompt: bool,
+}
+
+/// A token, its log-probability and the position's most likely tokens, most likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    /// `None` for the prompt's first token, which nothing precedes.
+    pub logprob: Option<f32>,
+    pub top: Vec<(u32, f32)>,
 }
 
 /// What `/v1/internal/logits` asks for.
@@ -65,8 +88,11 @@ pub struct DistributionQuery {
 /// What the engine streams back for one sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenEvent {
-    /// A generated token. End-of-generation ids are not sent as tokens.
-    Token { id: u32, logprob: f32 },
+    /// A generated token. End-of-generation ids are not sent as tokens. `top` holds the
+    /// position's most likely tokens when the request asked for them.
+    Token { id: u32, logprob: f32, top: Vec<(u32, f32)> },
+    /// Every prompt token scored by what precedes it (for a [`LogprobsQuery`] with `prompt`).
+    PromptLogprobs(Vec<TokenLogprob>),
     /// The next token's distribution (for a [`DistributionQuery`]): ids and probabilities, most
     /// likely first.
     Distribution(Vec<(u32, f32)>),

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{FinishReason, Job, Shared, TokenEvent};
+use super::{FinishReason, Job, Shared, TokenEvent, TokenLogprob};
 use crate::constraint::Constraint;
 use crate::model::{KvCache, LoadedModel, LogitsFor, ModelError};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
-use crate::sampling::{Candidates, Sampled, Sampler};
+use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs};
 
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
@@ -165,7 +165,15 @@ impl Worker {
         }
         let input: &[u32] = if seq.prefilled { &seq.context[seq.context.len() - 1..] } else { &seq.context };
         let started = Instant::now();
-        let logits = match run_logits(&self.model, input, &mut seq.cache) {
+        let query = seq.job.request.logprobs;
+        let ran = match query.filter(|q| q.prompt && !seq.prefilled) {
+            Some(q) => score_prompt(&self.model, input, &mut seq.cache, q.top).map(|(logits, scored)| {
+                let _ = seq.job.events.send(TokenEvent::PromptLogprobs(scored));
+                logits
+            }),
+            None => run_logits(&self.model, input, &mut seq.cache),
+        };
+        let logits = match ran {
             Ok(l) => l,
             Err(e) => {
                 let _ = seq.job.events.send(TokenEvent::Failed(e.to_string()));
@@ -208,7 +216,8 @@ impl Worker {
             return Step::Done;
         }
         seq.context.push(sampled.id);
-        if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob }).is_err() {
+        let top = query.map_or_else(Vec::new, |q| top_logprobs(&logits, q.top));
+        if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob, top }).is_err() {
             return receiver_gone(seq);
         }
         if let Some(constraint) = seq.constraint.as_mut() {
@@ -308,6 +317,46 @@ fn run_logits(model: &LoadedModel, input: &[u32], cache: &mut KvCache) -> Result
     let logits = model.llama.forward(input, cache, LogitsFor::Last)?;
     let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
     data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
+}
+
+/// Prompt positions run per step when the prompt is scored: every position's logits come back
+/// to the host (a vocabulary's worth each), so a long prompt goes through in slices.
+const SCORED_PROMPT_SLICE: usize = 128;
+
+/// Prefills `prompt` scoring each of its tokens by the positions before it; returns the last
+/// position's logits (for the first generated token) and the scores, the first token unscored.
+fn score_prompt(
+    model: &LoadedModel,
+    prompt: &[u32],
+    cache: &mut KvCache,
+    top: usize,
+) -> Result<(Vec<f32>, Vec<TokenLogprob>), ModelError> {
+    let vocab = model.llama.config().vocab_size;
+    let mut scored = Vec::with_capacity(prompt.len());
+    if let Some(&first) = prompt.first() {
+        scored.push(TokenLogprob { id: first, logprob: None, top: Vec::new() });
+    }
+    let mut last = Vec::new();
+    for (n, slice) in prompt.chunks(SCORED_PROMPT_SLICE).enumerate() {
+        let logits = model.llama.forward(slice, cache, LogitsFor::All)?;
+        let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+        let rows = data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+        for (r, row) in rows.chunks_exact(vocab).enumerate() {
+            let position = n * SCORED_PROMPT_SLICE + r;
+            match prompt.get(position + 1) {
+                Some(&next) => scored.push(TokenLogprob {
+                    id: next,
+                    logprob: Some(log_softmax_at(row, next as usize)),
+                    top: top_logprobs(row, top),
+                }),
+                None => last = row.to_vec(),
+            }
+        }
+    }
+    if last.len() != vocab {
+        return Err(ModelError::Execution("the model returned no logits for the prompt's last position".into()));
+    }
+    Ok((last, scored))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

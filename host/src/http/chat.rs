@@ -7,7 +7,8 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::body::JsonBody;
-use super::chat_run::{ChatEvent, ChatRun};
+use super::chat_run::{ChatEvent, ChatOutput, ChatRun};
+use super::logprobs::{self, TokenTexts};
 use super::sse;
 use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
 use super::tools::{self, ToolSetup};
@@ -16,7 +17,9 @@ use super::types::{
     ChunkDelta, ContentPart, MessageContent, Usage,
 };
 use super::validate::{self, GenerationPlan};
+use crate::engine::{LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
+use crate::prompt::TextTokenizer;
 use crate::prompt::chat::Conversation;
 
 /// A chat request checked and rendered to prompt text.
@@ -37,12 +40,11 @@ pub fn render_request(
     let common = req.take_common();
     state.check_model_field(served, common.model.as_deref())?;
     validate::check_extra(&req.extra)?;
-    if req.logprobs == Some(true) {
-        return Err(ApiError::unsupported_param("logprobs"));
+    let top = logprobs::top_count("top_logprobs", req.top_logprobs.unwrap_or(0))?;
+    if top > 0 && req.logprobs != Some(true) {
+        return Err(ApiError::invalid_param("top_logprobs", "`top_logprobs` needs `logprobs: true`"));
     }
-    if req.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(ApiError::unsupported_param("top_logprobs"));
-    }
+    let scored = (req.logprobs == Some(true)).then_some(LogprobsQuery { top, prompt: false });
     if req.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(ApiError::unsupported_param("logit_bias"));
     }
@@ -93,7 +95,8 @@ pub fn render_request(
         extra,
     };
     let prompt = served.renderer.render_with(&template, &conversation)?;
-    let plan = validate::plan(common, req.max_completion_tokens)?;
+    let mut plan = validate::plan(common, req.max_completion_tokens)?;
+    plan.logprobs = scored;
     Ok(RenderedChat { prompt, plan, tools: setup })
 }
 
@@ -180,15 +183,24 @@ pub async fn chat_completions(
 
     if plan.stream {
         let run = choices.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
-        let chunks = ChunkWriter { id, created, model, include_usage: plan.include_usage, debug: state.settings.debug };
+        let chunks = ChunkWriter {
+            id,
+            created,
+            model,
+            include_usage: plan.include_usage,
+            debug: state.settings.debug,
+            tokenizer,
+            scored: plan.logprobs.is_some(),
+        };
         return Ok(sse::respond(stream_chat(run, chunks, prompt_tokens)));
     }
 
     let results = futures::future::join_all(choices.into_iter().map(ChatRun::collect)).await;
     let mut answers = Vec::with_capacity(results.len());
     let mut completion_tokens = 0;
+    let texts = TokenTexts::new(&tokenizer);
     for (index, result) in results.into_iter().enumerate() {
-        let (text, calls, reason, tokens) = result?;
+        let ChatOutput { content: text, calls, reason, completion_tokens: tokens, logprobs } = result?;
         completion_tokens += tokens;
         if state.settings.debug {
             tracing::info!(index, text = %text, calls = ?calls, "chat answer");
@@ -199,7 +211,7 @@ pub async fn chat_completions(
         answers.push(ChatChoice {
             index,
             message: AssistantMessage { role: "assistant", content, refusal: None, tool_calls },
-            logprobs: None,
+            logprobs: plan.logprobs.map(|_| logprobs::chat(&logprobs, &texts)),
             finish_reason: reason,
         });
     }
@@ -222,16 +234,31 @@ struct ChunkWriter {
     model: String,
     include_usage: bool,
     debug: bool,
+    tokenizer: std::sync::Arc<TextTokenizer>,
+    /// Whether content chunks carry `logprobs`.
+    scored: bool,
 }
 
 impl ChunkWriter {
     fn chunk(&self, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatChunk {
+        self.scored_chunk(delta, &mut Vec::new(), finish_reason)
+    }
+
+    /// A chunk carrying the scores of the tokens behind it (taken from `scored`), when asked for.
+    fn scored_chunk(
+        &self,
+        delta: ChunkDelta,
+        scored: &mut Vec<TokenLogprob>,
+        finish_reason: Option<&'static str>,
+    ) -> ChatChunk {
+        let logprobs = (self.scored && !scored.is_empty())
+            .then(|| logprobs::chat(&std::mem::take(scored), &TokenTexts::new(&self.tokenizer)));
         ChatChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+            choices: vec![ChunkChoice { index: 0, delta, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: None,
         }
@@ -263,33 +290,41 @@ fn stream_chat(
         Running,
         Done,
     }
-    futures::stream::unfold((run, w, Phase::Start), move |(mut run, w, phase)| async move {
+    // Scores wait in `scored` for the next chunk: the one of their text, or the finish chunk.
+    let start = (run, w, Phase::Start, Vec::<TokenLogprob>::new());
+    futures::stream::unfold(start, move |(mut run, w, phase, mut scored)| async move {
         match phase {
             Phase::Start => {
                 let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), tool_calls: None };
-                Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running)))
+                Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running, scored)))
             }
             Phase::Running => {
                 let events = match run.next().await {
+                    Ok(Some(ChatEvent::Logprobs(more))) => {
+                        scored.extend(more);
+                        return Some((Vec::new(), (run, w, Phase::Running, scored)));
+                    }
                     Ok(Some(ChatEvent::Content(text))) => {
                         if w.debug {
                             tracing::info!(delta = %text, "chat delta");
                         }
                         let delta = ChunkDelta { role: None, content: Some(text), tool_calls: None };
-                        return Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running)));
+                        let event = sse::json_event(&w.scored_chunk(delta, &mut scored, None));
+                        return Some((vec![event], (run, w, Phase::Running, scored)));
                     }
                     Ok(Some(ChatEvent::Call(call))) => {
                         if w.debug {
                             tracing::info!(call = ?call, "chat tool-call delta");
                         }
                         let delta = ChunkDelta { role: None, content: None, tool_calls: Some(vec![call]) };
-                        return Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running)));
+                        let event = sse::json_event(&w.scored_chunk(delta, &mut scored, None));
+                        return Some((vec![event], (run, w, Phase::Running, scored)));
                     }
                     Ok(Some(ChatEvent::Finished { reason, completion_tokens })) => {
                         // `content: ""` rather than an empty delta: the seed's own streaming
                         // example reads `delta['content']` on every chunk.
                         let last = ChunkDelta { role: None, content: Some(String::new()), tool_calls: None };
-                        let mut events = vec![sse::json_event(&w.chunk(last, Some(reason)))];
+                        let mut events = vec![sse::json_event(&w.scored_chunk(last, &mut scored, Some(reason)))];
                         if w.include_usage {
                             events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
                         }
@@ -299,7 +334,7 @@ fn stream_chat(
                     Ok(None) => vec![sse::done_event()],
                     Err(e) => vec![sse::error_event(&e), sse::done_event()],
                 };
-                Some((events, (run, w, Phase::Done)))
+                Some((events, (run, w, Phase::Done, scored)))
             }
             Phase::Done => None,
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::generation::{ChoiceEvent, ChoiceRun};
 use super::tools::ToolSetup;
 use super::types::{FunctionCall, FunctionChunk, ToolCall, ToolCallChunk};
-use crate::engine::FinishReason;
+use crate::engine::{FinishReason, TokenLogprob};
 use crate::error::ApiError;
 use crate::plugins::{CallDelta, ParsedText, PluginError, PluginRegistry, ToolParserSession};
 
@@ -19,8 +19,21 @@ pub enum ChatEvent {
     Content(String),
     /// A piece of a tool call.
     Call(ToolCallChunk),
+    /// Scores of the tokens behind the events that follow (only when asked for).
+    Logprobs(Vec<TokenLogprob>),
     /// The choice is complete.
     Finished { reason: &'static str, completion_tokens: usize },
+}
+
+/// A whole chat choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatOutput {
+    pub content: String,
+    pub calls: Vec<ToolCall>,
+    pub reason: &'static str,
+    pub completion_tokens: usize,
+    /// Every generated token's score (empty unless asked for).
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// A call as it has been streamed so far.
@@ -103,6 +116,9 @@ impl ChatRun {
                 return Ok(None);
             }
             match self.run.next().await? {
+                Some(ChoiceEvent::Logprobs(scored)) => self.pending.push_back(ChatEvent::Logprobs(scored)),
+                // Only completions' `echo` scores the prompt.
+                Some(ChoiceEvent::PromptLogprobs(_)) => {}
                 Some(ChoiceEvent::Text(text)) => match self.tools.as_mut() {
                     None => self.pending.push_back(ChatEvent::Content(text)),
                     Some(tools) => {
@@ -135,13 +151,15 @@ impl ChatRun {
         }
     }
 
-    /// Runs the choice to its end: `(content, tool calls, finish reason, completion tokens)`.
-    pub async fn collect(mut self) -> Result<(String, Vec<ToolCall>, &'static str, usize), ApiError> {
+    /// Runs the choice to its end.
+    pub async fn collect(mut self) -> Result<ChatOutput, ApiError> {
         let mut content = String::new();
         let mut calls: Vec<ToolCall> = Vec::new();
+        let mut logprobs = Vec::new();
         while let Some(ev) = self.next().await? {
             match ev {
                 ChatEvent::Content(t) => content.push_str(&t),
+                ChatEvent::Logprobs(l) => logprobs.extend(l),
                 ChatEvent::Call(chunk) => match (chunk.id, chunk.function.name) {
                     (Some(id), Some(name)) => calls.push(ToolCall {
                         id,
@@ -155,7 +173,7 @@ impl ChatRun {
                     }
                 },
                 ChatEvent::Finished { reason, completion_tokens } => {
-                    return Ok((content, calls, reason, completion_tokens));
+                    return Ok(ChatOutput { content, calls, reason, completion_tokens, logprobs });
                 }
             }
         }

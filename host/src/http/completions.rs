@@ -1,16 +1,19 @@
 //! `POST /v1/completions`: raw prompts (text, texts, token ids or lists of them), `n` choices
-//! each, `echo`, and streaming as OpenAI streams `text_completion` chunks.
+//! each, `echo`, `logprobs` in the legacy shape (with `echo`, the prompt's tokens scored too),
+//! and streaming as OpenAI streams `text_completion` chunks.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::body::JsonBody;
-use super::generation::{ChoiceEvent, ChoiceRun};
+use super::generation::{ChoiceEvent, ChoiceOutput, ChoiceRun};
+use super::logprobs::{self, TokenTexts};
 use super::sse;
 use super::state::{SharedState, size_generation, submit_choices, unix_now};
 use super::types::{Completion, CompletionChoice, CompletionRequest, PromptField, Usage};
 use super::validate;
+use crate::engine::{LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::TextTokenizer;
 
@@ -74,9 +77,6 @@ pub async fn completions(
     let common = req.take_common();
     state.check_model_field(&served, common.model.as_deref())?;
     validate::check_extra(&req.extra)?;
-    if req.logprobs.is_some() {
-        return Err(ApiError::unsupported_param("logprobs"));
-    }
     if req.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(ApiError::unsupported_param("logit_bias"));
     }
@@ -84,7 +84,10 @@ pub async fn completions(
         return Err(ApiError::unsupported_param("suffix"));
     }
     let echo = req.echo.unwrap_or(false);
-    let plan = validate::plan(common, None)?;
+    let mut plan = validate::plan(common, None)?;
+    if let Some(n) = req.logprobs {
+        plan.logprobs = Some(LogprobsQuery { top: logprobs::top_count("logprobs", n)?, prompt: echo });
+    }
     if req.best_of.is_some_and(|b| b != plan.n as i64) {
         return Err(ApiError::unsupported_param("best_of"));
     }
@@ -109,7 +112,14 @@ pub async fn completions(
         let sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         let prompt_tokens = sub.prompt.len();
         let run = submit_choices(&served, &plan, &sub, 1)?.pop().ok_or_else(|| ApiError::internal("no choice"))?;
-        let w = CompletionWriter { id, created, model, include_usage: plan.include_usage };
+        let w = CompletionWriter {
+            id,
+            created,
+            model,
+            include_usage: plan.include_usage,
+            tokenizer,
+            scored: plan.logprobs.is_some(),
+        };
         let echo_text = echo.then_some(prompt.text);
         return Ok(sse::respond(stream_completion(run, w, prompt_tokens, echo_text)));
     }
@@ -125,15 +135,20 @@ pub async fn completions(
     }
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
+    let texts = TokenTexts::new(&tokenizer);
     for (prompt_text, runs) in pending {
         for result in futures::future::join_all(runs.into_iter().map(ChoiceRun::collect)).await {
-            let (text, reason, tokens) = result?;
+            let ChoiceOutput { text, reason, completion_tokens: tokens, logprobs, prompt_logprobs } = result?;
             completion_tokens += tokens;
             let text = if echo { format!("{prompt_text}{text}") } else { text };
+            let logprobs = plan.logprobs.map(|_| {
+                let scored: Vec<TokenLogprob> = prompt_logprobs.into_iter().chain(logprobs).collect();
+                logprobs::legacy(&scored, &texts, &mut 0)
+            });
             choices.push(CompletionChoice {
                 index: choices.len(),
                 text,
-                logprobs: None,
+                logprobs,
                 finish_reason: Some(reason.as_openai()),
             });
         }
@@ -155,16 +170,27 @@ struct CompletionWriter {
     created: u64,
     model: String,
     include_usage: bool,
+    tokenizer: std::sync::Arc<TextTokenizer>,
+    /// Whether chunks carry `logprobs`.
+    scored: bool,
 }
 
 impl CompletionWriter {
-    fn chunk(&self, text: String, finish_reason: Option<&'static str>) -> Completion {
+    /// A chunk; `scored` are the tokens behind its text, `offset` where they start.
+    fn chunk(
+        &self,
+        text: String,
+        scored: &[TokenLogprob],
+        offset: &mut usize,
+        finish_reason: Option<&'static str>,
+    ) -> Completion {
+        let logprobs = self.scored.then(|| logprobs::legacy(scored, &TokenTexts::new(&self.tokenizer), offset));
         Completion {
             id: self.id.clone(),
             object: "text_completion",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![CompletionChoice { index: 0, text, logprobs: None, finish_reason }],
+            choices: vec![CompletionChoice { index: 0, text, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: None,
         }
@@ -183,35 +209,71 @@ impl CompletionWriter {
     }
 }
 
+/// The chunks of one streamed completion: the echoed prompt (with its tokens' scores, which
+/// come first from the engine, when asked for), each text delta with the scores of its tokens,
+/// the finish chunk, the usage chunk when asked for, then `[DONE]`.
 fn stream_completion(
     run: ChoiceRun,
     w: CompletionWriter,
     prompt_tokens: usize,
     echo: Option<String>,
 ) -> impl futures::Stream<Item = axum::response::sse::Event> {
-    futures::stream::unfold((run, w, echo, false), move |(mut run, w, echo, done)| async move {
-        if done {
+    struct State {
+        run: ChoiceRun,
+        w: CompletionWriter,
+        echo: Option<String>,
+        /// Scores waiting for the chunk of their text.
+        scored: Vec<TokenLogprob>,
+        offset: usize,
+        done: bool,
+    }
+    let start = State { run, w, echo, scored: Vec::new(), offset: 0, done: false };
+    futures::stream::unfold(start, move |mut st| async move {
+        if st.done {
             return None;
         }
-        if let Some(text) = echo {
-            let event = sse::json_event(&w.chunk(text, None));
-            return Some((vec![event], (run, w, None, false)));
+        // Without scores the echo goes out at once; with them it waits for the prompt's.
+        if !st.w.scored {
+            if let Some(text) = st.echo.take() {
+                let event = sse::json_event(&st.w.chunk(text, &[], &mut st.offset, None));
+                return Some((vec![event], st));
+            }
         }
-        match run.next().await {
-            Ok(Some(ChoiceEvent::Text(text))) => {
-                let event = sse::json_event(&w.chunk(text, None));
-                Some((vec![event], (run, w, None, false)))
-            }
-            Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
-                let mut events = vec![sse::json_event(&w.chunk(String::new(), Some(reason.as_openai())))];
-                if w.include_usage {
-                    events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+        loop {
+            let events = match st.run.next().await {
+                Ok(Some(ChoiceEvent::PromptLogprobs(prompt))) => match st.echo.take() {
+                    Some(text) => vec![sse::json_event(&st.w.chunk(text, &prompt, &mut st.offset, None))],
+                    None => continue,
+                },
+                Ok(Some(ChoiceEvent::Logprobs(scored))) => {
+                    st.scored.extend(scored);
+                    continue;
                 }
-                events.push(sse::done_event());
-                Some((events, (run, w, None, true)))
-            }
-            Ok(None) => Some((vec![sse::done_event()], (run, w, None, true))),
-            Err(e) => Some((vec![sse::error_event(&e), sse::done_event()], (run, w, None, true))),
+                Ok(Some(ChoiceEvent::Text(text))) => {
+                    let scored = std::mem::take(&mut st.scored);
+                    vec![sse::json_event(&st.w.chunk(text, &scored, &mut st.offset, None))]
+                }
+                Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
+                    let scored = std::mem::take(&mut st.scored);
+                    let last = st.w.chunk(String::new(), &scored, &mut st.offset, Some(reason.as_openai()));
+                    let mut events = vec![sse::json_event(&last)];
+                    if st.w.include_usage {
+                        events.push(sse::json_event(&st.w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+                    }
+                    events.push(sse::done_event());
+                    st.done = true;
+                    events
+                }
+                Ok(None) => {
+                    st.done = true;
+                    vec![sse::done_event()]
+                }
+                Err(e) => {
+                    st.done = true;
+                    vec![sse::error_event(&e), sse::done_event()]
+                }
+            };
+            return Some((events, st));
         }
     })
     .flat_map(futures::stream::iter)

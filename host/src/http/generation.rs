@@ -1,11 +1,13 @@
 //! One choice of a completion as the handlers see it: engine token events turned into text
 //! deltas (whole characters, stop strings trimmed) and a final finish reason with the count of
-//! generated tokens. Streaming and non-streaming responses are both built on it.
+//! generated tokens. Streaming and non-streaming responses are both built on it. When the
+//! request asked for log-probabilities, each text delta is preceded by the scores of the tokens
+//! that made it (and the finish by those of tokens that made no text: a held-back stop string).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::engine::{FinishReason, GenerationStream, TokenEvent};
+use crate::engine::{FinishReason, GenerationStream, TokenEvent, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::TextTokenizer;
 use crate::prompt::incremental::{Delta, IncrementalDecoder};
@@ -15,8 +17,23 @@ use crate::prompt::incremental::{Delta, IncrementalDecoder};
 pub enum ChoiceEvent {
     /// Text to append (never empty).
     Text(String),
+    /// The scores of the tokens whose text comes next (only when asked for; never empty).
+    Logprobs(Vec<TokenLogprob>),
+    /// The prompt's tokens scored (completions' `echo`); before anything else.
+    PromptLogprobs(Vec<TokenLogprob>),
     /// The choice is complete.
     Finished { reason: FinishReason, completion_tokens: usize },
+}
+
+/// A whole choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceOutput {
+    pub text: String,
+    pub reason: FinishReason,
+    pub completion_tokens: usize,
+    /// Every generated token's score (empty unless asked for).
+    pub logprobs: Vec<TokenLogprob>,
+    pub prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// A choice being generated.
@@ -26,6 +43,9 @@ pub struct ChoiceRun {
     pending: VecDeque<ChoiceEvent>,
     completion_tokens: usize,
     finished: bool,
+    keeps_logprobs: bool,
+    /// Scores of tokens whose text has not been released yet.
+    unreleased: Vec<TokenLogprob>,
 }
 
 impl ChoiceRun {
@@ -34,6 +54,7 @@ impl ChoiceRun {
         tokenizer: Arc<TextTokenizer>,
         stops: Vec<String>,
         skip_special: bool,
+        keeps_logprobs: bool,
     ) -> Self {
         Self {
             stream: Some(stream),
@@ -41,6 +62,8 @@ impl ChoiceRun {
             pending: VecDeque::new(),
             completion_tokens: 0,
             finished: false,
+            keeps_logprobs,
+            unreleased: Vec::new(),
         }
     }
 
@@ -58,8 +81,11 @@ impl ChoiceRun {
                 None => None,
             };
             match event {
-                Some(TokenEvent::Token { id, .. }) => {
+                Some(TokenEvent::Token { id, logprob, top }) => {
                     self.completion_tokens += 1;
+                    if self.keeps_logprobs {
+                        self.unreleased.push(TokenLogprob { id, logprob: Some(logprob), top });
+                    }
                     match self.decoder.push(id)? {
                         Delta::Text(t) => self.push_text(t),
                         Delta::Stop(t) => {
@@ -72,6 +98,11 @@ impl ChoiceRun {
                 }
                 // Only logits queries ask for a distribution; a generation never sees one.
                 Some(TokenEvent::Distribution(_)) => {}
+                Some(TokenEvent::PromptLogprobs(scored)) => {
+                    if self.keeps_logprobs {
+                        self.pending.push_back(ChoiceEvent::PromptLogprobs(scored));
+                    }
+                }
                 Some(TokenEvent::Finished { reason }) => {
                     let rest = self.decoder.finish();
                     self.push_text(rest);
@@ -95,22 +126,36 @@ impl ChoiceRun {
 
     fn push_text(&mut self, text: String) {
         if !text.is_empty() {
+            self.release_logprobs();
             self.pending.push_back(ChoiceEvent::Text(text));
+        }
+    }
+
+    fn release_logprobs(&mut self) {
+        if !self.unreleased.is_empty() {
+            self.pending.push_back(ChoiceEvent::Logprobs(std::mem::take(&mut self.unreleased)));
         }
     }
 
     fn finish(&mut self, reason: FinishReason) {
         self.finished = true;
+        self.release_logprobs();
         self.pending.push_back(ChoiceEvent::Finished { reason, completion_tokens: self.completion_tokens });
     }
 
-    /// Runs the choice to its end: `(text, finish reason, completion tokens)`.
-    pub async fn collect(mut self) -> Result<(String, FinishReason, usize), ApiError> {
+    /// Runs the choice to its end.
+    pub async fn collect(mut self) -> Result<ChoiceOutput, ApiError> {
         let mut text = String::new();
+        let mut logprobs = Vec::new();
+        let mut prompt_logprobs = Vec::new();
         while let Some(ev) = self.next().await? {
             match ev {
                 ChoiceEvent::Text(t) => text.push_str(&t),
-                ChoiceEvent::Finished { reason, completion_tokens } => return Ok((text, reason, completion_tokens)),
+                ChoiceEvent::Logprobs(l) => logprobs.extend(l),
+                ChoiceEvent::PromptLogprobs(l) => prompt_logprobs = l,
+                ChoiceEvent::Finished { reason, completion_tokens } => {
+                    return Ok(ChoiceOutput { text, reason, completion_tokens, logprobs, prompt_logprobs });
+                }
             }
         }
         Err(ApiError::internal("generation ended without a finish reason"))

@@ -107,6 +107,7 @@ pub async fn logits(
         stop_ids: Vec::new(),
         constraint: None,
         distribution: Some(DistributionQuery { use_samplers: req.use_samplers.unwrap_or(false), top }),
+        logprobs: None,
     })?;
     loop {
         match stream.next().await {
@@ -121,7 +122,7 @@ pub async fn logits(
             Some(TokenEvent::Finished { .. }) => {
                 return Err(ApiError::unavailable("the request was stopped before the model ran"));
             }
-            Some(TokenEvent::Token { .. }) => {}
+            Some(TokenEvent::Token { .. } | TokenEvent::PromptLogprobs(_)) => {}
             Some(TokenEvent::Failed(msg)) => return Err(ApiError::internal(format!("the model failed: {msg}"))),
             Some(TokenEvent::PluginFailed(e)) => return Err(e.into()),
             None => return Err(ApiError::unavailable("the generation engine stopped")),

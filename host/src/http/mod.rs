@@ -8,6 +8,7 @@ pub mod completions;
 pub mod generation;
 pub mod health;
 pub mod internal;
+pub mod logprobs;
 pub mod models;
 pub mod moderations;
 pub mod plugins;

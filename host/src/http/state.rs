@@ -208,9 +208,10 @@ pub fn submit_choices(
                 stop_ids: stop_ids.clone(),
                 constraint: sub.constraint.clone(),
                 distribution: None,
+                logprobs: plan.logprobs,
             };
             let stream = served.engine.submit(request)?;
-            Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special))
+            Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special, plan.logprobs.is_some()))
         })
         .collect()
 }

@@ -48,6 +48,8 @@ pub struct GenerationPlan {
     /// textgen's `truncation_length` (0/None: the model's).
     pub context_cap: Option<usize>,
     pub add_bos: bool,
+    /// Log-probabilities to report (set by the endpoint: chat and completions ask differently).
+    pub logprobs: Option<crate::engine::LogprobsQuery>,
 }
 
 /// Most stop strings per request (OpenAI allows 4; text-generation-webui any number).
@@ -154,6 +156,7 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
         skip_special: c.skip_special_tokens.unwrap_or(true),
         context_cap,
         add_bos: c.add_bos_token.unwrap_or(true),
+        logprobs: None,
     })
 }
 

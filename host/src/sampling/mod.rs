@@ -302,6 +302,17 @@ pub fn log_softmax_at(values: &[f32], id: usize) -> f32 {
     values.get(id).map_or(f32::NEG_INFINITY, |&v| v - log_normalizer(values))
 }
 
+/// The `n` largest log-probabilities of `logits` under their softmax, most likely first (empty
+/// for `n == 0`).
+pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let c = top_n(logits, n);
+    let norm = log_normalizer(logits);
+    c.ids.iter().zip(&c.logits).map(|(&id, &l)| (id, l - norm)).collect()
+}
+
 /// `log Σ exp(values)`, computed stably: what `log_softmax` subtracts from every value.
 fn log_normalizer(values: &[f32]) -> f32 {
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
