@@ -53,6 +53,10 @@ struct ServeCli {
     /// Where models live (default user_data/models).
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// text-generation-webui's user data folder: characters/, instruction-templates/ (default
+    /// user_data).
+    #[arg(long)]
+    user_data_dir: Option<PathBuf>,
     /// settings.yaml (default user_data/settings.yaml when present).
     #[arg(long)]
     settings: Option<PathBuf>,
@@ -154,6 +158,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         ssl_certfile: cli.ssl_certfile,
         model: cli.model,
         model_dir: cli.model_dir,
+        user_data_dir: cli.user_data_dir,
         device: cli.device,
         ctx_size: cli.ctx_size,
     };

@@ -56,7 +56,11 @@ fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
 }
 
 /// Loads the model and starts its engine (blocking; run it off the async runtime).
-fn load_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) -> Result<ServedModel, ServeError> {
+pub(crate) fn load_model(
+    path: &Path,
+    settings: &Settings,
+    plugins: &Arc<PluginRegistry>,
+) -> Result<ServedModel, ServeError> {
     let request: DeviceRequest = settings.device.parse().map_err(ServeError::Device)?;
     let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
     tracing::info!("device: {}", device.description);
@@ -84,6 +88,7 @@ fn load_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) -
         path: path.to_path_buf(),
         created: http::state::unix_now(),
         loader,
+        instruction_template: None,
         grammar: Default::default(),
     })
 }

@@ -200,7 +200,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         (json!({"messages": msgs, "n": 1000}), "n"),
         (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role"),
         (json!({"messages": msgs, "typical_p": 0.5}), "typical_p"),
-        (json!({"messages": msgs, "logprobs": true}), "logprobs"),
+        (json!({"messages": msgs, "logprobs": true, "top_logprobs": 99}), "top_logprobs"),
         (json!({"messages": msgs, "frobnicate": 1}), "frobnicate"),
         (json!({"messages": []}), "messages"),
     ];
@@ -353,4 +353,82 @@ fn internal_logits_report_the_next_tokens_distribution() {
     let (status, err) = post_json(server(), "/v1/internal/logits", &json!({"prompt": "Hi", "top_logits": 0}));
     assert_openai_error(&err, status, 400);
     assert_eq!(err["error"]["param"], "top_logits");
+}
+
+/// The seed's "Chat completions with characters" request: `chat-instruct` with the `Example`
+/// character. `/v1/internal/chat-prompt` shows the character's context (names substituted), its
+/// greeting, the chat-instruct command around the script and the model's own assistant cue; the
+/// completion answers, and never runs on into the user's next line.
+#[test]
+fn characters_and_chat_modes_shape_the_prompt() {
+    let seed = json!({
+        "messages": [{"role": "user", "content": "Hello! Who are you?"}],
+        "mode": "chat-instruct", "character": "Example",
+        "temperature": 0.6, "top_p": 0.95, "top_k": 20
+    });
+    let (status, body) = post_json(server(), "/v1/internal/chat-prompt", &seed);
+    assert_eq!(status, 200, "{body}");
+    let prompt = body["prompt"].as_str().unwrap();
+    for part in [
+        "Write a single reply for the character \"Marisol Vega\"",
+        "Marisol Vega's Persona: Marisol Vega is a cheerful botanist",
+        "You: What got you into botany?\nMarisol Vega: My grandmother's garden!",
+        "Marisol Vega: *Marisol looks up",
+        "You: Hello! Who are you?\n",
+    ] {
+        assert!(prompt.contains(part), "{part:?} missing from {prompt:?}");
+    }
+    assert!(!prompt.contains("{{user}}") && !prompt.contains("{{char}}"), "{prompt:?}");
+    assert!(prompt.ends_with("<|im_start|>assistant\n"), "the model's ChatML cue last: {prompt:?}");
+
+    let chat = json!({
+        "messages": [{"role": "user", "content": "Hello! Who are you?"}],
+        "mode": "chat", "character": "Example", "user_name": "Sam"
+    });
+    let (_, body) = post_json(server(), "/v1/internal/chat-prompt", &chat);
+    let prompt = body["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with("Marisol Vega's Persona"), "{prompt:?}");
+    assert!(prompt.contains("Sam: What got you into botany?"), "{{{{user}}}} is the request's name: {prompt:?}");
+    assert!(prompt.ends_with("Sam: Hello! Who are you?\nMarisol Vega:"), "{prompt:?}");
+
+    let mut answer = seed.clone();
+    answer["max_tokens"] = json!(48);
+    answer["seed"] = json!(3);
+    let (status, body) = post_json(server(), "/v1/chat/completions", &answer);
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.trim().is_empty(), "{body}");
+    assert!(!content.contains("\nYou:"), "the reply stops before the user's turn: {content:?}");
+}
+
+/// The default character, named instruction templates and `continue_`.
+#[test]
+fn default_character_named_templates_and_continue() {
+    let hello = json!([{"role": "user", "content": "Hi"}]);
+    let (_, body) = post_json(server(), "/v1/internal/chat-prompt", &json!({"messages": hello, "mode": "chat"}));
+    let prompt = body["prompt"].as_str().unwrap();
+    assert!(prompt.contains("AI: How can I help you today?\nYou: Hi\nAI:"), "the Assistant character: {prompt:?}");
+
+    let (_, body) = post_json(
+        server(),
+        "/v1/internal/chat-prompt",
+        &json!({"messages": hello, "instruction_template": "Alpaca"}),
+    );
+    assert!(body["prompt"].as_str().unwrap().ends_with("### Instruction:\nHi\n\n### Response:\n"), "{body}");
+
+    let story = json!([{"role": "user", "content": "Tell a story."}, {"role": "assistant", "content": "Once upon a"}]);
+    let (_, body) = post_json(server(), "/v1/internal/chat-prompt", &json!({"messages": story, "continue_": true}));
+    assert!(body["prompt"].as_str().unwrap().ends_with("<|im_start|>assistant\nOnce upon a"), "{body}");
+
+    for (request, param) in [
+        (json!({"messages": hello, "mode": "chat", "character": "Nobody"}), "character"),
+        (json!({"messages": hello, "mode": "chat", "character": "../settings"}), "character"),
+        (json!({"messages": hello, "mode": "roleplay"}), "mode"),
+        (json!({"messages": hello, "continue_": true}), "continue_"),
+        (json!({"messages": hello, "instruction_template": "Nope"}), "instruction_template"),
+    ] {
+        let (status, err) = post_json(server(), "/v1/chat/completions", &request);
+        assert_openai_error(&err, status, 400);
+        assert_eq!(err["error"]["param"], param, "{request}: {err}");
+    }
 }

@@ -33,6 +33,9 @@ pub struct Settings {
     pub model: Option<String>,
     /// Where models live (`--model-dir`).
     pub model_dir: PathBuf,
+    /// textgen's user data folder (`--user-data-dir`): `characters/` and
+    /// `instruction-templates/` are read from it.
+    pub user_data_dir: PathBuf,
     /// `auto`, `wgpu` or `flex` (`--device`).
     pub device: String,
     /// Log request and response content (`OPENEDAI_DEBUG=1`, textgen's `openai-debug`). Off by
@@ -152,6 +155,7 @@ impl Default for Settings {
             ssl_certfile: None,
             model: None,
             model_dir: PathBuf::from("user_data/models"),
+            user_data_dir: PathBuf::from("user_data"),
             device: "auto".into(),
             debug: false,
             embedding_model: None,
@@ -199,6 +203,9 @@ pub struct CliSettings {
     /// `--model-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_dir: Option<PathBuf>,
+    /// `--user-data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data_dir: Option<PathBuf>,
     /// `--device`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,

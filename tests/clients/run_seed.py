@@ -54,15 +54,14 @@ EXAMPLES = {
     "curl:chat_completions": ("chat_completions", None),
     "curl:sse_streaming": ("sse_streaming", None),
     "curl:list_models": ("list_models", None),
-    "curl:chat_completions_with_characters": ("chat_completions_with_characters",
-                                              "characters (user_data/characters/Example.yaml)"),
+    "curl:chat_completions_with_characters": ("chat_completions_with_characters", None),
     "curl:multimodal_chat_completions": ("multimodal_chat_completions",
                                          "multimodal, and a remote image URL (network off by default)"),
     "curl:multimodal_completions": ("multimodal_completions",
                                     "multimodal, and remote image URLs (network off by default)"),
     "curl:image_generation": ("image_generation", "image generation (--image-model)"),
-    "curl:logits": ("logits", "/v1/internal/logits"),
-    "curl:logits_after_sampling": ("logits_after_sampling", "/v1/internal/logits"),
+    "curl:logits": ("logits", None),
+    "curl:logits_after_sampling": ("logits_after_sampling", None),
     "curl:load_model": ("load_model", "model load/unload (a Qwen3 GGUF by name)"),
     "curl:load_model_2": ("load_model_2", "model load/unload (a Qwen3 GGUF by name)"),
 }
@@ -204,14 +203,19 @@ def curl_split(p):
     return int(m.group(1)), p.stdout[:m.start()]
 
 
+def curl_json_200(p):
+    """The body of an HTTP 200 JSON answer (and its text), or a Verdict."""
+    status, body = curl_split(p)
+    check(status == 200, f"expected HTTP 200, got {status}: {body[:400]!r}")
+    try:
+        return json.loads(body), body
+    except ValueError:
+        raise Verdict(f"expected a JSON body, got {body[:400]!r}")
+
+
 def judge_curl_json(key):
     def judge(p):
-        status, body = curl_split(p)
-        check(status == 200, f"expected HTTP 200, got {status}: {body[:400]!r}")
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            raise Verdict(f"expected a JSON body, got {body[:400]!r}")
+        obj, body = curl_json_200(p)
         check(key in obj, f"expected a '{key}' field, got {body[:400]!r}")
         if key == "choices":
             c = obj["choices"][0]
@@ -234,6 +238,13 @@ def judge_curl_sse(p):
     return f"{len(data)} events, text {text.strip()[:120]!r}"
 
 
+def judge_curl_logits(p):
+    obj, body = curl_json_200(p)
+    check(isinstance(obj, dict) and obj and all(isinstance(v, float) and 0 <= v <= 1 for v in obj.values()),
+          f"expected {{token: probability}}, got {body[:400]!r}")
+    return f"HTTP 200, {len(obj)} tokens, most likely {next(iter(obj))!r}"
+
+
 def judge_curl_later(p):
     status, body = curl_split(p)
     check(status == 200, f"HTTP {status}: {body[:400]!r}")
@@ -252,6 +263,9 @@ JUDGES = {
     "curl:chat_completions": judge_curl_json("choices"),
     "curl:sse_streaming": judge_curl_sse,
     "curl:list_models": judge_curl_json("model_names"),
+    "curl:chat_completions_with_characters": judge_curl_json("choices"),
+    "curl:logits": judge_curl_logits,
+    "curl:logits_after_sampling": judge_curl_logits,
 }
 
 

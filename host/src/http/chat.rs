@@ -20,7 +20,9 @@ use super::validate::{self, GenerationPlan};
 use crate::engine::{LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::TextTokenizer;
-use crate::prompt::chat::Conversation;
+use crate::prompt::character::{Character, DEFAULT_CHARACTER, DEFAULT_USER_NAME};
+use crate::prompt::instruction_templates;
+use crate::prompt::modes::{self, ChatMode, ModeError, ModePrompt, Persona};
 
 /// A chat request checked and rendered to prompt text.
 pub struct RenderedChat {
@@ -53,18 +55,37 @@ pub fn render_request(
             return Err(ApiError::unsupported_param("response_format"));
         }
     }
-    match req.mode.as_deref() {
-        None | Some("instruct") => {}
-        Some(_) => return Err(ApiError::unsupported_param("mode")),
-    }
+    let mode = match req.mode.as_deref() {
+        None => ChatMode::Instruct,
+        Some(name) => ChatMode::parse(name).ok_or_else(|| {
+            ApiError::invalid_param("mode", format!("`mode` must be `instruct`, `chat` or `chat-instruct`, got `{name}`"))
+        })?,
+    };
     let tool_request = tools::parse_request(req.tools.as_deref(), req.tool_choice.as_ref(), req.parallel_tool_calls)?;
+    if tool_request.is_some() && mode != ChatMode::Instruct {
+        return Err(ApiError::invalid_param("tools", "tools are offered in `mode: instruct` only, not in the chat modes"));
+    }
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
     }
     let mut messages =
         req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
 
-    let template_override = req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty());
+    // textgen's order: the request's Jinja, a named template, the default a model load set, the
+    // model's own (then Alpaca).
+    let named = match req.instruction_template.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) if req.instruction_template_str.as_deref().is_none_or(|s| s.trim().is_empty()) => Some(
+            instruction_templates::load(&state.settings.user_data_dir.join("instruction-templates"), name)
+                .map_err(|e| ApiError::invalid_param("instruction_template", e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let template_override = req
+        .instruction_template_str
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .or(named.as_deref())
+        .or(served.instruction_template.as_deref());
     let (template, _source) = served.renderer.template(template_override)?;
     let mut setup = None;
     let mut template_tools = None;
@@ -87,17 +108,49 @@ pub fn render_request(
     if let Some(v) = &req.reasoning_effort {
         extra.insert("reasoning_effort".into(), Value::String(v.clone()));
     }
-    let conversation = Conversation {
+    let persona = match mode {
+        ChatMode::Instruct => None,
+        ChatMode::Chat | ChatMode::ChatInstruct => Some(persona(state, &req)?),
+    };
+    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+    let (chat_template, command) = (non_empty(&req.chat_template_str), non_empty(&req.chat_instruct_command));
+    let built = ModePrompt {
+        mode,
         messages: &messages,
+        instruct: &template,
         tools: template_tools.as_deref(),
-        add_generation_prompt: true,
-        template_override,
+        persona: persona.as_ref(),
+        chat_template: chat_template.as_deref(),
+        command: command.as_deref(),
+        continue_last: req.continue_.unwrap_or(false),
         extra,
     };
-    let prompt = served.renderer.render_with(&template, &conversation)?;
+    let prompt = modes::render(&served.renderer, &built).map_err(|e| match e {
+        ModeError::Template(e) => ApiError::from(e),
+        ModeError::CannotContinue(msg) => ApiError::invalid_param("continue_", msg),
+    })?;
     let mut plan = validate::plan(common, req.max_completion_tokens)?;
     plan.logprobs = scored;
+    if let Some(persona) = &persona {
+        // The model writes one turn of the script: a new line naming a speaker ends it.
+        plan.stops.extend(persona.turn_stops());
+    }
     Ok(RenderedChat { prompt, plan, tools: setup })
+}
+
+/// Who speaks in the chat modes: the request's names and texts over its character's.
+fn persona(state: &SharedState, req: &ChatCompletionRequest) -> Result<Persona, ApiError> {
+    let dir = state.settings.user_data_dir.join("characters");
+    let name = req.character.as_deref().unwrap_or(DEFAULT_CHARACTER);
+    let character = Character::load(&dir, name).map_err(|e| ApiError::invalid_param("character", e.to_string()))?;
+    let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    Ok(Persona {
+        user: given(&req.user_name).or(character.user_name).unwrap_or_else(|| DEFAULT_USER_NAME.into()),
+        character: given(&req.bot_name).unwrap_or(character.name),
+        context: given(&req.context).unwrap_or(character.context),
+        greeting: given(&req.greeting).unwrap_or(character.greeting),
+        user_bio: req.user_bio.clone().unwrap_or_default(),
+    })
 }
 
 /// A message as templates expect it: `content` always a string.

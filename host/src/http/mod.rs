@@ -9,6 +9,7 @@ pub mod generation;
 pub mod health;
 pub mod internal;
 pub mod logprobs;
+pub mod model_admin;
 pub mod models;
 pub mod moderations;
 pub mod plugins;
@@ -80,6 +81,8 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/stop-generation", post(internal::stop_generation))
         .route("/v1/internal/model/info", get(internal::model_info))
         .route("/v1/internal/model/list", get(internal::model_list))
+        .route("/v1/internal/model/load", post(model_admin::load))
+        .route("/v1/internal/model/unload", post(model_admin::unload))
         .route("/v1/moderations", post(moderations::moderations))
         .route("/v1/plugins/{name}", any(plugins::handle_root))
         .route("/v1/plugins/{name}/", any(plugins::handle_root))

@@ -26,6 +26,9 @@ pub struct ServedModel {
     pub created: u64,
     /// `llama.cpp`/`Transformers`-style loader name for `/v1/internal/model/info`.
     pub loader: &'static str,
+    /// The instruction template requests use when they name none (set by a model load's
+    /// `instruction_template`); `None`: the model's own.
+    pub instruction_template: Option<String>,
     /// Grammar compiler over this model's vocabulary, built on first use.
     pub grammar: std::sync::OnceLock<Result<Arc<crate::constraint::GrammarCompiler>, String>>,
 }
@@ -58,6 +61,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub plugins: Arc<PluginRegistry>,
     model: RwLock<ModelState>,
+    /// Set while `/v1/internal/model/load` loads a model (one at a time).
+    pub loading: std::sync::atomic::AtomicBool,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -68,7 +73,7 @@ pub fn unix_now() -> u64 {
 
 impl AppState {
     pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {
-        Self { settings: Arc::new(settings), plugins, model: RwLock::new(model) }
+        Self { settings: Arc::new(settings), plugins, model: RwLock::new(model), loading: Default::default() }
     }
 
     pub fn set_model(&self, state: ModelState) {

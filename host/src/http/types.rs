@@ -208,6 +208,26 @@ request_with_common_params! {
         pub chat_template_str: Option<String>,
         /// textgen: `instruct` (default), `chat`, `chat-instruct`.
         pub mode: Option<String>,
+        /// textgen: a template name under `user_data/instruction-templates/`.
+        pub instruction_template: Option<String>,
+        /// textgen: a character under `user_data/characters/` (chat modes; default "Assistant").
+        pub character: Option<String>,
+        /// textgen: the user's name (chat modes).
+        #[serde(alias = "name1")]
+        pub user_name: Option<String>,
+        /// textgen: the character's name, over the character file's.
+        #[serde(alias = "name2")]
+        pub bot_name: Option<String>,
+        /// textgen: the character's context, over the file's.
+        pub context: Option<String>,
+        /// textgen: the character's greeting, over the file's.
+        pub greeting: Option<String>,
+        /// textgen: the user's description (chat modes).
+        pub user_bio: Option<String>,
+        /// textgen: chat-instruct's command (`<|character|>`, `<|prompt|>`).
+        pub chat_instruct_command: Option<String>,
+        /// textgen: continue the last assistant message instead of starting a new one.
+        pub continue_: Option<bool>,
         /// textgen: passed to templates that think.
         pub enable_thinking: Option<bool>,
         pub reasoning_effort: Option<String>,

@@ -169,7 +169,8 @@ const NO_EFFECT: &[&str] = &[
     "prompt_cache_key",
     "safety_identifier",
     "static_cache",
-    // Only used in chat / chat-instruct modes, or by samplers that are off unless enabled.
+    // Chat-mode fields (chat requests read them; elsewhere they change nothing), and settings of
+    // samplers that are off unless enabled.
     "chat_instruct_command",
     "dry_sequence_breakers",
     "dry_allowed_length",

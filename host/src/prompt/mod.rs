@@ -1,12 +1,17 @@
 //! Everything between the API's messages and the model's token ids: the tokenizer (from GGUF
-//! metadata or `tokenizer.json`), chat templates, and stop-string matching on generated text.
+//! metadata or `tokenizer.json`), chat templates, characters and chat modes, and stop-string
+//! matching on generated text.
 
+pub mod character;
 pub mod chat;
 mod gguf_vocab;
 pub mod incremental;
+pub mod instruction_templates;
+pub mod modes;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
+mod user_files;
 
 pub use gguf_vocab::VocabError;
 pub use stop::{StopMatcher, StopOutcome};

@@ -1,0 +1,103 @@
+//! `/v1/internal/model/load` and `/unload` on the real binary: the seed's load request (its
+//! `args` shape) swaps in another model from the model dir while a streamed answer from the old
+//! one runs to its end and other requests keep being answered; `/v1/internal/model/info` then
+//! names the new model; bad names and arguments change nothing; unloading leaves 503s.
+
+mod common;
+
+#[path = "common/gguf_writer.rs"]
+mod gguf_writer;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, get_json, post_json, post_stream, sse_payloads};
+use serde_json::{Value, json};
+
+#[test]
+fn a_model_loads_by_name_while_requests_keep_being_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = common::smollm2();
+    for name in ["first.gguf", "second.gguf"] {
+        std::os::unix::fs::symlink(&real, dir.path().join(name)).unwrap();
+    }
+    gguf_writer::tiny_llama().write(&dir.path().join("tiny.gguf"));
+    let model_dir = dir.path().to_str().unwrap();
+    let server = Server::start(&["--model-dir", model_dir, "--model", "first", "--device", "flex", "--ctx-size", "2048"]);
+    let server = &server;
+    assert_eq!(get_json(server, "/v1/internal/model/info").1["model_name"], "first");
+
+    std::thread::scope(|s| {
+        // A streamed answer on the old model, started before the load.
+        let streamed = s.spawn(|| {
+            let body = json!({"messages": [{"role": "user", "content": "Write a poem about rivers."}],
+                "max_tokens": 96, "temperature": 0, "stream": true});
+            post_stream(server, "/v1/chat/completions", &body)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Requests during the load are answered (by the old model).
+        let during = s.spawn(move || {
+            let mut answered = 0;
+            while done_rx.try_recv().is_err() {
+                let (status, body) = post_json(server, "/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+                assert_eq!(status, 200, "a request during the load: {body}");
+                answered += 1;
+            }
+            answered
+        });
+        let started = Instant::now();
+        // The seed's "Load model" body, with a model of our model dir.
+        let seed = json!({"model_name": "second.gguf", "args": {"ctx_size": 1024, "flash_attn": true, "cache_type": "q8_0"}});
+        let (status, body) = post_json(server, "/v1/internal/model/load", &seed);
+        let took = started.elapsed();
+        done_tx.send(()).unwrap();
+        assert_eq!((status, body.clone()), (200, json!("OK")), "load: {body}");
+        let answered = during.join().unwrap();
+        assert!(answered >= 1, "no request was answered during a {took:?} load");
+
+        let (status, stream) = streamed.join().unwrap();
+        assert_eq!(status, 200);
+        let events = sse_payloads(&stream);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "the old model's stream ends whole: {stream}");
+        assert!(!stream.contains("\"error\""), "{stream}");
+    });
+
+    let (_, info) = get_json(server, "/v1/internal/model/info");
+    assert_eq!(info["model_name"], "second", "{info}");
+    let (status, answer) = post_json(server, "/v1/completions", &json!({"prompt": "The capital of France is", "max_tokens": 4}));
+    assert_eq!(status, 200, "the new model answers: {answer}");
+    // ctx_size from args: a 1100-token prompt no longer fits.
+    let long = "word ".repeat(1100);
+    let (status, err) = post_json(server, "/v1/completions", &json!({"prompt": long, "max_tokens": 1}));
+    assert_eq!(status, 400, "{err}");
+
+    for (body, status, param) in [
+        (json!({"model_name": "missing.gguf"}), 404, "model_name"),
+        (json!({"model_name": "../etc/passwd"}), 400, "model_name"),
+        (json!({"model_name": "tiny.gguf", "args": {"ctx_size": "big"}}), 400, "args.ctx_size"),
+        (json!({"model_name": "tiny.gguf", "args": {"rope_scaling": 2}}), 400, "args.rope_scaling"),
+        (json!({"model_name": "tiny.gguf", "instruction_template": "Nope"}), 400, "instruction_template"),
+    ] {
+        let (got, err) = post_json(server, "/v1/internal/model/load", &body);
+        assert_eq!(got, status, "{body}: {err}");
+        assert_eq!(err["error"]["param"], param, "{body}: {err}");
+    }
+    assert_eq!(get_json(server, "/v1/internal/model/info").1["model_name"], "second", "bad loads change nothing");
+
+    // A load's instruction template becomes the default of later chat requests.
+    let (status, body) = post_json(
+        server,
+        "/v1/internal/model/load",
+        &json!({"model_name": "tiny", "instruction_template": "Vicuna-v1.1"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, prompt) =
+        post_json(server, "/v1/internal/chat-prompt", &json!({"messages": [{"role": "user", "content": "Hi"}]}));
+    assert!(prompt["prompt"].as_str().unwrap().ends_with("USER: Hi\nASSISTANT:"), "{prompt}");
+
+    let (status, body) = post_json(server, "/v1/internal/model/unload", &Value::Null);
+    assert_eq!((status, body), (200, json!("OK")));
+    assert_eq!(get_json(server, "/v1/internal/model/info").1["model_name"], "None");
+    let (status, _) = post_json(server, "/v1/completions", &json!({"prompt": "Hi"}));
+    assert_eq!(status, 503);
+}
