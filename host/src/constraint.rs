@@ -1,6 +1,7 @@
-//! Constrained decoding: a grammar (llguidance's Lark syntax, with `%json { schema }`) turned
-//! into a token mask at every step, so the output is forced into a tool call's format with
-//! arguments that follow the tool's schema. llguidance does the grammar and mask work; this
+//! Constrained decoding: a grammar (llguidance's Lark syntax, with `%json { schema }`, or a
+//! JSON schema alone) turned into a token mask at every step, so the output is forced into a
+//! tool call's format with arguments that follow the tool's schema, or into JSON that follows a
+//! `response_format`'s schema. llguidance does the grammar and mask work; this
 //! module connects it to Hearth's tokenizer and sampler.
 
 use std::sync::Arc;
@@ -72,10 +73,17 @@ impl GrammarCompiler {
 
     /// Compiles a Lark grammar into a fresh constraint.
     pub fn compile(&self, lark: &str) -> Result<Constraint, ConstraintError> {
-        let parser = self
-            .factory
-            .create_parser(TopLevelGrammar::from_lark(lark.to_owned()))
-            .map_err(|e| ConstraintError::Grammar(format!("{e:#}")))?;
+        self.start(TopLevelGrammar::from_lark(lark.to_owned()))
+    }
+
+    /// A constraint whose output is one JSON value valid under `schema` (llguidance's JSON
+    /// schema support: types, properties, required, enums, lengths, bounds, `$ref`s…).
+    pub fn compile_json_schema(&self, schema: &serde_json::Value) -> Result<Constraint, ConstraintError> {
+        self.start(TopLevelGrammar::from_json_schema(schema.clone()))
+    }
+
+    fn start(&self, grammar: TopLevelGrammar) -> Result<Constraint, ConstraintError> {
+        let parser = self.factory.create_parser(grammar).map_err(|e| ConstraintError::Grammar(format!("{e:#}")))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Grammar(e));

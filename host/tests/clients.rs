@@ -28,6 +28,11 @@ fn openai_python_logprobs() {
 }
 
 #[test]
+fn openai_python_structured_outputs() {
+    run_python("openai_structured.py", server());
+}
+
+#[test]
 fn openai_python_errors() {
     run_python("openai_errors.py", server());
 }

@@ -30,6 +30,8 @@ pub struct RenderedChat {
     pub plan: GenerationPlan,
     /// Set when the request offers tools.
     pub tools: Option<ToolSetup>,
+    /// The schema the answer's JSON must follow (`response_format` `json_object` / `json_schema`).
+    pub json_schema: Option<Value>,
 }
 
 /// Checks a chat request and renders its prompt (shared with `/v1/internal/chat-prompt`).
@@ -50,11 +52,10 @@ pub fn render_request(
     if req.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(ApiError::unsupported_param("logit_bias"));
     }
-    if let Some(format) = &req.response_format {
-        if format.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::unsupported_param("response_format"));
-        }
-    }
+    let json_schema = match &req.response_format {
+        None => None,
+        Some(format) => response_schema(format)?,
+    };
     let mode = match req.mode.as_deref() {
         None => ChatMode::Instruct,
         Some(name) => ChatMode::parse(name).ok_or_else(|| {
@@ -135,7 +136,34 @@ pub fn render_request(
         // The model writes one turn of the script: a new line naming a speaker ends it.
         plan.stops.extend(persona.turn_stops());
     }
-    Ok(RenderedChat { prompt, plan, tools: setup })
+    if json_schema.is_some() && setup.as_ref().is_some_and(|s| s.request.forced_tools().is_some()) {
+        return Err(ApiError::invalid_param(
+            "response_format",
+            "a JSON `response_format` and a forced tool call cannot both shape the answer",
+        ));
+    }
+    Ok(RenderedChat { prompt, plan, tools: setup, json_schema })
+}
+
+/// The schema a `response_format` asks for: `text` none, `json_object` any object,
+/// `json_schema` its `json_schema.schema` (any object when it gives none).
+fn response_schema(format: &Value) -> Result<Option<Value>, ApiError> {
+    let bad = |msg: &str| ApiError::invalid_param("response_format", msg.to_owned());
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "object"}))),
+        Some("json_schema") => {
+            let spec = format.get("json_schema").filter(|s| s.is_object()).ok_or_else(|| {
+                bad("`response_format.json_schema` must be an object with the `schema` the answer follows")
+            })?;
+            match spec.get("schema") {
+                None | Some(Value::Null) => Ok(Some(json!({"type": "object"}))),
+                Some(schema @ (Value::Object(_) | Value::Bool(true))) => Ok(Some(schema.clone())),
+                Some(_) => Err(bad("`response_format.json_schema.schema` must be a JSON schema object")),
+            }
+        }
+        _ => Err(bad("`response_format.type` must be `text`, `json_object` or `json_schema`")),
+    }
 }
 
 /// Who speaks in the chat modes: the request's names and texts over its character's.
@@ -200,16 +228,19 @@ pub async fn chat_completions(
         let (state, served) = (state.clone(), served.clone());
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let rendered = render_request(&state, &served, req)?;
-            let constraint = match &rendered.tools {
-                Some(setup) => tools::forcing_constraint(&state.plugins, &served, setup)?,
-                None => None,
+            let constraint = match (&rendered.tools, &rendered.json_schema) {
+                (_, Some(schema)) => Some(served.grammar()?.compile_json_schema(schema).map_err(|e| {
+                    ApiError::invalid_param("response_format", format!("the JSON schema cannot be enforced: {e}"))
+                })?),
+                (Some(setup), None) => tools::forcing_constraint(&state.plugins, &served, setup)?,
+                (None, None) => None,
             };
             Ok((rendered, constraint))
         })
         .await
         .map_err(|e| ApiError::internal(format!("rendering the prompt failed: {e}")))??
     };
-    let RenderedChat { prompt, plan, tools } = rendered;
+    let RenderedChat { prompt, plan, tools, .. } = rendered;
     if state.settings.debug {
         tracing::info!(prompt = %prompt, "chat prompt");
     }
