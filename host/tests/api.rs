@@ -432,3 +432,31 @@ fn default_character_named_templates_and_continue() {
         assert_eq!(err["error"]["param"], param, "{request}: {err}");
     }
 }
+
+/// `logit_bias`: +100 makes a token the greedy choice, -100 keeps the greedy answer's first
+/// token out of it; ids outside the vocabulary and biases outside -100…100 are 400s.
+#[test]
+fn logit_bias_moves_and_bans_tokens() {
+    let prompt = "The capital of France is";
+    let (greedy, _) = greedy_completion(prompt, 4);
+    let banana = token_ids(" banana");
+    assert_eq!(banana.len(), 1, "one token: {banana:?}");
+    let forced = json!({"prompt": prompt, "max_tokens": 3, "temperature": 0, "logit_bias": {banana[0].to_string(): 100}});
+    let (status, body) = post_json(server(), "/v1/completions", &forced);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["text"], " banana banana banana", "{body}");
+
+    let first = token_ids(&greedy)[0];
+    let banned = json!({"prompt": prompt, "max_tokens": 4, "temperature": 0, "logit_bias": {first.to_string(): -100}});
+    let (status, body) = post_json(server(), "/v1/completions", &banned);
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    assert!(!text.starts_with(&decode(&[first])), "{text:?} starts with the banned {:?}", decode(&[first]));
+
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    for bias in [json!({"99999999": 1}), json!({"x": 1}), json!({"5": 101}), json!({"5": "high"})] {
+        let (status, err) = post_json(server(), "/v1/chat/completions", &json!({"messages": msgs, "logit_bias": bias}));
+        assert_openai_error(&err, status, 400);
+        assert_eq!(err["error"]["param"], "logit_bias", "{bias}: {err}");
+    }
+}

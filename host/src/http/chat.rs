@@ -49,9 +49,7 @@ pub fn render_request(
         return Err(ApiError::invalid_param("top_logprobs", "`top_logprobs` needs `logprobs: true`"));
     }
     let scored = (req.logprobs == Some(true)).then_some(LogprobsQuery { top, prompt: false });
-    if req.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::unsupported_param("logit_bias"));
-    }
+    let bias = validate::logit_bias(req.logit_bias.as_ref(), served.engine.tokenizer().vocab_size())?;
     let json_schema = match &req.response_format {
         None => None,
         Some(format) => response_schema(format)?,
@@ -132,6 +130,7 @@ pub fn render_request(
     })?;
     let mut plan = validate::plan(common, req.max_completion_tokens)?;
     plan.logprobs = scored;
+    plan.sampling.logit_bias = bias;
     if let Some(persona) = &persona {
         // The model writes one turn of the script: a new line naming a speaker ends it.
         plan.stops.extend(persona.turn_stops());

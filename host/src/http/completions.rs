@@ -77,14 +77,12 @@ pub async fn completions(
     let common = req.take_common();
     state.check_model_field(&served, common.model.as_deref())?;
     validate::check_extra(&req.extra)?;
-    if req.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::unsupported_param("logit_bias"));
-    }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::unsupported_param("suffix"));
     }
     let echo = req.echo.unwrap_or(false);
     let mut plan = validate::plan(common, None)?;
+    plan.sampling.logit_bias = validate::logit_bias(req.logit_bias.as_ref(), served.engine.tokenizer().vocab_size())?;
     if let Some(n) = req.logprobs {
         plan.logprobs = Some(LogprobsQuery { top: logprobs::top_count("logprobs", n)?, prompt: echo });
     }

@@ -143,6 +143,7 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
         seed,
         temperature_last: false,
         banned_tokens,
+        logit_bias: Vec::new(),
     };
     Ok(GenerationPlan {
         sampling,
@@ -158,6 +159,26 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
         add_bos: c.add_bos_token.unwrap_or(true),
         logprobs: None,
     })
+}
+
+/// OpenAI's `logit_bias`: `{"token id": bias}`, ids inside the vocabulary, biases -100…100.
+pub fn logit_bias(map: Option<&Map<String, Value>>, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let bad = |msg: String| ApiError::invalid_param("logit_bias", msg);
+    let mut out = Vec::new();
+    for (key, value) in map.into_iter().flatten() {
+        let id = key
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&id| (id as usize) < vocab)
+            .ok_or_else(|| bad(format!("`{key}` is not a token id of this model (0…{})", vocab.saturating_sub(1))))?;
+        let bias = value
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| bad(format!("the bias of token {key} must be a number from -100 to 100, got {value}")))?;
+        out.push((id, bias as f32));
+    }
+    Ok(out)
 }
 
 /// Fields that never change the output.
