@@ -231,11 +231,11 @@ fn stream_completion(
             return None;
         }
         // Without scores the echo goes out at once; with them it waits for the prompt's.
-        if !st.w.scored {
-            if let Some(text) = st.echo.take() {
-                let event = sse::json_event(&st.w.chunk(text, &[], &mut st.offset, None));
-                return Some((vec![event], st));
-            }
+        if !st.w.scored
+            && let Some(text) = st.echo.take()
+        {
+            let event = sse::json_event(&st.w.chunk(text, &[], &mut st.offset, None));
+            return Some((vec![event], st));
         }
         loop {
             let events = match st.run.next().await {

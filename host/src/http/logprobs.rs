@@ -46,12 +46,11 @@ impl<'a> TokenTexts<'a> {
     /// The token's text (special tokens spelled out; a piece of a multi-byte character reads as
     /// U+FFFD, as in OpenAI's and vLLM's answers, and `bytes` then are that character's).
     pub fn text(&self, id: u32) -> String {
-        if let Some((anchor, anchor_text)) = &self.anchor {
-            if let Ok(both) = self.tokenizer.decode(&[*anchor, id], false) {
-                if let Some(rest) = both.strip_prefix(anchor_text.as_str()) {
-                    return rest.to_owned();
-                }
-            }
+        if let Some((anchor, anchor_text)) = &self.anchor
+            && let Ok(both) = self.tokenizer.decode(&[*anchor, id], false)
+            && let Some(rest) = both.strip_prefix(anchor_text.as_str())
+        {
+            return rest.to_owned();
         }
         self.tokenizer.decode(&[id], false).unwrap_or_default()
     }

@@ -3,7 +3,7 @@
 //! (`char_name`, `char_persona`, `world_scenario`, `example_dialogue`, `char_greeting`), and the
 //! `{{user}}` / `{{char}}` (also `<USER>` / `<BOT>`) names substituted into their text.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -75,7 +75,7 @@ impl Character {
     }
 
     /// Reads the fields, textgen's names first, then TavernAI's.
-    fn from_fields(data: &Value, path: &PathBuf) -> Self {
+    fn from_fields(data: &Value, path: &Path) -> Self {
         let text = |key: &str| data.get(key).and_then(scalar_text).filter(|s| !s.is_empty());
         let first = |keys: &[&str]| keys.iter().find_map(|k| text(k));
         let name = first(&["name", "bot", "<|bot|>", "char_name"]).unwrap_or_else(|| {
