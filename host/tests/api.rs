@@ -460,3 +460,37 @@ fn logit_bias_moves_and_bans_tokens() {
         assert_eq!(err["error"]["param"], "logit_bias", "{bias}: {err}");
     }
 }
+
+/// Streamed chat with `n: 3`: each choice streams under its own `index` (role chunk first,
+/// one finish chunk), choices differ by seed, the one usage chunk counts every choice's tokens,
+/// then one `[DONE]`; each streamed choice equals the non-streamed one with the same seed.
+#[test]
+fn streamed_chat_with_several_choices() {
+    let request = json!({"messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 6,
+        "temperature": 1.0, "seed": 21, "n": 3, "stream": true, "stream_options": {"include_usage": true}});
+    let (status, raw) = post_stream(server(), "/v1/chat/completions", &request);
+    assert_eq!(status, 200, "{raw}");
+    let payloads = sse_payloads(&raw);
+    assert_eq!(payloads.iter().filter(|p| *p == "[DONE]").count(), 1, "{raw}");
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{raw}");
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]), "usage chunk last: {raw}");
+    let mut texts = vec![String::new(); 3];
+    for index in 0..3 {
+        let mine: Vec<&Value> = chunks.iter().filter(|c| c["choices"].get(0).is_some_and(|ch| ch["index"] == index)).collect();
+        assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant", "choice {index} starts with its role");
+        let finishes = mine.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).count();
+        assert_eq!(finishes, 1, "choice {index}: one finish chunk");
+        texts[index] = mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    }
+    let mut plain = request.clone();
+    plain["stream"] = json!(false);
+    plain.as_object_mut().unwrap().remove("stream_options");
+    let (status, body) = post_json(server(), "/v1/chat/completions", &plain);
+    assert_eq!(status, 200, "{body}");
+    for (index, text) in texts.iter().enumerate() {
+        assert_eq!(body["choices"][index]["message"]["content"].as_str().unwrap(), text, "choice {index}");
+    }
+    assert_eq!(usage["usage"]["completion_tokens"], body["usage"]["completion_tokens"], "{usage}");
+}

@@ -1,6 +1,8 @@
 //! `POST /v1/chat/completions`: messages through the chat template, generation, and the answer
 //! as one `chat.completion` or as a stream of `chat.completion.chunk` events.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -252,10 +254,7 @@ pub async fn chat_completions(
     let created = unix_now();
     let model = served.name.clone();
 
-    if plan.stream && plan.n > 1 {
-        return Err(ApiError::invalid_param("n", "`n` greater than 1 is not supported with `stream`"));
-    }
-    let runs = submit_choices(&served, &plan, &sub, if plan.stream { 1 } else { plan.n })?;
+    let runs = submit_choices(&served, &plan, &sub, plan.n)?;
     let mut choices = Vec::with_capacity(runs.len());
     for run in runs {
         choices.push(match &tools {
@@ -265,7 +264,6 @@ pub async fn chat_completions(
     }
 
     if plan.stream {
-        let run = choices.pop().ok_or_else(|| ApiError::internal("no choice was submitted"))?;
         let chunks = ChunkWriter {
             id,
             created,
@@ -275,7 +273,7 @@ pub async fn chat_completions(
             tokenizer,
             scored: plan.logprobs.is_some(),
         };
-        return Ok(sse::respond(stream_chat(run, chunks, prompt_tokens)));
+        return Ok(sse::respond(stream_chat(choices, chunks, prompt_tokens)));
     }
 
     let results = futures::future::join_all(choices.into_iter().map(ChatRun::collect)).await;
@@ -323,13 +321,15 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    fn chunk(&self, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatChunk {
-        self.scored_chunk(delta, &mut Vec::new(), finish_reason)
+    fn chunk(&self, index: usize, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatChunk {
+        self.scored_chunk(index, delta, &mut Vec::new(), finish_reason)
     }
 
-    /// A chunk carrying the scores of the tokens behind it (taken from `scored`), when asked for.
+    /// A chunk of choice `index` carrying the scores of the tokens behind it (taken from
+    /// `scored`), when asked for.
     fn scored_chunk(
         &self,
+        index: usize,
         delta: ChunkDelta,
         scored: &mut Vec<TokenLogprob>,
         finish_reason: Option<&'static str>,
@@ -341,7 +341,7 @@ impl ChunkWriter {
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice { index: 0, delta, logprobs, finish_reason }],
+            choices: vec![ChunkChoice { index, delta, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: None,
         }
@@ -360,14 +360,17 @@ impl ChunkWriter {
     }
 }
 
-/// The event stream of one streamed chat answer: role chunk, content and tool-call chunks, the
-/// finish chunk, the usage chunk when asked for, then `[DONE]`. Dropping it (client gone)
-/// cancels generation.
-fn stream_chat(
-    run: ChatRun,
-    w: ChunkWriter,
-    prompt_tokens: usize,
-) -> impl futures::Stream<Item = axum::response::sse::Event> {
+/// What one choice's part of a streamed answer yields.
+enum ChoiceOut {
+    Event(axum::response::sse::Event),
+    /// The choice ended (its finish chunk went out before), with its completion tokens.
+    Finished(usize),
+    /// The choice failed: this error event ends the whole answer.
+    Failed(axum::response::sse::Event),
+}
+
+/// The chunks of one choice: role chunk, content and tool-call chunks, the finish chunk.
+fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl futures::Stream<Item = ChoiceOut> {
     enum Phase {
         Start,
         Running,
@@ -376,50 +379,85 @@ fn stream_chat(
     // Scores wait in `scored` for the next chunk: the one of their text, or the finish chunk.
     let start = (run, w, Phase::Start, Vec::<TokenLogprob>::new());
     futures::stream::unfold(start, move |(mut run, w, phase, mut scored)| async move {
+        let event = |chunk: &ChatChunk| ChoiceOut::Event(sse::json_event(chunk));
         match phase {
             Phase::Start => {
                 let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), tool_calls: None };
-                Some((vec![sse::json_event(&w.chunk(delta, None))], (run, w, Phase::Running, scored)))
+                Some((vec![event(&w.chunk(index, delta, None))], (run, w, Phase::Running, scored)))
             }
             Phase::Running => {
-                let events = match run.next().await {
+                let out = match run.next().await {
                     Ok(Some(ChatEvent::Logprobs(more))) => {
                         scored.extend(more);
                         return Some((Vec::new(), (run, w, Phase::Running, scored)));
                     }
                     Ok(Some(ChatEvent::Content(text))) => {
                         if w.debug {
-                            tracing::info!(delta = %text, "chat delta");
+                            tracing::info!(index, delta = %text, "chat delta");
                         }
                         let delta = ChunkDelta { role: None, content: Some(text), tool_calls: None };
-                        let event = sse::json_event(&w.scored_chunk(delta, &mut scored, None));
-                        return Some((vec![event], (run, w, Phase::Running, scored)));
+                        let out = event(&w.scored_chunk(index, delta, &mut scored, None));
+                        return Some((vec![out], (run, w, Phase::Running, scored)));
                     }
                     Ok(Some(ChatEvent::Call(call))) => {
                         if w.debug {
-                            tracing::info!(call = ?call, "chat tool-call delta");
+                            tracing::info!(index, call = ?call, "chat tool-call delta");
                         }
                         let delta = ChunkDelta { role: None, content: None, tool_calls: Some(vec![call]) };
-                        let event = sse::json_event(&w.scored_chunk(delta, &mut scored, None));
-                        return Some((vec![event], (run, w, Phase::Running, scored)));
+                        let out = event(&w.scored_chunk(index, delta, &mut scored, None));
+                        return Some((vec![out], (run, w, Phase::Running, scored)));
                     }
                     Ok(Some(ChatEvent::Finished { reason, completion_tokens })) => {
                         // `content: ""` rather than an empty delta: the seed's own streaming
                         // example reads `delta['content']` on every chunk.
                         let last = ChunkDelta { role: None, content: Some(String::new()), tool_calls: None };
-                        let mut events = vec![sse::json_event(&w.scored_chunk(last, &mut scored, Some(reason)))];
-                        if w.include_usage {
-                            events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
-                        }
-                        events.push(sse::done_event());
-                        events
+                        let finish = event(&w.scored_chunk(index, last, &mut scored, Some(reason)));
+                        vec![finish, ChoiceOut::Finished(completion_tokens)]
                     }
-                    Ok(None) => vec![sse::done_event()],
-                    Err(e) => vec![sse::error_event(&e), sse::done_event()],
+                    Ok(None) => vec![ChoiceOut::Finished(0)],
+                    Err(e) => vec![ChoiceOut::Failed(sse::error_event(&e))],
                 };
-                Some((events, (run, w, Phase::Done, scored)))
+                Some((out, (run, w, Phase::Done, scored)))
             }
             Phase::Done => None,
+        }
+    })
+    .flat_map(futures::stream::iter)
+}
+
+/// The event stream of a streamed chat answer: every choice's chunks as they come (each with
+/// its `index`), then the usage chunk when asked for, then `[DONE]`. A failing choice ends the
+/// answer with its error. Dropping the stream (client gone) cancels every choice.
+fn stream_chat(
+    runs: Vec<ChatRun>,
+    w: ChunkWriter,
+    prompt_tokens: usize,
+) -> impl futures::Stream<Item = axum::response::sse::Event> {
+    let w = Arc::new(w);
+    let choices = runs.len();
+    let merged =
+        futures::stream::select_all(runs.into_iter().enumerate().map(|(i, run)| Box::pin(stream_choice(run, w.clone(), i))));
+    let start = (merged, 0usize, 0usize, false);
+    futures::stream::unfold(start, move |(mut merged, finished, tokens, done)| {
+        let w = w.clone();
+        async move {
+            if done {
+                return None;
+            }
+            Some(match merged.next().await {
+                Some(ChoiceOut::Event(e)) => (vec![e], (merged, finished, tokens, false)),
+                Some(ChoiceOut::Finished(t)) if finished + 1 < choices => (Vec::new(), (merged, finished + 1, tokens + t, false)),
+                Some(ChoiceOut::Finished(t)) => {
+                    let mut events = Vec::new();
+                    if w.include_usage {
+                        events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, tokens + t))));
+                    }
+                    events.push(sse::done_event());
+                    (events, (merged, finished + 1, tokens + t, true))
+                }
+                Some(ChoiceOut::Failed(e)) => (vec![e, sse::done_event()], (merged, finished, tokens, true)),
+                None => (vec![sse::done_event()], (merged, finished, tokens, true)),
+            })
         }
     })
     .flat_map(futures::stream::iter)
