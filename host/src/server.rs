@@ -55,12 +55,18 @@ fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
     Ok(SocketAddr::new(ip, settings.api_port))
 }
 
-/// Loads the model and starts its engine (blocking; run it off the async runtime).
+/// Loads the model and starts its engine (blocking; run it off the async runtime). A model or
+/// device library that panics while loading is a failed load, not a hang or a crash.
 pub(crate) fn load_model(
     path: &Path,
     settings: &Settings,
     plugins: &Arc<PluginRegistry>,
 ) -> Result<ServedModel, ServeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_model(path, settings, plugins)))
+        .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))))
+}
+
+fn start_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) -> Result<ServedModel, ServeError> {
     let request: DeviceRequest = settings.device.parse().map_err(ServeError::Device)?;
     let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
     tracing::info!("device: {}", device.description);
@@ -154,11 +160,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         let settings = settings.clone();
         let plugins = plugins.clone();
         tokio::task::spawn_blocking(move || {
-            // A model or device library that panics while loading is a failed load, not a hang.
-            let loaded =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_model(&path, &settings, &plugins)))
-                    .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))));
-            match loaded {
+            match load_model(&path, &settings, &plugins) {
                 Ok(served) => {
                     tracing::info!("model `{}` is ready", served.name);
                     state.set_model(ModelState::Ready(Arc::new(served)));

@@ -314,7 +314,11 @@ fn receiver_gone(seq: &Sequence) -> Step {
 
 /// Runs the model and reads the last position's logits back to the host.
 fn run_logits(model: &LoadedModel, input: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
-    let logits = model.llama.forward(input, cache, LogitsFor::Last)?;
+    to_host(model.llama.forward(input, cache, LogitsFor::Last)?)
+}
+
+/// Reads logits back to the host, row after row.
+fn to_host(logits: burn::tensor::Tensor<2>) -> Result<Vec<f32>, ModelError> {
     let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
     data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
 }
@@ -338,9 +342,7 @@ fn score_prompt(
     }
     let mut last = Vec::new();
     for (n, slice) in prompt.chunks(SCORED_PROMPT_SLICE).enumerate() {
-        let logits = model.llama.forward(slice, cache, LogitsFor::All)?;
-        let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
-        let rows = data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+        let rows = to_host(model.llama.forward(slice, cache, LogitsFor::All)?)?;
         for (r, row) in rows.chunks_exact(vocab).enumerate() {
             let position = n * SCORED_PROMPT_SLICE + r;
             match prompt.get(position + 1) {

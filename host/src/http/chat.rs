@@ -21,9 +21,7 @@ use super::types::{
 use super::validate::{self, GenerationPlan};
 use crate::engine::{LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
-use crate::prompt::TextTokenizer;
 use crate::prompt::character::{Character, DEFAULT_CHARACTER, DEFAULT_USER_NAME};
-use crate::prompt::instruction_templates;
 use crate::prompt::modes::{self, ChatMode, ModeError, ModePrompt, Persona};
 
 /// A chat request checked and rendered to prompt text.
@@ -74,19 +72,12 @@ pub fn render_request(
 
     // textgen's order: the request's Jinja, a named template, the default a model load set, the
     // model's own (then Alpaca).
+    let given = req.instruction_template_str.as_deref().filter(|s| !s.trim().is_empty());
     let named = match req.instruction_template.as_deref().filter(|n| !n.is_empty()) {
-        Some(name) if req.instruction_template_str.as_deref().is_none_or(|s| s.trim().is_empty()) => Some(
-            instruction_templates::load(&state.settings.user_data_dir.join("instruction-templates"), name)
-                .map_err(|e| ApiError::invalid_param("instruction_template", e.to_string()))?,
-        ),
+        Some(name) if given.is_none() => Some(state.instruction_template(name)?),
         _ => None,
     };
-    let template_override = req
-        .instruction_template_str
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .or(named.as_deref())
-        .or(served.instruction_template.as_deref());
+    let template_override = given.or(named.as_deref()).or(served.instruction_template.as_deref());
     let (template, _source) = served.renderer.template(template_override)?;
     let mut setup = None;
     let mut template_tools = None;
@@ -270,8 +261,7 @@ pub async fn chat_completions(
             model,
             include_usage: plan.include_usage,
             debug: state.settings.debug,
-            tokenizer,
-            scored: plan.logprobs.is_some(),
+            texts: plan.logprobs.map(|_| TokenTexts::new(tokenizer.clone())),
         };
         return Ok(sse::respond(stream_chat(choices, chunks, prompt_tokens)));
     }
@@ -279,7 +269,7 @@ pub async fn chat_completions(
     let results = futures::future::join_all(choices.into_iter().map(ChatRun::collect)).await;
     let mut answers = Vec::with_capacity(results.len());
     let mut completion_tokens = 0;
-    let texts = TokenTexts::new(&tokenizer);
+    let texts = plan.logprobs.map(|_| TokenTexts::new(tokenizer));
     for (index, result) in results.into_iter().enumerate() {
         let ChatOutput { content: text, calls, reason, completion_tokens: tokens, logprobs } = result?;
         completion_tokens += tokens;
@@ -292,7 +282,7 @@ pub async fn chat_completions(
         answers.push(ChatChoice {
             index,
             message: AssistantMessage { role: "assistant", content, refusal: None, tool_calls },
-            logprobs: plan.logprobs.map(|_| logprobs::chat(&logprobs, &texts)),
+            logprobs: texts.as_ref().map(|texts| logprobs::chat(&logprobs, texts)),
             finish_reason: reason,
         });
     }
@@ -315,9 +305,8 @@ struct ChunkWriter {
     model: String,
     include_usage: bool,
     debug: bool,
-    tokenizer: std::sync::Arc<TextTokenizer>,
-    /// Whether content chunks carry `logprobs`.
-    scored: bool,
+    /// Set when chunks carry `logprobs`.
+    texts: Option<TokenTexts>,
 }
 
 impl ChunkWriter {
@@ -334,8 +323,8 @@ impl ChunkWriter {
         scored: &mut Vec<TokenLogprob>,
         finish_reason: Option<&'static str>,
     ) -> ChatChunk {
-        let logprobs = (self.scored && !scored.is_empty())
-            .then(|| logprobs::chat(&std::mem::take(scored), &TokenTexts::new(&self.tokenizer)));
+        let logprobs =
+            self.texts.as_ref().filter(|_| !scored.is_empty()).map(|texts| logprobs::chat(&std::mem::take(scored), texts));
         ChatChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",

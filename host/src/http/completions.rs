@@ -115,8 +115,7 @@ pub async fn completions(
             created,
             model,
             include_usage: plan.include_usage,
-            tokenizer,
-            scored: plan.logprobs.is_some(),
+            texts: plan.logprobs.map(|_| TokenTexts::new(tokenizer)),
         };
         let echo_text = echo.then_some(prompt.text);
         return Ok(sse::respond(stream_completion(run, w, prompt_tokens, echo_text)));
@@ -133,15 +132,15 @@ pub async fn completions(
     }
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
-    let texts = TokenTexts::new(&tokenizer);
+    let texts = plan.logprobs.map(|_| TokenTexts::new(tokenizer));
     for (prompt_text, runs) in pending {
         for result in futures::future::join_all(runs.into_iter().map(ChoiceRun::collect)).await {
             let ChoiceOutput { text, reason, completion_tokens: tokens, logprobs, prompt_logprobs } = result?;
             completion_tokens += tokens;
             let text = if echo { format!("{prompt_text}{text}") } else { text };
-            let logprobs = plan.logprobs.map(|_| {
+            let logprobs = texts.as_ref().map(|texts| {
                 let scored: Vec<TokenLogprob> = prompt_logprobs.into_iter().chain(logprobs).collect();
-                logprobs::legacy(&scored, &texts, &mut 0)
+                logprobs::legacy(&scored, texts, &mut 0)
             });
             choices.push(CompletionChoice {
                 index: choices.len(),
@@ -168,9 +167,8 @@ struct CompletionWriter {
     created: u64,
     model: String,
     include_usage: bool,
-    tokenizer: std::sync::Arc<TextTokenizer>,
-    /// Whether chunks carry `logprobs`.
-    scored: bool,
+    /// Set when chunks carry `logprobs`.
+    texts: Option<TokenTexts>,
 }
 
 impl CompletionWriter {
@@ -182,7 +180,7 @@ impl CompletionWriter {
         offset: &mut usize,
         finish_reason: Option<&'static str>,
     ) -> Completion {
-        let logprobs = self.scored.then(|| logprobs::legacy(scored, &TokenTexts::new(&self.tokenizer), offset));
+        let logprobs = self.texts.as_ref().map(|texts| logprobs::legacy(scored, texts, offset));
         Completion {
             id: self.id.clone(),
             object: "text_completion",
@@ -231,7 +229,7 @@ fn stream_completion(
             return None;
         }
         // Without scores the echo goes out at once; with them it waits for the prompt's.
-        if !st.w.scored
+        if st.w.texts.is_none()
             && let Some(text) = st.echo.take()
         {
             let event = sse::json_event(&st.w.chunk(text, &[], &mut st.offset, None));

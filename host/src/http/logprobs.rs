@@ -2,6 +2,8 @@
 //! top_logprobs}], refusal}` and legacy completions' `{tokens, token_logprobs, top_logprobs,
 //! text_offset}`, from the engine's scored tokens.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::engine::TokenLogprob;
@@ -27,13 +29,14 @@ pub fn top_count(param: &str, n: i64) -> Result<usize, ApiError> {
 /// How each token reads inside a text. Decoding a token alone loses what decoders do at the
 /// start of a text (SentencePiece models drop the leading space of "▁word"), so a token is
 /// decoded after a fixed plain token and that token's own text is taken off again.
-pub struct TokenTexts<'a> {
-    tokenizer: &'a TextTokenizer,
+/// Built once per response: finding the anchor encodes and decodes.
+pub struct TokenTexts {
+    tokenizer: Arc<TextTokenizer>,
     anchor: Option<(u32, String)>,
 }
 
-impl<'a> TokenTexts<'a> {
-    pub fn new(tokenizer: &'a TextTokenizer) -> Self {
+impl TokenTexts {
+    pub fn new(tokenizer: Arc<TextTokenizer>) -> Self {
         let anchor = tokenizer
             .encode("a", false)
             .ok()
@@ -120,7 +123,7 @@ mod tests {
     }
 
     /// A byte-level tokenizer whose tokens are single bytes.
-    fn tokenizer() -> TextTokenizer {
+    fn tokenizer() -> Arc<TextTokenizer> {
         use tokenizers::models::bpe::BPE;
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
         let vocab: tokenizers::models::bpe::Vocab =
@@ -129,7 +132,7 @@ mod tests {
         let mut t = tokenizers::Tokenizer::new(bpe);
         t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         t.with_decoder(Some(ByteLevel::default()));
-        TextTokenizer::from_tokenizer(t)
+        Arc::new(TextTokenizer::from_tokenizer(t))
     }
 
     fn id(tok: &TextTokenizer, text: &str) -> u32 {
@@ -139,7 +142,7 @@ mod tests {
     #[test]
     fn legacy_offsets_run_on_and_the_first_prompt_token_is_unscored() {
         let tok = tokenizer();
-        let texts = TokenTexts::new(&tok);
+        let texts = TokenTexts::new(tok.clone());
         let (a, b, c) = (id(&tok, "a"), id(&tok, " "), id(&tok, "c"));
         let mut offset = 0;
         let v = legacy(&[entry(a, None, &[]), entry(b, Some(-0.5), &[(c, -0.2)])], &texts, &mut offset);
@@ -157,7 +160,7 @@ mod tests {
     #[test]
     fn chat_entries_carry_bytes_and_alternatives() {
         let tok = tokenizer();
-        let texts = TokenTexts::new(&tok);
+        let texts = TokenTexts::new(tok.clone());
         let (a, c) = (id(&tok, "a"), id(&tok, "c"));
         let v = chat(&[entry(c, Some(-1.0), &[(c, -1.0), (a, -1.5)])], &texts);
         let c = &v["content"][0];

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::body::JsonBody;
 use super::state::{ModelState, SharedState};
 use crate::error::ApiError;
-use crate::prompt::{ChatTemplate, instruction_templates};
+use crate::prompt::ChatTemplate;
 
 /// `POST /v1/internal/model/load`.
 #[derive(Debug, Deserialize)]
@@ -103,10 +103,7 @@ pub async fn load(State(state): State<SharedState>, JsonBody(req): JsonBody<Load
     })?;
     let template = match (req.instruction_template_str.filter(|s| !s.trim().is_empty()), req.instruction_template) {
         (Some(source), _) => Some(source),
-        (None, Some(name)) if !name.is_empty() => Some(
-            instruction_templates::load(&state.settings.user_data_dir.join("instruction-templates"), &name)
-                .map_err(|e| ApiError::invalid_param("instruction_template", e.to_string()))?,
-        ),
+        (None, Some(name)) if !name.is_empty() => Some(state.instruction_template(&name)?),
         _ => None,
     };
     if let Some(source) = &template {
@@ -126,10 +123,7 @@ pub async fn load(State(state): State<SharedState>, JsonBody(req): JsonBody<Load
     let shared = state.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let _slot = LoadSlot(&shared.loading);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::server::load_model(&path, &settings, &shared.plugins)
-        }))
-        .unwrap_or_else(|_| Err(crate::server::ServeError::Load(format!("{}: the loader panicked", path.display()))))
+        crate::server::load_model(&path, &settings, &shared.plugins)
     })
     .await
     .map_err(|e| ApiError::internal(format!("the load task failed: {e}")))?;

@@ -108,6 +108,14 @@ impl AppState {
         }
     }
 
+    /// The Jinja of instruction template `name` under the user data folder (a request's or a
+    /// model load's `instruction_template`); a missing or bad one is a 400 naming the field.
+    pub fn instruction_template(&self, name: &str) -> Result<String, ApiError> {
+        let dir = self.settings.user_data_dir.join("instruction-templates");
+        crate::prompt::instruction_templates::load(&dir, name)
+            .map_err(|e| ApiError::invalid_param("instruction_template", e.to_string()))
+    }
+
     /// Models available in the model dir: GGUF files and model folders, by id.
     pub fn available_models(&self) -> Vec<String> {
         list_model_dir(&self.settings.model_dir)
