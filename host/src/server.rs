@@ -72,6 +72,14 @@ fn start_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) 
     tracing::info!("device: {}", device.description);
     let loaded = model::load(path, &device).map_err(|e| ServeError::Load(e.to_string()))?;
     let renderer = ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
+    let instruction_template = path.file_name().and_then(|n| n.to_str()).and_then(|file_name| {
+        crate::prompt::model_config::chosen_template(
+            &settings.model_dir,
+            &settings.user_data_dir.join("instruction-templates"),
+            file_name,
+            renderer.model_template_source().is_some(),
+        )
+    });
     let name = loaded.name.clone();
     let loader = match loaded.format {
         ModelFormat::Gguf => "hearth-gguf",
@@ -94,7 +102,7 @@ fn start_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) 
         path: path.to_path_buf(),
         created: http::state::unix_now(),
         loader,
-        instruction_template: None,
+        instruction_template,
         grammar: Default::default(),
     })
 }

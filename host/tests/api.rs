@@ -199,7 +199,7 @@ fn bad_requests_get_openai_errors_naming_the_field() {
         (json!({"messages": msgs, "max_tokens": -5}), "max_tokens"),
         (json!({"messages": msgs, "n": 1000}), "n"),
         (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role"),
-        (json!({"messages": msgs, "typical_p": 0.5}), "typical_p"),
+        (json!({"messages": msgs, "typical_p": 1.5}), "typical_p"),
         (json!({"messages": msgs, "logprobs": true, "top_logprobs": 99}), "top_logprobs"),
         (json!({"messages": msgs, "frobnicate": 1}), "frobnicate"),
         (json!({"messages": []}), "messages"),
@@ -493,4 +493,231 @@ fn streamed_chat_with_several_choices() {
         assert_eq!(body["choices"][index]["message"]["content"].as_str().unwrap(), text, "choice {index}");
     }
     assert_eq!(usage["usage"]["completion_tokens"], body["usage"]["completion_tokens"], "{usage}");
+}
+
+/// `/v1/internal/logits` for `prompt` with extra request fields: `{token text: probability}`.
+fn next_token_distribution(prompt: &str, fields: Value) -> serde_json::Map<String, Value> {
+    let mut body = json!({"prompt": prompt, "top_logits": 1000});
+    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    let (status, dist) = post_json(server(), "/v1/internal/logits", &body);
+    assert_eq!(status, 200, "{body}: {dist}");
+    dist.as_object().unwrap().clone()
+}
+
+fn keys(dist: &serde_json::Map<String, Value>) -> std::collections::BTreeSet<String> {
+    dist.keys().cloned().collect()
+}
+
+/// The tokens of the model's own distribution that pass `keep(p, p_max)`.
+fn raw_tokens_where(raw: &serde_json::Map<String, Value>, keep: impl Fn(f64, f64) -> bool) -> std::collections::BTreeSet<String> {
+    let best = raw.values().next().unwrap().as_f64().unwrap();
+    raw.iter().filter(|(_, p)| keep(p.as_f64().unwrap(), best)).map(|(t, _)| t.clone()).collect()
+}
+
+/// textgen's truncation samplers on the real model's next-token distribution: what each keeps
+/// is computed here from the model's own softmax, and the server's chain must keep exactly
+/// that, renormalised. Order matters: temperature before min-p widens the set,
+/// `temperature_last` does not. Presets fill in fields; the request's own win.
+#[test]
+fn samplers_and_presets_shape_the_real_distribution() {
+    let prompt = "The three primary colours are red, yellow and";
+    let raw = next_token_distribution(prompt, json!({}));
+    let sampled = |fields: Value| {
+        let mut f = json!({"use_samplers": true});
+        f.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let dist = next_token_distribution(prompt, f);
+        let total: f64 = dist.values().map(|p| p.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-3, "renormalised: {dist:?}");
+        dist
+    };
+    assert_eq!(keys(&sampled(json!({"min_p": 0.05}))), raw_tokens_where(&raw, |p, best| p >= 0.05 * best));
+    assert_eq!(keys(&sampled(json!({"top_a": 0.2}))), raw_tokens_where(&raw, |p, best| p >= 0.2 * best * best));
+    assert_eq!(keys(&sampled(json!({"epsilon_cutoff": 100}))), raw_tokens_where(&raw, |p, _| p >= 0.01));
+    let min_p_alone = keys(&sampled(json!({"min_p": 0.1})));
+    let hot_first = keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0})));
+    let hot_last = keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0, "temperature_last": true})));
+    let hot_by_priority = keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0, "sampler_priority": ["min_p", "temperature"]})));
+    assert!(hot_first.len() > min_p_alone.len(), "{hot_first:?} vs {min_p_alone:?}");
+    assert_eq!(hot_last, min_p_alone);
+    assert_eq!(hot_by_priority, min_p_alone);
+    // Mirostat draws the token itself: one is left. XTC at probability 1 sets the best aside.
+    assert_eq!(sampled(json!({"mirostat_mode": 2, "seed": 3})).len(), 1);
+    let xtc = sampled(json!({"xtc_probability": 1.0, "xtc_threshold": 0.05}));
+    let best = raw.keys().next().unwrap();
+    if raw.values().nth(1).unwrap().as_f64().unwrap() >= 0.05 {
+        assert!(!xtc.contains_key(best), "XTC keeps the best token {best:?}: {xtc:?}");
+    }
+    // Presets: Top-P is top_p 0.95; a request's own field wins over the preset's.
+    assert_eq!(keys(&sampled(json!({"preset": "Top-P"}))), keys(&sampled(json!({"top_p": 0.95}))));
+    assert_eq!(keys(&sampled(json!({"preset": "Top-P", "top_p": 0.5}))), keys(&sampled(json!({"top_p": 0.5}))));
+    assert_eq!(sampled(json!({"preset": "Deterministic"})).len(), 1);
+}
+
+/// DRY turns greedy decoding away from repeating a sequence the context already holds; the
+/// n-gram ban forbids it outright.
+#[test]
+fn dry_and_the_ngram_ban_stop_a_repeat() {
+    let prompt = "1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, ";
+    let greedy = |fields: Value| {
+        let mut f = json!({"use_samplers": true, "do_sample": false});
+        f.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let dist = next_token_distribution(prompt, f);
+        assert_eq!(dist.len(), 1, "{dist:?}");
+        dist.keys().next().unwrap().clone()
+    };
+    let repeat = greedy(json!({}));
+    assert_eq!(repeat.trim(), "4", "the model continues the pattern");
+    assert_ne!(greedy(json!({"dry_multiplier": 3.0})), repeat);
+    assert_ne!(greedy(json!({"no_repeat_ngram_size": 3})), repeat);
+    // With the comma a sequence breaker, a repeat reaches back only to the space after it (one
+    // token, under the allowed length 2): DRY leaves the step alone.
+    let spared = json!({"dry_multiplier": 3.0, "dry_sequence_breakers": "\",\""});
+    assert_eq!(greedy(spared), repeat);
+}
+
+/// Every sampler runs in real generations: the same seed gives the same text, and the preset
+/// `Deterministic` gives the greedy answer.
+#[test]
+fn extra_samplers_generate_reproducibly() {
+    let completion = |fields: Value| {
+        let mut body = json!({"prompt": "Once upon a time", "max_tokens": 12});
+        body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let (status, out) = post_json(server(), "/v1/completions", &body);
+        assert_eq!(status, 200, "{body}: {out}");
+        out["choices"][0]["text"].as_str().unwrap().to_owned()
+    };
+    for fields in [
+        json!({"typical_p": 0.9}),
+        json!({"tfs": 0.95}),
+        json!({"top_n_sigma": 1.0}),
+        json!({"eta_cutoff": 3}),
+        json!({"dynamic_temperature": true, "dynatemp_low": 0.5, "dynatemp_high": 1.5}),
+        json!({"smoothing_factor": 0.3}),
+        json!({"mirostat_mode": 1, "mirostat_tau": 4}),
+        json!({"mirostat_mode": 2}),
+        json!({"adaptive_target": 0.3}),
+        json!({"xtc_probability": 0.5}),
+        json!({"dry_multiplier": 0.8}),
+        json!({"encoder_repetition_penalty": 1.2}),
+        json!({"no_repeat_ngram_size": 2}),
+        json!({"preset": "Creative"}),
+        json!({"preset": "Mirostat"}),
+    ] {
+        let mut seeded = fields.clone();
+        seeded["seed"] = json!(42);
+        assert_eq!(completion(seeded.clone()), completion(seeded), "{fields}");
+    }
+    assert_eq!(completion(json!({"preset": "Deterministic"})), completion(json!({"temperature": 0})));
+}
+
+#[test]
+fn bad_sampler_fields_are_400s_naming_them() {
+    for (fields, param) in [
+        (json!({"temperature": "hot"}), "temperature"),
+        (json!({"preset": "No Such Preset"}), "preset"),
+        (json!({"preset": "../settings"}), "preset"),
+        (json!({"sampler_priority": ["top_k", "beam_search"]}), "sampler_priority"),
+        (json!({"mirostat_mode": 3}), "mirostat_mode"),
+        (json!({"dry_multiplier": 1, "dry_base": 0.5}), "dry_base"),
+        (json!({"dry_multiplier": 1, "dry_sequence_breakers": "\"unclosed"}), "dry_sequence_breakers"),
+        (json!({"typical_p": 0}), "typical_p"),
+        (json!({"custom_token_bans": "1,999999999"}), "custom_token_bans"),
+        (json!({"penalty_alpha": 0.6}), "penalty_alpha"),
+    ] {
+        let mut body = json!({"prompt": "Hi", "max_tokens": 1});
+        body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let (status, err) = post_json(server(), "/v1/completions", &body);
+        assert_openai_error(&err, status, 400);
+        assert_eq!(err["error"]["param"], param, "{fields}: {err}");
+    }
+}
+
+/// `grammar_string` (GBNF) restricts the output to the grammar, for completions and chat, n > 1
+/// and streamed; a grammar that cannot be read is a 400 naming it.
+#[test]
+fn a_gbnf_grammar_restricts_the_output() {
+    let phone = r#"root ::= "+1 " digit{3} "-" digit{3} "-" digit{4}
+digit ::= [0-9]"#;
+    let is_phone = |s: &str| {
+        let b = s.as_bytes();
+        s.len() == 15
+            && s.starts_with("+1 ")
+            && b[6] == b'-'
+            && b[10] == b'-'
+            && [3..6, 7..10, 11..15].iter().all(|r| b[r.clone()].iter().all(u8::is_ascii_digit))
+    };
+    for seed in 0..4 {
+        let body = json!({"prompt": "My phone number is", "max_tokens": 30, "temperature": 1.0, "seed": seed,
+            "grammar_string": phone, "n": 2});
+        let (status, out) = post_json(server(), "/v1/completions", &body);
+        assert_eq!(status, 200, "{out}");
+        for choice in out["choices"].as_array().unwrap() {
+            let text = choice["text"].as_str().unwrap();
+            assert!(is_phone(text), "{text:?} is not a phone number");
+            assert_eq!(choice["finish_reason"], "stop", "the grammar's end ends the answer");
+        }
+    }
+    let yes_no = "root ::= (\"Yes\" | \"No\") \", because \" [a-z ]{1,40} \".\"";
+    let body = json!({"messages": [{"role": "user", "content": "Is the sky blue?"}], "max_tokens": 40,
+        "temperature": 0, "grammar_string": yes_no});
+    let (status, out) = post_json(server(), "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{out}");
+    let answer = out["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(answer.starts_with("Yes, because ") || answer.starts_with("No, because "), "{answer:?}");
+    let mut streamed_body = body.clone();
+    streamed_body["stream"] = json!(true);
+    let (status, stream) = post_stream(server(), "/v1/chat/completions", &streamed_body);
+    assert_eq!(status, 200);
+    let streamed: String = sse_payloads(&stream)
+        .iter()
+        .filter(|p| *p != "[DONE]")
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, answer);
+
+    for bad in ["root ::= \"unclosed", "start ::= \"no root\"", "root ::= undefined-rule"] {
+        let (status, err) =
+            post_json(server(), "/v1/completions", &json!({"prompt": "Hi", "max_tokens": 4, "grammar_string": bad}));
+        assert_openai_error(&err, status, 400);
+        assert_eq!(err["error"]["param"], "grammar_string", "{bad}: {err}");
+    }
+    let both = json!({"messages": [{"role": "user", "content": "Hi"}], "grammar_string": yes_no,
+        "response_format": {"type": "json_object"}});
+    let (status, err) = post_json(server(), "/v1/chat/completions", &both);
+    assert_openai_error(&err, status, 400);
+}
+
+/// A thinking block at the start of the answer goes to `reasoning_content`, never into
+/// `content`, streamed (markers split across chunks) or not. A grammar makes SmolLM2 think.
+#[test]
+fn thinking_goes_to_reasoning_content() {
+    let grammar = r##"root ::= "<think>" [a-z ]{5,40} "</think>" "\n\n" [A-Z] [a-z ]{3,30} "." "##;
+    let body = json!({"messages": [{"role": "user", "content": "Is fire hot?"}], "max_tokens": 60,
+        "temperature": 0, "grammar_string": grammar});
+    let (status, out) = post_json(server(), "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{body}: {out}");
+    let message = &out["choices"][0]["message"];
+    let reasoning = message["reasoning_content"].as_str().unwrap_or_else(|| panic!("no reasoning in {out}"));
+    let content = message["content"].as_str().unwrap();
+    assert!(!reasoning.is_empty() && !reasoning.contains("think>"), "{reasoning:?}");
+    assert!(!content.contains("think>") && content.ends_with('.'), "{content:?}");
+    assert!(content.starts_with(|c: char| c.is_ascii_uppercase()), "leading blank lines are dropped: {content:?}");
+
+    let mut streamed_body = body.clone();
+    streamed_body["stream"] = json!(true);
+    let (status, stream) = post_stream(server(), "/v1/chat/completions", &streamed_body);
+    assert_eq!(status, 200);
+    let (mut r, mut c) = (String::new(), String::new());
+    for chunk in sse_payloads(&stream).iter().filter(|p| *p != "[DONE]") {
+        let chunk: Value = serde_json::from_str(chunk).unwrap();
+        let delta = &chunk["choices"][0]["delta"];
+        r.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+        c.push_str(delta["content"].as_str().unwrap_or(""));
+    }
+    assert_eq!((r.as_str(), c.as_str()), (reasoning, content));
+    // Without a block, no reasoning_content at all.
+    let plain = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0});
+    let (_, out) = post_json(server(), "/v1/chat/completions", &plain);
+    assert!(out["choices"][0]["message"].get("reasoning_content").is_none(), "{out}");
 }

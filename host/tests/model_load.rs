@@ -101,3 +101,32 @@ fn a_model_loads_by_name_while_requests_keep_being_served() {
     let (status, _) = post_json(server, "/v1/completions", &json!({"prompt": "Hi"}));
     assert_eq!(status, 503);
 }
+
+/// The model dir's tables: `config.yaml` guesses a template for a model without one of its own
+/// (a later match wins), `config-user.yaml` overrides; `/v1/internal/chat-prompt` shows which.
+#[test]
+fn the_model_dirs_tables_choose_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    gguf_writer::tiny_llama().write(&dir.path().join("tiny-vicuna.gguf"));
+    gguf_writer::tiny_llama().write(&dir.path().join("tiny-mine.gguf"));
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        ".*tiny:\n  instruction_template: Alpaca\n.*vicuna:\n  instruction_template: Vicuna-v1.1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("config-user.yaml"), "tiny-mine:\n  instruction_template: ChatML\n").unwrap();
+    let model_dir = dir.path().to_str().unwrap();
+    let server = Server::start(&["--model-dir", model_dir, "--model", "tiny-vicuna", "--device", "flex"]);
+    let prompt = |server: &Server| {
+        let (status, body) =
+            post_json(server, "/v1/internal/chat-prompt", &json!({"messages": [{"role": "user", "content": "Hi"}]}));
+        assert_eq!(status, 200, "{body}");
+        body["prompt"].as_str().unwrap().to_owned()
+    };
+    let vicuna = prompt(&server);
+    assert!(vicuna.contains("USER: Hi\n") && vicuna.ends_with("ASSISTANT:"), "{vicuna:?}");
+    let (status, body) = post_json(&server, "/v1/internal/model/load", &json!({"model_name": "tiny-mine.gguf"}));
+    assert_eq!(status, 200, "{body}");
+    let mine = prompt(&server);
+    assert!(mine.contains("<|im_start|>user\nHi<|im_end|>"), "{mine:?}");
+}

@@ -132,7 +132,7 @@ impl Worker {
             None => Vec::new(),
         };
         let cache = self.model.llama.new_cache(ctx);
-        let sampler = Sampler::new(job.request.sampling.clone());
+        let sampler = Sampler::for_prompt(job.request.sampling.clone(), &job.request.prompt);
         let context = job.request.prompt.clone();
         let constraint = job.request.constraint.take();
         self.shared.running.fetch_add(1, Ordering::Relaxed);

@@ -23,6 +23,7 @@ use crate::engine::{LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::character::{Character, DEFAULT_CHARACTER, DEFAULT_USER_NAME};
 use crate::prompt::modes::{self, ChatMode, ModeError, ModePrompt, Persona};
+use crate::prompt::reasoning::ReasoningSplitter;
 
 /// A chat request checked and rendered to prompt text.
 pub struct RenderedChat {
@@ -43,6 +44,7 @@ pub fn render_request(
 ) -> Result<RenderedChat, ApiError> {
     let common = req.take_common();
     state.check_model_field(served, common.model.as_deref())?;
+    let sampling = state.sampling(&mut req.extra, served)?;
     validate::check_extra(&req.extra)?;
     let top = logprobs::top_count("top_logprobs", req.top_logprobs.unwrap_or(0))?;
     if top > 0 && req.logprobs != Some(true) {
@@ -121,7 +123,7 @@ pub fn render_request(
         ModeError::Template(e) => ApiError::from(e),
         ModeError::CannotContinue(msg) => ApiError::invalid_param("continue_", msg),
     })?;
-    let mut plan = validate::plan(common, req.max_completion_tokens)?;
+    let mut plan = validate::plan(common, sampling, req.max_completion_tokens)?;
     plan.logprobs = scored;
     plan.sampling.logit_bias = bias;
     if let Some(persona) = &persona {
@@ -134,7 +136,23 @@ pub fn render_request(
             "a JSON `response_format` and a forced tool call cannot both shape the answer",
         ));
     }
+    if plan.grammar.is_some() && (json_schema.is_some() || setup.as_ref().is_some_and(|s| s.request.forced_tools().is_some())) {
+        return Err(ApiError::invalid_param(
+            "grammar_string",
+            "`grammar_string` cannot shape the answer together with a JSON `response_format` or a forced tool call",
+        ));
+    }
     Ok(RenderedChat { prompt, plan, tools: setup, json_schema })
+}
+
+/// The constraint of a request's `grammar_string` (blocking: it may build the model's grammar
+/// compiler); a grammar that cannot be read is a 400 naming the field.
+pub fn gbnf_constraint(served: &ServedModel, plan: &GenerationPlan) -> Result<crate::constraint::Constraint, ApiError> {
+    let gbnf = plan.grammar.as_deref().unwrap_or_default();
+    served
+        .grammar()?
+        .compile_gbnf(gbnf)
+        .map_err(|e| ApiError::invalid_param("grammar_string", format!("the grammar cannot be used: {e}")))
 }
 
 /// The schema a `response_format` asks for: `text` none, `json_object` any object,
@@ -221,6 +239,7 @@ pub async fn chat_completions(
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let rendered = render_request(&state, &served, req)?;
             let constraint = match (&rendered.tools, &rendered.json_schema) {
+                _ if rendered.plan.grammar.is_some() => Some(gbnf_constraint(&served, &rendered.plan)?),
                 (_, Some(schema)) => Some(served.grammar()?.compile_json_schema(schema).map_err(|e| {
                     ApiError::invalid_param("response_format", format!("the JSON schema cannot be enforced: {e}"))
                 })?),
@@ -248,9 +267,10 @@ pub async fn chat_completions(
     let runs = submit_choices(&served, &plan, &sub, plan.n)?;
     let mut choices = Vec::with_capacity(runs.len());
     for run in runs {
+        let reasoning = ReasoningSplitter::for_prompt(&prompt);
         choices.push(match &tools {
-            Some(setup) => ChatRun::with_tools(run, state.plugins.clone(), setup).await?,
-            None => ChatRun::plain(run),
+            Some(setup) => ChatRun::with_tools(run, reasoning, state.plugins.clone(), setup).await?,
+            None => ChatRun::plain(run, reasoning),
         });
     }
 
@@ -271,7 +291,7 @@ pub async fn chat_completions(
     let mut completion_tokens = 0;
     let texts = plan.logprobs.map(|_| TokenTexts::new(tokenizer));
     for (index, result) in results.into_iter().enumerate() {
-        let ChatOutput { content: text, calls, reason, completion_tokens: tokens, logprobs } = result?;
+        let ChatOutput { reasoning, content: text, calls, reason, completion_tokens: tokens, logprobs } = result?;
         completion_tokens += tokens;
         if state.settings.debug {
             tracing::info!(index, text = %text, calls = ?calls, "chat answer");
@@ -281,7 +301,13 @@ pub async fn chat_completions(
         let tool_calls = (!calls.is_empty()).then_some(calls);
         answers.push(ChatChoice {
             index,
-            message: AssistantMessage { role: "assistant", content, refusal: None, tool_calls },
+            message: AssistantMessage {
+                role: "assistant",
+                content,
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                refusal: None,
+                tool_calls,
+            },
             logprobs: texts.as_ref().map(|texts| logprobs::chat(&logprobs, texts)),
             finish_reason: reason,
         });
@@ -371,7 +397,7 @@ fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl future
         let event = |chunk: &ChatChunk| ChoiceOut::Event(sse::json_event(chunk));
         match phase {
             Phase::Start => {
-                let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), tool_calls: None };
+                let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() };
                 Some((vec![event(&w.chunk(index, delta, None))], (run, w, Phase::Running, scored)))
             }
             Phase::Running => {
@@ -380,11 +406,19 @@ fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl future
                         scored.extend(more);
                         return Some((Vec::new(), (run, w, Phase::Running, scored)));
                     }
+                    Ok(Some(ChatEvent::Reasoning(text))) => {
+                        if w.debug {
+                            tracing::info!(index, delta = %text, "chat reasoning delta");
+                        }
+                        let delta = ChunkDelta { reasoning_content: Some(text), ..Default::default() };
+                        let out = event(&w.scored_chunk(index, delta, &mut scored, None));
+                        return Some((vec![out], (run, w, Phase::Running, scored)));
+                    }
                     Ok(Some(ChatEvent::Content(text))) => {
                         if w.debug {
                             tracing::info!(index, delta = %text, "chat delta");
                         }
-                        let delta = ChunkDelta { role: None, content: Some(text), tool_calls: None };
+                        let delta = ChunkDelta { content: Some(text), ..Default::default() };
                         let out = event(&w.scored_chunk(index, delta, &mut scored, None));
                         return Some((vec![out], (run, w, Phase::Running, scored)));
                     }
@@ -392,14 +426,14 @@ fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl future
                         if w.debug {
                             tracing::info!(index, call = ?call, "chat tool-call delta");
                         }
-                        let delta = ChunkDelta { role: None, content: None, tool_calls: Some(vec![call]) };
+                        let delta = ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() };
                         let out = event(&w.scored_chunk(index, delta, &mut scored, None));
                         return Some((vec![out], (run, w, Phase::Running, scored)));
                     }
                     Ok(Some(ChatEvent::Finished { reason, completion_tokens })) => {
                         // `content: ""` rather than an empty delta: the seed's own streaming
                         // example reads `delta['content']` on every chunk.
-                        let last = ChunkDelta { role: None, content: Some(String::new()), tool_calls: None };
+                        let last = ChunkDelta { content: Some(String::new()), ..Default::default() };
                         let finish = event(&w.scored_chunk(index, last, &mut scored, Some(reason)));
                         vec![finish, ChoiceOut::Finished(completion_tokens)]
                     }

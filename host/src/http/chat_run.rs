@@ -1,7 +1,9 @@
-//! One chat choice as the chat handler sees it: content deltas and tool-call deltas. When the
-//! request offers tools, every text delta goes through the format plugin's stream parser; the
-//! host checks what comes back (calls in order, declared names only, arguments that end as JSON)
-//! and gives each call its `call_…` id. Without tools the text passes straight through.
+//! One chat choice as the chat handler sees it: reasoning, content and tool-call deltas. A
+//! thinking block at the start of the answer goes to `reasoning_content` first
+//! (`prompt::reasoning`). When the request offers tools, every content delta then goes through
+//! the format plugin's stream parser; the host checks what comes back (calls in order, declared
+//! names only, arguments that end as JSON) and gives each call its `call_…` id. Without tools
+//! the content passes straight through.
 
 use std::sync::Arc;
 
@@ -11,10 +13,13 @@ use super::types::{FunctionCall, FunctionChunk, ToolCall, ToolCallChunk};
 use crate::engine::{FinishReason, TokenLogprob};
 use crate::error::ApiError;
 use crate::plugins::{CallDelta, ParsedText, PluginError, PluginRegistry, ToolParserSession};
+use crate::prompt::reasoning::{Piece, ReasoningSplitter};
 
 /// What a chat choice produces next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
+    /// Text for `reasoning_content` (never empty).
+    Reasoning(String),
     /// Text for `content` (never empty).
     Content(String),
     /// A piece of a tool call.
@@ -28,6 +33,8 @@ pub enum ChatEvent {
 /// A whole chat choice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatOutput {
+    /// The thinking block's text (empty when the model did not think).
+    pub reasoning: String,
     pub content: String,
     pub calls: Vec<ToolCall>,
     pub reason: &'static str,
@@ -62,20 +69,22 @@ struct ToolParsing {
 /// One choice being generated.
 pub struct ChatRun {
     run: ChoiceRun,
+    reasoning: ReasoningSplitter,
     tools: Option<ToolParsing>,
     pending: std::collections::VecDeque<ChatEvent>,
     done: bool,
 }
 
 impl ChatRun {
-    /// A choice without tools.
-    pub fn plain(run: ChoiceRun) -> Self {
-        Self { run, tools: None, pending: Default::default(), done: false }
+    /// A choice without tools; `reasoning` splits off its thinking.
+    pub fn plain(run: ChoiceRun, reasoning: ReasoningSplitter) -> Self {
+        Self { run, reasoning, tools: None, pending: Default::default(), done: false }
     }
 
-    /// A choice whose text `setup`'s parser reads; starts the plugin off the async runtime.
+    /// A choice whose content `setup`'s parser reads; starts the plugin off the async runtime.
     pub async fn with_tools(
         run: ChoiceRun,
+        reasoning: ReasoningSplitter,
         registry: Arc<PluginRegistry>,
         setup: &ToolSetup,
     ) -> Result<Self, ApiError> {
@@ -103,7 +112,7 @@ impl ChatRun {
             fed: String::new(),
             released: String::new(),
         };
-        Ok(Self { run, tools: Some(tools), pending: Default::default(), done: false })
+        Ok(Self { run, reasoning, tools: Some(tools), pending: Default::default(), done: false })
     }
 
     /// The next event; `Ok(None)` after `Finished`.
@@ -119,14 +128,13 @@ impl ChatRun {
                 Some(ChoiceEvent::Logprobs(scored)) => self.pending.push_back(ChatEvent::Logprobs(scored)),
                 // Only completions' `echo` scores the prompt.
                 Some(ChoiceEvent::PromptLogprobs(_)) => {}
-                Some(ChoiceEvent::Text(text)) => match self.tools.as_mut() {
-                    None => self.pending.push_back(ChatEvent::Content(text)),
-                    Some(tools) => {
-                        let events = tools.feed(Some(text)).await?;
-                        self.pending.extend(events);
-                    }
-                },
+                Some(ChoiceEvent::Text(text)) => {
+                    let pieces = self.reasoning.push(&text);
+                    self.take_pieces(pieces).await?;
+                }
                 Some(ChoiceEvent::Finished { reason, completion_tokens }) => {
+                    let pieces = self.reasoning.finish();
+                    self.take_pieces(pieces).await?;
                     let mut called = false;
                     if let Some(tools) = self.tools.as_mut() {
                         let events = tools.feed(None).await?;
@@ -151,13 +159,32 @@ impl ChatRun {
         }
     }
 
+    /// Reasoning goes out as it is; content goes through the tool parser when there is one.
+    async fn take_pieces(&mut self, pieces: Vec<Piece>) -> Result<(), ApiError> {
+        for piece in pieces {
+            match piece {
+                Piece::Reasoning(text) => self.pending.push_back(ChatEvent::Reasoning(text)),
+                Piece::Content(text) => match self.tools.as_mut() {
+                    None => self.pending.push_back(ChatEvent::Content(text)),
+                    Some(tools) => {
+                        let events = tools.feed(Some(text)).await?;
+                        self.pending.extend(events);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the choice to its end.
     pub async fn collect(mut self) -> Result<ChatOutput, ApiError> {
+        let mut reasoning = String::new();
         let mut content = String::new();
         let mut calls: Vec<ToolCall> = Vec::new();
         let mut logprobs = Vec::new();
         while let Some(ev) = self.next().await? {
             match ev {
+                ChatEvent::Reasoning(t) => reasoning.push_str(&t),
                 ChatEvent::Content(t) => content.push_str(&t),
                 ChatEvent::Logprobs(l) => logprobs.extend(l),
                 ChatEvent::Call(chunk) => match (chunk.id, chunk.function.name) {
@@ -173,7 +200,7 @@ impl ChatRun {
                     }
                 },
                 ChatEvent::Finished { reason, completion_tokens } => {
-                    return Ok(ChatOutput { content, calls, reason, completion_tokens, logprobs });
+                    return Ok(ChatOutput { reasoning, content, calls, reason, completion_tokens, logprobs });
                 }
             }
         }

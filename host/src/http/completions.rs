@@ -76,12 +76,13 @@ pub async fn completions(
     let served = state.ready()?;
     let common = req.take_common();
     state.check_model_field(&served, common.model.as_deref())?;
+    let sampling = state.sampling(&mut req.extra, &served)?;
     validate::check_extra(&req.extra)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::unsupported_param("suffix"));
     }
     let echo = req.echo.unwrap_or(false);
-    let mut plan = validate::plan(common, None)?;
+    let mut plan = validate::plan(common, sampling, None)?;
     plan.sampling.logit_bias = validate::logit_bias(req.logit_bias.as_ref(), served.engine.tokenizer().vocab_size())?;
     if let Some(n) = req.logprobs {
         plan.logprobs = Some(LogprobsQuery { top: logprobs::top_count("logprobs", n)?, prompt: echo });
@@ -89,6 +90,15 @@ pub async fn completions(
     if req.best_of.is_some_and(|b| b != plan.n as i64) {
         return Err(ApiError::unsupported_param("best_of"));
     }
+    let constraint = match plan.grammar.is_some() {
+        false => None,
+        true => {
+            let (served, plan) = (served.clone(), plan.clone());
+            tokio::task::spawn_blocking(move || super::chat::gbnf_constraint(&served, &plan).map(Some))
+                .await
+                .map_err(|e| ApiError::internal(format!("compiling the grammar failed: {e}")))??
+        }
+    };
     let tokenizer = served.engine.tokenizer().clone();
     let prompts = prompts(req.prompt, &tokenizer, plan.add_bos)?;
     if state.settings.debug {
@@ -107,7 +117,8 @@ pub async fn completions(
         let Some(prompt) = prompts.into_iter().next() else {
             return Err(ApiError::invalid_param("prompt", "no prompt"));
         };
-        let sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
+        let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
+        sub.constraint = constraint;
         let prompt_tokens = sub.prompt.len();
         let run = submit_choices(&served, &plan, &sub, 1)?.pop().ok_or_else(|| ApiError::internal("no choice"))?;
         let w = CompletionWriter {
@@ -125,7 +136,8 @@ pub async fn completions(
     let mut prompt_tokens = 0;
     let mut pending = Vec::new();
     for prompt in prompts {
-        let sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
+        let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
+        sub.constraint = constraint.clone();
         prompt_tokens += sub.prompt.len();
         let runs = submit_choices(&served, &plan, &sub, plan.n)?;
         pending.push((prompt.text, runs));

@@ -85,6 +85,7 @@ pub async fn logits(
     let served = state.ready()?;
     let common = req.take_common();
     state.check_model_field(&served, common.model.as_deref())?;
+    let sampling = state.sampling(&mut req.extra, &served)?;
     validate::check_extra(&req.extra)?;
     let top = match req.top_logits {
         None => 50,
@@ -96,7 +97,10 @@ pub async fn logits(
             ));
         }
     };
-    let plan = validate::plan(common, None)?;
+    let plan = validate::plan(common, sampling, None)?;
+    if plan.grammar.is_some() {
+        return Err(ApiError::unsupported_param("grammar_string"));
+    }
     let tokenizer = served.engine.tokenizer().clone();
     let ids = tokenizer.encode(&req.prompt, plan.add_bos)?;
     let sub = size_generation(&served, &state.settings, &plan, ids)?;

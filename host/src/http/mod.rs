@@ -13,6 +13,7 @@ pub mod model_admin;
 pub mod models;
 pub mod moderations;
 pub mod plugins;
+pub mod samplers;
 pub mod sse;
 pub mod state;
 pub mod tools;

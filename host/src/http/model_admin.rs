@@ -129,7 +129,10 @@ pub async fn load(State(state): State<SharedState>, JsonBody(req): JsonBody<Load
     .map_err(|e| ApiError::internal(format!("the load task failed: {e}")))?;
     match loaded {
         Ok(mut served) => {
-            served.instruction_template = template;
+            // The load's own template, else what the model dir's tables chose.
+            if template.is_some() {
+                served.instruction_template = template;
+            }
             tracing::info!("model `{}` is ready; it now answers every request", served.name);
             state.set_model(ModelState::Ready(Arc::new(served)));
             Ok(Json("OK"))

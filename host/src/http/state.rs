@@ -27,7 +27,8 @@ pub struct ServedModel {
     /// `llama.cpp`/`Transformers`-style loader name for `/v1/internal/model/info`.
     pub loader: &'static str,
     /// The instruction template requests use when they name none (set by a model load's
-    /// `instruction_template`); `None`: the model's own.
+    /// `instruction_template`, or by the model dir's `config-user.yaml` / `config.yaml`); `None`:
+    /// the model's own.
     pub instruction_template: Option<String>,
     /// Grammar compiler over this model's vocabulary, built on first use.
     pub grammar: std::sync::OnceLock<Result<Arc<crate::constraint::GrammarCompiler>, String>>,
@@ -106,6 +107,16 @@ impl AppState {
             ModelState::Loading(_) => Err(("loading", None)),
             ModelState::Failed(e) => Err(("error", Some(e.clone()))),
         }
+    }
+
+    /// The sampler settings a request's fields (and the preset they name) ask for, taken out
+    /// of its extra fields and checked against the served model's tokenizer.
+    pub fn sampling(
+        &self,
+        extra: &mut serde_json::Map<String, serde_json::Value>,
+        served: &ServedModel,
+    ) -> Result<crate::sampling::SamplingParams, ApiError> {
+        super::samplers::take(extra, &self.settings.user_data_dir)?.resolve(served.engine.tokenizer())
     }
 
     /// The Jinja of instruction template `name` under the user data folder (a request's or a

@@ -27,31 +27,22 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// Sampling and length fields shared by chat and completions, taken out of a request.
+/// Length, stop and stream fields shared by chat and completions, taken out of a request (the
+/// sampler fields are `samplers::SamplerFields`, read from `extra`).
 #[derive(Debug, Clone, Default)]
 pub struct CommonParams {
     pub model: Option<String>,
     pub max_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub repetition_penalty_range: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub seed: Option<i64>,
     pub stop: Option<StopField>,
     pub n: Option<i64>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
-    pub do_sample: Option<bool>,
     pub ban_eos_token: Option<bool>,
     pub skip_special_tokens: Option<bool>,
     pub truncation_length: Option<i64>,
     pub auto_max_new_tokens: Option<bool>,
     pub add_bos_token: Option<bool>,
-    pub custom_token_bans: Option<String>,
+    pub grammar_string: Option<String>,
 }
 
 /// Declares a request struct with its own fields, the [`CommonParams`] fields inline (not
@@ -64,23 +55,10 @@ macro_rules! request_with_common_params {
             $($(#[$fmeta])* pub $field: $ty,)*
             pub model: Option<String>,
             pub max_tokens: Option<i64>,
-            pub temperature: Option<f32>,
-            pub top_p: Option<f32>,
-            /// textgen: 0 disables.
-            pub top_k: Option<i64>,
-            pub min_p: Option<f32>,
-            pub repetition_penalty: Option<f32>,
-            pub repetition_penalty_range: Option<i64>,
-            pub presence_penalty: Option<f32>,
-            pub frequency_penalty: Option<f32>,
-            /// textgen: -1 means random.
-            pub seed: Option<i64>,
             pub stop: Option<StopField>,
             pub n: Option<i64>,
             pub stream: Option<bool>,
             pub stream_options: Option<StreamOptions>,
-            /// textgen: `false` samples greedily.
-            pub do_sample: Option<bool>,
             /// textgen: never end on the end-of-sequence token.
             pub ban_eos_token: Option<bool>,
             /// textgen: drop special tokens from the output text (default true).
@@ -91,9 +69,10 @@ macro_rules! request_with_common_params {
             pub auto_max_new_tokens: Option<bool>,
             /// textgen: add the BOS token to a raw prompt (default true).
             pub add_bos_token: Option<bool>,
-            /// textgen: comma-separated token ids that may never be generated.
-            pub custom_token_bans: Option<String>,
-            /// Everything else: checked by `validate` so nothing is silently ignored.
+            /// textgen: a GBNF grammar the output must follow.
+            pub grammar_string: Option<String>,
+            /// Everything else: the sampler fields (`samplers::take`), then checked by
+            /// `validate` so nothing is silently ignored.
             #[serde(flatten)]
             pub extra: Map<String, Value>,
         }
@@ -104,26 +83,16 @@ macro_rules! request_with_common_params {
                 CommonParams {
                     model: self.model.take(),
                     max_tokens: self.max_tokens.take(),
-                    temperature: self.temperature.take(),
-                    top_p: self.top_p.take(),
-                    top_k: self.top_k.take(),
-                    min_p: self.min_p.take(),
-                    repetition_penalty: self.repetition_penalty.take(),
-                    repetition_penalty_range: self.repetition_penalty_range.take(),
-                    presence_penalty: self.presence_penalty.take(),
-                    frequency_penalty: self.frequency_penalty.take(),
-                    seed: self.seed.take(),
                     stop: self.stop.take(),
                     n: self.n.take(),
                     stream: self.stream.take(),
                     stream_options: self.stream_options.take(),
-                    do_sample: self.do_sample.take(),
                     ban_eos_token: self.ban_eos_token.take(),
                     skip_special_tokens: self.skip_special_tokens.take(),
                     truncation_length: self.truncation_length.take(),
                     auto_max_new_tokens: self.auto_max_new_tokens.take(),
                     add_bos_token: self.add_bos_token.take(),
-                    custom_token_bans: self.custom_token_bans.take(),
+                    grammar_string: self.grammar_string.take(),
                 }
             }
         }
@@ -286,6 +255,9 @@ impl Usage {
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: Option<String>,
+    /// The model's thinking, apart from its answer (only when it thought).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     pub refusal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
@@ -352,6 +324,8 @@ pub struct ChunkDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallChunk>>,
 }

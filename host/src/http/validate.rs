@@ -50,48 +50,18 @@ pub struct GenerationPlan {
     pub add_bos: bool,
     /// Log-probabilities to report (set by the endpoint: chat and completions ask differently).
     pub logprobs: Option<crate::engine::LogprobsQuery>,
+    /// textgen's `grammar_string`: a GBNF grammar the output must follow.
+    pub grammar: Option<String>,
 }
 
 /// Most stop strings per request (OpenAI allows 4; text-generation-webui any number).
 const MAX_STOPS: usize = 32;
 const MAX_N: usize = 16;
 
-fn range_f32(name: &str, v: Option<f32>, lo: f32, hi: f32, default: f32) -> Result<f32, ApiError> {
-    match v {
-        None => Ok(default),
-        Some(x) if x.is_finite() && x >= lo && x <= hi => Ok(x),
-        Some(x) => Err(ApiError::invalid_param(name, format!("`{name}` must be between {lo} and {hi}, got {x}"))),
-    }
-}
-
-/// Validates the fields chat and completions share.
-pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<GenerationPlan, ApiError> {
+/// Validates the fields chat and completions share; `sampling` comes from
+/// [`samplers`](super::samplers).
+pub fn plan(common: CommonParams, sampling: SamplingParams, max_tokens_alias: Option<i64>) -> Result<GenerationPlan, ApiError> {
     let c = common;
-    let temperature = range_f32("temperature", c.temperature, 0.0, 5.0, 1.0)?;
-    let top_p = range_f32("top_p", c.top_p, 0.0, 1.0, 1.0)?;
-    let min_p = range_f32("min_p", c.min_p, 0.0, 1.0, 0.0)?;
-    let presence_penalty = range_f32("presence_penalty", c.presence_penalty, -2.0, 2.0, 0.0)?;
-    let frequency_penalty = range_f32("frequency_penalty", c.frequency_penalty, -2.0, 2.0, 0.0)?;
-    let repetition_penalty = range_f32("repetition_penalty", c.repetition_penalty, 0.01, 10.0, 1.0)?;
-    let top_k = match c.top_k {
-        None | Some(0) | Some(-1) => 0,
-        Some(k) if k > 0 => k as usize,
-        Some(k) => {
-            return Err(ApiError::invalid_param("top_k", format!("`top_k` must be 0 (off) or positive, got {k}")));
-        }
-    };
-    let repetition_penalty_range = match c.repetition_penalty_range {
-        None => 1024,
-        Some(r) if r >= 0 => r as usize,
-        Some(r) => {
-            return Err(ApiError::invalid_param("repetition_penalty_range", format!("must be 0 or positive, got {r}")));
-        }
-    };
-    // text-generation-webui's seed -1 means "random".
-    let seed = match c.seed {
-        None | Some(-1) => None,
-        Some(s) => Some(s as u64),
-    };
     let max_tokens = match max_tokens_alias.or(c.max_tokens) {
         None => None,
         Some(m) if m >= 1 => Some(m as usize),
@@ -119,32 +89,6 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
             return Err(ApiError::invalid_param("truncation_length", format!("must be positive, got {t}")));
         }
     };
-    let banned_tokens = match c.custom_token_bans.as_deref().map(str::trim) {
-        None | Some("") => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|t| {
-                t.trim().parse::<u32>().map_err(|_| {
-                    ApiError::invalid_param("custom_token_bans", format!("`{}` is not a token id", t.trim()))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let greedy = c.do_sample == Some(false);
-    let sampling = SamplingParams {
-        temperature: if greedy { 0.0 } else { temperature },
-        top_k,
-        top_p,
-        min_p,
-        repetition_penalty,
-        repetition_penalty_range,
-        presence_penalty,
-        frequency_penalty,
-        seed,
-        temperature_last: false,
-        banned_tokens,
-        logit_bias: Vec::new(),
-    };
     Ok(GenerationPlan {
         sampling,
         max_tokens,
@@ -158,6 +102,7 @@ pub fn plan(common: CommonParams, max_tokens_alias: Option<i64>) -> Result<Gener
         context_cap,
         add_bos: c.add_bos_token.unwrap_or(true),
         logprobs: None,
+        grammar: c.grammar_string.filter(|g| !g.trim().is_empty()),
     })
 }
 
@@ -190,19 +135,8 @@ const NO_EFFECT: &[&str] = &[
     "prompt_cache_key",
     "safety_identifier",
     "static_cache",
-    // Chat-mode fields (chat requests read them; elsewhere they change nothing), and settings of
-    // samplers that are off unless enabled.
+    // Chat-mode fields (chat requests read them; elsewhere they change nothing).
     "chat_instruct_command",
-    "dry_sequence_breakers",
-    "dry_allowed_length",
-    "dry_base",
-    "xtc_threshold",
-    "mirostat_tau",
-    "mirostat_eta",
-    "dynatemp_low",
-    "dynatemp_high",
-    "dynatemp_exponent",
-    "smoothing_curve",
     "character",
     "bot_name",
     "name2",
@@ -217,29 +151,16 @@ const NO_EFFECT: &[&str] = &[
 fn inert_value(name: &str) -> Option<Value> {
     use serde_json::json;
     Some(match name {
-        "preset"
-        | "instruction_template"
-        | "sampler_priority"
+        "instruction_template"
         | "functions"
         | "function_call"
         | "audio"
         | "prediction"
         | "web_search_options" => Value::Null,
-        "smoothing_factor"
-        | "xtc_probability"
-        | "epsilon_cutoff"
-        | "eta_cutoff"
-        | "top_a"
-        | "top_n_sigma"
-        | "dry_multiplier"
-        | "no_repeat_ngram_size"
-        | "penalty_alpha"
-        | "mirostat_mode"
-        | "prompt_lookup_num_tokens"
-        | "max_tokens_second" => json!(0),
-        "typical_p" | "tfs" | "encoder_repetition_penalty" | "guidance_scale" => json!(1),
-        "dynamic_temperature" | "temperature_last" | "continue_" => json!(false),
-        "negative_prompt" | "grammar_string" => json!(""),
+        "penalty_alpha" | "prompt_lookup_num_tokens" | "max_tokens_second" => json!(0),
+        "guidance_scale" => json!(1),
+        "continue_" => json!(false),
+        "negative_prompt" => json!(""),
         "modalities" => json!(["text"]),
         _ => return None,
     })
@@ -283,8 +204,6 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let err = chat(r#"{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#).unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("temperature"), "{err:?}");
         let err = chat(r#"{"messages":[{"role":"wizard","content":"hi"}]}"#).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("messages[0].role"), "{err:?}");
     }
@@ -298,37 +217,30 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_field() {
-        let mut req = chat(r#"{"messages":[],"top_p":1.5}"#).unwrap();
-        let err = plan(req.take_common(), None).unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("top_p"));
+        let mut req = chat(r#"{"messages":[],"n":99}"#).unwrap();
+        let err = plan(req.take_common(), SamplingParams::default(), None).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("n"));
         let mut req = chat(r#"{"messages":[],"max_tokens":0}"#).unwrap();
-        assert_eq!(plan(req.take_common(), None).unwrap_err().param.as_deref(), Some("max_tokens"));
+        assert_eq!(plan(req.take_common(), SamplingParams::default(), None).unwrap_err().param.as_deref(), Some("max_tokens"));
     }
 
     #[test]
     fn unbuilt_parameters_pass_only_at_their_inert_value() {
-        let req = chat(r#"{"messages":[],"typical_p":1,"user":"u","mirostat_tau":3}"#).unwrap();
+        let req = chat(r#"{"messages":[],"penalty_alpha":0,"user":"u","guidance_scale":1}"#).unwrap();
         assert!(check_extra(&req.extra).is_ok());
-        let req = chat(r#"{"messages":[],"typical_p":0.5}"#).unwrap();
+        let req = chat(r#"{"messages":[],"penalty_alpha":0.5}"#).unwrap();
         let err = check_extra(&req.extra).unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("typical_p"));
+        assert_eq!(err.param.as_deref(), Some("penalty_alpha"));
         let req = chat(r#"{"messages":[],"frobnicate":true}"#).unwrap();
         assert_eq!(check_extra(&req.extra).unwrap_err().code, Some("unknown_parameter"));
     }
 
     #[test]
     fn common_fields_are_not_reported_as_extra() {
-        let mut req: CompletionRequest =
-            parse_body(br#"{"prompt":"x","temperature":0.5,"stop":["a"],"seed":3}"#).unwrap();
+        let mut req: CompletionRequest = parse_body(br#"{"prompt":"x","n":2,"stop":["a"]}"#).unwrap();
         assert!(req.extra.is_empty(), "{:?}", req.extra);
-        let plan = plan(req.take_common(), None).unwrap();
-        assert_eq!(plan.sampling.seed, Some(3));
+        let plan = plan(req.take_common(), SamplingParams::default(), None).unwrap();
+        assert_eq!(plan.n, 2);
         assert_eq!(plan.stops, vec!["a".to_string()]);
-    }
-
-    #[test]
-    fn textgen_seed_minus_one_is_random() {
-        let mut req: CompletionRequest = parse_body(br#"{"prompt":"x","seed":-1}"#).unwrap();
-        assert_eq!(plan(req.take_common(), None).unwrap().sampling.seed, None);
     }
 }

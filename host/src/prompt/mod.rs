@@ -7,11 +7,13 @@ pub mod chat;
 mod gguf_vocab;
 pub mod incremental;
 pub mod instruction_templates;
+pub mod model_config;
 pub mod modes;
+pub mod reasoning;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
-mod user_files;
+pub(crate) mod user_files;
 
 pub use gguf_vocab::VocabError;
 pub use stop::{StopMatcher, StopOutcome};

@@ -1,75 +1,37 @@
-//! Choosing the next token from logits: repetition / presence / frequency penalties, temperature,
-//! top-k, top-p and min-p (in text-generation-webui's default order), then a seeded draw, or
-//! greedy argmax at temperature 0.
+//! Choosing the next token from logits: logit bias and bans, then text-generation-webui's
+//! sampler chain in `sampler_priority` order (penalties, DRY, temperatures, the truncation
+//! samplers, mirostat, adaptive-p, XTC, the n-gram ban), then a seeded draw — or, greedy, the
+//! best token after bans and penalties.
+
+mod feedback;
+mod params;
+mod penalties;
+mod pool;
+mod shaping;
+mod truncation;
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// The sampler settings of one request, already validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    /// 0 means greedy.
-    pub temperature: f32,
-    /// 0 disables.
-    pub top_k: usize,
-    /// 1 disables.
-    pub top_p: f32,
-    /// 0 disables.
-    pub min_p: f32,
-    /// 1 disables; divides positive logits of tokens already in the context (multiplies negative).
-    pub repetition_penalty: f32,
-    /// How many most recent tokens the penalties look at; 0 means all.
-    pub repetition_penalty_range: usize,
-    /// Subtracted once from the logit of every token already in the context.
-    pub presence_penalty: f32,
-    /// Subtracted per occurrence of a token in the context.
-    pub frequency_penalty: f32,
-    /// Same seed, same prompt, same settings → same tokens.
-    pub seed: Option<u64>,
-    /// Apply temperature after the truncation samplers instead of before (textgen's
-    /// `temperature_last`).
-    pub temperature_last: bool,
-    /// Token ids that may never be chosen (textgen's `custom_token_bans`).
-    pub banned_tokens: Vec<u32>,
-    /// Added to a token's logit before everything else (OpenAI's `logit_bias`, -100…100; -100
-    /// all but bans the token, +100 all but forces it).
-    pub logit_bias: Vec<(u32, f32)>,
-}
+use feedback::{AdaptivePState, MirostatState};
+pub use params::{
+    AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc,
+    stage_order,
+};
+use pool::Pool;
 
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            repetition_penalty_range: 1024,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            seed: None,
-            temperature_last: false,
-            banned_tokens: Vec::new(),
-            logit_bias: Vec::new(),
-        }
-    }
-}
-
-impl SamplingParams {
-    pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
-    }
-
-    pub fn is_greedy(&self) -> bool {
-        self.temperature <= 0.0 || self.top_k == 1
-    }
-}
-
-/// The sampler of one sequence: its settings and its random stream.
+/// The sampler of one sequence: its settings, its random stream and what its stateful
+/// samplers have learnt so far.
 #[derive(Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    /// The prompt's tokens, for the encoder repetition penalty (empty when it is off).
+    prompt_tokens: HashMap<u32, u32>,
+    mirostat: Option<MirostatState>,
+    adaptive_p: Option<AdaptivePState>,
 }
 
 /// One chosen token.
@@ -80,7 +42,7 @@ pub struct Sampled {
     pub logprob: f32,
 }
 
-/// Candidates after the built-in truncation: token ids and their logits, most likely first.
+/// Candidates after the built-in chain: token ids and their logits, most likely first.
 /// Hooks (sampler plugins) edit them in place; a logit of `-inf` removes a candidate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Candidates {
@@ -94,24 +56,40 @@ pub const GREEDY_HOOK_CANDIDATES: usize = 32;
 pub const MAX_HOOK_CANDIDATES: usize = 256;
 
 impl Sampler {
+    /// A sampler for a sequence with no prompt to favour (the encoder penalty sees nothing).
     pub fn new(params: SamplingParams) -> Self {
+        Self::for_prompt(params, &[])
+    }
+
+    /// A sampler for the sequence that starts with `prompt`.
+    pub fn for_prompt(params: SamplingParams, prompt: &[u32]) -> Self {
         let rng = match params.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Self { params, rng }
+        let prompt_tokens =
+            if params.encoder_repetition_penalty != 1.0 { penalties::counts(prompt) } else { HashMap::new() };
+        Self {
+            mirostat: params.mirostat.map(MirostatState::new),
+            adaptive_p: params.adaptive_p.map(AdaptivePState::new),
+            params,
+            rng,
+            prompt_tokens,
+        }
     }
 
     /// Picks the next token. `context` is every token so far (prompt and generated).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> Sampled {
-        let scores = self.scores(logits, context);
+        let mut pool = self.chain(logits, context);
         let id = if self.params.is_greedy() {
-            argmax(&scores)
+            pool.ids.get(pool.best()).copied()
         } else {
-            let candidates = self.truncate(&scores);
-            self.draw(&candidates)
+            pool.sort();
+            self.draw(&pool)
         };
-        Sampled { id: id as u32, logprob: log_softmax_at(logits, id) }
+        // Every token removed (bans and n-gram bans can do it): the model's own best.
+        let id = id.unwrap_or(argmax(logits) as u32);
+        Sampled { id, logprob: log_softmax_at(logits, id as usize) }
     }
 
     /// Like [`sample`](Self::sample), but `hook` may edit the candidates before the choice.
@@ -122,35 +100,39 @@ impl Sampler {
         context: &[u32],
         hook: &mut dyn FnMut(&mut Candidates) -> Result<(), String>,
     ) -> Result<Sampled, String> {
-        let scores = self.scores(logits, context);
-        let mut candidates = if self.params.is_greedy() {
-            top_n(&scores, GREEDY_HOOK_CANDIDATES)
-        } else {
-            let mut c = self.truncate(&scores);
-            c.ids.truncate(MAX_HOOK_CANDIDATES);
-            c.logits.truncate(MAX_HOOK_CANDIDATES);
-            c
-        };
+        let mut pool = self.chain(logits, context);
+        pool.keep_top(if self.params.is_greedy() { GREEDY_HOOK_CANDIDATES } else { MAX_HOOK_CANDIDATES });
+        let mut candidates = Candidates { ids: std::mem::take(&mut pool.ids), logits: std::mem::take(&mut pool.logits) };
         hook(&mut candidates)?;
-        let keep: Vec<usize> =
-            (0..candidates.ids.len()).filter(|&i| candidates.logits[i] > f32::NEG_INFINITY).collect();
-        if keep.is_empty() {
+        let pool = Pool::from_sorted(candidates.ids, candidates.logits);
+        if pool.is_empty() {
             return Err("every candidate token was removed".into());
         }
-        let candidates = Candidates {
-            ids: keep.iter().map(|&i| candidates.ids[i]).collect(),
-            logits: keep.iter().map(|&i| candidates.logits[i]).collect(),
-        };
-        let id = if self.params.is_greedy() {
-            candidates.ids[argmax(&candidates.logits)] as usize
-        } else {
-            self.draw(&candidates)
-        };
-        Ok(Sampled { id: id as u32, logprob: log_softmax_at(logits, id) })
+        let id = if self.params.is_greedy() { Some(pool.ids[pool.best()]) } else { self.draw(&pool) };
+        let id = id.ok_or("every candidate token was removed")?;
+        Ok(Sampled { id, logprob: log_softmax_at(logits, id as usize) })
     }
 
-    /// Logits after bans and penalties, temperature applied unless it comes last.
-    fn scores(&self, logits: &[f32], context: &[u32]) -> Vec<f32> {
+    /// The next token's distribution, most likely first, at most `top` tokens: the model's own
+    /// softmax, or with `use_samplers` what this request's chain leaves of it, renormalised;
+    /// greedy settings leave the one best token. text-generation-webui's `/v1/internal/logits`.
+    pub fn distribution(&mut self, logits: &[f32], context: &[u32], use_samplers: bool, top: usize) -> Vec<(u32, f32)> {
+        if !use_samplers {
+            let c = top_n(logits, top);
+            let norm = log_normalizer(logits);
+            return c.ids.iter().zip(&c.logits).map(|(&id, &l)| (id, (l - norm).exp())).collect();
+        }
+        let mut pool = self.chain(logits, context);
+        if self.params.is_greedy() {
+            let id = pool.ids.get(pool.best()).copied().unwrap_or(argmax(logits) as u32);
+            return vec![(id, 1.0)];
+        }
+        pool.sort();
+        pool.ids.iter().copied().zip(pool.probabilities()).take(top.max(1)).collect()
+    }
+
+    /// Logit bias, bans, then the chain's stages in order (greedy: only the penalties).
+    fn chain(&mut self, logits: &[f32], context: &[u32]) -> Pool {
         let mut scores = logits.to_vec();
         for &(t, bias) in &self.params.logit_bias {
             if let Some(s) = scores.get_mut(t as usize) {
@@ -162,137 +144,116 @@ impl Sampler {
                 *s = f32::NEG_INFINITY;
             }
         }
-        self.apply_penalties(&mut scores, context);
-        if !self.params.is_greedy() && !self.params.temperature_last {
-            let t = self.params.temperature;
-            scores.iter_mut().for_each(|s| *s /= t);
-        }
-        scores
-    }
-
-    fn apply_penalties(&self, scores: &mut [f32], context: &[u32]) {
+        let mut pool = Pool::dense(scores);
+        let greedy = self.params.is_greedy();
         let p = &self.params;
-        if p.repetition_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
-            return;
-        }
-        let window = match p.repetition_penalty_range {
-            0 => context,
-            n => &context[context.len().saturating_sub(n)..],
+        let seen = if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            penalties::counts(penalties::window(context, p.repetition_penalty_range))
+        } else {
+            HashMap::new()
         };
-        let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-        for &t in window {
-            *counts.entry(t).or_default() += 1;
-        }
-        for (&t, &count) in &counts {
-            let Some(s) = scores.get_mut(t as usize) else { continue };
-            if p.repetition_penalty != 1.0 {
-                *s = if *s > 0.0 { *s / p.repetition_penalty } else { *s * p.repetition_penalty };
+        for &stage in &p.order {
+            if greedy && !stage.is_penalty() {
+                continue;
             }
-            *s -= p.presence_penalty + p.frequency_penalty * count as f32;
-        }
-    }
-
-    /// Applies top-k, top-p and min-p; the survivors, most likely first.
-    fn truncate(&self, scores: &[f32]) -> Candidates {
-        let p = &self.params;
-        let finite = scores.iter().filter(|s| s.is_finite()).count();
-        if finite == 0 {
-            let best = argmax(scores);
-            return Candidates { ids: vec![best as u32], logits: vec![0.0] };
-        }
-        let keep = if p.top_k > 0 { p.top_k.min(finite) } else { finite };
-        let mut c = top_n(scores, keep);
-        if p.top_p < 1.0 || p.min_p > 0.0 {
-            let probs = softmax(&c.logits);
-            let mut cut = probs.len();
-            if p.top_p < 1.0 {
-                let mut cumulative = 0.0;
-                for (n, &prob) in probs.iter().enumerate() {
-                    cumulative += prob;
-                    if cumulative >= p.top_p {
-                        cut = n + 1;
-                        break;
+            match stage {
+                Stage::RepetitionPenalty if p.repetition_penalty != 1.0 => {
+                    penalties::repetition(&mut pool, &seen, p.repetition_penalty)
+                }
+                Stage::PresencePenalty if p.presence_penalty != 0.0 => {
+                    penalties::presence(&mut pool, &seen, p.presence_penalty)
+                }
+                Stage::FrequencyPenalty if p.frequency_penalty != 0.0 => {
+                    penalties::frequency(&mut pool, &seen, p.frequency_penalty)
+                }
+                Stage::Dry => {
+                    if let Some(dry) = &p.dry {
+                        penalties::dry(&mut pool, penalties::window(context, p.repetition_penalty_range), dry)
                     }
                 }
-            }
-            if p.min_p > 0.0 {
-                // Relative to the best token of the distribution before top-p (as textgen).
-                let threshold = probs[0] * p.min_p;
-                cut = cut.min(probs.iter().take_while(|&&prob| prob >= threshold).count());
-            }
-            let cut = cut.max(1);
-            c.ids.truncate(cut);
-            c.logits.truncate(cut);
-        }
-        c
-    }
-
-    /// The candidates' probabilities: the softmax of their logits, temperature applied here
-    /// when it comes last.
-    fn probabilities(&self, c: &Candidates) -> Vec<f32> {
-        if self.params.temperature_last {
-            softmax(&c.logits.iter().map(|l| l / self.params.temperature).collect::<Vec<_>>())
-        } else {
-            softmax(&c.logits)
-        }
-    }
-
-    /// The next token's distribution, most likely first, at most `top` tokens: the model's own
-    /// softmax, or with `use_samplers` what this request's samplers leave of it (bans,
-    /// penalties, temperature, top-k/top-p/min-p), renormalised; greedy settings leave the one
-    /// best token. text-generation-webui's `/v1/internal/logits`.
-    pub fn distribution(&self, logits: &[f32], context: &[u32], use_samplers: bool, top: usize) -> Vec<(u32, f32)> {
-        if !use_samplers {
-            let c = top_n(logits, top);
-            let norm = log_normalizer(logits);
-            return c.ids.iter().zip(&c.logits).map(|(&id, &l)| (id, (l - norm).exp())).collect();
-        }
-        let scores = self.scores(logits, context);
-        if self.params.is_greedy() {
-            return vec![(argmax(&scores) as u32, 1.0)];
-        }
-        let c = self.truncate(&scores);
-        c.ids.iter().copied().zip(self.probabilities(&c)).take(top.max(1)).collect()
-    }
-
-    /// Draws from the candidates' probabilities.
-    fn draw(&mut self, c: &Candidates) -> usize {
-        let probs = self.probabilities(c);
-        let r: f32 = self.rng.random();
-        let mut cumulative = 0.0;
-        for (&id, &prob) in c.ids.iter().zip(&probs) {
-            cumulative += prob;
-            if r < cumulative {
-                return id as usize;
+                Stage::EncoderRepetitionPenalty if p.encoder_repetition_penalty != 1.0 => {
+                    penalties::encoder_repetition(&mut pool, &self.prompt_tokens, p.encoder_repetition_penalty)
+                }
+                Stage::NoRepeatNgram if p.no_repeat_ngram_size > 0 => {
+                    penalties::no_repeat_ngram(&mut pool, context, p.no_repeat_ngram_size)
+                }
+                Stage::Temperature => shaping::temperature(&mut pool, p.temperature),
+                Stage::DynamicTemperature => {
+                    if let Some(d) = &p.dynamic_temperature {
+                        shaping::dynamic_temperature(&mut pool, d)
+                    }
+                }
+                Stage::QuadraticSampling => {
+                    if let Some(s) = &p.smoothing {
+                        shaping::quadratic(&mut pool, s)
+                    }
+                }
+                Stage::TopNSigma if p.top_n_sigma > 0.0 => truncation::top_n_sigma(&mut pool, p.top_n_sigma),
+                Stage::TopK if p.top_k > 0 => truncation::top_k(&mut pool, p.top_k),
+                Stage::TopP if p.top_p < 1.0 => truncation::top_p(&mut pool, p.top_p),
+                Stage::TypicalP if p.typical_p < 1.0 => truncation::typical_p(&mut pool, p.typical_p),
+                Stage::EpsilonCutoff if p.epsilon_cutoff > 0.0 => truncation::epsilon_cutoff(&mut pool, p.epsilon_cutoff),
+                Stage::EtaCutoff if p.eta_cutoff > 0.0 => truncation::eta_cutoff(&mut pool, p.eta_cutoff),
+                Stage::Tfs if p.tfs < 1.0 => truncation::tail_free(&mut pool, p.tfs),
+                Stage::TopA if p.top_a > 0.0 => truncation::top_a(&mut pool, p.top_a),
+                Stage::MinP if p.min_p > 0.0 => truncation::min_p(&mut pool, p.min_p),
+                Stage::AdaptiveP => {
+                    if let Some(state) = &mut self.adaptive_p {
+                        state.step(&mut pool, &mut self.rng)
+                    }
+                }
+                Stage::Mirostat => {
+                    if let Some(state) = &mut self.mirostat {
+                        state.step(&mut pool, logits.len(), &mut self.rng)
+                    }
+                }
+                Stage::Xtc => {
+                    // The roll comes first, as in textgen: a step XTC skips costs no sort.
+                    if let Some(xtc) = &p.xtc
+                        && self.rng.random::<f32>() < xtc.probability
+                    {
+                        truncation::xtc(&mut pool, xtc.threshold, &xtc.protected)
+                    }
+                }
+                _ => {}
             }
         }
-        c.ids.last().map_or(0, |&id| id as usize)
+        pool
     }
+
+    /// Draws from a pool's probabilities (`None` when nothing is left in it).
+    fn draw(&mut self, pool: &Pool) -> Option<u32> {
+        let probs = pool.probabilities();
+        if probs.iter().all(|&p| p <= 0.0) {
+            return None;
+        }
+        Some(pool.ids[draw_index(&probs, &mut self.rng)])
+    }
+}
+
+/// Draws an index from probabilities that sum to 1 (the last non-zero one if rounding leaves
+/// the draw past the end).
+fn draw_index(probs: &[f32], rng: &mut StdRng) -> usize {
+    let r: f32 = rng.random();
+    let mut cumulative = 0.0;
+    for (i, &prob) in probs.iter().enumerate() {
+        cumulative += prob;
+        if r < cumulative {
+            return i;
+        }
+    }
+    probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
 }
 
 /// The `n` largest scores (finite ones first), most likely first.
 fn top_n(scores: &[f32], n: usize) -> Candidates {
-    let mut order: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > f32::NEG_INFINITY).collect();
-    if order.is_empty() {
-        order.push(argmax(scores));
+    let mut pool = Pool::dense(scores.to_vec());
+    pool.keep_top(n.max(1));
+    if pool.is_empty() {
+        let best = argmax(scores);
+        return Candidates { ids: vec![best as u32], logits: vec![scores.get(best).copied().unwrap_or(0.0)] };
     }
-    let n = n.clamp(1, order.len());
-    if n < order.len() {
-        order.select_nth_unstable_by(n - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
-        order.truncate(n);
-    }
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    Candidates { ids: order.iter().map(|&i| i as u32).collect(), logits: order.iter().map(|&i| scores[i]).collect() }
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut p: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let total: f32 = p.iter().sum();
-    if total > 0.0 {
-        p.iter_mut().for_each(|x| *x /= total);
-    }
-    p
+    Candidates { ids: pool.ids, logits: pool.logits }
 }
 
 /// Index of the largest finite value (the first on ties, as torch.argmax).
@@ -339,6 +300,20 @@ mod tests {
         p
     }
 
+    /// How often each token is drawn in `n` steps from `logits` with empty context.
+    fn histogram(p: SamplingParams, logits: &[f32], n: usize) -> Vec<usize> {
+        let mut s = Sampler::new(p);
+        let mut counts = vec![0; logits.len()];
+        for _ in 0..n {
+            counts[s.sample(logits, &[]).id as usize] += 1;
+        }
+        counts
+    }
+
+    fn ln(probs: &[f32]) -> Vec<f32> {
+        probs.iter().map(|p| p.ln()).collect()
+    }
+
     #[test]
     fn temperature_zero_is_argmax() {
         let mut s = Sampler::new(SamplingParams::greedy());
@@ -357,39 +332,125 @@ mod tests {
     }
 
     #[test]
-    fn top_p_keeps_the_smallest_set_reaching_p() {
-        let s = Sampler::new(params(|p| p.top_p = 0.7));
-        // probabilities 0.5, 0.3, 0.2 → top_p 0.7 keeps the first two.
-        let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
-        let kept = s.truncate(&scores);
-        assert_eq!(kept.ids, vec![0, 1]);
-        assert!((softmax(&kept.logits)[0] - 0.625).abs() < 1e-6);
+    fn truncation_samplers_in_the_chain_limit_what_is_drawn() {
+        let logits = ln(&[0.4, 0.3, 0.15, 0.1, 0.05]);
+        let drawn = |f: fn(&mut SamplingParams)| {
+            histogram(params(f), &logits, 400).iter().enumerate().filter(|c| *c.1 > 0).map(|c| c.0).collect::<Vec<_>>()
+        };
+        assert_eq!(drawn(|p| p.top_p = 0.7), vec![0, 1]);
+        assert_eq!(drawn(|p| p.min_p = 0.5), vec![0, 1]);
+        assert_eq!(drawn(|p| p.typical_p = 0.1), vec![1]);
+        assert_eq!(drawn(|p| p.tfs = 0.2), vec![0]);
+        assert_eq!(drawn(|p| p.top_a = 1.0), vec![0, 1]);
+        assert_eq!(drawn(|p| p.epsilon_cutoff = 0.12), vec![0, 1, 2]);
+        assert_eq!(drawn(|p| p.eta_cutoff = 0.2), vec![0, 1, 2]);
+        assert_eq!(drawn(|_| {}), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]
-    fn min_p_drops_tokens_below_a_fraction_of_the_best() {
-        let s = Sampler::new(params(|p| p.min_p = 0.5));
-        let scores: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
-        assert_eq!(s.truncate(&scores).ids, vec![0, 1]);
+    fn the_draw_follows_the_distribution() {
+        let counts = histogram(params(|_| {}), &ln(&[0.7, 0.2, 0.1]), 3000);
+        for (count, expected) in counts.iter().zip([0.7, 0.2, 0.1]) {
+            assert!((*count as f32 / 3000.0 - expected).abs() < 0.03, "{counts:?}");
+        }
     }
 
     #[test]
-    fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
-        let s = Sampler::new(params(|p| p.repetition_penalty = 2.0));
-        let mut scores = vec![4.0, -1.0, 3.0];
-        s.apply_penalties(&mut scores, &[0, 1]);
-        assert_eq!(scores, vec![2.0, -2.0, 3.0]);
+    fn temperature_last_lets_truncation_see_the_model_s_distribution() {
+        // At temperature 3, min_p 0.5 keeps 0.4, 0.3 and 0.15 (the flattened 0.15 is above
+        // half the best); with temperature last it sees the original and keeps two.
+        let logits = ln(&[0.4, 0.3, 0.15, 0.1, 0.05]);
+        let early = histogram(params(|p| (p.temperature, p.min_p) = (3.0, 0.5)), &logits, 600);
+        assert!(early[2] > 0, "{early:?}");
+        let last = histogram(
+            params(|p| {
+                (p.temperature, p.min_p) = (3.0, 0.5);
+                p.order = stage_order(&[], true)
+            }),
+            &logits,
+            600,
+        );
+        assert_eq!(last[2..], [0, 0, 0], "{last:?}");
+    }
+
+    #[test]
+    fn greedy_applies_penalties_but_not_the_truncation_samplers() {
+        let logits = [3.0, 2.9, 0.0];
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, typical_p: 0.01, ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&logits, &[0]).id, 1, "the penalty turns the choice");
+        let mut s = Sampler::new(SamplingParams { no_repeat_ngram_size: 2, ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&logits, &[0, 0]).id, 1, "0 after 0 would repeat the bigram");
+    }
+
+    #[test]
+    fn xtc_acts_with_its_probability() {
+        let logits = ln(&[0.5, 0.3, 0.2]);
+        let xtc = |probability| Xtc { threshold: 0.25, probability, protected: vec![] };
+        let never = histogram(params(|p| p.xtc = Some(xtc(0.0))), &logits, 300);
+        assert!(never[0] > 0);
+        let always = histogram(params(|p| p.xtc = Some(xtc(1.0))), &logits, 300);
+        assert_eq!(always[0], 0, "the top choice is excluded: {always:?}");
+        assert!(always[1] > 0 && always[2] > 0);
+        let protected = histogram(
+            params(|p| p.xtc = Some(Xtc { protected: vec![0], ..xtc(1.0) })),
+            &logits,
+            300,
+        );
+        assert!(protected[0] > 0, "a protected token leaves the step alone");
+    }
+
+    #[test]
+    fn mirostat_in_the_chain_draws_within_its_bound() {
+        // Zipf-like logits: with tau 1 the bound 2 bits allows only tokens with p > 1/4.
+        let logits: Vec<f32> = (1..=50).map(|r| -2.0 * (r as f32).ln()).collect();
+        let mirostat = Mirostat { version: MirostatVersion::V2, tau: 1.0, eta: 0.0 };
+        let counts = histogram(params(|p| p.mirostat = Some(mirostat)), &logits, 200);
+        let probs = pool::softmax(&logits);
+        let allowed = probs.iter().take_while(|p| -p.log2() <= 2.0).count();
+        assert!(counts[allowed..].iter().all(|&c| c == 0), "{allowed} {counts:?}");
+    }
+
+    #[test]
+    fn dry_in_the_chain_turns_a_repeat_away() {
+        // Greedy would continue "1 2 3 … 1 2" with 3; DRY pushes 3 down.
+        let logits = [0.0, 0.0, 0.0, 1.0, 0.9];
+        let dry = Dry { multiplier: 2.0, base: 1.75, allowed_length: 2, sequence_breakers: vec![] };
+        let mut s = Sampler::new(SamplingParams { dry: Some(dry), ..SamplingParams::greedy() });
+        assert_eq!(s.sample(&logits, &[1, 2, 3, 0, 1, 2]).id, 4);
+        assert_eq!(s.sample(&logits, &[1, 2, 3, 0, 1]).id, 3, "a repeat of one token is allowed");
+    }
+
+    #[test]
+    fn the_encoder_penalty_favours_prompt_tokens() {
+        let logits = [1.0, 1.1];
+        let mut s = Sampler::for_prompt(
+            SamplingParams { encoder_repetition_penalty: 1.5, ..SamplingParams::greedy() },
+            &[0],
+        );
+        assert_eq!(s.sample(&logits, &[0]).id, 0);
+    }
+
+    #[test]
+    fn dynamic_temperature_and_smoothing_reshape_the_draw() {
+        let logits = ln(&[0.5, 0.3, 0.2]);
+        // A low dynamic temperature sharpens: the best token dominates.
+        let d = DynamicTemperature { low: 0.1, high: 0.1, exponent: 1.0 };
+        let sharp = histogram(params(|p| p.dynamic_temperature = Some(d)), &logits, 300);
+        assert!(sharp[0] > 280, "{sharp:?}");
+        let smooth = histogram(params(|p| p.smoothing = Some(Smoothing { factor: 20.0, curve: 1.0 })), &logits, 300);
+        assert!(smooth[0] > 280, "{smooth:?}");
     }
 
     #[test]
     fn presence_and_frequency_penalties_subtract() {
-        let s = Sampler::new(params(|p| {
-            p.presence_penalty = 1.0;
-            p.frequency_penalty = 0.5
-        }));
-        let mut scores = vec![0.0, 0.0];
-        s.apply_penalties(&mut scores, &[0, 0, 0]);
-        assert_eq!(scores, vec![-2.5, 0.0]);
+        let mut s = Sampler::new(SamplingParams { presence_penalty: 1.0, frequency_penalty: 0.5, ..SamplingParams::greedy() });
+        // Token 0 (logit 2) seen 3 times: 2 - 1 - 1.5 = -0.5 < token 1's 0.
+        assert_eq!(s.sample(&[2.0, 0.0], &[0, 0, 0]).id, 1);
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
+        // Out of the range the penalty looks at, a token is not penalised.
+        let mut far = vec![0u32];
+        far.extend(std::iter::repeat_n(5, 1024));
+        assert_eq!(s.sample(&[4.0, 3.0, 0.0, 0.0, 0.0, 0.0], &far).id, 0);
     }
 
     #[test]
@@ -450,12 +511,19 @@ mod tests {
     fn banned_tokens_are_never_chosen() {
         let mut s = Sampler::new(SamplingParams { banned_tokens: vec![1], ..SamplingParams::greedy() });
         assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 2);
+        for seed in 0..20 {
+            let mut s = Sampler::new(params(|p| {
+                p.banned_tokens = vec![1];
+                p.seed = Some(seed)
+            }));
+            assert_ne!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 1);
+        }
     }
 
     #[test]
     fn the_distribution_is_the_softmax_or_what_the_samplers_leave() {
         let logits = [1.0f32, 3.0, 2.0, 0.0];
-        let sampler = Sampler::new(params(|p| p.top_k = 2));
+        let mut sampler = Sampler::new(params(|p| p.top_k = 2));
         let raw = sampler.distribution(&logits, &[], false, 3);
         let total: f32 = logits.iter().map(|l| l.exp()).sum();
         assert_eq!(raw.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 0]);

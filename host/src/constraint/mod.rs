@@ -1,8 +1,10 @@
-//! Constrained decoding: a grammar (llguidance's Lark syntax, with `%json { schema }`, or a
-//! JSON schema alone) turned into a token mask at every step, so the output is forced into a
+//! Constrained decoding: a grammar (llguidance's Lark syntax, with `%json { schema }`, a GBNF
+//! grammar by way of [`gbnf`], or a JSON schema alone) turned into a token mask at every step, so the output is forced into a
 //! tool call's format with arguments that follow the tool's schema, or into JSON that follows a
 //! `response_format`'s schema. llguidance does the grammar and mask work; this
 //! module connects it to Hearth's tokenizer and sampler.
+
+pub mod gbnf;
 
 use std::sync::Arc;
 
@@ -74,6 +76,12 @@ impl GrammarCompiler {
     /// Compiles a Lark grammar into a fresh constraint.
     pub fn compile(&self, lark: &str) -> Result<Constraint, ConstraintError> {
         self.start(TopLevelGrammar::from_lark(lark.to_owned()))
+    }
+
+    /// Compiles a GBNF grammar (textgen's `grammar_string`) into a fresh constraint.
+    pub fn compile_gbnf(&self, gbnf: &str) -> Result<Constraint, ConstraintError> {
+        let lark = gbnf::to_lark(gbnf).map_err(|e| ConstraintError::Grammar(e.to_string()))?;
+        self.compile(&lark)
     }
 
     /// A constraint whose output is one JSON value valid under `schema` (llguidance's JSON
