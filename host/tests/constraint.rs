@@ -94,3 +94,35 @@ fn a_broken_grammar_is_an_error_not_a_panic() {
         assert!(compiler.compile(bad).is_err(), "{bad:?} compiled");
     }
 }
+
+/// GBNF through the Lark conversion: random walks only ever spell what the grammar allows —
+/// also for a left-recursive grammar, which llama.cpp refuses and llguidance's Earley parser
+/// takes — and reach its end.
+#[test]
+fn gbnf_grammars_hold_on_random_walks() {
+    let tok = tokenizer();
+    let compiler = GrammarCompiler::new(tok.clone()).unwrap();
+    let left_recursive = hearth::constraint::gbnf::to_lark(r#"root ::= root "a" | "b""#).unwrap();
+    let list = hearth::constraint::gbnf::to_lark(
+        r#"root ::= "[" item ("," item){0,3} "]"
+item ::= [0-9]+ | "\"" [a-z]{1,5} "\"""#,
+    )
+    .unwrap();
+    for seed in 0..10 {
+        // "ba…a" may run on to the limit: every such prefix is in the language.
+        let (text, _) = walk(&compiler, &tok, &left_recursive, seed, 40);
+        assert!(text.starts_with('b') && text[1..].chars().all(|c| c == 'a'), "{text:?}");
+        let (text, ended) = walk(&compiler, &tok, &list, seed, 200);
+        let inner = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or_else(|| panic!("{text:?}"));
+        let items: Vec<&str> = inner.split(',').collect();
+        assert!(ended && (1..=4).contains(&items.len()), "{text:?}");
+        for item in items {
+            let word = item.strip_prefix('"').and_then(|i| i.strip_suffix('"'));
+            let ok = match word {
+                Some(w) => (1..=5).contains(&w.len()) && w.chars().all(|c| c.is_ascii_lowercase()),
+                None => !item.is_empty() && item.chars().all(|c| c.is_ascii_digit()),
+            };
+            assert!(ok, "{item:?} in {text:?}");
+        }
+    }
+}
