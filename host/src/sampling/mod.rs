@@ -508,6 +508,26 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_emptied_by_bans_falls_back_to_the_model_s_best_token() {
+        // Every token banned, then every stage that reads the pool's probabilities: no panic.
+        let logits = [0.1, 3.0, 2.9];
+        let every = params(|p| {
+            p.banned_tokens = vec![0, 1, 2];
+            (p.typical_p, p.tfs, p.top_a, p.min_p, p.top_p) = (0.5, 0.5, 0.5, 0.5, 0.5);
+            (p.epsilon_cutoff, p.eta_cutoff, p.top_n_sigma) = (0.01, 0.01, 1.0);
+            p.xtc = Some(Xtc { threshold: 0.1, probability: 1.0, protected: vec![] });
+            p.mirostat = Some(Mirostat { version: MirostatVersion::V1, tau: 5.0, eta: 0.1 });
+            p.adaptive_p = Some(AdaptiveP { target: 0.5, decay: 0.9 });
+        });
+        assert_eq!(Sampler::new(every.clone()).sample(&logits, &[]).id, 1);
+        let mirostat_2 = SamplingParams {
+            mirostat: Some(Mirostat { version: MirostatVersion::V2, tau: 5.0, eta: 0.1 }),
+            ..every
+        };
+        assert_eq!(Sampler::new(mirostat_2).sample(&logits, &[]).id, 1);
+    }
+
+    #[test]
     fn banned_tokens_are_never_chosen() {
         let mut s = Sampler::new(SamplingParams { banned_tokens: vec![1], ..SamplingParams::greedy() });
         assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[]).id, 2);

@@ -30,6 +30,9 @@ pub fn top_p(pool: &mut Pool, p: f32) {
 pub fn typical_p(pool: &mut Pool, mass: f32) {
     pool.sort();
     let probs = pool.probabilities();
+    if probs.is_empty() {
+        return;
+    }
     let ent = entropy(&probs);
     let shifted: Vec<f32> = probs.iter().map(|&p| (-p.ln() - ent).abs()).collect();
     let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -47,19 +50,26 @@ pub fn typical_p(pool: &mut Pool, mass: f32) {
     pool.retain_index(|i| i == first || shifted[i] <= threshold);
 }
 
-/// Removes tokens less likely than `epsilon`.
-pub fn epsilon_cutoff(pool: &mut Pool, epsilon: f32) {
+/// Removes the tokens less likely than the threshold `threshold` computes from the sorted
+/// probabilities; the best token always stays.
+fn drop_below(pool: &mut Pool, threshold: impl FnOnce(&[f32]) -> f32) {
     pool.sort();
     let probs = pool.probabilities();
-    pool.retain_index(|i| i == 0 || probs[i] >= epsilon);
+    if probs.is_empty() {
+        return;
+    }
+    let threshold = threshold(&probs);
+    pool.retain_index(|i| i == 0 || probs[i] >= threshold);
+}
+
+/// Removes tokens less likely than `epsilon`.
+pub fn epsilon_cutoff(pool: &mut Pool, epsilon: f32) {
+    drop_below(pool, |_| epsilon);
 }
 
 /// Removes tokens less likely than `min(epsilon, √epsilon · e^-entropy)`.
 pub fn eta_cutoff(pool: &mut Pool, epsilon: f32) {
-    pool.sort();
-    let probs = pool.probabilities();
-    let eta = epsilon.min(epsilon.sqrt() * (-entropy(&probs)).exp());
-    pool.retain_index(|i| i == 0 || probs[i] >= eta);
+    drop_below(pool, |probs| epsilon.min(epsilon.sqrt() * (-entropy(probs)).exp()));
 }
 
 /// Tail-free sampling: cuts where the sorted probabilities' second differences have
@@ -89,18 +99,12 @@ pub fn tail_free(pool: &mut Pool, z: f32) {
 
 /// Removes tokens less likely than `a` times the best token's probability squared.
 pub fn top_a(pool: &mut Pool, a: f32) {
-    pool.sort();
-    let probs = pool.probabilities();
-    let threshold = a * probs[0] * probs[0];
-    pool.retain_index(|i| i == 0 || probs[i] >= threshold);
+    drop_below(pool, |probs| a * probs[0] * probs[0]);
 }
 
 /// Removes tokens less likely than `min_p` times the best token's probability.
 pub fn min_p(pool: &mut Pool, min_p: f32) {
-    pool.sort();
-    let probs = pool.probabilities();
-    let threshold = probs[0] * min_p;
-    pool.retain_index(|i| i == 0 || probs[i] >= threshold);
+    drop_below(pool, |probs| probs[0] * min_p);
 }
 
 /// Top-nσ: keeps the tokens whose logit is within `n` standard deviations of the best one. The
