@@ -145,16 +145,6 @@ pub fn render_request(
     Ok(RenderedChat { prompt, plan, tools: setup, json_schema })
 }
 
-/// The constraint of a request's `grammar_string` (blocking: it may build the model's grammar
-/// compiler); a grammar that cannot be read is a 400 naming the field.
-pub fn gbnf_constraint(served: &ServedModel, plan: &GenerationPlan) -> Result<crate::constraint::Constraint, ApiError> {
-    let gbnf = plan.grammar.as_deref().unwrap_or_default();
-    served
-        .grammar()?
-        .compile_gbnf(gbnf)
-        .map_err(|e| ApiError::invalid_param("grammar_string", format!("the grammar cannot be used: {e}")))
-}
-
 /// The schema a `response_format` asks for: `text` none, `json_object` any object,
 /// `json_schema` its `json_schema.schema` (any object when it gives none).
 fn response_schema(format: &Value) -> Result<Option<Value>, ApiError> {
@@ -239,7 +229,7 @@ pub async fn chat_completions(
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let rendered = render_request(&state, &served, req)?;
             let constraint = match (&rendered.tools, &rendered.json_schema) {
-                _ if rendered.plan.grammar.is_some() => Some(gbnf_constraint(&served, &rendered.plan)?),
+                _ if let Some(gbnf) = &rendered.plan.grammar => Some(served.gbnf_constraint(gbnf)?),
                 (_, Some(schema)) => Some(served.grammar()?.compile_json_schema(schema).map_err(|e| {
                     ApiError::invalid_param("response_format", format!("the JSON schema cannot be enforced: {e}"))
                 })?),
@@ -401,46 +391,34 @@ fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl future
                 Some((vec![event(&w.chunk(index, delta, None))], (run, w, Phase::Running, scored)))
             }
             Phase::Running => {
-                let out = match run.next().await {
+                // A delta chunk (its text's scores with it) keeps the choice running.
+                let mut send = |delta: ChunkDelta| {
+                    if w.debug {
+                        tracing::info!(index, delta = ?delta, "chat delta");
+                    }
+                    (vec![event(&w.scored_chunk(index, delta, &mut scored, None))], Phase::Running)
+                };
+                let (out, phase) = match run.next().await {
                     Ok(Some(ChatEvent::Logprobs(more))) => {
                         scored.extend(more);
-                        return Some((Vec::new(), (run, w, Phase::Running, scored)));
+                        (Vec::new(), Phase::Running)
                     }
                     Ok(Some(ChatEvent::Reasoning(text))) => {
-                        if w.debug {
-                            tracing::info!(index, delta = %text, "chat reasoning delta");
-                        }
-                        let delta = ChunkDelta { reasoning_content: Some(text), ..Default::default() };
-                        let out = event(&w.scored_chunk(index, delta, &mut scored, None));
-                        return Some((vec![out], (run, w, Phase::Running, scored)));
+                        send(ChunkDelta { reasoning_content: Some(text), ..Default::default() })
                     }
-                    Ok(Some(ChatEvent::Content(text))) => {
-                        if w.debug {
-                            tracing::info!(index, delta = %text, "chat delta");
-                        }
-                        let delta = ChunkDelta { content: Some(text), ..Default::default() };
-                        let out = event(&w.scored_chunk(index, delta, &mut scored, None));
-                        return Some((vec![out], (run, w, Phase::Running, scored)));
-                    }
-                    Ok(Some(ChatEvent::Call(call))) => {
-                        if w.debug {
-                            tracing::info!(index, call = ?call, "chat tool-call delta");
-                        }
-                        let delta = ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() };
-                        let out = event(&w.scored_chunk(index, delta, &mut scored, None));
-                        return Some((vec![out], (run, w, Phase::Running, scored)));
-                    }
+                    Ok(Some(ChatEvent::Content(text))) => send(ChunkDelta { content: Some(text), ..Default::default() }),
+                    Ok(Some(ChatEvent::Call(call))) => send(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() }),
                     Ok(Some(ChatEvent::Finished { reason, completion_tokens })) => {
                         // `content: ""` rather than an empty delta: the seed's own streaming
                         // example reads `delta['content']` on every chunk.
                         let last = ChunkDelta { content: Some(String::new()), ..Default::default() };
                         let finish = event(&w.scored_chunk(index, last, &mut scored, Some(reason)));
-                        vec![finish, ChoiceOut::Finished(completion_tokens)]
+                        (vec![finish, ChoiceOut::Finished(completion_tokens)], Phase::Done)
                     }
-                    Ok(None) => vec![ChoiceOut::Finished(0)],
-                    Err(e) => vec![ChoiceOut::Failed(sse::error_event(&e))],
+                    Ok(None) => (vec![ChoiceOut::Finished(0)], Phase::Done),
+                    Err(e) => (vec![ChoiceOut::Failed(sse::error_event(&e))], Phase::Done),
                 };
-                Some((out, (run, w, Phase::Done, scored)))
+                Some((out, (run, w, phase, scored)))
             }
             Phase::Done => None,
         }

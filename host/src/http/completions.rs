@@ -90,11 +90,11 @@ pub async fn completions(
     if req.best_of.is_some_and(|b| b != plan.n as i64) {
         return Err(ApiError::unsupported_param("best_of"));
     }
-    let constraint = match plan.grammar.is_some() {
-        false => None,
-        true => {
-            let (served, plan) = (served.clone(), plan.clone());
-            tokio::task::spawn_blocking(move || super::chat::gbnf_constraint(&served, &plan).map(Some))
+    let constraint = match plan.grammar.clone() {
+        None => None,
+        Some(gbnf) => {
+            let served = served.clone();
+            tokio::task::spawn_blocking(move || served.gbnf_constraint(&gbnf).map(Some))
                 .await
                 .map_err(|e| ApiError::internal(format!("compiling the grammar failed: {e}")))??
         }

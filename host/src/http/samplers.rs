@@ -117,20 +117,25 @@ pub const FIELDS: &[&str] = &[
 const DEFAULT_BREAKERS: &[&str] = &["\n", ":", "\"", "*"];
 
 /// Moves the sampler fields out of a request's extra fields, parsed (a type error names the
-/// field), with the named preset (under `user_data_dir/presets/`) filled in below them.
+/// field), with the named preset (under `user_data_dir/presets/`) filled in below them: a
+/// field the request leaves out or sets to null takes the preset's value.
 pub fn take(extra: &mut Map<String, Value>, user_data_dir: &Path) -> Result<SamplerFields, ApiError> {
-    let mut own = Map::new();
-    for &name in FIELDS {
-        if let Some(v) = extra.remove(name) {
-            own.insert(name.to_string(), v);
+    let mut own = take_fields(extra);
+    let fields = parse(own.clone(), "")?;
+    let Some(name) = fields.preset.as_deref().map(str::trim).filter(|p| !p.is_empty() && *p != "None") else {
+        return Ok(fields);
+    };
+    for (field, value) in load_preset(&user_data_dir.join("presets"), name)? {
+        if own.get(&field).is_none_or(Value::is_null) {
+            own.insert(field, value);
         }
     }
-    let fields = parse(own, "")?;
-    let preset = fields.preset.as_deref().map(str::trim).filter(|p| !p.is_empty() && *p != "None").map(str::to_owned);
-    match preset {
-        None => Ok(fields),
-        Some(name) => Ok(fields.over(load_preset(&user_data_dir.join("presets"), &name)?)),
-    }
+    parse(own, "")
+}
+
+/// The sampler fields of `map`, moved out of it.
+fn take_fields(map: &mut Map<String, Value>) -> Map<String, Value> {
+    FIELDS.iter().filter_map(|&name| map.remove(name).map(|v| (name.to_string(), v))).collect()
 }
 
 fn parse(map: Map<String, Value>, context: &str) -> Result<SamplerFields, ApiError> {
@@ -140,16 +145,14 @@ fn parse(map: Map<String, Value>, context: &str) -> Result<SamplerFields, ApiErr
     })
 }
 
-/// Preset `name`'s fields. A missing preset, an unreadable one, or one that sets something
-/// Hearth does not do is a 400 naming `preset`.
-pub fn load_preset(dir: &Path, name: &str) -> Result<SamplerFields, ApiError> {
+/// Preset `name`'s sampler fields, each of the right type. A missing preset, an unreadable
+/// one, or one that sets something Hearth does not do is a 400 naming `preset`.
+pub fn load_preset(dir: &Path, name: &str) -> Result<Map<String, Value>, ApiError> {
     let bad = |msg: String| ApiError::invalid_param("preset", msg);
     let path = user_files::find(dir, name, &["yaml", "yml"])
         .map_err(bad)?
         .ok_or_else(|| bad(format!("no preset `{name}` in {}", dir.display())))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("preset `{name}` cannot be read: {e}")))?;
-    let data: Value = serde_yaml::from_str(&text).map_err(|e| bad(format!("preset `{name}` is not valid YAML: {e}")))?;
-    let mut map = match data {
+    let mut map = match user_files::read_data(&path).map_err(|e| bad(format!("preset `{name}` cannot be read: {e}")))? {
         Value::Object(map) => map,
         Value::Null => Map::new(),
         _ => return Err(bad(format!("preset `{name}` must be a mapping of sampler fields"))),
@@ -157,66 +160,14 @@ pub fn load_preset(dir: &Path, name: &str) -> Result<SamplerFields, ApiError> {
     if map.contains_key("preset") {
         return Err(bad(format!("preset `{name}` names another preset; presets do not nest")));
     }
-    let mut own = Map::new();
-    for &field in FIELDS {
-        if let Some(v) = map.remove(field) {
-            own.insert(field.to_string(), v);
-        }
-    }
+    let own = take_fields(&mut map);
     // What is left must be a known setting at a value that changes nothing.
     validate::check_extra(&map).map_err(|e| bad(format!("preset `{name}`: {}", e.message)))?;
-    parse(own, &format!("preset `{name}`: ")).map_err(|e| bad(e.message))
+    parse(own.clone(), &format!("preset `{name}`: ")).map_err(|e| bad(e.message))?;
+    Ok(own)
 }
 
 impl SamplerFields {
-    /// These fields, with `base`'s where these are unset.
-    pub fn over(self, base: SamplerFields) -> SamplerFields {
-        macro_rules! or {
-            ($($f:ident),*) => { SamplerFields { $($f: self.$f.or(base.$f),)* } };
-        }
-        or!(
-            temperature,
-            dynamic_temperature,
-            dynatemp_low,
-            dynatemp_high,
-            dynatemp_exponent,
-            smoothing_factor,
-            smoothing_curve,
-            top_k,
-            top_p,
-            min_p,
-            typical_p,
-            tfs,
-            top_a,
-            top_n_sigma,
-            epsilon_cutoff,
-            eta_cutoff,
-            repetition_penalty,
-            repetition_penalty_range,
-            presence_penalty,
-            frequency_penalty,
-            encoder_repetition_penalty,
-            no_repeat_ngram_size,
-            dry_multiplier,
-            dry_base,
-            dry_allowed_length,
-            dry_sequence_breakers,
-            xtc_threshold,
-            xtc_probability,
-            mirostat_mode,
-            mirostat_tau,
-            mirostat_eta,
-            adaptive_target,
-            adaptive_decay,
-            do_sample,
-            temperature_last,
-            sampler_priority,
-            seed,
-            custom_token_bans,
-            preset
-        )
-    }
-
     /// The engine's settings, every range checked (a bad value is a 400 naming it). Token
     /// strings (DRY's breakers, XTC's newline) are encoded with `tokenizer`.
     pub fn resolve(self, tokenizer: &TextTokenizer) -> Result<SamplingParams, ApiError> {
@@ -365,11 +316,11 @@ fn priority(value: Option<&Value>) -> Result<Vec<Stage>, ApiError> {
     let names: Vec<String> = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(s)) => s.replace('\n', ",").split(',').map(|n| n.trim().to_string()).collect(),
-        Some(Value::Array(items)) => items
+        Some(Value::Array(items)) => strings(items)
+            .ok_or_else(|| invalid("sampler_priority", "`sampler_priority` must list sampler names".into()))?
             .iter()
-            .map(|v| v.as_str().map(|s| s.trim().to_string()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| invalid("sampler_priority", "`sampler_priority` must list sampler names".into()))?,
+            .map(|s| s.trim().to_string())
+            .collect(),
         Some(_) => return Err(invalid("sampler_priority", "`sampler_priority` must be a list or a string".into())),
     };
     names
@@ -384,6 +335,11 @@ fn priority(value: Option<&Value>) -> Result<Vec<Stage>, ApiError> {
         .collect()
 }
 
+/// A JSON list's strings (`None` if anything in it is not a string).
+fn strings(items: &[Value]) -> Option<Vec<String>> {
+    items.iter().map(|v| v.as_str().map(str::to_string)).collect()
+}
+
 /// DRY's sequence breakers as tokens: each string's last token after an `a` (so it is encoded
 /// as it would be mid-text), as textgen does.
 fn sequence_breakers(value: Option<&Value>, tokenizer: &TextTokenizer) -> Result<Vec<u32>, ApiError> {
@@ -396,11 +352,7 @@ fn sequence_breakers(value: Option<&Value>, tokenizer: &TextTokenizer) -> Result
                 bad(format!("`dry_sequence_breakers` must be quoted strings separated by commas, as \"\\n\", \":\": {e}"))
             })?
         }
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("`dry_sequence_breakers` must list strings".into()))?,
+        Some(Value::Array(items)) => strings(items).ok_or_else(|| bad("`dry_sequence_breakers` must list strings".into()))?,
         Some(_) => return Err(bad("`dry_sequence_breakers` must be a string or a list of strings".into())),
     };
     let mut ids = Vec::new();

@@ -46,6 +46,14 @@ impl ServedModel {
             .clone()
             .map_err(|e| ApiError::internal(format!("constrained decoding is unavailable for this model: {e}")))
     }
+
+    /// The constraint of a request's `grammar_string` (GBNF); blocking, as the first use builds
+    /// the grammar compiler. A grammar that cannot be used is a 400 naming the field.
+    pub fn gbnf_constraint(&self, gbnf: &str) -> Result<crate::constraint::Constraint, ApiError> {
+        self.grammar()?
+            .compile_gbnf(gbnf)
+            .map_err(|e| ApiError::invalid_param("grammar_string", format!("the grammar cannot be used: {e}")))
+    }
 }
 
 /// Whether a model is being served.

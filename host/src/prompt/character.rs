@@ -62,12 +62,7 @@ impl Character {
             return Err(CharacterError::NotFound { name: name.to_owned(), dir: dir.display().to_string() });
         };
         let unreadable = |reason: String| CharacterError::Unreadable { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(&path).map_err(|e| unreadable(e.to_string()))?;
-        let data: Value = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?
-        } else {
-            serde_yaml::from_str(&text).map_err(|e| unreadable(e.to_string()))?
-        };
+        let data = super::user_files::read_data(&path).map_err(unreadable)?;
         if !data.is_object() {
             return Err(unreadable("it is not a mapping of fields".into()));
         }

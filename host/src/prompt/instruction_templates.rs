@@ -21,8 +21,7 @@ pub fn load(dir: &Path, name: &str) -> Result<String, NamedTemplateError> {
         return Err(NamedTemplateError::NotFound { name: name.to_owned(), dir: dir.display().to_string() });
     };
     let unreadable = |reason: String| NamedTemplateError::Unreadable { path: path.display().to_string(), reason };
-    let text = std::fs::read_to_string(&path).map_err(|e| unreadable(e.to_string()))?;
-    let data: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    let data = super::user_files::read_data(&path).map_err(unreadable)?;
     match data.get("instruction_template").and_then(|v| v.as_str()) {
         Some(source) => Ok(source.to_owned()),
         None => Err(unreadable("it has no `instruction_template:` text".into())),

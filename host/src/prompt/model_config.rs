@@ -24,13 +24,10 @@ pub const USER_FILE: &str = "config-user.yaml";
 pub fn settings_for(model_dir: &Path, file: &str, model_name: &str) -> Result<Map<String, Value>, ModelConfigError> {
     let path = model_dir.join(file);
     let invalid = |reason: String| ModelConfigError::Invalid { file: path.display().to_string(), reason };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
-        Err(e) => return Err(invalid(e.to_string())),
-    };
-    let table: Value = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    let table = match table {
+    if !path.exists() {
+        return Ok(Map::new());
+    }
+    let table = match super::user_files::read_data(&path).map_err(invalid)? {
         Value::Null => return Ok(Map::new()),
         Value::Object(table) => table,
         _ => return Err(invalid("must map patterns to settings".into())),
