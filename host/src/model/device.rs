@@ -63,6 +63,9 @@ pub enum DeviceError {
          `apt-get install mesa-vulkan-drivers libvulkan1`) or run with --device flex"
     )]
     NoAdapter(String),
+    /// The first attempt's error, repeated for later ones.
+    #[error("{0}")]
+    Opened(String),
 }
 
 impl ComputeDevice {
@@ -94,9 +97,15 @@ pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
     }
 }
 
-/// Opens wgpu's preferred adapter; the flag tells whether it is a real GPU (not a CPU rasteriser
-/// such as lavapipe).
+/// Opens wgpu's preferred adapter once per process; the flag tells whether it is a real GPU (not
+/// a CPU rasteriser such as lavapipe). burn registers one runtime per device and refuses a
+/// second, so the chat model, a reloaded model and the embedding model share this one.
 fn open_wgpu() -> Result<(ComputeDevice, bool), DeviceError> {
+    static OPENED: std::sync::OnceLock<Result<(ComputeDevice, bool), String>> = std::sync::OnceLock::new();
+    OPENED.get_or_init(|| open_wgpu_once().map_err(|e| e.to_string())).clone().map_err(DeviceError::Opened)
+}
+
+fn open_wgpu_once() -> Result<(ComputeDevice, bool), DeviceError> {
     // wgpu reports a missing driver by panicking on some paths; keep that from taking us down.
     let opened = std::panic::catch_unwind(|| {
         let options = Device::wgpu_options();
