@@ -1,6 +1,6 @@
-//! The small building blocks of a llama-family block in burn: linear projections stored in the
-//! layout the matmul wants, RMS normalisation and the SwiGLU feed-forward. On the CPU each runs
-//! as one of [`super::cpu`]'s operations.
+//! The small building blocks of a transformer block in burn: linear projections stored in the
+//! layout the matmul wants, RMS normalisation and the SwiGLU feed-forward of the llama family
+//! (on the CPU each runs as one of [`super::cpu`]'s operations), and the encoders' layer norm.
 
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -272,6 +272,43 @@ impl RmsNorm {
     }
 }
 
+/// Layer normalisation over the last dimension with a scale and a shift, as BERT-style
+/// encoders use it (biased variance, as `torch.nn.LayerNorm`).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn from_host(
+        name: &str,
+        weight: HostTensor,
+        bias: HostTensor,
+        dim: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self, WeightError> {
+        for (part, t) in [("weight", &weight), ("bias", &bias)] {
+            if t.data.len() != dim {
+                return Err(WeightError::Shape {
+                    name: format!("{name}.{part}"),
+                    expected: format!("[{dim}]"),
+                    found: t.shape.clone(),
+                });
+            }
+        }
+        Ok(Self { weight: upload(weight.data, [dim], device), bias: upload(bias.data, [dim], device), eps })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let normed = (x - mean) * (var + self.eps).sqrt().recip();
+        normed * self.weight.clone().unsqueeze::<D>() + self.bias.clone().unsqueeze::<D>()
+    }
+}
+
 /// The SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
@@ -345,6 +382,20 @@ mod tests {
         let want = [1. / rms, 4. / rms, 3. / rms, 2. / rms];
         for (g, w) in y.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches_the_formula() {
+        let device = Device::flex();
+        let t = |v: Vec<f32>| HostTensor { shape: vec![v.len()], data: v };
+        let norm = LayerNorm::from_host("n", t(vec![1., 2., 1., 1.]), t(vec![0., 0., 1., 0.]), 4, 1e-5, &device).unwrap();
+        let y: Vec<f32> = norm.forward(upload(vec![1., 2., 3., 6.], [1, 4], &device)).into_data().try_to_vec().unwrap();
+        let (mean, var) = (3.0f32, (4. + 1. + 0. + 9.) / 4.0f32);
+        let s = (var + 1e-5).sqrt();
+        let want = [(1. - mean) / s, 2. * (2. - mean) / s, (3. - mean) / s + 1., (6. - mean) / s];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
         }
     }
 

@@ -1,8 +1,10 @@
-//! Model code: GGUF and safetensors readers, the llama-family decoder in burn, its KV cache and
-//! device selection. Nothing here knows about HTTP or async runtimes.
+//! Model code: GGUF and safetensors readers, the llama-family decoder and the BERT/MPNet
+//! sentence encoders in burn, the decoder's KV cache and device selection. Nothing here knows
+//! about HTTP or async runtimes.
 
 pub mod config;
 mod cpu;
+pub mod encoder;
 pub mod device;
 pub mod gguf;
 pub mod kv_cache;
