@@ -8,6 +8,7 @@ pub mod error;
 pub mod generate;
 pub mod http;
 pub mod model;
+pub mod embedding_service;
 pub mod plugin_services;
 pub mod plugins;
 pub mod prompt;

@@ -1,10 +1,12 @@
 //! The loaded model as plugins see it through their host functions: tokenize, detokenize and
-//! generate (blocking: plugins call them from their own threads, never from async code).
+//! generate with the served model, embed with the embedding model (blocking: plugins call them
+//! from their own threads, never from async code).
 
 use std::sync::Arc;
 
 use hearth_plugin_bindings::sampler::hearth::plugin::host::{GenerateRequest, GenerateResponse};
 
+use crate::embedding_service::EmbeddingService;
 use crate::engine::{Engine, GenerationRequest, TokenEvent};
 use crate::plugins::HostServices;
 use crate::prompt::incremental::{Delta, IncrementalDecoder};
@@ -13,29 +15,39 @@ use crate::sampling::SamplingParams;
 /// Most tokens one plugin `generate` call may ask for.
 const MAX_PLUGIN_TOKENS: u32 = 4096;
 
-/// [`HostServices`] backed by the served model's engine.
+/// [`HostServices`] backed by the served model's engine (when one is served) and the embedding
+/// model.
 pub struct ModelServices {
-    pub engine: Engine,
+    pub engine: Option<Engine>,
+    pub embeddings: Arc<EmbeddingService>,
+}
+
+impl ModelServices {
+    fn engine(&self) -> Result<&Engine, String> {
+        self.engine.as_ref().ok_or_else(|| "no model is loaded".to_owned())
+    }
 }
 
 impl HostServices for ModelServices {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
-        self.engine.tokenizer().encode(text, false).map_err(|e| e.to_string())
+        self.engine()?.tokenizer().encode(text, false).map_err(|e| e.to_string())
     }
 
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String> {
-        let vocab = self.engine.tokenizer().vocab_size();
+        let tokenizer = self.engine()?.tokenizer();
+        let vocab = tokenizer.vocab_size();
         if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(format!("token id {bad} is outside the vocabulary"));
         }
-        self.engine.tokenizer().decode(tokens, false).map_err(|e| e.to_string())
+        tokenizer.decode(tokens, false).map_err(|e| e.to_string())
     }
 
     fn generate(&self, request: &GenerateRequest) -> Result<GenerateResponse, String> {
-        let tokenizer = self.engine.tokenizer().clone();
+        let engine = self.engine()?;
+        let tokenizer = engine.tokenizer().clone();
         let prompt = tokenizer.encode(&request.prompt, true).map_err(|e| e.to_string())?;
         let prompt_tokens = prompt.len() as u32;
-        let room = self.engine.context_length().saturating_sub(prompt.len());
+        let room = engine.context_length().saturating_sub(prompt.len());
         if room == 0 {
             return Err("the prompt fills the whole context".into());
         }
@@ -49,7 +61,7 @@ impl HostServices for ModelServices {
             sampling: SamplingParams { temperature, ..SamplingParams::default() },
             stop_ids: tokenizer.end_ids.clone(),
         };
-        let mut stream = self.engine.submit(generation).map_err(|e| e.to_string())?;
+        let mut stream = engine.submit(generation).map_err(|e| e.to_string())?;
         let mut decoder = IncrementalDecoder::new(Arc::clone(&tokenizer), request.stop.clone(), true);
         let mut text = String::new();
         let mut completion_tokens = 0;
@@ -79,8 +91,8 @@ impl HostServices for ModelServices {
         Ok(GenerateResponse { text, finish_reason: finish.into(), prompt_tokens, completion_tokens })
     }
 
-    fn embed(&self, _texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
-        Err("no embedding model is loaded".into())
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+        self.embeddings.embed_texts(texts).map_err(|e| e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hearth_settings::Settings;
 
+use crate::embedding_service::EmbeddingService;
 use crate::engine::{Engine, WorkerOptions};
 use crate::http::{self, AppState, ModelState, ServedModel};
 use crate::model::{self, DeviceRequest, ModelFormat};
@@ -61,12 +62,18 @@ pub(crate) fn load_model(
     path: &Path,
     settings: &Settings,
     plugins: &Arc<PluginRegistry>,
+    embeddings: &Arc<EmbeddingService>,
 ) -> Result<ServedModel, ServeError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_model(path, settings, plugins)))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_model(path, settings, plugins, embeddings)))
         .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))))
 }
 
-fn start_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) -> Result<ServedModel, ServeError> {
+fn start_model(
+    path: &Path,
+    settings: &Settings,
+    plugins: &Arc<PluginRegistry>,
+    embeddings: &Arc<EmbeddingService>,
+) -> Result<ServedModel, ServeError> {
     let request: DeviceRequest = settings.device.parse().map_err(ServeError::Device)?;
     let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
     tracing::info!("device: {}", device.description);
@@ -94,7 +101,8 @@ fn start_model(path: &Path, settings: &Settings, plugins: &Arc<PluginRegistry>) 
     };
     let engine = Engine::start(loaded, options);
     let vocab = plugins.has_samplers().then(|| Arc::new(plugin_services::vocab_texts(&engine)));
-    plugins.set_services(Some(Arc::new(ModelServices { engine: engine.clone() })), vocab);
+    let services = ModelServices { engine: Some(engine.clone()), embeddings: embeddings.clone() };
+    plugins.set_services(Some(Arc::new(services)), vocab);
     Ok(ServedModel {
         engine,
         renderer,
@@ -168,7 +176,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         let settings = settings.clone();
         let plugins = plugins.clone();
         tokio::task::spawn_blocking(move || {
-            match load_model(&path, &settings, &plugins) {
+            match load_model(&path, &settings, &plugins, &state.embeddings) {
                 Ok(served) => {
                     tracing::info!("model `{}` is ready", served.name);
                     state.set_model(ModelState::Ready(Arc::new(served)));

@@ -5,6 +5,7 @@ pub mod body;
 pub mod chat;
 pub mod chat_run;
 pub mod completions;
+pub mod embeddings;
 pub mod generation;
 pub mod health;
 pub mod internal;
@@ -84,6 +85,7 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/model/list", get(internal::model_list))
         .route("/v1/internal/model/load", post(model_admin::load))
         .route("/v1/internal/model/unload", post(model_admin::unload))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/moderations", post(moderations::moderations))
         .route("/v1/plugins/{name}", any(plugins::handle_root))
         .route("/v1/plugins/{name}/", any(plugins::handle_root))

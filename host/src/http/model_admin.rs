@@ -123,7 +123,7 @@ pub async fn load(State(state): State<SharedState>, JsonBody(req): JsonBody<Load
     let shared = state.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let _slot = LoadSlot(&shared.loading);
-        crate::server::load_model(&path, &settings, &shared.plugins)
+        crate::server::load_model(&path, &settings, &shared.plugins, &shared.embeddings)
     })
     .await
     .map_err(|e| ApiError::internal(format!("the load task failed: {e}")))?;

@@ -10,9 +10,11 @@ use hearth_settings::Settings;
 
 use super::generation::ChoiceRun;
 use super::validate::GenerationPlan;
+use crate::embedding_service::EmbeddingService;
 use crate::engine::{Engine, GenerationRequest};
 use crate::error::ApiError;
 use crate::model::model_id;
+use crate::plugin_services::ModelServices;
 use crate::plugins::PluginRegistry;
 use crate::prompt::chat::ChatRenderer;
 
@@ -72,6 +74,8 @@ pub struct AppState {
     model: RwLock<ModelState>,
     /// Set while `/v1/internal/model/load` loads a model (one at a time).
     pub loading: std::sync::atomic::AtomicBool,
+    /// The embedding model, loaded on first use.
+    pub embeddings: Arc<EmbeddingService>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -82,10 +86,24 @@ pub fn unix_now() -> u64 {
 
 impl AppState {
     pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {
-        Self { settings: Arc::new(settings), plugins, model: RwLock::new(model), loading: Default::default() }
+        let embeddings = Arc::new(EmbeddingService::new(&settings));
+        // Plugins may embed (and see "no model is loaded" for the rest) before any model loads.
+        plugins.set_services(Some(Arc::new(ModelServices { engine: None, embeddings: embeddings.clone() })), None);
+        Self {
+            settings: Arc::new(settings),
+            plugins,
+            model: RwLock::new(model),
+            loading: Default::default(),
+            embeddings,
+        }
     }
 
     pub fn set_model(&self, state: ModelState) {
+        if !matches!(state, ModelState::Ready(_)) {
+            // The plugins' model functions must not keep a model the server no longer serves.
+            let services = ModelServices { engine: None, embeddings: self.embeddings.clone() };
+            self.plugins.set_services(Some(Arc::new(services)), None);
+        }
         // A poisoned lock only means a writer panicked mid-assignment; the value is still whole.
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = state;
     }

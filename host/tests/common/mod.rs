@@ -56,6 +56,8 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
                     .env_remove("OPENEDAI_DEBUG")
                     .env_remove("OPENEDAI_CERT_PATH")
                     .env_remove("OPENEDAI_KEY_PATH")
+                    .env_remove("OPENEDAI_EMBEDDING_MODEL")
+                    .env_remove("OPENEDAI_EMBEDDING_DEVICE")
                     .args(&args)
                     .envs(envs)
                     .current_dir(repo_root())
