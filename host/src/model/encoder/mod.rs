@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
-pub use layout::{EmbeddingLayout, EncoderArch, is_embedding_folder};
+pub use layout::{EmbeddingLayout, is_embedding_folder};
 use network::Encoder;
 
 use super::device::ComputeDevice;
@@ -94,16 +94,8 @@ impl EmbeddingModel {
         self.layout.config.hidden_size * self.layout.pooling.count()
     }
 
-    pub fn max_seq_length(&self) -> usize {
-        self.layout.max_seq_length
-    }
-
     pub fn vocab_size(&self) -> usize {
         self.layout.config.vocab_size
-    }
-
-    pub fn arch(&self) -> EncoderArch {
-        self.layout.config.arch
     }
 
     /// The model's sequence for `text`: special tokens added, cut at `max_seq_length`.
