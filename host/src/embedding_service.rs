@@ -48,7 +48,6 @@ pub enum EmbeddingInput {
 /// A loaded model and the name clients see.
 pub struct LoadedEmbedder {
     pub name: String,
-    pub path: PathBuf,
     pub model: EmbeddingModel,
 }
 
@@ -96,14 +95,13 @@ impl EmbeddingService {
             device.description,
             started.elapsed().as_secs_f64()
         );
-        let loaded = Arc::new(LoadedEmbedder { name, path, model });
+        let loaded = Arc::new(LoadedEmbedder { name, model });
         *slot = Some(loaded.clone());
         Ok(loaded)
     }
 
-    /// Embeds the inputs, in order.
-    pub fn embed(&self, inputs: &[EmbeddingInput]) -> Result<(Arc<LoadedEmbedder>, Embedded), EmbeddingError> {
-        let loaded = self.model()?;
+    /// Embeds the inputs, in order, with the loaded model ([`Self::model`]).
+    pub fn embed(&self, loaded: &LoadedEmbedder, inputs: &[EmbeddingInput]) -> Result<Embedded, EmbeddingError> {
         let m = &loaded.model;
         let sequences = inputs
             .iter()
@@ -117,13 +115,14 @@ impl EmbeddingService {
         let vectors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.embed(&sequences)))
             .map_err(|_| EmbeddingError::Execution("the encoder panicked".into()))?
             .map_err(classify)?;
-        Ok((loaded.clone(), Embedded { vectors, token_counts }))
+        Ok(Embedded { vectors, token_counts })
     }
 
     /// Embeds texts (the plugins' `embed`).
     pub fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbeddingError> {
         let inputs: Vec<EmbeddingInput> = texts.iter().cloned().map(EmbeddingInput::Text).collect();
-        Ok(self.embed(&inputs)?.1.vectors)
+        let loaded = self.model()?;
+        Ok(self.embed(&loaded, &inputs)?.vectors)
     }
 
     /// The configured model's folder, or with nothing configured the default, else the first
@@ -175,7 +174,7 @@ fn candidates(name: &str, model_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Embedding models in the model dir, by folder name.
-pub fn installed(model_dir: &Path) -> Vec<(String, PathBuf)> {
+fn installed(model_dir: &Path) -> Vec<(String, PathBuf)> {
     let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(model_dir)
         .into_iter()
         .flatten()
@@ -187,13 +186,13 @@ pub fn installed(model_dir: &Path) -> Vec<(String, PathBuf)> {
     found
 }
 
-/// textgen's `OPENEDAI_EMBEDDING_DEVICE` takes torch device names; Hearth maps them to its own.
+/// textgen's `OPENEDAI_EMBEDDING_DEVICE` takes torch device names as well as Hearth's own
+/// (`--device`'s, which `cpu` and `gpu` already are): its GPU names mean wgpu.
 fn device_request(name: &str) -> Result<DeviceRequest, String> {
     match name.trim().to_ascii_lowercase().as_str() {
-        "" | "auto" => Ok(DeviceRequest::Auto),
-        "cpu" | "flex" => Ok(DeviceRequest::Flex),
-        "cuda" | "gpu" | "vulkan" | "wgpu" | "mps" | "xpu" | "hip" => Ok(DeviceRequest::Wgpu),
-        other => Err(format!("unknown embedding device `{other}` (choose auto, cpu/flex or gpu/wgpu)")),
+        "" => Ok(DeviceRequest::Auto),
+        "cuda" | "mps" | "xpu" | "hip" => Ok(DeviceRequest::Wgpu),
+        other => other.parse(),
     }
 }
 

@@ -64,7 +64,9 @@ fn parse_input(input: &Value) -> Result<Vec<EmbeddingInput>, ApiError> {
             })
             .collect::<Result<_, _>>()?,
         _ => {
-            return Err(bad("`input` must be a string, a list of strings, a list of token ids or a list of such lists"));
+            return Err(bad(
+                "`input` must be a string, a list of strings, a list of token ids or a list of such lists",
+            ));
         }
     };
     if inputs.len() > MAX_INPUTS {
@@ -102,6 +104,15 @@ struct Usage {
     total_tokens: usize,
 }
 
+fn api_error(e: EmbeddingError) -> ApiError {
+    match e {
+        EmbeddingError::NotInstalled(m) => ApiError::unavailable(m),
+        e @ EmbeddingError::Load { .. } => ApiError::unavailable(e.to_string()),
+        EmbeddingError::Input(m) => ApiError::invalid_param("input", m),
+        e @ EmbeddingError::Execution(_) => ApiError::internal(e.to_string()),
+    }
+}
+
 fn base64_of(v: &[f32]) -> String {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -116,24 +127,24 @@ pub async fn embeddings(
         return Err(ApiError::invalid_param("dimensions", "`dimensions` must be at least 1"));
     }
     let service = state.embeddings.clone();
-    let (loaded, embedded) = tokio::task::spawn_blocking(move || service.embed(&inputs))
-        .await
-        .map_err(|_| ApiError::internal("the embedding task was aborted"))?
-        .map_err(|e| match e {
-            EmbeddingError::NotInstalled(m) => ApiError::unavailable(m),
-            e @ EmbeddingError::Load { .. } => ApiError::unavailable(e.to_string()),
-            EmbeddingError::Input(m) => ApiError::invalid_param("input", m),
-            e @ EmbeddingError::Execution(_) => ApiError::internal(e.to_string()),
-        })?;
-    let dims = loaded.model.dimensions();
-    if let Some(asked) = req.dimensions.filter(|&d| d != dims as u64) {
-        // Cutting vectors short is only meaningful for models trained for it (Matryoshka); these
-        // are not, so a shorter vector would silently be a worse one.
-        return Err(ApiError::invalid_param(
-            "dimensions",
-            format!("`{}` gives {dims}-dimensional embeddings and cannot give {asked}", loaded.name),
-        ));
-    }
+    let dimensions = req.dimensions;
+    let (loaded, embedded) = tokio::task::spawn_blocking(move || {
+        let loaded = service.model().map_err(api_error)?;
+        let dims = loaded.model.dimensions();
+        if let Some(asked) = dimensions.filter(|&d| d != dims as u64) {
+            // Cutting vectors short is only meaningful for models trained for it (Matryoshka);
+            // these are not, so a shorter vector would silently be a worse one. Checked before
+            // the inputs are embedded for nothing.
+            return Err(ApiError::invalid_param(
+                "dimensions",
+                format!("`{}` gives {dims}-dimensional embeddings and cannot give {asked}", loaded.name),
+            ));
+        }
+        let embedded = service.embed(&loaded, &inputs).map_err(api_error)?;
+        Ok((loaded, embedded))
+    })
+    .await
+    .map_err(|_| ApiError::internal("the embedding task was aborted"))??;
     let base64 = req.encoding_format == Some(EncodingFormat::Base64);
     let data = embedded
         .vectors

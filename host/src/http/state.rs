@@ -86,23 +86,28 @@ pub fn unix_now() -> u64 {
 
 impl AppState {
     pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {
-        let embeddings = Arc::new(EmbeddingService::new(&settings));
-        // Plugins may embed (and see "no model is loaded" for the rest) before any model loads.
-        plugins.set_services(Some(Arc::new(ModelServices { engine: None, embeddings: embeddings.clone() })), None);
-        Self {
+        let state = Self {
+            embeddings: Arc::new(EmbeddingService::new(&settings)),
             settings: Arc::new(settings),
             plugins,
             model: RwLock::new(model),
             loading: Default::default(),
-            embeddings,
-        }
+        };
+        // Plugins may embed (and see "no model is loaded" for the rest) before any model loads.
+        state.services_without_a_model();
+        state
+    }
+
+    /// The plugins' host functions with the embedding model and no served model.
+    fn services_without_a_model(&self) {
+        let services = ModelServices { engine: None, embeddings: self.embeddings.clone() };
+        self.plugins.set_services(Some(Arc::new(services)), None);
     }
 
     pub fn set_model(&self, state: ModelState) {
         if !matches!(state, ModelState::Ready(_)) {
             // The plugins' model functions must not keep a model the server no longer serves.
-            let services = ModelServices { engine: None, embeddings: self.embeddings.clone() };
-            self.plugins.set_services(Some(Arc::new(services)), None);
+            self.services_without_a_model();
         }
         // A poisoned lock only means a writer panicked mid-assignment; the value is still whole.
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = state;
@@ -204,9 +209,9 @@ pub fn list_model_dir(dir: &Path) -> Vec<String> {
     ids
 }
 
-/// Sentence-transformers folders (embedding models) are not chat models.
+/// Embedding models (sentence-transformers folders, BERT/MPNet encoders) are not chat models.
 fn is_generative_folder(dir: &Path) -> bool {
-    !dir.join("modules.json").exists()
+    !crate::model::encoder::is_embedding_folder(dir)
 }
 
 /// One generation sized to the context, ready to submit.
