@@ -162,7 +162,7 @@ impl EmbeddingModel {
             rest = tail;
         }
         let run = |(members, len): &(Vec<usize>, usize)| -> Result<Vec<(usize, Vec<f32>)>, EncoderError> {
-            let seqs: Vec<Vec<u32>> = members.iter().map(|&i| sequences[i].clone()).collect();
+            let seqs: Vec<&[u32]> = members.iter().map(|&i| sequences[i].as_slice()).collect();
             let hidden = self.encoder.forward(&seqs, *len)?;
             let h = self.layout.config.hidden_size;
             Ok(members
@@ -193,7 +193,7 @@ impl EmbeddingModel {
     /// The encoder's last hidden states of one sequence, `[len, hidden]` (before pooling).
     pub fn hidden_states(&self, sequence: &[u32]) -> Result<Vec<f32>, EncoderError> {
         let len = sequence.len();
-        let mut hidden = self.encoder.forward(&[sequence.to_vec()], self.padded_length(len))?;
+        let mut hidden = self.encoder.forward(&[sequence], self.padded_length(len))?;
         hidden.truncate(len * self.layout.config.hidden_size);
         Ok(hidden)
     }

@@ -199,13 +199,13 @@ impl Encoder {
     /// The last hidden states of `batch` padded to `len` tokens: `[batch, len, hidden]`
     /// row-major on the host. Every sequence must be 1..=`len` tokens of the vocabulary, and
     /// `len` within the position table.
-    pub fn forward(&self, batch: &[Vec<u32>], len: usize) -> Result<Vec<f32>, EncoderError> {
+    pub fn forward(&self, batch: &[&[u32]], len: usize) -> Result<Vec<f32>, EncoderError> {
         let c = &self.config;
         let (b, h, heads, dim) = (batch.len(), c.hidden_size, c.num_heads, c.head_dim());
         if b == 0 || len == 0 || len > c.usable_positions() || batch.iter().any(|s| s.is_empty() || s.len() > len) {
             return Err(EncoderError::Input(format!("a batch of sequences of 1 to {} tokens", c.usable_positions())));
         }
-        if let Some(&bad) = batch.iter().flatten().find(|&&t| t as usize >= c.vocab_size) {
+        if let Some(&bad) = batch.iter().flat_map(|s| s.iter()).find(|&&t| t as usize >= c.vocab_size) {
             return Err(EncoderError::Input(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
         }
         let x = upload(self.embed(batch, len), [b * len, h], &self.device);
@@ -243,7 +243,7 @@ impl Encoder {
     }
 
     /// Token + position (+ token type) embeddings of the padded batch, `[batch·len, hidden]`.
-    fn embed(&self, batch: &[Vec<u32>], len: usize) -> Vec<f32> {
+    fn embed(&self, batch: &[&[u32]], len: usize) -> Vec<f32> {
         let c = &self.config;
         let h = c.hidden_size;
         let mut out = vec![0f32; batch.len() * len * h];
@@ -251,7 +251,7 @@ impl Encoder {
             // MPNet numbers positions as RoBERTa does: after the padding id, counting only
             // tokens that are not the padding id (a padding id inside the input stays at it).
             let mut counted = 0usize;
-            for (i, (row, &id)) in rows.chunks_exact_mut(h).zip(seq).enumerate() {
+            for (i, (row, &id)) in rows.chunks_exact_mut(h).zip(seq.iter()).enumerate() {
                 let position = match c.arch {
                     EncoderArch::Bert => i,
                     EncoderArch::MpNet if id == c.pad_token_id => c.pad_token_id as usize,
