@@ -3,12 +3,12 @@
 
 pub mod auth;
 pub mod constraint;
+pub mod embedding_service;
 pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod http;
 pub mod model;
-pub mod embedding_service;
 pub mod plugin_services;
 pub mod plugins;
 pub mod prompt;

@@ -175,17 +175,15 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         let state = state.clone();
         let settings = settings.clone();
         let plugins = plugins.clone();
-        tokio::task::spawn_blocking(move || {
-            match load_model(&path, &settings, &plugins, &state.embeddings) {
-                Ok(served) => {
-                    tracing::info!("model `{}` is ready", served.name);
-                    state.set_model(ModelState::Ready(Arc::new(served)));
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    state.set_model(ModelState::Failed(e.to_string()));
-                    let _ = load_failed_tx.send(e);
-                }
+        tokio::task::spawn_blocking(move || match load_model(&path, &settings, &plugins, &state.embeddings) {
+            Ok(served) => {
+                tracing::info!("model `{}` is ready", served.name);
+                state.set_model(ModelState::Ready(Arc::new(served)));
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                state.set_model(ModelState::Failed(e.to_string()));
+                let _ = load_failed_tx.send(e);
             }
         });
     }

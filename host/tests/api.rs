@@ -409,11 +409,8 @@ fn default_character_named_templates_and_continue() {
     let prompt = body["prompt"].as_str().unwrap();
     assert!(prompt.contains("AI: How can I help you today?\nYou: Hi\nAI:"), "the Assistant character: {prompt:?}");
 
-    let (_, body) = post_json(
-        server(),
-        "/v1/internal/chat-prompt",
-        &json!({"messages": hello, "instruction_template": "Alpaca"}),
-    );
+    let (_, body) =
+        post_json(server(), "/v1/internal/chat-prompt", &json!({"messages": hello, "instruction_template": "Alpaca"}));
     assert!(body["prompt"].as_str().unwrap().ends_with("### Instruction:\nHi\n\n### Response:\n"), "{body}");
 
     let story = json!([{"role": "user", "content": "Tell a story."}, {"role": "assistant", "content": "Once upon a"}]);
@@ -441,7 +438,8 @@ fn logit_bias_moves_and_bans_tokens() {
     let (greedy, _) = greedy_completion(prompt, 4);
     let banana = token_ids(" banana");
     assert_eq!(banana.len(), 1, "one token: {banana:?}");
-    let forced = json!({"prompt": prompt, "max_tokens": 3, "temperature": 0, "logit_bias": {banana[0].to_string(): 100}});
+    let forced =
+        json!({"prompt": prompt, "max_tokens": 3, "temperature": 0, "logit_bias": {banana[0].to_string(): 100}});
     let (status, body) = post_json(server(), "/v1/completions", &forced);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["text"], " banana banana banana", "{body}");
@@ -478,7 +476,8 @@ fn streamed_chat_with_several_choices() {
     assert_eq!(usage["choices"], json!([]), "usage chunk last: {raw}");
     let mut texts = vec![String::new(); 3];
     for index in 0..3 {
-        let mine: Vec<&Value> = chunks.iter().filter(|c| c["choices"].get(0).is_some_and(|ch| ch["index"] == index)).collect();
+        let mine: Vec<&Value> =
+            chunks.iter().filter(|c| c["choices"].get(0).is_some_and(|ch| ch["index"] == index)).collect();
         assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant", "choice {index} starts with its role");
         let finishes = mine.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).count();
         assert_eq!(finishes, 1, "choice {index}: one finish chunk");
@@ -509,7 +508,10 @@ fn keys(dist: &serde_json::Map<String, Value>) -> std::collections::BTreeSet<Str
 }
 
 /// The tokens of the model's own distribution that pass `keep(p, p_max)`.
-fn raw_tokens_where(raw: &serde_json::Map<String, Value>, keep: impl Fn(f64, f64) -> bool) -> std::collections::BTreeSet<String> {
+fn raw_tokens_where(
+    raw: &serde_json::Map<String, Value>,
+    keep: impl Fn(f64, f64) -> bool,
+) -> std::collections::BTreeSet<String> {
     let best = raw.values().next().unwrap().as_f64().unwrap();
     raw.iter().filter(|(_, p)| keep(p.as_f64().unwrap(), best)).map(|(t, _)| t.clone()).collect()
 }
@@ -536,7 +538,8 @@ fn samplers_and_presets_shape_the_real_distribution() {
     let min_p_alone = keys(&sampled(json!({"min_p": 0.1})));
     let hot_first = keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0})));
     let hot_last = keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0, "temperature_last": true})));
-    let hot_by_priority = keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0, "sampler_priority": ["min_p", "temperature"]})));
+    let hot_by_priority =
+        keys(&sampled(json!({"min_p": 0.1, "temperature": 3.0, "sampler_priority": ["min_p", "temperature"]})));
     assert!(hot_first.len() > min_p_alone.len(), "{hot_first:?} vs {min_p_alone:?}");
     assert_eq!(hot_last, min_p_alone);
     assert_eq!(hot_by_priority, min_p_alone);

@@ -22,7 +22,8 @@ fn a_model_loads_by_name_while_requests_keep_being_served() {
     }
     gguf_writer::tiny_llama().write(&dir.path().join("tiny.gguf"));
     let model_dir = dir.path().to_str().unwrap();
-    let server = Server::start(&["--model-dir", model_dir, "--model", "first", "--device", "flex", "--ctx-size", "2048"]);
+    let server =
+        Server::start(&["--model-dir", model_dir, "--model", "first", "--device", "flex", "--ctx-size", "2048"]);
     let server = &server;
     assert_eq!(get_json(server, "/v1/internal/model/info").1["model_name"], "first");
 
@@ -47,7 +48,8 @@ fn a_model_loads_by_name_while_requests_keep_being_served() {
         });
         let started = Instant::now();
         // The seed's "Load model" body, with a model of our model dir.
-        let seed = json!({"model_name": "second.gguf", "args": {"ctx_size": 1024, "flash_attn": true, "cache_type": "q8_0"}});
+        let seed =
+            json!({"model_name": "second.gguf", "args": {"ctx_size": 1024, "flash_attn": true, "cache_type": "q8_0"}});
         let (status, body) = post_json(server, "/v1/internal/model/load", &seed);
         let took = started.elapsed();
         done_tx.send(()).unwrap();
@@ -64,7 +66,8 @@ fn a_model_loads_by_name_while_requests_keep_being_served() {
 
     let (_, info) = get_json(server, "/v1/internal/model/info");
     assert_eq!(info["model_name"], "second", "{info}");
-    let (status, answer) = post_json(server, "/v1/completions", &json!({"prompt": "The capital of France is", "max_tokens": 4}));
+    let (status, answer) =
+        post_json(server, "/v1/completions", &json!({"prompt": "The capital of France is", "max_tokens": 4}));
     assert_eq!(status, 200, "the new model answers: {answer}");
     // ctx_size from args: a 1100-token prompt no longer fits.
     let long = "word ".repeat(1100);

@@ -59,12 +59,18 @@ pub fn render_request(
     let mode = match req.mode.as_deref() {
         None => ChatMode::Instruct,
         Some(name) => ChatMode::parse(name).ok_or_else(|| {
-            ApiError::invalid_param("mode", format!("`mode` must be `instruct`, `chat` or `chat-instruct`, got `{name}`"))
+            ApiError::invalid_param(
+                "mode",
+                format!("`mode` must be `instruct`, `chat` or `chat-instruct`, got `{name}`"),
+            )
         })?,
     };
     let tool_request = tools::parse_request(req.tools.as_deref(), req.tool_choice.as_ref(), req.parallel_tool_calls)?;
     if tool_request.is_some() && mode != ChatMode::Instruct {
-        return Err(ApiError::invalid_param("tools", "tools are offered in `mode: instruct` only, not in the chat modes"));
+        return Err(ApiError::invalid_param(
+            "tools",
+            "tools are offered in `mode: instruct` only, not in the chat modes",
+        ));
     }
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
@@ -136,7 +142,9 @@ pub fn render_request(
             "a JSON `response_format` and a forced tool call cannot both shape the answer",
         ));
     }
-    if plan.grammar.is_some() && (json_schema.is_some() || setup.as_ref().is_some_and(|s| s.request.forced_tools().is_some())) {
+    if plan.grammar.is_some()
+        && (json_schema.is_some() || setup.as_ref().is_some_and(|s| s.request.forced_tools().is_some()))
+    {
         return Err(ApiError::invalid_param(
             "grammar_string",
             "`grammar_string` cannot shape the answer together with a JSON `response_format` or a forced tool call",
@@ -339,8 +347,11 @@ impl ChunkWriter {
         scored: &mut Vec<TokenLogprob>,
         finish_reason: Option<&'static str>,
     ) -> ChatChunk {
-        let logprobs =
-            self.texts.as_ref().filter(|_| !scored.is_empty()).map(|texts| logprobs::chat(&std::mem::take(scored), texts));
+        let logprobs = self
+            .texts
+            .as_ref()
+            .filter(|_| !scored.is_empty())
+            .map(|texts| logprobs::chat(&std::mem::take(scored), texts));
         ChatChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
@@ -406,8 +417,12 @@ fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl future
                     Ok(Some(ChatEvent::Reasoning(text))) => {
                         send(ChunkDelta { reasoning_content: Some(text), ..Default::default() })
                     }
-                    Ok(Some(ChatEvent::Content(text))) => send(ChunkDelta { content: Some(text), ..Default::default() }),
-                    Ok(Some(ChatEvent::Call(call))) => send(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() }),
+                    Ok(Some(ChatEvent::Content(text))) => {
+                        send(ChunkDelta { content: Some(text), ..Default::default() })
+                    }
+                    Ok(Some(ChatEvent::Call(call))) => {
+                        send(ChunkDelta { tool_calls: Some(vec![call]), ..Default::default() })
+                    }
                     Ok(Some(ChatEvent::Finished { reason, completion_tokens })) => {
                         // `content: ""` rather than an empty delta: the seed's own streaming
                         // example reads `delta['content']` on every chunk.
@@ -436,8 +451,9 @@ fn stream_chat(
 ) -> impl futures::Stream<Item = axum::response::sse::Event> {
     let w = Arc::new(w);
     let choices = runs.len();
-    let merged =
-        futures::stream::select_all(runs.into_iter().enumerate().map(|(i, run)| Box::pin(stream_choice(run, w.clone(), i))));
+    let merged = futures::stream::select_all(
+        runs.into_iter().enumerate().map(|(i, run)| Box::pin(stream_choice(run, w.clone(), i))),
+    );
     let start = (merged, 0usize, 0usize, false);
     futures::stream::unfold(start, move |(mut merged, finished, tokens, done)| {
         let w = w.clone();
@@ -447,7 +463,9 @@ fn stream_chat(
             }
             Some(match merged.next().await {
                 Some(ChoiceOut::Event(e)) => (vec![e], (merged, finished, tokens, false)),
-                Some(ChoiceOut::Finished(t)) if finished + 1 < choices => (Vec::new(), (merged, finished + 1, tokens + t, false)),
+                Some(ChoiceOut::Finished(t)) if finished + 1 < choices => {
+                    (Vec::new(), (merged, finished + 1, tokens + t, false))
+                }
                 Some(ChoiceOut::Finished(t)) => {
                     let mut events = Vec::new();
                     if w.include_usage {

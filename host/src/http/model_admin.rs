@@ -49,7 +49,12 @@ fn parse_args(args: Option<Map<String, Value>>) -> Result<LoadArgs, ApiError> {
         match key.as_str() {
             "ctx_size" | "n_ctx" | "max_seq_len" | "truncation_length" => match value.as_u64() {
                 Some(n) if n >= 16 => out.ctx_size = Some(n as usize),
-                _ => return Err(ApiError::invalid_param(param, "the context size must be a whole number of at least 16")),
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        param,
+                        "the context size must be a whole number of at least 16",
+                    ));
+                }
             },
             "device" => match value.as_str() {
                 Some(d @ ("auto" | "wgpu" | "flex")) => out.device = Some(d.to_owned()),
@@ -64,10 +69,15 @@ fn parse_args(args: Option<Map<String, Value>>) -> Result<LoadArgs, ApiError> {
             }
             "cache_type" => match value.as_str() {
                 Some(t) if CACHE_TYPES.contains(&t) => {
-                    tracing::warn!("cache_type `{t}` asked for: Hearth's KV cache is f32 (quantized caches are not built)");
+                    tracing::warn!(
+                        "cache_type `{t}` asked for: Hearth's KV cache is f32 (quantized caches are not built)"
+                    );
                 }
                 _ => {
-                    return Err(ApiError::invalid_param(param, format!("`cache_type` must be one of {}", CACHE_TYPES.join(", "))));
+                    return Err(ApiError::invalid_param(
+                        param,
+                        format!("`cache_type` must be one of {}", CACHE_TYPES.join(", ")),
+                    ));
                 }
             },
             _ => return Err(ApiError::invalid_param(param, format!("`{key}` is not a load argument Hearth knows"))),
@@ -86,7 +96,10 @@ impl Drop for LoadSlot<'_> {
 }
 
 /// Loads `model_name` and serves it once ready → `"OK"`.
-pub async fn load(State(state): State<SharedState>, JsonBody(req): JsonBody<LoadRequest>) -> Result<Json<&'static str>, ApiError> {
+pub async fn load(
+    State(state): State<SharedState>,
+    JsonBody(req): JsonBody<LoadRequest>,
+) -> Result<Json<&'static str>, ApiError> {
     let name = req.model_name.trim();
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
         return Err(ApiError::invalid_param("model_name", "give the name of a file or folder in the model dir"));
@@ -94,13 +107,17 @@ pub async fn load(State(state): State<SharedState>, JsonBody(req): JsonBody<Load
     let args = parse_args(req.args)?;
     // Only names inside the model dir: this route takes no paths.
     let dir = &state.settings.model_dir;
-    let path = [dir.join(name), dir.join(format!("{name}.gguf"))].into_iter().find(|p| p.exists()).ok_or_else(|| {
-        ApiError {
-            message: format!("There is no model `{name}` in the model dir {}; /v1/internal/model/list lists them", dir.display()),
-            param: Some("model_name".into()),
-            ..ApiError::model_not_found(name)
-        }
-    })?;
+    let path =
+        [dir.join(name), dir.join(format!("{name}.gguf"))].into_iter().find(|p| p.exists()).ok_or_else(|| {
+            ApiError {
+                message: format!(
+                    "There is no model `{name}` in the model dir {}; /v1/internal/model/list lists them",
+                    dir.display()
+                ),
+                param: Some("model_name".into()),
+                ..ApiError::model_not_found(name)
+            }
+        })?;
     let template = match (req.instruction_template_str.filter(|s| !s.trim().is_empty()), req.instruction_template) {
         (Some(source), _) => Some(source),
         (None, Some(name)) if !name.is_empty() => Some(state.instruction_template(&name)?),

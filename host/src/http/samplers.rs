@@ -349,10 +349,14 @@ fn sequence_breakers(value: Option<&Value>, tokenizer: &TextTokenizer) -> Result
         Some(Value::String(s)) => {
             let list = if s.trim_start().starts_with('[') { s.clone() } else { format!("[{s}]") };
             serde_json::from_str(&list).map_err(|e| {
-                bad(format!("`dry_sequence_breakers` must be quoted strings separated by commas, as \"\\n\", \":\": {e}"))
+                bad(format!(
+                    "`dry_sequence_breakers` must be quoted strings separated by commas, as \"\\n\", \":\": {e}"
+                ))
             })?
         }
-        Some(Value::Array(items)) => strings(items).ok_or_else(|| bad("`dry_sequence_breakers` must list strings".into()))?,
+        Some(Value::Array(items)) => {
+            strings(items).ok_or_else(|| bad("`dry_sequence_breakers` must list strings".into()))?
+        }
         Some(_) => return Err(bad("`dry_sequence_breakers` must be a string or a list of strings".into())),
     };
     let mut ids = Vec::new();
@@ -398,7 +402,9 @@ mod tests {
         for &name in FIELDS {
             let v = match name {
                 "dynamic_temperature" | "do_sample" | "temperature_last" => Value::Bool(true),
-                "custom_token_bans" | "preset" | "dry_sequence_breakers" | "sampler_priority" => Value::String("x".into()),
+                "custom_token_bans" | "preset" | "dry_sequence_breakers" | "sampler_priority" => {
+                    Value::String("x".into())
+                }
                 _ => serde_json::json!(1),
             };
             map.insert(name.into(), v);
@@ -428,7 +434,8 @@ mod tests {
     fn a_preset_is_the_base_and_the_request_wins() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("presets")).unwrap();
-        std::fs::write(dir.path().join("presets/Warm.yaml"), "temperature: 1.5\nmin_p: 0.05\npenalty_alpha: 0\n").unwrap();
+        std::fs::write(dir.path().join("presets/Warm.yaml"), "temperature: 1.5\nmin_p: 0.05\npenalty_alpha: 0\n")
+            .unwrap();
         let mut extra: Map<String, Value> = serde_json::from_str(r#"{"preset":"Warm","temperature":0.3}"#).unwrap();
         let f = take(&mut extra, dir.path()).unwrap();
         assert_eq!(f.temperature, Some(0.3));

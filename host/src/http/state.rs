@@ -266,7 +266,13 @@ pub fn submit_choices(
                 logprobs: plan.logprobs,
             };
             let stream = served.engine.submit(request)?;
-            Ok(ChoiceRun::new(stream, tokenizer.clone(), plan.stops.clone(), plan.skip_special, plan.logprobs.is_some()))
+            Ok(ChoiceRun::new(
+                stream,
+                tokenizer.clone(),
+                plan.stops.clone(),
+                plan.skip_special,
+                plan.logprobs.is_some(),
+            ))
         })
         .collect()
 }

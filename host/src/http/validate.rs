@@ -60,7 +60,11 @@ const MAX_N: usize = 16;
 
 /// Validates the fields chat and completions share; `sampling` comes from
 /// [`samplers`](super::samplers).
-pub fn plan(common: CommonParams, sampling: SamplingParams, max_tokens_alias: Option<i64>) -> Result<GenerationPlan, ApiError> {
+pub fn plan(
+    common: CommonParams,
+    sampling: SamplingParams,
+    max_tokens_alias: Option<i64>,
+) -> Result<GenerationPlan, ApiError> {
     let c = common;
     let max_tokens = match max_tokens_alias.or(c.max_tokens) {
         None => None,
@@ -111,12 +115,10 @@ pub fn logit_bias(map: Option<&Map<String, Value>>, vocab: usize) -> Result<Vec<
     let bad = |msg: String| ApiError::invalid_param("logit_bias", msg);
     let mut out = Vec::new();
     for (key, value) in map.into_iter().flatten() {
-        let id = key
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|&id| (id as usize) < vocab)
-            .ok_or_else(|| bad(format!("`{key}` is not a token id of this model (0…{})", vocab.saturating_sub(1))))?;
+        let id =
+            key.trim().parse::<u32>().ok().filter(|&id| (id as usize) < vocab).ok_or_else(|| {
+                bad(format!("`{key}` is not a token id of this model (0…{})", vocab.saturating_sub(1)))
+            })?;
         let bias = value
             .as_f64()
             .filter(|b| (-100.0..=100.0).contains(b))
@@ -151,12 +153,9 @@ const NO_EFFECT: &[&str] = &[
 fn inert_value(name: &str) -> Option<Value> {
     use serde_json::json;
     Some(match name {
-        "instruction_template"
-        | "functions"
-        | "function_call"
-        | "audio"
-        | "prediction"
-        | "web_search_options" => Value::Null,
+        "instruction_template" | "functions" | "function_call" | "audio" | "prediction" | "web_search_options" => {
+            Value::Null
+        }
         "penalty_alpha" | "prompt_lookup_num_tokens" | "max_tokens_second" => json!(0),
         "guidance_scale" => json!(1),
         "continue_" => json!(false),
@@ -221,7 +220,10 @@ mod tests {
         let err = plan(req.take_common(), SamplingParams::default(), None).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("n"));
         let mut req = chat(r#"{"messages":[],"max_tokens":0}"#).unwrap();
-        assert_eq!(plan(req.take_common(), SamplingParams::default(), None).unwrap_err().param.as_deref(), Some("max_tokens"));
+        assert_eq!(
+            plan(req.take_common(), SamplingParams::default(), None).unwrap_err().param.as_deref(),
+            Some("max_tokens")
+        );
     }
 
     #[test]

@@ -389,7 +389,8 @@ mod tests {
     fn layer_norm_matches_the_formula() {
         let device = Device::flex();
         let t = |v: Vec<f32>| HostTensor { shape: vec![v.len()], data: v };
-        let norm = LayerNorm::from_host("n", t(vec![1., 2., 1., 1.]), t(vec![0., 0., 1., 0.]), 4, 1e-5, &device).unwrap();
+        let norm =
+            LayerNorm::from_host("n", t(vec![1., 2., 1., 1.]), t(vec![0., 0., 1., 0.]), 4, 1e-5, &device).unwrap();
         let y: Vec<f32> = norm.forward(upload(vec![1., 2., 3., 6.], [1, 4], &device)).into_data().try_to_vec().unwrap();
         let (mean, var) = (3.0f32, (4. + 1. + 0. + 9.) / 4.0f32);
         let s = (var + 1e-5).sqrt();

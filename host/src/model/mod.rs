@@ -4,8 +4,8 @@
 
 pub mod config;
 mod cpu;
-pub mod encoder;
 pub mod device;
+pub mod encoder;
 pub mod gguf;
 pub mod kv_cache;
 mod layers;

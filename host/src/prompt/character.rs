@@ -54,7 +54,8 @@ impl Character {
     /// Loads character `name` from `dir` (textgen's `"None"` means the default).
     pub fn load(dir: &Path, name: &str) -> Result<Self, CharacterError> {
         let name = if name == "None" || name.is_empty() { DEFAULT_CHARACTER } else { name };
-        let Some(path) = super::user_files::find(dir, name, &["yml", "yaml", "json"]).map_err(CharacterError::BadName)?
+        let Some(path) =
+            super::user_files::find(dir, name, &["yml", "yaml", "json"]).map_err(CharacterError::BadName)?
         else {
             if name == DEFAULT_CHARACTER {
                 return Ok(Self::assistant());

@@ -60,15 +60,16 @@ pub fn instruction_template(settings: &Map<String, Value>) -> Option<&str> {
 /// without one (`has_own`). A table or template that cannot be used is a warning, not a
 /// failed load: the model still serves, with its own template or Alpaca.
 pub fn chosen_template(model_dir: &Path, templates_dir: &Path, file_name: &str, has_own: bool) -> Option<String> {
-    let name = [(USER_FILE, true), (GUESS_FILE, !has_own)].into_iter().filter(|(_, used)| *used).find_map(|(file, _)| {
-        match settings_for(model_dir, file, file_name) {
-            Ok(settings) => instruction_template(&settings).map(|n| (file, n.to_string())),
-            Err(e) => {
-                tracing::warn!("{e}; not used");
-                None
+    let name =
+        [(USER_FILE, true), (GUESS_FILE, !has_own)].into_iter().filter(|(_, used)| *used).find_map(|(file, _)| {
+            match settings_for(model_dir, file, file_name) {
+                Ok(settings) => instruction_template(&settings).map(|n| (file, n.to_string())),
+                Err(e) => {
+                    tracing::warn!("{e}; not used");
+                    None
+                }
             }
-        }
-    })?;
+        })?;
     let (file, name) = name;
     match super::instruction_templates::load(templates_dir, &name) {
         Ok(jinja) => {

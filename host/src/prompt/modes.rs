@@ -122,7 +122,8 @@ pub fn render(renderer: &ChatRenderer, p: &ModePrompt<'_>) -> Result<String, Mod
     // the instruction template, as textgen does.
     let leading = p.messages.iter().take_while(|m| matches!(role(m), "system" | "developer")).count();
     let (system, rest) = p.messages.split_at(leading);
-    let system_text: Vec<&str> = system.iter().filter_map(|m| m["content"].as_str()).filter(|s| !s.is_empty()).collect();
+    let system_text: Vec<&str> =
+        system.iter().filter_map(|m| m["content"].as_str()).filter(|s| !s.is_empty()).collect();
 
     let mut script = Vec::with_capacity(rest.len() + 2);
     let mut context = vec![names(&persona.context)];
@@ -155,8 +156,13 @@ pub fn render(renderer: &ChatRenderer, p: &ModePrompt<'_>) -> Result<String, Mod
     } else {
         None
     };
-    let conversation =
-        Conversation { messages: &script, tools: None, add_generation_prompt: false, template_override: None, extra: vars };
+    let conversation = Conversation {
+        messages: &script,
+        tools: None,
+        add_generation_prompt: false,
+        template_override: None,
+        extra: vars,
+    };
     let dialogue = renderer.render_with(&chat_template, &conversation)?;
     let command = p
         .command

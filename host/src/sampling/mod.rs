@@ -17,8 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use feedback::{AdaptivePState, MirostatState};
 pub use params::{
-    AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc,
-    stage_order,
+    AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc, stage_order,
 };
 use pool::Pool;
 
@@ -102,7 +101,8 @@ impl Sampler {
     ) -> Result<Sampled, String> {
         let mut pool = self.chain(logits, context);
         pool.keep_top(if self.params.is_greedy() { GREEDY_HOOK_CANDIDATES } else { MAX_HOOK_CANDIDATES });
-        let mut candidates = Candidates { ids: std::mem::take(&mut pool.ids), logits: std::mem::take(&mut pool.logits) };
+        let mut candidates =
+            Candidates { ids: std::mem::take(&mut pool.ids), logits: std::mem::take(&mut pool.logits) };
         hook(&mut candidates)?;
         let pool = Pool::from_sorted(candidates.ids, candidates.logits);
         if pool.is_empty() {
@@ -192,7 +192,9 @@ impl Sampler {
                 Stage::TopK if p.top_k > 0 => truncation::top_k(&mut pool, p.top_k),
                 Stage::TopP if p.top_p < 1.0 => truncation::top_p(&mut pool, p.top_p),
                 Stage::TypicalP if p.typical_p < 1.0 => truncation::typical_p(&mut pool, p.typical_p),
-                Stage::EpsilonCutoff if p.epsilon_cutoff > 0.0 => truncation::epsilon_cutoff(&mut pool, p.epsilon_cutoff),
+                Stage::EpsilonCutoff if p.epsilon_cutoff > 0.0 => {
+                    truncation::epsilon_cutoff(&mut pool, p.epsilon_cutoff)
+                }
                 Stage::EtaCutoff if p.eta_cutoff > 0.0 => truncation::eta_cutoff(&mut pool, p.eta_cutoff),
                 Stage::Tfs if p.tfs < 1.0 => truncation::tail_free(&mut pool, p.tfs),
                 Stage::TopA if p.top_a > 0.0 => truncation::top_a(&mut pool, p.top_a),
@@ -376,7 +378,8 @@ mod tests {
     #[test]
     fn greedy_applies_penalties_but_not_the_truncation_samplers() {
         let logits = [3.0, 2.9, 0.0];
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, typical_p: 0.01, ..SamplingParams::greedy() });
+        let mut s =
+            Sampler::new(SamplingParams { repetition_penalty: 2.0, typical_p: 0.01, ..SamplingParams::greedy() });
         assert_eq!(s.sample(&logits, &[0]).id, 1, "the penalty turns the choice");
         let mut s = Sampler::new(SamplingParams { no_repeat_ngram_size: 2, ..SamplingParams::greedy() });
         assert_eq!(s.sample(&logits, &[0, 0]).id, 1, "0 after 0 would repeat the bigram");
@@ -391,11 +394,7 @@ mod tests {
         let always = histogram(params(|p| p.xtc = Some(xtc(1.0))), &logits, 300);
         assert_eq!(always[0], 0, "the top choice is excluded: {always:?}");
         assert!(always[1] > 0 && always[2] > 0);
-        let protected = histogram(
-            params(|p| p.xtc = Some(Xtc { protected: vec![0], ..xtc(1.0) })),
-            &logits,
-            300,
-        );
+        let protected = histogram(params(|p| p.xtc = Some(Xtc { protected: vec![0], ..xtc(1.0) })), &logits, 300);
         assert!(protected[0] > 0, "a protected token leaves the step alone");
     }
 
@@ -423,10 +422,8 @@ mod tests {
     #[test]
     fn the_encoder_penalty_favours_prompt_tokens() {
         let logits = [1.0, 1.1];
-        let mut s = Sampler::for_prompt(
-            SamplingParams { encoder_repetition_penalty: 1.5, ..SamplingParams::greedy() },
-            &[0],
-        );
+        let mut s =
+            Sampler::for_prompt(SamplingParams { encoder_repetition_penalty: 1.5, ..SamplingParams::greedy() }, &[0]);
         assert_eq!(s.sample(&logits, &[0]).id, 0);
     }
 
@@ -443,7 +440,8 @@ mod tests {
 
     #[test]
     fn presence_and_frequency_penalties_subtract() {
-        let mut s = Sampler::new(SamplingParams { presence_penalty: 1.0, frequency_penalty: 0.5, ..SamplingParams::greedy() });
+        let mut s =
+            Sampler::new(SamplingParams { presence_penalty: 1.0, frequency_penalty: 0.5, ..SamplingParams::greedy() });
         // Token 0 (logit 2) seen 3 times: 2 - 1 - 1.5 = -0.5 < token 1's 0.
         assert_eq!(s.sample(&[2.0, 0.0], &[0, 0, 0]).id, 1);
         let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() });
@@ -520,10 +518,8 @@ mod tests {
             p.adaptive_p = Some(AdaptiveP { target: 0.5, decay: 0.9 });
         });
         assert_eq!(Sampler::new(every.clone()).sample(&logits, &[]).id, 1);
-        let mirostat_2 = SamplingParams {
-            mirostat: Some(Mirostat { version: MirostatVersion::V2, tau: 5.0, eta: 0.1 }),
-            ..every
-        };
+        let mirostat_2 =
+            SamplingParams { mirostat: Some(Mirostat { version: MirostatVersion::V2, tau: 5.0, eta: 0.1 }), ..every };
         assert_eq!(Sampler::new(mirostat_2).sample(&logits, &[]).id, 1);
     }
 

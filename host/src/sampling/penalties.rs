@@ -51,11 +51,8 @@ pub fn no_repeat_ngram(pool: &mut Pool, context: &[u32], n: usize) {
         return;
     }
     let prefix = &context[context.len() + 1 - n..];
-    let banned: HashMap<u32, ()> = context
-        .windows(n)
-        .filter(|gram| &gram[..n - 1] == prefix)
-        .map(|gram| (gram[n - 1], ()))
-        .collect();
+    let banned: HashMap<u32, ()> =
+        context.windows(n).filter(|gram| &gram[..n - 1] == prefix).map(|gram| (gram[n - 1], ())).collect();
     pool.edit(&banned, |_, l| *l = f32::NEG_INFINITY);
 }
 

@@ -60,7 +60,8 @@ impl Pool {
             return;
         }
         let mut order: Vec<usize> = (0..self.ids.len()).filter(|&i| self.logits[i] > f32::NEG_INFINITY).collect();
-        let cmp = |a: &usize, b: &usize| self.logits[*b].total_cmp(&self.logits[*a]).then(self.ids[*a].cmp(&self.ids[*b]));
+        let cmp =
+            |a: &usize, b: &usize| self.logits[*b].total_cmp(&self.logits[*a]).then(self.ids[*a].cmp(&self.ids[*b]));
         if n > 0 && n < order.len() {
             order.select_nth_unstable_by(n - 1, cmp);
             order.truncate(n);
