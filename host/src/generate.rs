@@ -92,7 +92,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
         stop_ids: tokenizer.end_ids.clone(),
     };
     let started = Instant::now();
-    let mut stream = engine.submit(request)?;
+    let mut stream = engine.submit(request, None)?;
     let mut decoder = IncrementalDecoder::new(tokenizer.clone(), vec![], true);
     let mut first_token_at = None;
     let mut generated = 0;

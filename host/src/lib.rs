@@ -1,7 +1,6 @@
 //! Hearth: a local, private, OpenAI-compatible inference server. The library holds everything;
 //! `main.rs` only parses the command line.
 
-pub mod auth;
 pub mod constraint;
 pub mod embedding_service;
 pub mod engine;
@@ -9,6 +8,7 @@ pub mod error;
 pub mod generate;
 pub mod http;
 pub mod model;
+pub mod panics;
 pub mod plugin_services;
 pub mod plugins;
 pub mod prompt;

@@ -41,6 +41,10 @@ struct ServeCli {
     /// Key for model management routes (defaults to --api-key).
     #[arg(long)]
     admin_key: Option<String>,
+    /// A web origin whose pages may call the API from a browser (repeatable; `*` for any).
+    /// Without it, browsers may call the API only from Hearth's own origin.
+    #[arg(long = "cors-allow-origin", value_name = "ORIGIN")]
+    cors_allow_origins: Vec<String>,
     /// TLS private key (PEM); `OPENEDAI_KEY_PATH` wins.
     #[arg(long)]
     ssl_keyfile: Option<PathBuf>,
@@ -75,6 +79,9 @@ struct ServeCli {
 enum Command {
     /// Run one prompt and stream the answer to stdout.
     Generate(GenerateCli),
+    /// The server's sandboxed template renderer (started by the server itself, not by hand).
+    #[command(name = "render-templates", hide = true)]
+    RenderTemplates,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +125,9 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Some(Command::Generate(g)) => run_generate(g),
+        Some(Command::RenderTemplates) => {
+            hearth::prompt::template_sandbox::serve_children_requests().map_err(Into::into)
+        }
         None => run_serve(cli.serve),
     };
     match result {
@@ -154,6 +164,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         listen_host: cli.listen_host,
         api_key: cli.api_key,
         admin_key: cli.admin_key,
+        cors_allow_origins: (!cli.cors_allow_origins.is_empty()).then_some(cli.cors_allow_origins),
         ssl_keyfile: cli.ssl_keyfile,
         ssl_certfile: cli.ssl_certfile,
         model: cli.model,

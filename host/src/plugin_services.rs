@@ -3,11 +3,12 @@
 //! from their own threads, never from async code).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hearth_plugin_bindings::sampler::hearth::plugin::host::{GenerateRequest, GenerateResponse};
 
 use crate::embedding_service::EmbeddingService;
-use crate::engine::{Engine, GenerationRequest, TokenEvent};
+use crate::engine::{Canceller, Engine, GenerationRequest, TokenEvent};
 use crate::plugins::HostServices;
 use crate::prompt::incremental::{Delta, IncrementalDecoder};
 use crate::sampling::SamplingParams;
@@ -35,14 +36,12 @@ impl HostServices for ModelServices {
 
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String> {
         let tokenizer = self.engine()?.tokenizer();
-        let vocab = tokenizer.vocab_size();
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(format!("token id {bad} is outside the vocabulary"));
-        }
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        tokenizer.ids_in_vocabulary(&ids).map_err(|e| e.to_string())?;
         tokenizer.decode(tokens, false).map_err(|e| e.to_string())
     }
 
-    fn generate(&self, request: &GenerateRequest) -> Result<GenerateResponse, String> {
+    fn generate(&self, request: &GenerateRequest, deadline: Instant) -> Result<GenerateResponse, String> {
         let engine = self.engine()?;
         let tokenizer = engine.tokenizer().clone();
         let prompt = tokenizer.encode(&request.prompt, true).map_err(|e| e.to_string())?;
@@ -61,7 +60,8 @@ impl HostServices for ModelServices {
             sampling: SamplingParams { temperature, ..SamplingParams::default() },
             stop_ids: tokenizer.end_ids.clone(),
         };
-        let mut stream = engine.submit(generation).map_err(|e| e.to_string())?;
+        let mut stream = engine.submit(generation, None).map_err(|e| e.to_string())?;
+        let watchdog = Watchdog::cancel_at(deadline, stream.canceller());
         let mut decoder = IncrementalDecoder::new(Arc::clone(&tokenizer), request.stop.clone(), true);
         let mut text = String::new();
         let mut completion_tokens = 0;
@@ -85,6 +85,9 @@ impl HostServices for ModelServices {
                 }
                 Some(TokenEvent::Failed(e)) => return Err(e),
                 Some(TokenEvent::PluginFailed(e)) => return Err(e.to_string()),
+                None if watchdog.fired() => {
+                    return Err("the plugin's host-function time ran out while generating (limits.host_ms)".into());
+                }
                 None => return Err("the engine stopped".into()),
             }
         };
@@ -100,4 +103,35 @@ impl HostServices for ModelServices {
 pub fn vocab_texts(engine: &Engine) -> Vec<String> {
     let tokenizer = engine.tokenizer();
     (0..tokenizer.vocab_size() as u32).map(|id| tokenizer.decode(&[id], false).unwrap_or_default()).collect()
+}
+
+/// Cancels a generation at a deadline unless it is dropped first.
+struct Watchdog {
+    /// Dropped with the watchdog, which wakes its thread to end early.
+    _done: std::sync::mpsc::Sender<()>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    fn cancel_at(deadline: Instant, canceller: Canceller) -> Self {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = fired.clone();
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let watch = move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(timeout) {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                canceller.cancel();
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("hearth-plugin-deadline".into()).spawn(watch) {
+            // Without its watchdog the generation is still bounded by its token cap.
+            tracing::warn!("cannot start a plugin generation's deadline thread: {e}");
+        }
+        Self { _done: done, fired }
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

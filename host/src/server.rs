@@ -48,8 +48,7 @@ pub fn resolve_model_path(name: &str, model_dir: &Path) -> Result<PathBuf, Serve
 
 fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
     let ip: IpAddr = match settings.listen_host.as_deref() {
-        Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Some(host) => host.trim_matches(['[', ']']).parse().map_err(|_| ServeError::Address(host.to_owned()))?,
+        Some(host) => http::listen_ip(host).ok_or_else(|| ServeError::Address(host.to_owned()))?,
         None if settings.listen => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
@@ -58,7 +57,7 @@ fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
 
 /// Loads the model and starts its engine (blocking; run it off the async runtime). A model or
 /// device library that panics while loading is a failed load, not a hang or a crash.
-pub(crate) fn load_model(
+pub fn load_model(
     path: &Path,
     settings: &Settings,
     plugins: &Arc<PluginRegistry>,
@@ -188,7 +187,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         });
     }
 
-    let service = app.into_make_service();
+    // The peer address names the caller whose generations `stop-generation` stops.
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = async {
         match tls {
             Some(config) => axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone()).serve(service).await,

@@ -25,6 +25,11 @@ pub struct Settings {
     pub api_key: Option<String>,
     /// Key for `/v1/internal/model/*` and plugin admin routes (`--admin-key`); defaults to `api_key`.
     pub admin_key: Option<String>,
+    /// Web origins (`https://app.example`) whose pages may call the API from a browser
+    /// (`--cors-allow-origin`, repeatable; `*` allows every origin). Empty: only pages served by
+    /// Hearth's own origin, so no other web page can drive the API. Model management never
+    /// answers cross-origin requests.
+    pub cors_allow_origins: Vec<String>,
     /// TLS private key, PEM (`--ssl-keyfile`, `OPENEDAI_KEY_PATH`).
     pub ssl_keyfile: Option<PathBuf>,
     /// TLS certificate chain, PEM (`--ssl-certfile`, `OPENEDAI_CERT_PATH`).
@@ -107,13 +112,18 @@ fn enabled_default() -> bool {
 pub struct PluginLimits {
     /// Linear memory cap in MiB.
     pub memory_mb: u64,
-    /// CPU time of one call in milliseconds (time spent in host functions is not counted).
+    /// CPU time of one call in milliseconds (time spent in host functions is not counted here:
+    /// `host_ms` bounds it).
     pub call_ms: u64,
+    /// Wall-clock time one call may spend inside host functions (`tokenize`, `generate`,
+    /// `embed`, …) in milliseconds; past it they fail, and a `generate` still running is
+    /// stopped.
+    pub host_ms: u64,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { memory_mb: 64, call_ms: 50 }
+        Self { memory_mb: 64, call_ms: 50, host_ms: 30_000 }
     }
 }
 
@@ -151,6 +161,7 @@ impl Default for Settings {
             listen_host: None,
             api_key: None,
             admin_key: None,
+            cors_allow_origins: Vec::new(),
             ssl_keyfile: None,
             ssl_certfile: None,
             model: None,
@@ -191,6 +202,9 @@ pub struct CliSettings {
     /// `--admin-key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_key: Option<String>,
+    /// `--cors-allow-origin` (repeatable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_allow_origins: Option<Vec<String>>,
     /// `--ssl-keyfile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssl_keyfile: Option<PathBuf>,

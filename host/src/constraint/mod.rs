@@ -5,6 +5,7 @@
 //! module connects it to Hearth's tokenizer and sampler.
 
 pub mod gbnf;
+pub mod limits;
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub enum ConstraintError {
     Tokenizer(String),
     #[error("invalid grammar: {0}")]
     Grammar(String),
+    #[error("the grammar is too large: {0}")]
+    TooLarge(#[from] limits::TooLarge),
 }
 
 /// The model's vocabulary as llguidance sees it: each token's bytes in a trie, and the model's
@@ -73,25 +76,35 @@ impl GrammarCompiler {
         Ok(Self { factory })
     }
 
-    /// Compiles a Lark grammar into a fresh constraint.
+    /// Compiles a Lark grammar into a fresh constraint. The grammar is Hearth's own (tool
+    /// calls, built from a request's schemas, which are checked here too).
     pub fn compile(&self, lark: &str) -> Result<Constraint, ConstraintError> {
         self.start(TopLevelGrammar::from_lark(lark.to_owned()))
     }
 
-    /// Compiles a GBNF grammar (textgen's `grammar_string`) into a fresh constraint.
+    /// Compiles a GBNF grammar (textgen's `grammar_string`) into a fresh constraint. Grammars
+    /// whose rewrite would exceed [`limits`] are refused before they are parsed.
     pub fn compile_gbnf(&self, gbnf: &str) -> Result<Constraint, ConstraintError> {
-        let lark = gbnf::to_lark(gbnf).map_err(|e| ConstraintError::Grammar(e.to_string()))?;
+        limits::check_gbnf(gbnf)?;
+        let lark = limits::on_compile_stack(|| gbnf::to_lark(gbnf))
+            .map_err(ConstraintError::Grammar)?
+            .map_err(|e| ConstraintError::Grammar(e.to_string()))?;
         self.compile(&lark)
     }
 
     /// A constraint whose output is one JSON value valid under `schema` (llguidance's JSON
     /// schema support: types, properties, required, enums, lengths, bounds, `$ref`s…).
     pub fn compile_json_schema(&self, schema: &serde_json::Value) -> Result<Constraint, ConstraintError> {
+        limits::check_schema(schema)?;
         self.start(TopLevelGrammar::from_json_schema(schema.clone()))
     }
 
+    /// Builds the parser on the deep compile stack: llguidance recurses through nested rules and
+    /// schema references.
     fn start(&self, grammar: TopLevelGrammar) -> Result<Constraint, ConstraintError> {
-        let parser = self.factory.create_parser(grammar).map_err(|e| ConstraintError::Grammar(format!("{e:#}")))?;
+        let parser = limits::on_compile_stack(|| self.factory.create_parser(grammar).map_err(|e| format!("{e:#}")))
+            .and_then(|built| built)
+            .map_err(ConstraintError::Grammar)?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Grammar(e));

@@ -129,6 +129,22 @@ impl GenerationStream {
     pub fn blocking_next(&mut self) -> Option<TokenEvent> {
         self.events.blocking_recv()
     }
+
+    /// A handle that cancels this sequence from elsewhere (a deadline's watchdog); the stream
+    /// then ends without a `Finished` event.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(self.cancelled.clone())
+    }
+}
+
+/// Cancels one sequence, as dropping its stream would.
+#[derive(Clone)]
+pub struct Canceller(Arc<AtomicBool>);
+
+impl Canceller {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for GenerationStream {
@@ -137,9 +153,17 @@ impl Drop for GenerationStream {
     }
 }
 
+/// Who submitted a generation, so `/v1/internal/stop-generation` can stop one caller's
+/// generations and leave everyone else's running. The HTTP layer names callers by their
+/// network address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner(pub String);
+
 /// A request travelling to the worker.
 struct Job {
     request: GenerationRequest,
+    /// Set by [`Engine::stop_owned_by`]: the sequence ends as cancelled.
+    stopped: Arc<AtomicBool>,
     // Unbounded, but a sequence emits at most `max_new_tokens + 1` events, so it is bounded by
     // the request itself; the worker must never block on a slow client.
     events: mpsc::UnboundedSender<TokenEvent>,
@@ -154,6 +178,8 @@ struct Shared {
     epoch: AtomicU64,
     queued: AtomicUsize,
     running: AtomicUsize,
+    /// The stop flag of every submitted generation with an owner, while it lives.
+    owned: std::sync::Mutex<Vec<(Owner, std::sync::Weak<AtomicBool>)>>,
 }
 
 /// Handle to the engine; cheap to clone.
@@ -177,8 +203,12 @@ impl Engine {
     /// Starts the worker thread that owns `model`.
     pub fn start(model: LoadedModel, options: WorkerOptions) -> Self {
         let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let shared =
-            Arc::new(Shared { epoch: AtomicU64::new(0), queued: AtomicUsize::new(0), running: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            owned: Default::default(),
+        });
         let context_length = options.context_length.min(model.llama.config().max_position_embeddings).max(1);
         let engine = Self {
             jobs,
@@ -210,12 +240,26 @@ impl Engine {
         (self.shared.queued.load(Ordering::Relaxed), self.shared.running.load(Ordering::Relaxed))
     }
 
-    /// Queues a request; its events arrive on the returned stream.
-    pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream, EngineError> {
+    /// Queues a request; its events arrive on the returned stream. `owner` is who may stop it
+    /// besides a stop of everything.
+    pub fn submit(&self, request: GenerationRequest, owner: Option<Owner>) -> Result<GenerationStream, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
-        let job =
-            Job { request, events: tx, cancelled: cancelled.clone(), epoch: self.shared.epoch.load(Ordering::SeqCst) };
+        let stopped = Arc::new(AtomicBool::new(false));
+        if let Some(owner) = owner {
+            let mut owned = self.shared.owned.lock().unwrap_or_else(|p| p.into_inner());
+            // Finished generations drop their flags; forget them here, so the list holds only
+            // live ones.
+            owned.retain(|(_, flag)| flag.strong_count() > 0);
+            owned.push((owner, Arc::downgrade(&stopped)));
+        }
+        let job = Job {
+            request,
+            stopped,
+            events: tx,
+            cancelled: cancelled.clone(),
+            epoch: self.shared.epoch.load(Ordering::SeqCst),
+        };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.jobs.try_send(job) {
             Ok(()) => Ok(GenerationStream { events: rx, cancelled }),
@@ -232,5 +276,18 @@ impl Engine {
     /// Stops every generation submitted so far (textgen's stop-generation).
     pub fn cancel_all(&self) {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Stops the generations `owner` submitted so far; returns how many were running or queued.
+    pub fn stop_owned_by(&self, owner: &Owner) -> usize {
+        let owned = self.shared.owned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stopped = 0;
+        for (_, flag) in owned.iter().filter(|(o, _)| o == owner) {
+            if let Some(flag) = flag.upgrade() {
+                flag.store(true, Ordering::SeqCst);
+                stopped += 1;
+            }
+        }
+        stopped
     }
 }

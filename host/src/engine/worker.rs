@@ -94,7 +94,7 @@ impl Worker {
             let mut i = 0;
             while i < self.running.len() {
                 let outcome = catch_unwind(AssertUnwindSafe(|| self.step(i))).unwrap_or_else(|panic| {
-                    let msg = panic_message(&panic);
+                    let msg = crate::panics::panic_message(&*panic);
                     tracing::error!("the model panicked: {msg}");
                     let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
                     Step::Done
@@ -155,7 +155,7 @@ impl Worker {
         if seq.job.cancelled.load(Ordering::Relaxed) || seq.job.events.is_closed() {
             return receiver_gone(seq);
         }
-        if seq.job.epoch != epoch {
+        if seq.job.epoch != epoch || seq.job.stopped.load(Ordering::SeqCst) {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
             return Step::Done;
         }
@@ -359,12 +359,4 @@ fn score_prompt(
         return Err(ModelError::Execution("the model returned no logits for the prompt's last position".into()));
     }
     Ok((last, scored))
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }

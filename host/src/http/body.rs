@@ -1,6 +1,8 @@
 //! The JSON body extractor: reads the body within the size limit and parses it with field paths
-//! in errors, all as OpenAI-shaped errors. The `Content-Type` is not checked: shell users send
-//! JSON with `curl -d` and no header.
+//! in errors, all as OpenAI-shaped errors. The `Content-Type` is mostly not checked: shell users
+//! send JSON with `curl -d` (form-encoded by name) or with none. `text/plain` and
+//! `multipart/form-data` are refused: they are what a web page can make a browser send to
+//! another origin without asking first (a "simple" request), and no JSON client sends them.
 //!
 //! A body over the limit is read to its end (up to a hard cap) and discarded before the 413 is
 //! sent: most clients write the whole body before they read the answer, and would otherwise see
@@ -25,6 +27,17 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        if let Some(kind) = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if essence == "text/plain" || essence == "multipart/form-data" {
+                return Err(ApiError {
+                    status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ..ApiError::bad_request(format!(
+                        "A `{essence}` body is not accepted here: send JSON (Content-Type: application/json)"
+                    ))
+                });
+            }
+        }
         let limit = state.settings.max_body_bytes;
         let bytes = read_limited(req, limit).await?;
         parse_body(&bytes).map(JsonBody)

@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
+use super::auth::Caller;
+use super::blocking;
 use super::body::JsonBody;
 use super::chat_run::{ChatEvent, ChatOutput, ChatRun};
 use super::logprobs::{self, TokenTexts};
@@ -86,7 +89,7 @@ pub fn render_request(
         _ => None,
     };
     let template_override = given.or(named.as_deref()).or(served.instruction_template.as_deref());
-    let (template, _source) = served.renderer.template(template_override)?;
+    let (template, _source) = served.renderer.template(template_override, given.is_some())?;
     let mut setup = None;
     let mut template_tools = None;
     if let Some(request) = tool_request {
@@ -229,12 +232,13 @@ fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
 
 pub async fn chat_completions(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let served = state.ready()?;
-    let (rendered, constraint) = {
+    let (rendered, constraint, ids) = {
         let (state, served) = (state.clone(), served.clone());
-        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        blocking::off_runtime("rendering the prompt", move || {
             let rendered = render_request(&state, &served, req)?;
             let constraint = match (&rendered.tools, &rendered.json_schema) {
                 _ if let Some(gbnf) = &rendered.plan.grammar => Some(served.gbnf_constraint(gbnf)?),
@@ -244,17 +248,16 @@ pub async fn chat_completions(
                 (Some(setup), None) => tools::forcing_constraint(&state.plugins, &served, setup)?,
                 (None, None) => None,
             };
-            Ok((rendered, constraint))
+            let ids = served.engine.tokenizer().encode(&rendered.prompt, false)?;
+            Ok((rendered, constraint, ids))
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("rendering the prompt failed: {e}")))??
+        .await?
     };
     let RenderedChat { prompt, plan, tools, .. } = rendered;
     if state.settings.debug {
         tracing::info!(prompt = %prompt, "chat prompt");
     }
     let tokenizer = served.engine.tokenizer().clone();
-    let ids = tokenizer.encode(&prompt, false)?;
     let mut sub = size_generation(&served, &state.settings, &plan, ids)?;
     sub.constraint = constraint;
     let prompt_tokens = sub.prompt.len();
@@ -262,7 +265,7 @@ pub async fn chat_completions(
     let created = unix_now();
     let model = served.name.clone();
 
-    let runs = submit_choices(&served, &plan, &sub, plan.n)?;
+    let runs = submit_choices(&served, &plan, &sub, plan.n, &caller.owner)?;
     let mut choices = Vec::with_capacity(runs.len());
     for run in runs {
         let reasoning = ReasoningSplitter::for_prompt(&prompt);

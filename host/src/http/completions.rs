@@ -2,10 +2,13 @@
 //! each, `echo`, `logprobs` in the legacy shape (with `echo`, the prompt's tokens scored too),
 //! and streaming as OpenAI streams `text_completion` chunks.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use super::auth::Caller;
+use super::blocking;
 use super::body::JsonBody;
 use super::generation::{ChoiceEvent, ChoiceOutput, ChoiceRun};
 use super::logprobs::{self, TokenTexts};
@@ -32,45 +35,42 @@ fn prompts(field: Option<PromptField>, tokenizer: &TextTokenizer, add_bos: bool)
         Ok(Prompt { text, ids })
     };
     let from_ids = |ids: Vec<i64>, param: String| -> Result<Prompt, ApiError> {
-        let vocab = tokenizer.vocab_size() as i64;
-        let ids = ids
-            .into_iter()
-            .map(|t| {
-                if (0..vocab).contains(&t) {
-                    Ok(t as u32)
-                } else {
-                    Err(ApiError::invalid_param(
-                        param.clone(),
-                        format!("token id {t} is outside the vocabulary (0..{vocab})"),
-                    ))
-                }
-            })
-            .collect::<Result<Vec<u32>, _>>()?;
+        let ids = tokenizer
+            .ids_in_vocabulary(&ids)
+            .map_err(|e| ApiError::invalid_param(format!("{param}[{}]", e.index), e.to_string()))?;
         let text = tokenizer.decode(&ids, false)?;
         Ok(Prompt { text, ids })
     };
-    let list = match field {
+    // Counted before any is tokenized: each costs a tokenizer pass.
+    let count = match &field {
         None => return Err(ApiError::invalid_param("prompt", "`prompt` is required")),
-        Some(PromptField::Text(t)) => vec![from_text(t)?],
-        Some(PromptField::Texts(ts)) => ts.into_iter().map(from_text).collect::<Result<_, _>>()?,
-        Some(PromptField::Tokens(ids)) => vec![from_ids(ids, "prompt".into())?],
-        Some(PromptField::TokenLists(lists)) => lists
-            .into_iter()
-            .enumerate()
-            .map(|(i, ids)| from_ids(ids, format!("prompt[{i}]")))
-            .collect::<Result<_, _>>()?,
+        Some(PromptField::Texts(ts)) => ts.len(),
+        Some(PromptField::TokenLists(lists)) => lists.len(),
+        Some(_) => 1,
     };
-    if list.is_empty() {
+    if count == 0 {
         return Err(ApiError::invalid_param("prompt", "`prompt` must not be an empty list"));
     }
-    if list.len() > MAX_PROMPTS {
-        return Err(ApiError::invalid_param("prompt", format!("at most {MAX_PROMPTS} prompts per request")));
+    if count > MAX_PROMPTS {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!("at most {MAX_PROMPTS} prompts per request, got {count}"),
+        ));
     }
-    Ok(list)
+    match field {
+        None => Err(ApiError::invalid_param("prompt", "`prompt` is required")),
+        Some(PromptField::Text(t)) => Ok(vec![from_text(t)?]),
+        Some(PromptField::Texts(ts)) => ts.into_iter().map(from_text).collect(),
+        Some(PromptField::Tokens(ids)) => Ok(vec![from_ids(ids, "prompt".into())?]),
+        Some(PromptField::TokenLists(lists)) => {
+            lists.into_iter().enumerate().map(|(i, ids)| from_ids(ids, format!("prompt[{i}]"))).collect()
+        }
+    }
 }
 
 pub async fn completions(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(mut req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let served = state.ready()?;
@@ -90,17 +90,16 @@ pub async fn completions(
     if req.best_of.is_some_and(|b| b != plan.n as i64) {
         return Err(ApiError::unsupported_param("best_of"));
     }
-    let constraint = match plan.grammar.clone() {
-        None => None,
-        Some(gbnf) => {
-            let served = served.clone();
-            tokio::task::spawn_blocking(move || served.gbnf_constraint(&gbnf).map(Some))
-                .await
-                .map_err(|e| ApiError::internal(format!("compiling the grammar failed: {e}")))??
-        }
-    };
     let tokenizer = served.engine.tokenizer().clone();
-    let prompts = prompts(req.prompt, &tokenizer, plan.add_bos)?;
+    let (constraint, prompts) = {
+        let (served, grammar, tokenizer, add_bos, prompt) =
+            (served.clone(), plan.grammar.clone(), tokenizer.clone(), plan.add_bos, req.prompt.take());
+        blocking::off_runtime("preparing the prompt", move || {
+            let constraint = grammar.map(|gbnf| served.gbnf_constraint(&gbnf)).transpose()?;
+            Ok((constraint, prompts(prompt, &tokenizer, add_bos)?))
+        })
+        .await?
+    };
     if state.settings.debug {
         for p in &prompts {
             tracing::info!(prompt = %p.text, "completion prompt");
@@ -120,7 +119,9 @@ pub async fn completions(
         let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         sub.constraint = constraint;
         let prompt_tokens = sub.prompt.len();
-        let run = submit_choices(&served, &plan, &sub, 1)?.pop().ok_or_else(|| ApiError::internal("no choice"))?;
+        let run = submit_choices(&served, &plan, &sub, 1, &caller.owner)?
+            .pop()
+            .ok_or_else(|| ApiError::internal("no choice"))?;
         let w = CompletionWriter {
             id,
             created,
@@ -139,7 +140,7 @@ pub async fn completions(
         let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         sub.constraint = constraint.clone();
         prompt_tokens += sub.prompt.len();
-        let runs = submit_choices(&served, &plan, &sub, plan.n)?;
+        let runs = submit_choices(&served, &plan, &sub, plan.n, &caller.owner)?;
         pending.push((prompt.text, runs));
     }
     let mut choices = Vec::new();

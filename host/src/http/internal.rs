@@ -1,11 +1,13 @@
 //! text-generation-webui's internal endpoints: tokenization, the next token's distribution,
 //! the rendered chat prompt, stopping generations, and model information.
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Caller;
+use super::blocking;
 use super::body::JsonBody;
 use super::chat::{RenderedChat, render_request};
 use super::state::{SharedState, size_generation};
@@ -33,7 +35,8 @@ pub async fn encode(
     JsonBody(body): JsonBody<TextBody>,
 ) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
-    let tokens = served.engine.tokenizer().encode(&body.text, true)?;
+    let tokens =
+        blocking::off_runtime("tokenizing", move || Ok(served.engine.tokenizer().encode(&body.text, true)?)).await?;
     Ok(Json(json!({ "tokens": tokens, "length": tokens.len() })))
 }
 
@@ -43,24 +46,14 @@ pub async fn decode(
     JsonBody(body): JsonBody<TokensBody>,
 ) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
-    let tokenizer = served.engine.tokenizer();
-    let vocab = tokenizer.vocab_size() as i64;
-    let ids = body
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            if (0..vocab).contains(&t) {
-                Ok(t as u32)
-            } else {
-                Err(ApiError::invalid_param(
-                    format!("tokens[{i}]"),
-                    format!("token id {t} is outside the vocabulary (0..{vocab})"),
-                ))
-            }
-        })
-        .collect::<Result<Vec<u32>, _>>()?;
-    let text = tokenizer.decode(&ids, false)?;
+    let text = blocking::off_runtime("detokenizing", move || {
+        let tokenizer = served.engine.tokenizer();
+        let ids = tokenizer
+            .ids_in_vocabulary(&body.tokens)
+            .map_err(|e| ApiError::invalid_param(format!("tokens[{}]", e.index), e.to_string()))?;
+        Ok(tokenizer.decode(&ids, false)?)
+    })
+    .await?;
     Ok(Json(json!({ "text": text })))
 }
 
@@ -70,7 +63,8 @@ pub async fn token_count(
     JsonBody(body): JsonBody<TextBody>,
 ) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
-    let tokens = served.engine.tokenizer().encode(&body.text, true)?;
+    let tokens =
+        blocking::off_runtime("tokenizing", move || Ok(served.engine.tokenizer().encode(&body.text, true)?)).await?;
     Ok(Json(json!({ "length": tokens.len() })))
 }
 
@@ -80,6 +74,7 @@ pub async fn token_count(
 /// keyed by their text; where two ids decode to the same text the likelier one is kept.
 pub async fn logits(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(mut req): JsonBody<LogitsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
@@ -102,9 +97,12 @@ pub async fn logits(
         return Err(ApiError::unsupported_param("grammar_string"));
     }
     let tokenizer = served.engine.tokenizer().clone();
-    let ids = tokenizer.encode(&req.prompt, plan.add_bos)?;
+    let ids = {
+        let (tokenizer, prompt, add_bos) = (tokenizer.clone(), std::mem::take(&mut req.prompt), plan.add_bos);
+        blocking::off_runtime("tokenizing", move || Ok(tokenizer.encode(&prompt, add_bos)?)).await?
+    };
     let sub = size_generation(&served, &state.settings, &plan, ids)?;
-    let mut stream = served.engine.submit(GenerationRequest {
+    let request = GenerationRequest {
         prompt: sub.prompt,
         max_new_tokens: 1,
         sampling: plan.sampling,
@@ -112,7 +110,8 @@ pub async fn logits(
         constraint: None,
         distribution: Some(DistributionQuery { use_samplers: req.use_samplers.unwrap_or(false), top }),
         logprobs: None,
-    })?;
+    };
+    let mut stream = served.engine.submit(request, Some(caller.owner))?;
     loop {
         match stream.next().await {
             Some(TokenEvent::Distribution(dist)) => {
@@ -141,16 +140,24 @@ pub async fn chat_prompt(
 ) -> Result<Json<Value>, ApiError> {
     let served = state.ready()?;
     // Rendering may call the tool-format plugin: keep it off the async runtime.
-    let RenderedChat { prompt, .. } = tokio::task::spawn_blocking(move || render_request(&state, &served, req))
-        .await
-        .map_err(|e| ApiError::internal(format!("rendering the prompt failed: {e}")))??;
+    let RenderedChat { prompt, .. } =
+        blocking::off_runtime("rendering the prompt", move || render_request(&state, &served, req)).await?;
     Ok(Json(json!({ "prompt": prompt })))
 }
 
-/// Stops every running and queued generation → `"OK"`.
-pub async fn stop_generation(State(state): State<SharedState>) -> Json<&'static str> {
+/// Stops the caller's running and queued generations → `"OK"`: those made from the caller's
+/// address, or with the admin key, everyone's (textgen is single-user and stops all; a shared
+/// server must not let one user end another's answers).
+pub async fn stop_generation(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<&'static str> {
     if let Some(served) = state.served() {
-        served.engine.cancel_all();
+        if caller.admin {
+            served.engine.cancel_all();
+        } else {
+            served.engine.stop_owned_by(&caller.owner);
+        }
     }
     Json("OK")
 }

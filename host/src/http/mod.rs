@@ -1,10 +1,14 @@
 //! The HTTP API: thin axum handlers, one file per API area, and [`app`], the router with every
-//! route and the layers around them (CORS, keys, Host guard, body limit, panic guard).
+//! route and the layers around them (browser origins and CORS, keys, Host guard, body limit,
+//! panic guard).
 
+pub mod auth;
+pub mod blocking;
 pub mod body;
 pub mod chat;
 pub mod chat_run;
 pub mod completions;
+pub mod cors;
 pub mod embeddings;
 pub mod generation;
 pub mod health;
@@ -30,17 +34,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use hearth_settings::Settings;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::CorsLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
 pub use state::{AppState, ModelState, ServedModel, SharedState};
 
+/// The address `--listen-host` names: an IPv4 or IPv6 address, bracketed or not, or
+/// `localhost`; `None` for anything else.
+pub fn listen_ip(host: &str) -> Option<std::net::IpAddr> {
+    let host = host.trim();
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    bare.parse().ok()
+}
+
 /// Whether the server accepts connections from other machines (then the Host guard is off).
 pub fn listens_publicly(settings: &Settings) -> bool {
     match settings.listen_host.as_deref() {
-        Some(host) => host.parse::<std::net::IpAddr>().map_or(host != "localhost", |ip| !ip.is_loopback()),
+        // A name that is not an address could resolve anywhere: treat it as public.
+        Some(host) => listen_ip(host).is_none_or(|ip| !ip.is_loopback()),
         None => settings.listen,
     }
 }
@@ -57,17 +72,22 @@ async fn wrong_method() -> ApiError {
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
+    let detail = crate::panics::panic_message(&*panic);
     tracing::error!("a handler panicked: {detail}");
     ApiError::internal("Internal error while handling the request; the server keeps running").into_response()
 }
 
 /// The router with every route (tests build it in-process too).
 pub fn app(state: SharedState) -> Router {
+    let keys = || axum::middleware::from_fn_with_state(state.clone(), auth::require_keys);
+    // Model management: the admin key, and never CORS (cors::origin_guard refuses other
+    // origins before this).
+    let admin = Router::new()
+        .route("/v1/internal/model/info", get(internal::model_info))
+        .route("/v1/internal/model/list", get(internal::model_list))
+        .route("/v1/internal/model/load", post(model_admin::load))
+        .route("/v1/internal/model/unload", post(model_admin::unload))
+        .layer(keys());
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/v1/internal/health", get(health::health))
@@ -81,23 +101,22 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/logits", post(internal::logits))
         .route("/v1/internal/chat-prompt", post(internal::chat_prompt))
         .route("/v1/internal/stop-generation", post(internal::stop_generation))
-        .route("/v1/internal/model/info", get(internal::model_info))
-        .route("/v1/internal/model/list", get(internal::model_list))
-        .route("/v1/internal/model/load", post(model_admin::load))
-        .route("/v1/internal/model/unload", post(model_admin::unload))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/moderations", post(moderations::moderations))
         .route("/v1/plugins/{name}", any(plugins::handle_root))
         .route("/v1/plugins/{name}/", any(plugins::handle_root))
         .route("/v1/plugins/{name}/{*rest}", any(plugins::handle))
         .fallback(unknown_route)
-        .method_not_allowed_fallback(wrong_method);
-    api.layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_keys))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::host_guard))
+        .method_not_allowed_fallback(wrong_method)
+        .layer(keys())
+        // Outside the keys: a browser's preflight carries no Authorization header.
+        .layer(cors::layer(&state.settings));
+    api.merge(admin)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::host_guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::origin_guard))
         // JsonBody enforces `max_body_bytes` itself (and drains oversized bodies).
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(CorsLayer::permissive())
         // Method, path, status and latency only, at debug level: never request or response
         // content. (`HEARTH_LOG=tower_http=debug` shows them.)
         .layer(
@@ -106,4 +125,22 @@ pub fn app(state: SharedState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_hosts_parse_bracketed_or_not() {
+        let loopback = |h: &str| Settings { listen_host: Some(h.into()), ..Settings::default() };
+        for host in ["[::1]", "::1", "127.0.0.1", "localhost", " [::1] "] {
+            assert!(!listens_publicly(&loopback(host)), "{host}");
+        }
+        for host in ["0.0.0.0", "[::]", "::", "192.168.1.2", "example.org"] {
+            assert!(listens_publicly(&loopback(host)), "{host}");
+        }
+        assert_eq!(listen_ip("[::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(listen_ip("[::1"), None);
+    }
 }

@@ -11,7 +11,7 @@ use hearth_settings::Settings;
 use super::generation::ChoiceRun;
 use super::validate::GenerationPlan;
 use crate::embedding_service::EmbeddingService;
-use crate::engine::{Engine, GenerationRequest};
+use crate::engine::{Engine, GenerationRequest, Owner};
 use crate::error::ApiError;
 use crate::model::model_id;
 use crate::plugin_services::ModelServices;
@@ -249,6 +249,7 @@ pub fn submit_choices(
     plan: &GenerationPlan,
     sub: &Submission,
     n: usize,
+    owner: &Owner,
 ) -> Result<Vec<ChoiceRun>, ApiError> {
     let tokenizer = served.engine.tokenizer().clone();
     let stop_ids = if plan.ban_eos { Vec::new() } else { tokenizer.end_ids.clone() };
@@ -265,7 +266,7 @@ pub fn submit_choices(
                 distribution: None,
                 logprobs: plan.logprobs,
             };
-            let stream = served.engine.submit(request)?;
+            let stream = served.engine.submit(request, Some(owner.clone()))?;
             Ok(ChoiceRun::new(
                 stream,
                 tokenizer.clone(),

@@ -1,8 +1,11 @@
 //! The host functions plugins import (`hearth:plugin/host`): logging for every plugin;
-//! tokenize, generate and embed only where the plugin's settings grant them. Their time is not
-//! charged to the plugin's CPU deadline, and what they return is capped.
+//! tokenize, generate and embed only where the plugin's settings grant them. Their wall-clock
+//! time is charged to the call's host-time budget (`limits.host_ms`), not to its CPU deadline;
+//! what they take and return is capped.
 
 use hearth_plugin_bindings::sampler::hearth::plugin::{host, types};
+use std::time::Instant;
+
 use hearth_settings::Grant;
 
 use super::runtime::HostState;
@@ -16,7 +19,8 @@ const MAX_ITEMS: usize = 1 << 20;
 pub trait HostServices: Send + Sync {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, String>;
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String>;
-    fn generate(&self, request: &host::GenerateRequest) -> Result<host::GenerateResponse, String>;
+    /// Generates, giving up (and stopping the generation) at `deadline`.
+    fn generate(&self, request: &host::GenerateRequest, deadline: Instant) -> Result<host::GenerateResponse, String>;
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String>;
 }
 
@@ -54,7 +58,10 @@ impl host::Host for HostState {
     }
 
     fn tokenize(&mut self, text: String) -> Result<Vec<u32>, String> {
-        self.timed(|s| {
+        if text.len() > MAX_RETURN_TEXT {
+            return Err("the text is larger than a plugin may tokenize in one call".into());
+        }
+        self.charged(|s, _| {
             let ids = s.granted(Grant::Tokenize)?.tokenize(&text)?;
             if ids.len() > MAX_ITEMS {
                 return Err(format!("{} tokens is more than a plugin may receive", ids.len()));
@@ -64,7 +71,10 @@ impl host::Host for HostState {
     }
 
     fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
-        self.timed(|s| {
+        if tokens.len() > MAX_ITEMS {
+            return Err("too many tokens".into());
+        }
+        self.charged(|s, _| {
             let text = s.granted(Grant::Tokenize)?.detokenize(&tokens)?;
             if text.len() > MAX_RETURN_TEXT {
                 return Err("the text is larger than a plugin may receive".into());
@@ -77,13 +87,13 @@ impl host::Host for HostState {
         if self.on_model_thread {
             return Err("`generate` is not available inside a sampler (it runs on the model's own thread)".into());
         }
-        self.timed(|s| s.granted(Grant::Generate)?.generate(&request))
+        self.charged(|s, deadline| s.granted(Grant::Generate)?.generate(&request, deadline))
     }
 
     fn embed(&mut self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
         if texts.len() > MAX_ITEMS {
             return Err("too many texts".into());
         }
-        self.timed(|s| s.granted(Grant::Embed)?.embed(&texts))
+        self.charged(|s, _| s.granted(Grant::Embed)?.embed(&texts))
     }
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
 
@@ -90,8 +90,12 @@ pub struct HostState {
     /// Whether `generate` would wait on the model thread that is running this call.
     pub on_model_thread: bool,
     /// CPU time this thread spent inside host functions during the current call (not charged
-    /// to the plugin).
+    /// to the plugin's CPU deadline: the wall-clock `host_used` is).
     pub host_time: Duration,
+    /// Wall-clock time spent inside host functions during the current call.
+    pub host_used: Duration,
+    /// How much wall-clock time one call may spend inside host functions.
+    pub host_budget: Duration,
     /// Per-token text of the vocabulary (samplers only).
     pub vocab_texts: Option<Arc<Vec<String>>>,
     /// Text generated so far in this sequence (samplers only).
@@ -127,16 +131,29 @@ impl HostState {
             services,
             on_model_thread: false,
             host_time: Duration::ZERO,
+            host_used: Duration::ZERO,
+            host_budget: Duration::from_millis(limits.host_ms),
             vocab_texts: None,
             generated: String::new(),
         }
     }
 
-    /// Times a host function so it is not charged against the plugin's CPU deadline.
-    pub fn timed<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let started = ThreadTime::now();
-        let out = f(self);
-        self.host_time += started.elapsed();
+    /// Runs a host function against the call's host-time budget: refused once the budget is
+    /// spent, handed the instant it must be done by, and charged its wall-clock time. Its CPU
+    /// time is kept apart from the plugin's own CPU deadline.
+    pub fn charged<T>(&mut self, f: impl FnOnce(&mut Self, Instant) -> Result<T, String>) -> Result<T, String> {
+        let left = self.host_budget.saturating_sub(self.host_used);
+        if left.is_zero() {
+            return Err(format!(
+                "plugin `{}` used up its {} ms of host-function time for this call (limits.host_ms)",
+                self.plugin,
+                self.host_budget.as_millis()
+            ));
+        }
+        let (cpu, wall) = (ThreadTime::now(), Instant::now());
+        let out = f(self, wall + left);
+        self.host_time += cpu.elapsed();
+        self.host_used += wall.elapsed();
         out
     }
 }
@@ -219,6 +236,7 @@ pub fn arm_deadline(store: &mut Store<HostState>, limits: &PluginLimits) {
     // makes the call, which is this one.
     let started = ThreadTime::now().as_duration();
     store.data_mut().host_time = Duration::ZERO;
+    store.data_mut().host_used = Duration::ZERO;
     // A new store's deadline is 0: without this the first instruction would trap.
     store.set_epoch_deadline(limits.call_ms.max(1));
     store.epoch_deadline_callback(move |ctx| {

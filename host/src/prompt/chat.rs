@@ -63,12 +63,15 @@ impl ChatRenderer {
         })
     }
 
-    /// The template a render with `template_override` uses, and where it came from.
+    /// The template a render with `template_override` uses, and where it came from. An override
+    /// the request itself brought (`from_request`) renders sandboxed.
     pub fn template(
         &self,
         template_override: Option<&str>,
+        from_request: bool,
     ) -> Result<(Arc<ChatTemplate>, TemplateSource), TemplateError> {
         Ok(match template_override {
+            Some(src) if from_request => (Arc::new(ChatTemplate::from_request(src)?), TemplateSource::Request),
             Some(src) => (Arc::new(ChatTemplate::new(src)?), TemplateSource::Request),
             None => match &self.model_template {
                 Some(t) => (t.clone(), TemplateSource::Model),
@@ -84,7 +87,7 @@ impl ChatRenderer {
 
     /// Renders `conv`; returns the prompt and where its template came from.
     pub fn render(&self, conv: &Conversation<'_>) -> Result<(String, TemplateSource), TemplateError> {
-        let (template, source) = self.template(conv.template_override)?;
+        let (template, source) = self.template(conv.template_override, true)?;
         Ok((self.render_with(&template, conv)?, source))
     }
 

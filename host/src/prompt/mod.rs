@@ -12,10 +12,12 @@ pub mod modes;
 pub mod reasoning;
 pub mod stop;
 pub mod template;
+mod template_bounds;
+pub mod template_sandbox;
 pub mod tokenizer;
 pub(crate) mod user_files;
 
 pub use gguf_vocab::VocabError;
 pub use stop::{StopMatcher, StopOutcome};
 pub use template::{ChatTemplate, TemplateContext, TemplateError};
-pub use tokenizer::{TextTokenizer, TokenizerError};
+pub use tokenizer::{OutOfVocabulary, TextTokenizer, TokenizerError};

@@ -139,7 +139,11 @@ pub fn render(renderer: &ChatRenderer, p: &ModePrompt<'_>) -> Result<String, Mod
     }
     script.extend(rest.iter().cloned());
 
-    let chat_template = ChatTemplate::new(&names(p.chat_template.unwrap_or(DEFAULT_CHAT_TEMPLATE)))?;
+    // The request's own chat template renders sandboxed; the built-in one in place.
+    let chat_template = match p.chat_template {
+        Some(source) => ChatTemplate::from_request(&names(source))?,
+        None => ChatTemplate::new(&names(DEFAULT_CHAT_TEMPLATE))?,
+    };
     let mut vars = p.extra.clone();
     vars.insert("name1".into(), Value::String(persona.user.clone()));
     vars.insert("name2".into(), Value::String(persona.character.clone()));

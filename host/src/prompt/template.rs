@@ -9,6 +9,8 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind};
 use serde::Serialize;
 
+use super::template_bounds::{self, CappedOutput};
+
 /// Upper bound on template work, so a request's `instruction_template_str` cannot spin forever.
 const TEMPLATE_FUEL: u64 = 5_000_000;
 
@@ -47,6 +49,10 @@ pub struct TemplateContext<'a> {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The source of a template a request brought: it renders in a child process
+    /// ([`template_sandbox`](super::template_sandbox)), where no allocation it makes can take
+    /// the server down.
+    untrusted: Option<String>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -62,12 +68,20 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_fuel(Some(TEMPLATE_FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(template_bounds::method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        env.add_filter("indent", template_bounds::indent);
+        env.add_filter("format", template_bounds::format);
         env.add_template_owned("chat", source.to_owned())?;
-        Ok(Self { env })
+        Ok(Self { env, untrusted: None })
+    }
+
+    /// Compiles a template a request brought; it renders in a child process with a memory
+    /// limit.
+    pub fn from_request(source: &str) -> Result<Self, TemplateError> {
+        Ok(Self { untrusted: Some(source.to_owned()), ..Self::new(source)? })
     }
 
     /// Whether the template reads the `tools` variable (renders tools itself).
@@ -75,10 +89,31 @@ impl ChatTemplate {
         self.env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
     }
 
-    /// Renders the conversation to the prompt text.
+    /// Renders the conversation to the prompt text (at most
+    /// [`template_bounds::MAX_RENDERED_BYTES`]).
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<String, TemplateError> {
+        match &self.untrusted {
+            Some(source) => {
+                let context = serde_json::to_value(ctx)
+                    .map_err(|e| TemplateError(format!("cannot hand the conversation to the template: {e}")))?;
+                super::template_sandbox::render(source, context)
+            }
+            None => self.render_here(Value::from_serialize(ctx)),
+        }
+    }
+
+    /// Renders with a context given as JSON, in this process (the sandbox's child uses it).
+    pub fn render_value(&self, ctx: &serde_json::Value) -> Result<String, TemplateError> {
+        self.render_here(Value::from_serialize(ctx))
+    }
+
+    fn render_here(&self, ctx: Value) -> Result<String, TemplateError> {
         let template = self.env.get_template("chat")?;
-        Ok(template.render(Value::from_serialize(ctx))?)
+        let mut out = CappedOutput::default();
+        if let Err(e) = template.render_captured_to(ctx, &mut out) {
+            return Err(if out.overflowed { TemplateError(template_bounds::overflow_message()) } else { e.into() });
+        }
+        String::from_utf8(out.bytes).map_err(|e| TemplateError(format!("the template wrote invalid UTF-8: {e}")))
     }
 }
 
@@ -102,17 +137,19 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let separators: Option<Vec<String>> = kwargs.get("separators")?;
     kwargs.assert_all_used()?;
-    let indent =
-        match indent {
-            None => None,
-            Some(v) if v.is_none() => None,
-            Some(v) => match v.as_str() {
-                Some(s) => Some(s.to_owned()),
-                None => Some(" ".repeat(usize::try_from(v).map_err(|_| {
+    let indent = match indent {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => match v.as_str() {
+            Some(s) => Some(template_bounds::pad_width("tojson's indent", s.len()).map(|_| s.to_owned())?),
+            None => Some(" ".repeat(template_bounds::pad_width(
+                "tojson's indent",
+                usize::try_from(v).map_err(|_| {
                     Error::new(ErrorKind::InvalidOperation, "tojson indent must be a number or a string")
-                })?)),
-            },
-        };
+                })?,
+            )?)),
+        },
+    };
     let mut json = serde_json::to_value(&value)
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot serialize to JSON: {e}")))?;
     if sort_keys.unwrap_or(false) {
@@ -351,6 +388,28 @@ mod tests {
         let t = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
             .unwrap();
         assert!(t.render(&ctx(&[], None)).is_err());
+    }
+
+    #[test]
+    fn huge_paddings_and_outputs_are_errors_not_aborts() {
+        let wide_string_indent = format!("{{{{ messages | tojson(indent='{}') }}}}", "x".repeat(300));
+        for source in [
+            "{{ messages | tojson(indent=9223372036854775807) }}",
+            wide_string_indent.as_str(),
+            "{{ 'a\nb' | indent(9223372036854775807) }}",
+            "{{ 'a\nb' | indent(width=9223372036854775807) }}",
+            "{{ '%0999999999999d' | format(1) }}",
+            "{{ '{:>99999999999}'.format(1) }}",
+            "{% for i in range(5) %}{{ 'x' * 100000000 }}{% endfor %}",
+        ] {
+            let t = ChatTemplate::new(source).unwrap();
+            let msgs = [json!({"role": "user", "content": "Hi"})];
+            let err = t.render(&ctx(&msgs, None)).expect_err(source).to_string();
+            assert!(err.contains("too wide") || err.contains("exceeds"), "{source}: {err}");
+        }
+        let t =
+            ChatTemplate::new("{{ 'a\nb' | indent(4) }}{{ '%05d' | format(7) }}{{ [1] | tojson(indent=2) }}").unwrap();
+        assert_eq!(t.render(&ctx(&[], None)).unwrap(), "a\n    b00007[\n  1\n]");
     }
 
     #[test]

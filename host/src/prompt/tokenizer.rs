@@ -22,9 +22,22 @@ pub enum TokenizerError {
     Decode(String),
 }
 
+/// A token id a request gave that the vocabulary does not have.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[error("token id {id} is outside the vocabulary (0..{vocab})")]
+pub struct OutOfVocabulary {
+    /// Where in the request's list it stood.
+    pub index: usize,
+    pub id: i64,
+    pub vocab: usize,
+}
+
 /// The tokenizer of a loaded model.
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// `inner`'s size with added tokens, read once: the tokenizers crate builds a map of the
+    /// whole vocabulary to answer it.
+    vocab: usize,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     add_bos: bool,
@@ -47,6 +60,7 @@ impl TextTokenizer {
         let v = gguf_vocab::from_metadata(meta)?;
         let chat_template = meta.opt_str("tokenizer.chat_template").map_err(VocabError::from)?.map(str::to_owned);
         Ok(Self {
+            vocab: v.tokenizer.get_vocab_size(true),
             inner: v.tokenizer,
             bos: v.bos,
             eos: v.eos,
@@ -111,12 +125,23 @@ impl TextTokenizer {
         end_ids.dedup();
 
         // tokenizer.json's post-processor already adds BOS/EOS where the model wants them.
-        Ok(Self { inner, bos, eos, add_bos: false, add_eos: false, end_ids, chat_template })
+        let vocab = inner.get_vocab_size(true);
+        Ok(Self { inner, vocab, bos, eos, add_bos: false, add_eos: false, end_ids, chat_template })
     }
 
     /// Wraps an existing tokenizer (tests and tools).
     pub fn from_tokenizer(inner: Tokenizer) -> Self {
-        Self { inner, bos: None, eos: None, add_bos: false, add_eos: false, end_ids: vec![], chat_template: None }
+        let vocab = inner.get_vocab_size(true);
+        Self {
+            inner,
+            vocab,
+            bos: None,
+            eos: None,
+            add_bos: false,
+            add_eos: false,
+            end_ids: vec![],
+            chat_template: None,
+        }
     }
 
     pub fn inner(&self) -> &Tokenizer {
@@ -124,7 +149,18 @@ impl TextTokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab
+    }
+
+    /// A request's token ids as the vocabulary's, or the first one it does not have.
+    pub fn ids_in_vocabulary(&self, ids: &[i64]) -> Result<Vec<u32>, OutOfVocabulary> {
+        ids.iter()
+            .enumerate()
+            .map(|(index, &id)| match u32::try_from(id) {
+                Ok(t) if (t as usize) < self.vocab => Ok(t),
+                _ => Err(OutOfVocabulary { index, id, vocab: self.vocab }),
+            })
+            .collect()
     }
 
     /// Tokenizes `text`; special-token texts in it become their ids. `add_special` adds the

@@ -22,6 +22,36 @@ impl EndpointPlugin for Hostile {
                     format!("{}|{}|{}", answer.text, answer.finish_reason, answer.completion_tokens),
                 ))
             }
+            // Holds its thread in host functions: generates until the host refuses.
+            "/generate-forever" => {
+                let mut calls = 0u32;
+                loop {
+                    let asked = host::GenerateRequest {
+                        prompt: "Count from one to a thousand:".into(),
+                        max_tokens: 4096,
+                        temperature: 0.0,
+                        stop: vec![],
+                    };
+                    match host::generate(&asked) {
+                        Ok(_) => calls += 1,
+                        Err(e) => return Err(format!("after {calls} generations: {e}")),
+                    }
+                }
+            }
+            // Shows the request headers it was given and tries to set headers of every kind.
+            "/headers" => {
+                let seen: Vec<String> = request.headers.iter().map(|(n, _)| n.clone()).collect();
+                Ok(Response {
+                    status: 200,
+                    headers: vec![
+                        ("content-type".into(), "text/plain".into()),
+                        ("x-plugin".into(), "hostile".into()),
+                        ("set-cookie".into(), "session=stolen".into()),
+                        ("access-control-allow-origin".into(), "*".into()),
+                    ],
+                    body: seen.join(",").into_bytes(),
+                })
+            }
             "/loop" => {
                 let mut x: u64 = 0;
                 loop {

@@ -1,17 +1,31 @@
 //! Who may call what: the API key on every route but `/health`, the admin key on model
-//! management routes, and the DNS-rebinding guard that refuses foreign `Host` headers while the
-//! server listens on loopback only.
+//! management routes, who the caller is (for stopping their own generations), and the
+//! DNS-rebinding guard that refuses foreign `Host` headers while the server listens on loopback
+//! only.
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use constant_time_eq::constant_time_eq;
 
+use crate::engine::Owner;
 use crate::error::ApiError;
 use crate::http::state::SharedState;
 
+/// Who made a request, as the handlers see it (a request extension set by [`require_keys`]).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The caller's network address: generations are stopped per address.
+    pub owner: Owner,
+    /// Whether the request carries the admin key (set, or defaulted to the API key): it may
+    /// stop everyone's generations.
+    pub admin: bool,
+}
+
 /// Routes that need the admin key.
-const ADMIN_PREFIX: &str = "/v1/internal/model/";
+pub const ADMIN_PREFIX: &str = "/v1/internal/model/";
 /// Routes open without any key.
 const OPEN_PATHS: &[&str] = &["/health"];
 
@@ -25,12 +39,13 @@ fn matches(given: Option<&str>, expected: &str) -> bool {
     given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
 }
 
-/// Checks keys before any handler runs.
-pub async fn require_keys(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// Checks keys before any handler runs, and records who the caller is.
+pub async fn require_keys(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let s = &state.settings;
+    let admin_key = s.admin_key.as_deref().or(s.api_key.as_deref());
     if path.starts_with(ADMIN_PREFIX) {
-        if let Some(admin) = s.admin_key.as_deref().or(s.api_key.as_deref()) {
+        if let Some(admin) = admin_key {
             if !matches(bearer(&req), admin) {
                 // text-generation-webui answers 403 to any request without the admin key.
                 return ApiError::forbidden().into_response();
@@ -38,11 +53,18 @@ pub async fn require_keys(State(state): State<SharedState>, req: Request, next: 
         }
     } else if !OPEN_PATHS.contains(&path) {
         if let Some(key) = s.api_key.as_deref() {
-            if !matches(bearer(&req), key) {
+            // The admin key opens everything the API key does.
+            let given = bearer(&req);
+            if !matches(given, key) && !s.admin_key.as_deref().is_some_and(|admin| matches(given, admin)) {
                 return ApiError::unauthorized().into_response();
             }
         }
     }
+    let admin = admin_key.is_some_and(|k| matches(bearer(&req), k));
+    // Tests that drive the router in-process have no connection: they are one caller.
+    let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let owner = Owner(address.unwrap_or_else(|| "in-process".into()));
+    req.extensions_mut().insert(Caller { owner, admin });
     next.run(req).await
 }
 
