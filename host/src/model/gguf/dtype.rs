@@ -106,11 +106,15 @@ impl GgmlType {
         })
     }
 
-    /// Bytes taken by `n` values, or `None` when `n` is not a whole number of blocks.
+    /// Bytes taken by `n` values, or `None` when `n` is not a whole number of blocks or its
+    /// size does not fit in 64 bits (a corrupt shape).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (per_block, bytes) = self.block_layout()?;
         let per_block = per_block as u64;
-        (n % per_block == 0).then(|| n / per_block * bytes as u64)
+        if n % per_block != 0 {
+            return None;
+        }
+        (n / per_block).checked_mul(bytes as u64)
     }
 }
 

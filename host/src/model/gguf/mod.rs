@@ -97,8 +97,27 @@ impl GgufFile {
         Self::parse(path.to_path_buf(), mmap)
     }
 
+    /// Parses a GGUF file held in memory (tests and fuzzing), as [`Self::open`] parses one on
+    /// disk.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, GgufError> {
+        // An anonymous map of at least one page: mapping zero bytes is an error of its own.
+        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1))?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        let map = map.make_read_only()?;
+        // The map may be a page longer than the bytes; parse exactly the bytes given.
+        if map.len() != bytes.len() {
+            return Self::parse_prefix(PathBuf::from("<memory>"), map, bytes.len());
+        }
+        Self::parse(PathBuf::from("<memory>"), map)
+    }
+
     fn parse(path: PathBuf, mmap: Mmap) -> Result<Self, GgufError> {
-        let mut r = Reader { buf: &mmap, pos: 0 };
+        let len = mmap.len();
+        Self::parse_prefix(path, mmap, len)
+    }
+
+    fn parse_prefix(path: PathBuf, mmap: Mmap, len: usize) -> Result<Self, GgufError> {
+        let mut r = Reader { buf: &mmap[..len], pos: 0 };
         let magic: [u8; 4] = r.bytes(4, "magic")?.try_into().unwrap_or_default();
         if &magic != MAGIC {
             return Err(GgufError::BadMagic(magic));
@@ -118,8 +137,11 @@ impl GgufFile {
             metadata.insert(key, value);
         }
 
-        let mut tensors = Vec::with_capacity(tensor_count as usize);
-        let mut by_name = HashMap::with_capacity(tensor_count as usize);
+        // Room only for as many entries as the bytes left could describe (24 bytes each at
+        // least): a count read from a corrupt header must not reserve a gigabyte up front.
+        let room = (tensor_count as usize).min(r.remaining() / 24);
+        let mut tensors = Vec::with_capacity(room);
+        let mut by_name = HashMap::with_capacity(room);
         for i in 0..tensor_count {
             let name = r.string(&format!("name of tensor #{i}"))?;
             let n_dims = r.u32(&format!("rank of tensor `{name}`"))?;
@@ -144,7 +166,7 @@ impl GgufFile {
             }
         };
         let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
-        let len = mmap.len() as u64;
+        let len = len as u64;
         for t in &tensors {
             let values =
                 t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
@@ -155,7 +177,10 @@ impl GgufFile {
                 continue;
             };
             let bytes = bytes.ok_or_else(|| {
-                GgufError::Corrupt(format!("tensor `{}` of {values} values is not whole {} blocks", t.name, t.ty))
+                GgufError::Corrupt(format!(
+                    "tensor `{}` of {values} values is not a whole number of {} blocks that fits in the file",
+                    t.name, t.ty
+                ))
             })?;
             if t.offset % alignment != 0 {
                 return Err(GgufError::Corrupt(format!("tensor `{}` data is not aligned to {alignment}", t.name)));
@@ -234,6 +259,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Bytes not read yet.
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
         let b = self.bytes(N, what)?;
         let mut out = [0u8; N];
@@ -285,7 +315,8 @@ impl<'a> Reader<'a> {
                 }
                 let item_ty = self.u32(&what)?;
                 let n = self.count(&what)?;
-                let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
+                // Each item takes at least a byte of the file.
+                let mut items = Vec::with_capacity((n as usize).min(self.remaining()).min(1 << 16));
                 for _ in 0..n {
                     items.push(self.value(item_ty, key, depth + 1)?);
                 }
