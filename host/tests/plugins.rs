@@ -107,7 +107,7 @@ fn hostile_server() -> Server {
     let path = settings(
         "hostile",
         &format!(
-            "  - {{name: hostile, path: {}, limits: {{memory_mb: 64, call_ms: 300}}}}\n  - {{name: token-tools, path: {}, grants: [tokenize]}}\n  - {{name: generator, path: {}, grants: [generate, clock]}}\n",
+            "  - {{name: hostile, path: {}, limits: {{memory_mb: 64, call_ms: 300}}}}\n  - {{name: token-tools, path: {}, grants: [tokenize], limits: {{host_ms: 5000}}}}\n  - {{name: generator, path: {}, grants: [generate, clock], limits: {{host_ms: 3000}}}}\n",
             hostile.display(),
             tools.display(),
             hostile.display()
@@ -241,6 +241,50 @@ fn a_granted_plugin_runs_the_model() {
     let (status, body) = call(&server, "GET", "/v1/plugins/hostile/generate", None);
     assert_eq!(status, 502, "{body}");
     assert!(error_of(&body)["message"].as_str().unwrap().contains("not granted `generate`"), "{body}");
+}
+
+#[test]
+fn host_functions_are_charged_to_the_calls_host_time() {
+    let server = hostile_server();
+    // A plugin that generates until refused holds its thread only for its `host_ms` (3 s).
+    let started = Instant::now();
+    let (status, body) = call(&server, "GET", "/v1/plugins/generator/generate-forever", None);
+    assert_eq!(status, 502, "{body}");
+    let message = error_of(&body)["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("host-function time"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(60), "it held a thread for {:?}", started.elapsed());
+    assert_ok_after(&server, "a plugin that generates forever");
+    // 2,000 detokenize calls (one per piece) fit token-tools' 5 s: each once rebuilt the
+    // vocabulary map, 15 s in all.
+    let text = "word ".repeat(2_000);
+    let (status, body) = call(&server, "POST", "/v1/plugins/token-tools/tokenize", Some(&json!({"text": text})));
+    assert_eq!(status, 200, "{}", &body[..body.len().min(400)]);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(answer["pieces"].as_array().unwrap().len() >= 2_000, "{answer}");
+}
+
+#[test]
+fn plugin_headers_cross_only_on_allow_lists() {
+    let server = hostile_server();
+    let mut resp = agent()
+        .get(&server.url("/v1/plugins/hostile/headers"))
+        .header("Cookie", "session=secret")
+        .header("X-Api-Token", "secret")
+        .header("Accept", "text/plain")
+        .call()
+        .expect("request sent");
+    assert_eq!(resp.status().as_u16(), 200);
+    let headers = resp.headers().clone();
+    let seen = resp.body_mut().read_to_string().unwrap();
+    let seen: Vec<&str> = seen.split(',').collect();
+    assert!(seen.contains(&"accept"), "{seen:?}");
+    for hidden in ["cookie", "x-api-token", "authorization", "host"] {
+        assert!(!seen.contains(&hidden), "the plugin saw `{hidden}`: {seen:?}");
+    }
+    assert_eq!(headers.get("x-plugin").and_then(|v| v.to_str().ok()), Some("hostile"));
+    for dropped in ["set-cookie", "access-control-allow-origin"] {
+        assert!(headers.get(dropped).is_none(), "the plugin set `{dropped}`");
+    }
 }
 
 #[test]

@@ -29,6 +29,8 @@ fn api_key_and_admin_key_are_enforced() {
     assert_eq!(body["error"]["type"], "authentication_error");
     assert_eq!(status_with(&server, "/v1/models", Some("wrong")).0, 401);
     assert_eq!(status_with(&server, "/v1/models", Some("user-key")).0, 200);
+    // The admin key opens what the API key opens.
+    assert_eq!(status_with(&server, "/v1/models", Some("admin-key")).0, 200);
     // /health needs no key.
     assert_eq!(status_with(&server, "/health", None).0, 200);
     // Admin routes: the user key is not enough.
