@@ -73,6 +73,15 @@ struct ServeCli {
     /// Threads the CPU path computes on (default: RAYON_NUM_THREADS, else the physical cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Sequences batched together, one forward pass a step for all of them (default 16).
+    #[arg(long, value_name = "N")]
+    parallel: Option<usize>,
+    /// Requests that may wait for a batch slot before new ones get 429 (default 64).
+    #[arg(long, value_name = "M")]
+    max_queue: Option<usize>,
+    /// Most prompt tokens one step prefills (default 512).
+    #[arg(long, value_name = "TOKENS")]
+    prefill_chunk: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +181,9 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         user_data_dir: cli.user_data_dir,
         device: cli.device,
         ctx_size: cli.ctx_size,
+        max_running: cli.parallel,
+        max_queue: cli.max_queue,
+        prefill_chunk: cli.prefill_chunk,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

@@ -54,10 +54,14 @@ pub struct Settings {
     pub ctx_size: Option<usize>,
     /// Default `max_tokens` when a request gives none.
     pub max_tokens_default: usize,
-    /// Requests that may wait for the model before new ones get 429.
+    /// Requests that may wait for the model before new ones get 429 (`--max-queue`).
     pub max_queue: usize,
-    /// Sequences generating at the same time.
+    /// Sequences batched together, each step one forward pass for all of them (`--parallel`,
+    /// llama.cpp's `-np`).
     pub max_running: usize,
+    /// Most prompt tokens one step prefills: long prompts go through in chunks of this size
+    /// while the other sequences keep generating (`--prefill-chunk`).
+    pub prefill_chunk: usize,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_body_bytes: usize,
     /// WebAssembly plugins to load, in order (sampler plugins run in this order).
@@ -174,7 +178,8 @@ impl Default for Settings {
             ctx_size: None,
             max_tokens_default: 512,
             max_queue: 64,
-            max_running: 4,
+            max_running: 16,
+            prefill_chunk: 512,
             max_body_bytes: 4 << 20,
             plugins: Vec::new(),
             plugin_cache_dir: None,
@@ -226,6 +231,15 @@ pub struct CliSettings {
     /// `--ctx-size`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ctx_size: Option<usize>,
+    /// `--parallel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<usize>,
+    /// `--max-queue`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<usize>,
+    /// `--prefill-chunk`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_chunk: Option<usize>,
 }
 
 /// Settings that cannot be loaded.

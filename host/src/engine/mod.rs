@@ -1,7 +1,8 @@
 //! The generation engine: one OS thread owns the model (TEI's backend-thread pattern); requests
-//! arrive through a bounded queue (full → `Overloaded`) and stream token events back. Running
-//! sequences take turns a token at a time, each with its own KV cache, so a long answer does not
-//! hold a short one hostage. Dropping a [`GenerationStream`] cancels its sequence at once.
+//! arrive through a bounded queue (full → `Overloaded`, a 429) and stream token events back.
+//! Running sequences share each forward pass (see `worker`), each with its own KV cache; a long
+//! prompt is prefilled in chunks between the others' tokens, so it does not hold them hostage.
+//! Dropping a [`GenerationStream`] cancels its sequence at once.
 
 mod worker;
 

@@ -1,6 +1,10 @@
-//! The model thread: admits queued jobs, steps every running sequence one token at a time
-//! (prefill first), samples, and streams events. A panic inside the model fails that sequence,
-//! not the thread.
+//! The model thread: a batching scheduler. Each tick it admits queued jobs, then runs ONE
+//! forward pass over a flat batch — a token for every sequence that is generating, plus at most
+//! one chunk of one sequence's prompt (chunked prefill) — samples each sequence's next token and
+//! streams events. A sequence's prompt always splits into the same chunks, and decode tokens
+//! are computed as lone tokens, so a sequence gets the same numbers (and a greedy request the
+//! same text) however many others share its steps. A panic inside the model fails that step's
+//! sequences, not the thread.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{FinishReason, Job, Shared, TokenEvent, TokenLogprob};
 use crate::constraint::Constraint;
-use crate::model::{KvCache, LoadedModel, LogitsFor, ModelError};
+use crate::model::{BatchItem, KvCache, LoadedModel, LogitsFor, ModelError};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
 use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs};
 
@@ -20,8 +24,10 @@ use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs
 pub struct WorkerOptions {
     /// Requests that may wait before new ones are refused.
     pub queue_capacity: usize,
-    /// Sequences generating at the same time (each holds a KV cache).
+    /// Sequences in a batch at the same time (each holds a KV cache).
     pub max_running: usize,
+    /// Most prompt tokens one tick prefills (one sequence's chunk).
+    pub prefill_chunk: usize,
     /// Most positions per sequence (capped by the model's own context length).
     pub context_length: usize,
     /// Run the model once on typical shapes at start (wgpu compiles kernels per shape).
@@ -32,7 +38,14 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { queue_capacity: 64, max_running: 4, context_length: 8192, warm_up: true, plugins: None }
+        Self {
+            queue_capacity: 64,
+            max_running: 16,
+            prefill_chunk: 512,
+            context_length: 8192,
+            warm_up: true,
+            plugins: None,
+        }
     }
 }
 
@@ -41,15 +54,29 @@ struct Sequence {
     job: Job,
     cache: KvCache,
     sampler: Sampler,
-    /// Prompt and generated tokens.
+    /// Prompt and generated tokens; `cache` holds the first `cache.len()` of them.
     context: Vec<u32>,
     prompt_len: usize,
     max_new: usize,
-    prefilled: bool,
     /// Sampler plugin instances of this generation.
     samplers: Vec<SamplerSession>,
     /// The grammar the output follows, if any.
     constraint: Option<Constraint>,
+    /// When it was admitted (the prefill log line's time).
+    admitted: Instant,
+}
+
+impl Sequence {
+    /// Whether its whole prompt has been run.
+    fn prefilled(&self) -> bool {
+        self.cache.len() >= self.prompt_len
+    }
+
+    /// Whether its prompt is scored position by position (completions' `echo` with
+    /// `logprobs`): that prefill runs on its own.
+    fn scores_prompt(&self) -> bool {
+        self.job.request.logprobs.is_some_and(|q| q.prompt)
+    }
 }
 
 enum Step {
@@ -70,6 +97,7 @@ struct Worker {
     jobs: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     options: WorkerOptions,
+    /// In admission order: the first one still prefilling gets the tick's prompt chunk.
     running: Vec<Sequence>,
 }
 
@@ -91,22 +119,127 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let mut i = 0;
-            while i < self.running.len() {
-                let outcome = catch_unwind(AssertUnwindSafe(|| self.step(i))).unwrap_or_else(|panic| {
-                    let msg = crate::panics::panic_message(&*panic);
-                    tracing::error!("the model panicked: {msg}");
-                    let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
-                    Step::Done
-                });
-                match outcome {
-                    Step::Continue => i += 1,
-                    Step::Done => {
-                        self.running.swap_remove(i);
-                        self.shared.running.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
+            self.tick();
+        }
+    }
+
+    /// One step of every running sequence.
+    fn tick(&mut self) {
+        self.retire(|w, i| w.check_ended(i));
+        if self.running.is_empty() {
+            return;
+        }
+        // A prompt that is scored token by token runs alone, before the batch.
+        if let Some(i) = self.running.iter().position(|s| !s.prefilled() && s.scores_prompt()) {
+            let outcome = self.guarded(i, |w, i| w.prefill_scored(i));
+            if matches!(outcome, Step::Done) {
+                self.remove(i);
             }
+            return;
+        }
+        let decoding: Vec<usize> = (0..self.running.len()).filter(|&i| self.running[i].prefilled()).collect();
+        let prefilling = self.running.iter().position(|s| !s.prefilled());
+        let chunk = self.options.prefill_chunk.max(1);
+        let started = Instant::now();
+        let logits = {
+            let mut order: Vec<usize> = decoding.clone();
+            order.extend(prefilling);
+            // Borrow each chosen sequence's pending tokens and cache at once.
+            let mut chosen: Vec<&mut Sequence> = Vec::with_capacity(order.len());
+            let mut rest: &mut [Sequence] = &mut self.running;
+            let mut offset = 0;
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            for &i in &sorted {
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(i - offset);
+                let (seq, tail) = tail.split_first_mut().unwrap_or_else(|| unreachable!("indices are in range"));
+                chosen.push(seq);
+                rest = tail;
+                offset = i + 1;
+            }
+            // `chosen` is in index order; the batch wants decode steps first, then the chunk.
+            chosen.sort_by_key(|s| !s.prefilled());
+            let mut items: Vec<BatchItem<'_>> = chosen
+                .into_iter()
+                .map(|seq| {
+                    let done = seq.cache.len();
+                    let end = if seq.prefilled() { seq.context.len() } else { (done + chunk).min(seq.prompt_len) };
+                    BatchItem { tokens: &seq.context[done..end], cache: &mut seq.cache, logits: LogitsFor::Last }
+                })
+                .collect();
+            let model = &self.model;
+            catch_unwind(AssertUnwindSafe(|| model.llama.forward_batch(&mut items)))
+        };
+        let mut order = decoding;
+        order.extend(prefilling);
+        let failure = match logits {
+            Ok(Ok(l)) if l.len() == order.len() => Ok(l),
+            Ok(Ok(_)) => Err("internal model error: the batch lost a sequence".to_owned()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => {
+                let msg = crate::panics::panic_message(&*panic);
+                tracing::error!("the model panicked: {msg}");
+                Err(format!("internal model error: {msg}"))
+            }
+        };
+        let logits = match failure {
+            Ok(l) => l,
+            Err(message) => {
+                self.fail_all(&order, &message);
+                return;
+            }
+        };
+        tracing::trace!(sequences = order.len(), ms = started.elapsed().as_millis() as u64, "batched step");
+        let mut ended = Vec::new();
+        for (&i, logits) in order.iter().zip(logits) {
+            let seq = &self.running[i];
+            if !seq.prefilled() {
+                continue; // more of its prompt next tick
+            }
+            if seq.context.len() == seq.prompt_len {
+                tracing::debug!(tokens = seq.prompt_len, ms = seq.admitted.elapsed().as_millis() as u64, "prefill");
+            }
+            if matches!(self.guarded(i, |w, i| w.after_logits(i, logits)), Step::Done) {
+                ended.push(i);
+            }
+        }
+        ended.sort_unstable();
+        for i in ended.into_iter().rev() {
+            self.remove(i);
+        }
+    }
+
+    /// Ends sequences for which `check` says so (most recent first, so indices stay valid).
+    fn retire(&mut self, check: impl Fn(&mut Self, usize) -> Step) {
+        for i in (0..self.running.len()).rev() {
+            if matches!(check(self, i), Step::Done) {
+                self.remove(i);
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        // `remove`, not `swap_remove`: admission order decides whose prompt is prefilled next.
+        self.running.remove(i);
+        self.shared.running.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Runs `f` for sequence `i`; a panic fails that sequence alone.
+    fn guarded(&mut self, i: usize, f: impl FnOnce(&mut Self, usize) -> Step) -> Step {
+        catch_unwind(AssertUnwindSafe(|| f(self, i))).unwrap_or_else(|panic| {
+            let msg = crate::panics::panic_message(&*panic);
+            tracing::error!("the model panicked: {msg}");
+            let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
+            Step::Done
+        })
+    }
+
+    fn fail_all(&mut self, order: &[usize], message: &str) {
+        for &i in order {
+            let _ = self.running[i].job.events.send(TokenEvent::Failed(message.to_owned()));
+            // A cache the failed step half-wrote is not used again: the sequence ends below.
+            self.running[i].max_new = 0;
+            self.running[i].job.cancelled.store(true, Ordering::Relaxed);
         }
     }
 
@@ -143,13 +276,15 @@ impl Worker {
             context,
             prompt_len,
             max_new,
-            prefilled: false,
             samplers,
             constraint,
+            admitted: Instant::now(),
         });
     }
 
-    fn step(&mut self, i: usize) -> Step {
+    /// Ends a sequence before its step when its client is gone, it was stopped, or it has no
+    /// room to generate.
+    fn check_ended(&mut self, i: usize) -> Step {
         let epoch = self.shared.epoch.load(Ordering::SeqCst);
         let seq = &mut self.running[i];
         if seq.job.cancelled.load(Ordering::Relaxed) || seq.job.events.is_closed() {
@@ -163,27 +298,31 @@ impl Worker {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
             return Step::Done;
         }
-        let input: &[u32] = if seq.prefilled { &seq.context[seq.context.len() - 1..] } else { &seq.context };
-        let started = Instant::now();
-        let query = seq.job.request.logprobs;
-        let ran = match query.filter(|q| q.prompt && !seq.prefilled) {
-            Some(q) => score_prompt(&self.model, input, &mut seq.cache, q.top).map(|(logits, scored)| {
-                let _ = seq.job.events.send(TokenEvent::PromptLogprobs(scored));
-                logits
-            }),
-            None => run_logits(&self.model, input, &mut seq.cache),
-        };
-        let logits = match ran {
-            Ok(l) => l,
+        Step::Continue
+    }
+
+    /// Prefills a sequence whose prompt tokens are scored, and takes its first token.
+    fn prefill_scored(&mut self, i: usize) -> Step {
+        let seq = &mut self.running[i];
+        let top = seq.job.request.logprobs.map_or(0, |q| q.top);
+        let ran = score_prompt(&self.model, &seq.context, &mut seq.cache, top).map(|(logits, scored)| {
+            let _ = seq.job.events.send(TokenEvent::PromptLogprobs(scored));
+            logits
+        });
+        match ran {
+            Ok(logits) => self.after_logits(i, logits),
             Err(e) => {
-                let _ = seq.job.events.send(TokenEvent::Failed(e.to_string()));
-                return Step::Done;
+                let _ = self.running[i].job.events.send(TokenEvent::Failed(e.to_string()));
+                Step::Done
             }
-        };
-        if !seq.prefilled {
-            tracing::debug!(tokens = seq.prompt_len, ms = started.elapsed().as_millis() as u64, "prefill");
-            seq.prefilled = true;
         }
+    }
+
+    /// Everything after the model's logits for sequence `i`: the grammar mask, a distribution
+    /// query's answer, sampling, stop ids and limits, and the token event.
+    fn after_logits(&mut self, i: usize, logits: Vec<f32>) -> Step {
+        let seq = &mut self.running[i];
+        let query = seq.job.request.logprobs;
         let mut logits = logits;
         if let Some(constraint) = seq.constraint.as_mut() {
             let masked = constraint.mask(&mut logits, &seq.job.request.stop_ids);

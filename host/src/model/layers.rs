@@ -196,6 +196,49 @@ impl Linear {
     }
 }
 
+/// A run of rows of a batched step that is multiplied as one product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroup {
+    pub rows: usize,
+    /// Rows that are independent tokens (decode steps of different sequences): each is
+    /// computed as a lone token would be, whatever the group's size. Otherwise the rows are one
+    /// prompt chunk, computed as that chunk alone would be.
+    pub tokenwise: bool,
+}
+
+impl Linear {
+    /// `x`: `[Σ rows, in]` → `[Σ rows, out]`, each group of rows multiplied as it would be on its
+    /// own, in one pass over the weights per group. Weights on the host split the rows by group;
+    /// other weights multiply all rows at once.
+    pub fn forward_grouped(&self, x: Tensor<2>, groups: &[RowGroup]) -> Result<Tensor<2>, ModelError> {
+        let LinearWeight::Quantized(w) = &self.weight else {
+            return self.forward(x);
+        };
+        if let [only] = groups
+            && !only.tokenwise
+        {
+            return self.forward(x);
+        }
+        let [tokens, cols] = x.dims();
+        let host = HostValues::get(x)?;
+        let values = host.values();
+        let mut y = Vec::with_capacity(tokens * w.rows());
+        let mut first = 0;
+        for g in groups {
+            let part = values.get(first * cols..(first + g.rows) * cols).ok_or_else(|| {
+                ModelError::Execution(format!("row groups cover more than the {tokens} rows of the batch"))
+            })?;
+            y.extend(if g.tokenwise { w.matmul_tokens(part, g.rows) } else { w.matmul(part, g.rows) });
+            first += g.rows;
+        }
+        let y = cpu::tensor(y, [tokens, w.rows()]);
+        Ok(match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        })
+    }
+}
+
 /// How the GPU kernels hold blocks of `ty`, for the formats they decode.
 fn device_packing(ty: QuantType) -> Option<Packing> {
     match ty {
@@ -340,11 +383,19 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ModelError> {
+        let rows = x.dims()[0];
+        self.forward_grouped(x, &[RowGroup { rows, tokenwise: false }])
+    }
+
+    /// [`Self::forward`] over the rows of a batched step (see [`Linear::forward_grouped`]).
+    pub fn forward_grouped(&self, x: Tensor<2>, groups: &[RowGroup]) -> Result<Tensor<2>, ModelError> {
         let gated = match &self.gate_up {
-            GateUp::Separate { gate, up } => silu(gate.forward(x.clone())?) * up.forward(x)?,
+            GateUp::Separate { gate, up } => {
+                silu(gate.forward_grouped(x.clone(), groups)?) * up.forward_grouped(x, groups)?
+            }
             GateUp::Stacked { both, intermediate } => {
                 let tokens = x.dims()[0];
-                let y = HostValues::get(both.forward(x)?)?;
+                let y = HostValues::get(both.forward_grouped(x, groups)?)?;
                 let y = y.values();
                 let n = *intermediate;
                 let mut gated = Vec::with_capacity(tokens * n);
@@ -356,7 +407,7 @@ impl Mlp {
                 cpu::tensor(gated, [tokens, n])
             }
         };
-        self.down.forward(gated)
+        self.down.forward_grouped(gated, groups)
     }
 }
 

@@ -15,7 +15,7 @@ use super::config::{Arch, LlamaConfig};
 use super::cpu::{self, HostValues};
 use super::device::ComputeDevice;
 use super::kv_cache::KvCache;
-use super::layers::{Linear, Mlp, RmsNorm, transpose, upload};
+use super::layers::{Linear, Mlp, RmsNorm, RowGroup, transpose, upload};
 use super::rope::{self, Rope};
 use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
 
@@ -32,19 +32,20 @@ pub enum LogitsFor {
     All,
 }
 
+/// One sequence's part of a batched step ([`Llama::forward_batch`]).
+pub struct BatchItem<'a> {
+    /// The tokens to run after what the cache holds: one for a decode step, a chunk of the
+    /// prompt for a prefill.
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub logits: LogitsFor,
+}
+
 struct Attention {
     qkv: Qkv,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
-}
-
-/// What attention needs beyond the layer's input, built once per forward pass.
-enum AttentionInputs {
-    /// Rotary cos/sin tables on the host (the CPU path).
-    Host((Vec<f32>, Vec<f32>)),
-    /// Rotary tables and the additive causal mask on the device.
-    Device { cos: Tensor<2>, sin: Tensor<2>, mask: Tensor<3> },
 }
 
 /// The query, key and value projections of one input.
@@ -73,10 +74,26 @@ impl Qkv {
         q_dim: usize,
         kv_dim: usize,
     ) -> Result<(Tensor<2>, Tensor<2>, Tensor<2>), ModelError> {
+        let rows = x.dims()[0];
+        self.project_grouped(x, q_dim, kv_dim, &[RowGroup { rows, tokenwise: false }])
+    }
+
+    /// [`Self::project`] over the rows of a batched step.
+    fn project_grouped(
+        &self,
+        x: Tensor<2>,
+        q_dim: usize,
+        kv_dim: usize,
+        groups: &[RowGroup],
+    ) -> Result<(Tensor<2>, Tensor<2>, Tensor<2>), ModelError> {
         Ok(match self {
-            Self::Separate { q, k, v } => (q.forward(x.clone())?, k.forward(x.clone())?, v.forward(x)?),
+            Self::Separate { q, k, v } => (
+                q.forward_grouped(x.clone(), groups)?,
+                k.forward_grouped(x.clone(), groups)?,
+                v.forward_grouped(x, groups)?,
+            ),
             Self::Stacked(all) => {
-                let y = all.forward(x)?;
+                let y = all.forward_grouped(x, groups)?;
                 let tokens = y.dims()[0];
                 (
                     y.clone().slice([0..tokens, 0..q_dim]),
@@ -319,15 +336,45 @@ impl Llama {
     /// Runs `tokens` after what `cache` holds, appends them to it, and returns logits
     /// `[n, vocab]` for the last token or every token.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
+        if cache.is_host() {
+            let mut item = [BatchItem { tokens, cache, logits: which }];
+            let mut logits = self.forward_batch(&mut item)?;
+            let rows = logits.pop().unwrap_or_default();
+            let n = rows.len() / self.config.vocab_size.max(1);
+            return Ok(cpu::tensor(rows, [n, self.config.vocab_size]));
+        }
         // The whole step runs on one of the compute pool's threads: the CPU path's parallel
         // operations then start from inside the pool instead of each waking it from outside
         // (a thread hand-off per operation, ~150 a token).
         rayon::scope(|_| self.forward_in_pool(tokens, cache, which))
     }
 
-    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
-        let n = tokens.len();
-        if n == 0 {
+    /// Runs one step of several sequences and returns each one's logits on the host (`[rows,
+    /// vocab]` row-major: its last position's, or every position's). On the CPU every linear
+    /// layer multiplies all the step's tokens in one pass over its weights, and attention runs
+    /// per sequence over its own cache; decode tokens are computed as lone tokens and each
+    /// prompt chunk as that chunk alone, so a sequence gets the same numbers batched or not. On
+    /// a GPU the sequences run one after another.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        for item in items.iter() {
+            self.check_step(item.tokens, item.cache)?;
+        }
+        if items.iter().all(|i| i.cache.is_host()) {
+            return rayon::scope(|_| self.forward_batch_in_pool(items));
+        }
+        items
+            .iter_mut()
+            .map(|item| {
+                let logits = rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?;
+                let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
+                data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
+            })
+            .collect()
+    }
+
+    /// Whether `tokens` may run after what `cache` holds.
+    fn check_step(&self, tokens: &[u32], cache: &KvCache) -> Result<(), ModelError> {
+        if tokens.is_empty() {
             return Err(ModelError::Input("no tokens to run".into()));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
@@ -336,10 +383,90 @@ impl Llama {
                 self.config.vocab_size
             )));
         }
-        let start = cache.len();
-        if start + n > cache.max_len() {
-            return Err(ModelError::ContextFull { needed: start + n, max: cache.max_len() });
+        let needed = cache.len() + tokens.len();
+        if needed > cache.max_len() {
+            return Err(ModelError::ContextFull { needed, max: cache.max_len() });
         }
+        Ok(())
+    }
+
+    /// The CPU path of [`Self::forward_batch`].
+    fn forward_batch_in_pool(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let hidden = self.config.hidden_size;
+        let groups = row_groups(items);
+        let starts: Vec<usize> = items.iter().map(|i| i.cache.len()).collect();
+        let ids: Vec<u32> = items.iter().flat_map(|i| i.tokens.iter().copied()).collect();
+        let tables: Vec<(Vec<f32>, Vec<f32>)> = items
+            .iter_mut()
+            .zip(&starts)
+            .map(|(item, &start)| {
+                let end = start + item.tokens.len();
+                item.cache.reserve(end);
+                self.rope.host_tables(&(start..end).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut x = self.embedding.rows(&ids, &self.device);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let normed = block.attn_norm.forward(x.clone())?;
+            let attended = self.attention_host(layer, &block.attn, normed, items, &starts, &tables, &groups)?;
+            let h = x + attended;
+            x = h.clone() + block.mlp.forward_grouped(block.ffn_norm.forward(h)?, &groups)?;
+        }
+        for (item, &start) in items.iter_mut().zip(&starts) {
+            item.cache.commit(start + item.tokens.len());
+        }
+
+        // The rows whose logits are wanted, gathered, then normed and projected together.
+        let all = HostValues::get(x)?;
+        let all = all.values();
+        let (mut rows, mut per_item, mut first) = (Vec::new(), Vec::with_capacity(items.len()), 0);
+        for item in items.iter() {
+            let n = item.tokens.len();
+            let wanted = match item.logits {
+                LogitsFor::Last => first + n - 1..first + n,
+                LogitsFor::All => first..first + n,
+            };
+            per_item.push(wanted.len());
+            rows.extend_from_slice(&all[wanted.start * hidden..wanted.end * hidden]);
+            first += n;
+        }
+        let count = per_item.iter().sum();
+        let x = self.norm.forward(cpu::tensor(rows, [count, hidden]))?;
+        // One prompt's rows together (as a prompt alone would run), else each row alone.
+        let head_groups = match (items, per_item.as_slice()) {
+            ([only], [n]) if only.logits == LogitsFor::All => vec![RowGroup { rows: *n, tokenwise: false }],
+            _ => vec![RowGroup { rows: count, tokenwise: true }],
+        };
+        let logits = self.head_logits(x, &head_groups)?;
+        let vocab = self.config.vocab_size;
+        let mut out = Vec::with_capacity(per_item.len());
+        let mut first = 0;
+        for n in per_item {
+            out.push(logits[first * vocab..(first + n) * vocab].to_vec());
+            first += n;
+        }
+        Ok(out)
+    }
+
+    /// `[rows, vocab]` logits on the host for normed hidden states `x`.
+    fn head_logits(&self, x: Tensor<2>, groups: &[RowGroup]) -> Result<Vec<f32>, ModelError> {
+        let vocab = self.config.vocab_size;
+        let logits = match &self.head {
+            Head::Chunks(chunks) => {
+                let parts: Vec<Tensor<2>> = chunks.iter().map(|w| x.clone().matmul(w.clone())).collect();
+                Tensor::cat(parts, 1)
+            }
+            Head::Quantized(linear) => linear.forward_grouped(x, groups)?,
+        };
+        let [rows, full] = logits.dims();
+        let logits = if full > vocab { logits.slice([0..rows, 0..vocab]) } else { logits };
+        Ok(HostValues::get(logits)?.values().into_owned())
+    }
+
+    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
+        self.check_step(tokens, cache)?;
+        let n = tokens.len();
+        let start = cache.len();
         // Padding tokens only ever sit after the real ones, so causal masking keeps them from
         // influencing real positions; their cache entries are overwritten later.
         let padded = if self.bucket_prompts && n > 1 { bucket_len(n).min(cache.max_len() - start) } else { n };
@@ -351,21 +478,11 @@ impl Llama {
 
         let positions: Vec<usize> = (start..end).collect();
         let mut x = self.embedding.rows(&ids, &self.device);
-        // The CPU path's attention reads the host cache in place, causally, with no mask.
-        let inputs = if cache.is_host() {
-            AttentionInputs::Host(self.rope.host_tables(&positions))
-        } else {
-            let (cos, sin) = self.rope.tables(&positions, &self.device);
-            AttentionInputs::Device { cos, sin, mask: self.causal_mask(start, padded, span) }
-        };
+        let (cos, sin) = self.rope.tables(&positions, &self.device);
+        let mask = self.causal_mask(start, padded, span);
         for (i, block) in self.blocks.iter().enumerate() {
             let normed = block.attn_norm.forward(x.clone())?;
-            let attended = match &inputs {
-                AttentionInputs::Host(tables) => self.attention_host(i, &block.attn, normed, cache, start, tables)?,
-                AttentionInputs::Device { cos, sin, mask } => {
-                    self.attention(i, &block.attn, normed, cache, start, cos, sin, mask, span)?
-                }
-            };
+            let attended = self.attention(i, &block.attn, normed, cache, start, &cos, &sin, &mask, span)?;
             let h = x + attended;
             x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
         }
@@ -449,26 +566,29 @@ impl Llama {
         attn.o.forward(out)
     }
 
-    /// The CPU path's attention: projections, norms and rotary embedding on the host values,
-    /// this step's keys and values written into the host cache, then one attention kernel over
-    /// it (heads in parallel, causal by position).
+    /// The CPU path's attention for a batched step: the projections over every row at once
+    /// (grouped as the step's rows are), then per sequence its norms and rotary embedding on
+    /// the host values, its keys and values written into its host cache, and one attention
+    /// kernel over that cache (heads in parallel, causal by position).
+    #[allow(clippy::too_many_arguments)]
     fn attention_host(
         &self,
         layer: usize,
         attn: &Attention,
         x: Tensor<2>,
-        cache: &mut KvCache,
-        start: usize,
-        (cos, sin): &(Vec<f32>, Vec<f32>),
+        items: &mut [BatchItem<'_>],
+        starts: &[usize],
+        tables: &[(Vec<f32>, Vec<f32>)],
+        groups: &[RowGroup],
     ) -> Result<Tensor<2>, ModelError> {
         let c = &self.config;
-        let tokens = x.dims()[0];
+        let rows = x.dims()[0];
         let (q_dim, kv_dim, dim) = (c.q_dim(), c.kv_dim(), c.head_dim);
         let read = |t: Tensor<2>| HostValues::get(t).map(|h| h.values().into_owned());
-        let (mut q, mut k, v) = match &attn.qkv {
+        let (q_all, k_all, v_all) = match &attn.qkv {
             // Split on the host: three tensor slices and their copies cost more per step.
             Qkv::Stacked(all) => {
-                let y = HostValues::get(all.forward(x)?)?;
+                let y = HostValues::get(all.forward_grouped(x, groups)?)?;
                 let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
                 for row in y.values().chunks_exact(q_dim + 2 * kv_dim) {
                     let (rq, rest) = row.split_at(q_dim);
@@ -480,27 +600,53 @@ impl Llama {
                 (q, k, v)
             }
             Qkv::Separate { .. } => {
-                let (q, k, v) = attn.qkv.project(x, q_dim, kv_dim)?;
+                let (q, k, v) = attn.qkv.project_grouped(x, q_dim, kv_dim, groups)?;
                 (read(q)?, read(k)?, read(v)?)
             }
         };
-        if let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) {
-            let (Some(qw), Some(kw)) = (qn.host_weight(), kn.host_weight()) else {
-                return Err(ModelError::Execution("the q/k norms of the CPU path have no host weights".into()));
-            };
-            ops::rms_norm(&mut q, qw, qn.eps());
-            ops::rms_norm(&mut k, kw, kn.eps());
+        let norms = match (&attn.q_norm, &attn.k_norm) {
+            (Some(qn), Some(kn)) => match (qn.host_weight(), kn.host_weight()) {
+                (Some(qw), Some(kw)) => Some((qw, qn.eps(), kw, kn.eps())),
+                _ => return Err(ModelError::Execution("the q/k norms of the CPU path have no host weights".into())),
+            },
+            _ => None,
+        };
+        let mut out = vec![0f32; rows * q_dim];
+        let mut first = 0;
+        for ((item, &start), (cos, sin)) in items.iter_mut().zip(starts).zip(tables) {
+            let tokens = item.tokens.len();
+            let (r0, r1) = (first, first + tokens);
+            let mut q = q_all[r0 * q_dim..r1 * q_dim].to_vec();
+            let mut k = k_all[r0 * kv_dim..r1 * kv_dim].to_vec();
+            if let Some((qw, q_eps, kw, k_eps)) = norms {
+                ops::rms_norm(&mut q, qw, q_eps);
+                ops::rms_norm(&mut k, kw, k_eps);
+            }
+            ops::rope(&mut q, cos, sin, dim);
+            ops::rope(&mut k, cos, sin, dim);
+            let capacity = item.cache.capacity();
+            let (keys, values) = item.cache.write_host(layer, start, &k, &v_all[r0 * kv_dim..r1 * kv_dim])?;
+            let shape =
+                AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens, start, capacity };
+            ops::attention(&q, keys, values, shape, &mut out[r0 * q_dim..r1 * q_dim]);
+            first = r1;
         }
-        ops::rope(&mut q, cos, sin, dim);
-        ops::rope(&mut k, cos, sin, dim);
-        let capacity = cache.capacity();
-        let (keys, values) = cache.write_host(layer, start, &k, &v)?;
-        let shape =
-            AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens, start, capacity };
-        let mut out = vec![0f32; q.len()];
-        ops::attention(&q, keys, values, shape, &mut out);
-        attn.o.forward(cpu::tensor(out, [tokens, q_dim]))
+        attn.o.forward_grouped(cpu::tensor(out, [rows, q_dim]), groups)
     }
+}
+
+/// How a batched step's rows split for the products: each run of decode steps (one token per
+/// sequence) as lone tokens, each prompt chunk as itself.
+fn row_groups(items: &[BatchItem<'_>]) -> Vec<RowGroup> {
+    let mut groups: Vec<RowGroup> = Vec::new();
+    for item in items {
+        let n = item.tokens.len();
+        match groups.last_mut() {
+            Some(g) if g.tokenwise && n == 1 => g.rows += 1,
+            _ => groups.push(RowGroup { rows: n, tokenwise: n == 1 }),
+        }
+    }
+    groups
 }
 
 /// Prompt chunk lengths used on devices that compile a kernel per shape.

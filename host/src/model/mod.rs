@@ -17,7 +17,7 @@ pub mod weights;
 pub use config::{Arch, LlamaConfig};
 pub use device::{BackendKind, ComputeDevice, DeviceRequest};
 pub use kv_cache::KvCache;
-pub use llama::{Llama, LogitsFor};
+pub use llama::{BatchItem, Llama, LogitsFor};
 pub use loader::{LoadError, LoadedModel, ModelFormat, load, model_id};
 
 /// A failure inside the model: loading or running it.
