@@ -160,6 +160,98 @@ unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool>(rows:
     }
 }
 
+/// `out[r · G + t]` = row `r` · token `t`'s activations, for G = `acts.len()` (1 to 4) tokens
+/// at once (Q4_0, Q4_1, Q5_0, Q5_1): each weight block is decoded once for all of them, and each
+/// token's arithmetic is [`q4_q5`]'s in the same order, so its result is bit-identical to a lone
+/// token's. `None` for the other formats.
+pub(crate) fn rows_tokens(ty: QuantType) -> Option<fn(&[u8], &[Q8Row<'_>], &mut [f32])> {
+    macro_rules! family {
+        ($bytes:literal, $centred:literal, $five:literal) => {
+            |rows: &[u8], acts: &[Q8Row<'_>], out: &mut [f32]| {
+                let g = acts.len();
+                assert!((1..=4).contains(&g) && out.len() % g == 0, "1 to 4 tokens, whole rows of outputs");
+                for a in acts {
+                    check(rows, a, ty_of($bytes, $centred), &out[..out.len() / g]);
+                }
+                // SAFETY: `kernel` chose these only on a CPU with AVX2, FMA and F16C, and
+                // `check` proved each row and every token's activations hold the same number
+                // of whole blocks.
+                unsafe {
+                    match g {
+                        1 => q4_q5_tokens::<$bytes, $centred, $five, 1>(rows, acts, out),
+                        2 => q4_q5_tokens::<$bytes, $centred, $five, 2>(rows, acts, out),
+                        3 => q4_q5_tokens::<$bytes, $centred, $five, 3>(rows, acts, out),
+                        _ => q4_q5_tokens::<$bytes, $centred, $five, 4>(rows, acts, out),
+                    }
+                }
+            }
+        };
+    }
+    if !available() {
+        return None;
+    }
+    Some(match ty {
+        QuantType::Q4_1 => family!(20, false, false),
+        QuantType::Q4_0 => family!(18, true, false),
+        QuantType::Q5_1 => family!(24, false, true),
+        QuantType::Q5_0 => family!(22, true, true),
+        _ => return None,
+    })
+}
+
+/// The format of a Q4/Q5 block of `bytes` bytes.
+fn ty_of(bytes: usize, centred: bool) -> QuantType {
+    match (bytes, centred) {
+        (20, _) => QuantType::Q4_1,
+        (18, _) => QuantType::Q4_0,
+        (24, _) => QuantType::Q5_1,
+        _ => QuantType::Q5_0,
+    }
+}
+
+/// [`q4_q5`] for `G` tokens: the same per-token sequence of operations (two vector and two
+/// scalar accumulators by block parity, summed the same way), with each block's scale, constant
+/// and weight bytes decoded once.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_q5_tokens<const BYTES: usize, const CENTRED: bool, const FIVE: bool, const G: usize>(
+    rows: &[u8],
+    acts: &[Q8Row<'_>],
+    out: &mut [f32],
+) {
+    let header = 2 + if CENTRED { 0 } else { 2 } + if FIVE { 4 } else { 0 };
+    let centre = if FIVE { -16.0 } else { -8.0 };
+    let n = acts[0].d.len();
+    for r in 0..out.len() / G {
+        let row = &rows[r * n * BYTES..(r + 1) * n * BYTES];
+        let mut acc = [[_mm256_setzero_ps(); 2]; G];
+        let mut constants = [[0f32; 2]; G];
+        for b in 0..n {
+            // SAFETY: block `b` (below the block count the caller checked) lies inside `row`
+            // and its activations inside every token's `a`: the same loads as `q4_q5`'s.
+            unsafe {
+                let p = row.as_ptr().add(b * BYTES);
+                let (d, m) = two_halves(p);
+                let constant = if CENTRED { centre * d } else { m };
+                let mut w = nibbles(p.add(header));
+                if FIVE {
+                    w = _mm256_or_si256(w, fifth_bits(p.add(header - 4)));
+                }
+                let parity = b % 2;
+                for t in 0..G {
+                    let a = &acts[t];
+                    let q = _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast());
+                    let scale = _mm256_set1_ps(d * *a.d.get_unchecked(b));
+                    acc[t][parity] = _mm256_fmadd_ps(scale, byte_dot(w, q), acc[t][parity]);
+                    constants[t][parity] += constant * *a.s.get_unchecked(b);
+                }
+            }
+        }
+        for t in 0..G {
+            out[r * G + t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + constants[t][0] + constants[t][1];
+        }
+    }
+}
+
 pub(crate) fn rows_q8_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
     check(rows, &a, QuantType::Q8_0, out);
     // SAFETY: as for `rows_q4_1`.

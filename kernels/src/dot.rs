@@ -28,6 +28,23 @@ pub(crate) fn kernel(ty: QuantType) -> DotFn {
     portable(ty)
 }
 
+/// `out[r · G + t]` = row `r` · token `t`, for G = 1 to 4 tokens.
+pub(crate) type TokensFn = fn(&[u8], &[Q8Row<'_>], &mut [f32]);
+
+/// A kernel that takes several tokens per pass over the rows, where this CPU has one for `ty`
+/// (its results are bit-identical to [`kernel`]'s, a token at a time).
+pub(crate) fn tokens_kernel(ty: QuantType) -> Option<TokensFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::avx2::rows_tokens(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
 /// The portable loop for `ty`, as a plain function pointer (one instance per format).
 pub(crate) fn portable(ty: QuantType) -> DotFn {
     macro_rules! per_format {

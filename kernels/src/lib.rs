@@ -126,9 +126,21 @@ impl QuantMatrix {
         self.matmul_q8(&Q8Activations::quantize(x, self.cols), tokens, dot::kernel(self.ty))
     }
 
+    /// `y = x Wᵀ` for `tokens` independent tokens, each computed exactly as a lone token's
+    /// product is (8-bit activations), however many there are: a batch of decode steps of
+    /// different sequences reads every weight block once, and each sequence gets the numbers it
+    /// would get running alone.
+    pub fn matmul_tokens(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), tokens * self.cols);
+        self.matmul_q8(&Q8Activations::quantize(x, self.cols), tokens, dot::kernel(self.ty))
+    }
+
     /// Token products on 8-bit activations with `dot`.
     fn matmul_q8(&self, a: &Q8Activations, tokens: usize, dot: dot::DotFn) -> Vec<f32> {
         let rb = self.row_bytes();
+        // Several tokens at once, each weight block decoded once for up to four of them.
+        let together = if tokens > 1 { dot::tokens_kernel(self.ty) } else { None };
+        let acts: Vec<_> = if together.is_some() { (0..tokens).map(|t| a.token(t)).collect() } else { Vec::new() };
         // Tasks of whole rows, each for every token: a task's rows are read from memory once.
         let mut by_row = vec![0f32; tokens * self.rows];
         by_row.par_chunks_mut(ROWS_PER_TASK * tokens).enumerate().for_each(|(task, out)| {
@@ -137,6 +149,17 @@ impl QuantMatrix {
             let rows = &self.data[first * rb..(first + n) * rb];
             if tokens == 1 {
                 return dot(rows, a.token(0), out);
+            }
+            if let Some(kernel) = together {
+                let mut local = [0f32; ROWS_PER_TASK * 4];
+                for t0 in (0..tokens).step_by(4) {
+                    let g = (tokens - t0).min(4);
+                    kernel(rows, &acts[t0..t0 + g], &mut local[..n * g]);
+                    for i in 0..n {
+                        out[i * tokens + t0..i * tokens + t0 + g].copy_from_slice(&local[i * g..(i + 1) * g]);
+                    }
+                }
+                return;
             }
             let mut local = [0f32; ROWS_PER_TASK];
             for t in 0..tokens {
@@ -433,6 +456,27 @@ mod tests {
         assert!(QuantMatrix::new(QuantType::Q4_1, 2, 32, vec![0; 39]).is_err());
         assert!(QuantMatrix::new(QuantType::Q4_1, 2, 30, vec![0; 40]).is_err());
     }
+
+    /// Tokens multiplied together give exactly what each gives alone, in every format.
+    #[test]
+    fn tokens_together_equal_tokens_alone_bit_for_bit() {
+        for ty in FORMATS {
+            let (rows, cols) = (40, COLS);
+            let (m, _) = random_matrix(ty, rows, cols, 11);
+            for tokens in [2usize, 3, 4, 5, 9, 16] {
+                let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                let together = m.matmul_tokens(&x, tokens);
+                for t in 0..tokens {
+                    let alone = m.matmul(&x[t * cols..(t + 1) * cols], 1);
+                    let row = &together[t * rows..(t + 1) * rows];
+                    assert!(
+                        row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{ty:?}, token {t} of {tokens}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +505,25 @@ mod speed {
                 per * 1e6,
                 (rows * cols / ty.block_values() * ty.block_bytes()) as f64 / per / 1e9
             );
+        }
+    }
+
+    /// Not a test: how a batch of independent tokens' product costs per token against one
+    /// token's (`cargo test -p hearth-kernels --release -- --ignored batched_token_cost
+    /// --nocapture`).
+    #[test]
+    #[ignore]
+    fn batched_token_cost() {
+        let m = QuantMatrix::new(QuantType::Q4_1, 1536, 576, vec![0x11u8; 1536 * 576 / 32 * 20]).unwrap();
+        for tokens in [1usize, 4, 16, 32, 64] {
+            let x: Vec<f32> = (0..tokens * 576).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let runs = 2000 / tokens;
+            let started = std::time::Instant::now();
+            for _ in 0..runs {
+                std::hint::black_box(m.matmul_tokens(&x, tokens));
+            }
+            let per_token = started.elapsed().as_secs_f64() / (runs * tokens) as f64;
+            println!("tokens {tokens:>3}: {:.1} µs a token", per_token * 1e6);
         }
     }
 }
