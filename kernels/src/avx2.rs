@@ -161,9 +161,9 @@ unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool>(rows:
 }
 
 /// `out[r · G + t]` = row `r` · token `t`'s activations, for G = `acts.len()` (1 to 4) tokens
-/// at once (Q4_0, Q4_1, Q5_0, Q5_1): each weight block is decoded once for all of them, and each
-/// token's arithmetic is [`q4_q5`]'s in the same order, so its result is bit-identical to a lone
-/// token's. `None` for the other formats.
+/// at once (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): each weight block is decoded once for all of them,
+/// and each token's arithmetic is [`q4_q5`]'s or [`q8_0`]'s in the same order, so its result is
+/// bit-identical to a lone token's. `None` for the K-quants.
 pub(crate) fn rows_tokens(ty: QuantType) -> Option<fn(&[u8], &[Q8Row<'_>], &mut [f32])> {
     macro_rules! family {
         ($bytes:literal, $centred:literal, $five:literal) => {
@@ -195,8 +195,56 @@ pub(crate) fn rows_tokens(ty: QuantType) -> Option<fn(&[u8], &[Q8Row<'_>], &mut 
         QuantType::Q4_0 => family!(18, true, false),
         QuantType::Q5_1 => family!(24, false, true),
         QuantType::Q5_0 => family!(22, true, true),
+        QuantType::Q8_0 => |rows: &[u8], acts: &[Q8Row<'_>], out: &mut [f32]| {
+            let g = acts.len();
+            assert!((1..=4).contains(&g) && out.len() % g == 0, "1 to 4 tokens, whole rows of outputs");
+            for a in acts {
+                check(rows, a, QuantType::Q8_0, &out[..out.len() / g]);
+            }
+            // SAFETY: as for the Q4/Q5 family above.
+            unsafe {
+                match g {
+                    1 => q8_0_tokens::<1>(rows, acts, out),
+                    2 => q8_0_tokens::<2>(rows, acts, out),
+                    3 => q8_0_tokens::<3>(rows, acts, out),
+                    _ => q8_0_tokens::<4>(rows, acts, out),
+                }
+            }
+        },
         _ => return None,
     })
+}
+
+/// [`q8_0`] for `G` tokens, each block's scale and weights loaded once; each token's
+/// arithmetic is `q8_0`'s in the same order.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_tokens<const G: usize>(rows: &[u8], acts: &[Q8Row<'_>], out: &mut [f32]) {
+    let n = acts[0].d.len();
+    for r in 0..out.len() / G {
+        let row = &rows[r * n * 34..(r + 1) * n * 34];
+        let mut acc = [[_mm256_setzero_ps(); 2]; G];
+        for b in 0..n {
+            // SAFETY: block `b` (34 bytes, below the block count the caller checked) lies
+            // inside `row` and its 32 activation bytes inside every token's `a`; the loads are
+            // `q8_0`'s.
+            unsafe {
+                let p = row.as_ptr().add(b * 34);
+                let (d, _) = two_halves(p);
+                let w = _mm256_loadu_si256(p.add(2).cast());
+                let w_abs = _mm256_sign_epi8(w, w);
+                let parity = b % 2;
+                for t in 0..G {
+                    let a = &acts[t];
+                    let q = _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast());
+                    let dot = byte_dot(w_abs, _mm256_sign_epi8(q, w));
+                    acc[t][parity] = _mm256_fmadd_ps(_mm256_set1_ps(d * *a.d.get_unchecked(b)), dot, acc[t][parity]);
+                }
+            }
+        }
+        for t in 0..G {
+            out[r * G + t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+        }
+    }
 }
 
 /// The format of a Q4/Q5 block of `bytes` bytes.
