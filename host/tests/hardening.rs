@@ -122,7 +122,16 @@ fn request_templates_cannot_allocate_without_bound() {
         ("{{ 'a\nb' | indent(4611686018427387904) }}", "too wide"),
         ("{{ '%0999999999999d' | format(1) }}", "too wide"),
         ("{% for i in range(5) %}{{ 'x' * 100000000 }}{% endfor %}", "exceeds"),
+        // Doubles a string past any memory: the render's child dies, not the server.
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            "memory",
+        ),
     ];
+    // minijinja folds constant expressions while it compiles: 30 of these are 3 GB before any
+    // render, so a request's template is compiled in the child too.
+    let folded = "{{ 'x' * 100000000 }}".repeat(30);
+    let templates = templates.into_iter().chain([(folded.as_str(), "memory")]);
     for (template, word) in templates {
         for field in ["instruction_template_str", "chat_template_str"] {
             let mode = if field == "chat_template_str" { "chat" } else { "instruct" };

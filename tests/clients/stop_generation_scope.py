@@ -80,32 +80,28 @@ class Stream:
         return reason, texts
 
 
+def stop_and_finish(stopper: str, key: str) -> tuple[str, int]:
+    """Starts a generation from 127.0.0.2, sends a stop from `stopper` with `key`, and returns
+    how the generation ended (finish_reason, text chunks)."""
+    mine = Stream("127.0.0.2")
+    status, _ = post(stopper, "/v1/internal/stop-generation", {}, key)
+    expect(status == 200, "stop status", 200, status)
+    return mine.finish()
+
+
 def main() -> None:
     # Another caller's stop (normal key) leaves this generation running to its length.
-    mine = Stream("127.0.0.2")
-    status, _ = post("127.0.0.1", "/v1/internal/stop-generation", {}, USER_KEY)
-    expect(status == 200, "stop status", 200, status)
-    reason, _ = mine.finish()
+    reason, _ = stop_and_finish("127.0.0.1", USER_KEY)
     expect(reason == "length", "finish of a generation another caller tried to stop", "length", reason)
     ok("a normal-key stop from another address leaves the generation running")
 
-    # The caller's own stop ends it early.
-    mine = Stream("127.0.0.2")
-    status, _ = post("127.0.0.2", "/v1/internal/stop-generation", {}, USER_KEY)
-    expect(status == 200, "stop status", 200, status)
-    reason, texts = mine.finish()
-    expect(reason == "stop" and texts < LONG, "finish after the caller's own stop", f"stop before {LONG} tokens",
-           (reason, texts))
-    ok("the caller's own stop ends its generation")
-
-    # The admin key stops everyone's.
-    mine = Stream("127.0.0.2")
-    status, _ = post("127.0.0.1", "/v1/internal/stop-generation", {}, ADMIN_KEY)
-    expect(status == 200, "stop status", 200, status)
-    reason, texts = mine.finish()
-    expect(reason == "stop" and texts < LONG, "finish after an admin stop", f"stop before {LONG} tokens",
-           (reason, texts))
-    ok("an admin-key stop ends every caller's generation")
+    # The caller's own stop ends it early, and so does one with the admin key from anywhere.
+    for stopper, key, what in [("127.0.0.2", USER_KEY, "the caller's own stop"),
+                               ("127.0.0.1", ADMIN_KEY, "an admin-key stop from another address")]:
+        reason, texts = stop_and_finish(stopper, key)
+        expect(reason == "stop" and texts < LONG, f"finish after {what}", f"stop before {LONG} tokens",
+               (reason, texts))
+        ok(f"{what} ends the generation")
 
 
 if __name__ == "__main__":

@@ -137,42 +137,38 @@ impl Worker {
             }
             return;
         }
-        let decoding: Vec<usize> = (0..self.running.len()).filter(|&i| self.running[i].prefilled()).collect();
         let prefilling = self.running.iter().position(|s| !s.prefilled());
         let chunk = self.options.prefill_chunk.max(1);
         let started = Instant::now();
+        // The batch: every generating sequence's next token (in admission order), then the
+        // chunk of the first prompt still being prefilled.
+        let mut order = Vec::with_capacity(self.running.len());
         let logits = {
-            let mut order: Vec<usize> = decoding.clone();
-            order.extend(prefilling);
-            // Borrow each chosen sequence's pending tokens and cache at once.
-            let mut chosen: Vec<&mut Sequence> = Vec::with_capacity(order.len());
-            let mut rest: &mut [Sequence] = &mut self.running;
-            let mut offset = 0;
-            let mut sorted = order.clone();
-            sorted.sort_unstable();
-            for &i in &sorted {
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(i - offset);
-                let (seq, tail) = tail.split_first_mut().unwrap_or_else(|| unreachable!("indices are in range"));
-                chosen.push(seq);
-                rest = tail;
-                offset = i + 1;
+            let mut items: Vec<BatchItem<'_>> = Vec::with_capacity(self.running.len());
+            let mut chunk_item = None;
+            for (i, seq) in self.running.iter_mut().enumerate() {
+                let done = seq.cache.len();
+                if seq.prefilled() {
+                    order.push(i);
+                    items.push(BatchItem {
+                        tokens: &seq.context[done..],
+                        cache: &mut seq.cache,
+                        logits: LogitsFor::Last,
+                    });
+                } else if Some(i) == prefilling {
+                    let end = (done + chunk).min(seq.prompt_len);
+                    let tokens = &seq.context[done..end];
+                    chunk_item = Some((i, BatchItem { tokens, cache: &mut seq.cache, logits: LogitsFor::Last }));
+                }
             }
-            // `chosen` is in index order; the batch wants decode steps first, then the chunk.
-            chosen.sort_by_key(|s| !s.prefilled());
-            let mut items: Vec<BatchItem<'_>> = chosen
-                .into_iter()
-                .map(|seq| {
-                    let done = seq.cache.len();
-                    let end = if seq.prefilled() { seq.context.len() } else { (done + chunk).min(seq.prompt_len) };
-                    BatchItem { tokens: &seq.context[done..end], cache: &mut seq.cache, logits: LogitsFor::Last }
-                })
-                .collect();
+            if let Some((i, item)) = chunk_item {
+                order.push(i);
+                items.push(item);
+            }
             let model = &self.model;
             catch_unwind(AssertUnwindSafe(|| model.llama.forward_batch(&mut items)))
         };
-        let mut order = decoding;
-        order.extend(prefilling);
-        let failure = match logits {
+        let outcome = match logits {
             Ok(Ok(l)) if l.len() == order.len() => Ok(l),
             Ok(Ok(_)) => Err("internal model error: the batch lost a sequence".to_owned()),
             Ok(Err(e)) => Err(e.to_string()),
@@ -182,7 +178,7 @@ impl Worker {
                 Err(format!("internal model error: {msg}"))
             }
         };
-        let logits = match failure {
+        let logits = match outcome {
             Ok(l) => l,
             Err(message) => {
                 self.fail_all(&order, &message);

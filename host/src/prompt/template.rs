@@ -48,11 +48,17 @@ pub struct TemplateContext<'a> {
 
 /// A compiled chat template.
 pub struct ChatTemplate {
-    env: Environment<'static>,
-    /// The source of a template a request brought: it renders in a child process
+    kind: Kind,
+}
+
+enum Kind {
+    /// Compiled here (the model's, the settings' and the user data folder's templates).
+    Local(Environment<'static>),
+    /// A template a request brought: compiled and rendered only in a child process
     /// ([`template_sandbox`](super::template_sandbox)), where no allocation it makes can take
-    /// the server down.
-    untrusted: Option<String>,
+    /// the server down — minijinja folds constant expressions such as `'x' * 100000000` while
+    /// compiling, so even compiling one here could.
+    Sandboxed { source: String, reads_tools: bool },
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -75,30 +81,34 @@ impl ChatTemplate {
         env.add_filter("indent", template_bounds::indent);
         env.add_filter("format", template_bounds::format);
         env.add_template_owned("chat", source.to_owned())?;
-        Ok(Self { env, untrusted: None })
+        Ok(Self { kind: Kind::Local(env) })
     }
 
-    /// Compiles a template a request brought; it renders in a child process with a memory
-    /// limit.
+    /// A template a request brought, checked (it compiles) in a child process with a memory
+    /// limit, where it also renders.
     pub fn from_request(source: &str) -> Result<Self, TemplateError> {
-        Ok(Self { untrusted: Some(source.to_owned()), ..Self::new(source)? })
+        let reads_tools = super::template_sandbox::inspect(source)?;
+        Ok(Self { kind: Kind::Sandboxed { source: source.to_owned(), reads_tools } })
     }
 
     /// Whether the template reads the `tools` variable (renders tools itself).
     pub fn reads_tools(&self) -> bool {
-        self.env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+        match &self.kind {
+            Kind::Local(env) => env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains("tools")),
+            Kind::Sandboxed { reads_tools, .. } => *reads_tools,
+        }
     }
 
     /// Renders the conversation to the prompt text (at most
     /// [`template_bounds::MAX_RENDERED_BYTES`]).
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<String, TemplateError> {
-        match &self.untrusted {
-            Some(source) => {
+        match &self.kind {
+            Kind::Sandboxed { source, .. } => {
                 let context = serde_json::to_value(ctx)
                     .map_err(|e| TemplateError(format!("cannot hand the conversation to the template: {e}")))?;
                 super::template_sandbox::render(source, context)
             }
-            None => self.render_here(Value::from_serialize(ctx)),
+            Kind::Local(_) => self.render_here(Value::from_serialize(ctx)),
         }
     }
 
@@ -108,7 +118,10 @@ impl ChatTemplate {
     }
 
     fn render_here(&self, ctx: Value) -> Result<String, TemplateError> {
-        let template = self.env.get_template("chat")?;
+        let Kind::Local(env) = &self.kind else {
+            return Err(TemplateError("a request's template renders only in the sandbox".into()));
+        };
+        let template = env.get_template("chat")?;
         let mut out = CappedOutput::default();
         if let Err(e) = template.render_captured_to(ctx, &mut out) {
             return Err(if out.overflowed { TemplateError(template_bounds::overflow_message()) } else { e.into() });

@@ -1,5 +1,5 @@
-//! Templates a request brings (`instruction_template_str`, `chat_template_str`) render in a
-//! child process with a memory limit. minijinja bounds a render's steps (fuel) and Hearth bounds
+//! Templates a request brings (`instruction_template_str`, `chat_template_str`) compile and
+//! render in a child process with a memory limit. minijinja bounds a render's steps (fuel) and Hearth bounds
 //! its output and padding filters, but not the size of the strings a template builds in between:
 //! `{% set ns.s = ns.s ~ ns.s %}` thirty times asks for gigabytes, and an allocation that fails
 //! aborts the process that makes it. In a child, that abort is one failed render (a 400), and
@@ -31,11 +31,16 @@ pub const PANICKED: &str = "the template renderer panicked";
 /// The subcommand that runs a child.
 pub const WORKER_COMMAND: &str = "render-templates";
 
+/// A child's job: render `source` with `context`, or with none, only compile it and say
+/// whether it reads `tools`.
 #[derive(Serialize, Deserialize)]
 struct RenderJob {
     source: String,
-    context: serde_json::Value,
+    context: Option<serde_json::Value>,
 }
+
+/// What an inspection answers for a template that reads `tools`.
+const READS_TOOLS: &str = "reads tools";
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,9 +133,18 @@ fn read_answers(stdout: ChildStdout, tx: mpsc::Sender<std::io::Result<String>>) 
     }
 }
 
+/// Compiles `source` in a child: an error if it does not compile, else whether it reads `tools`.
+pub fn inspect(source: &str) -> Result<bool, TemplateError> {
+    Ok(run(RenderJob { source: source.to_owned(), context: None })? == READS_TOOLS)
+}
+
 /// Renders `source` with `context` in a child.
 pub fn render(source: &str, context: serde_json::Value) -> Result<String, TemplateError> {
-    let job = serde_json::to_string(&RenderJob { source: source.to_owned(), context })
+    run(RenderJob { source: source.to_owned(), context: Some(context) })
+}
+
+fn run(job: RenderJob) -> Result<String, TemplateError> {
+    let job = serde_json::to_string(&job)
         .map_err(|e| TemplateError(format!("cannot send the template to its renderer: {e}")))?;
     let taken = idle().lock().unwrap_or_else(|p| p.into_inner()).pop();
     let mut renderer = match taken {
@@ -157,7 +171,7 @@ pub fn render(source: &str, context: serde_json::Value) -> Result<String, Templa
         // The child died mid-render: a refused allocation is the only way a render ends it.
         Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
             return Err(TemplateError(format!(
-                "the template needed more than {} MiB of memory to render",
+                "the template needed more than {} MiB of memory to compile or render",
                 CHILD_MEMORY >> 20
             )));
         }
@@ -182,7 +196,11 @@ pub fn serve_children_requests() -> std::io::Result<()> {
         let answer = match serde_json::from_str::<RenderJob>(&line?) {
             Ok(job) => {
                 let rendered = std::panic::catch_unwind(|| {
-                    ChatTemplate::new(&job.source).and_then(|t| t.render_value(&job.context))
+                    let template = ChatTemplate::new(&job.source)?;
+                    match &job.context {
+                        Some(context) => template.render_value(context),
+                        None => Ok(if template.reads_tools() { READS_TOOLS.into() } else { String::new() }),
+                    }
                 });
                 match rendered {
                     Ok(Ok(text)) => RenderAnswer::Ok(text),
