@@ -108,6 +108,7 @@ impl Worker {
         }
         loop {
             if self.running.is_empty() {
+                release_freed_memory();
                 match self.jobs.blocking_recv() {
                     Some(job) => self.admit(job),
                     None => return,
@@ -439,6 +440,17 @@ fn sample(seq: &mut Sequence, logits: &[f32]) -> Result<Sampled, TokenEvent> {
         }
     }
     Ok(sampled)
+}
+
+/// Hands the memory of finished sequences (their KV caches, the step's buffers) back to the
+/// system once the engine is idle: glibc's allocator otherwise keeps freed pages in its arenas,
+/// and a burst of concurrent sequences would hold the server's resident size up long after.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Ends a sequence whose receiver is gone: the client disconnected, or its stop string matched.
