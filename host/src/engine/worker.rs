@@ -126,7 +126,9 @@ impl Worker {
 
     /// One step of every running sequence.
     fn tick(&mut self) {
-        self.retire(|w, i| w.check_ended(i));
+        let ended: Vec<usize> =
+            (0..self.running.len()).filter(|&i| matches!(self.check_ended(i), Step::Done)).collect();
+        self.remove_all(ended);
         if self.running.is_empty() {
             return;
         }
@@ -134,7 +136,7 @@ impl Worker {
         if let Some(i) = self.running.iter().position(|s| !s.prefilled() && s.scores_prompt()) {
             let outcome = self.guarded(i, |w, i| w.prefill_scored(i));
             if matches!(outcome, Step::Done) {
-                self.remove(i);
+                self.remove_all(vec![i]);
             }
             return;
         }
@@ -182,7 +184,11 @@ impl Worker {
         let logits = match outcome {
             Ok(l) => l,
             Err(message) => {
-                self.fail_all(&order, &message);
+                // A cache the failed step half-wrote is not used again: its sequences end here.
+                for &i in &order {
+                    let _ = self.running[i].job.events.send(TokenEvent::Failed(message.clone()));
+                }
+                self.remove_all(order);
                 return;
             }
         };
@@ -200,25 +206,19 @@ impl Worker {
                 ended.push(i);
             }
         }
-        ended.sort_unstable();
-        for i in ended.into_iter().rev() {
-            self.remove(i);
-        }
+        self.remove_all(ended);
     }
 
-    /// Ends sequences for which `check` says so (most recent first, so indices stay valid).
-    fn retire(&mut self, check: impl Fn(&mut Self, usize) -> Step) {
-        for i in (0..self.running.len()).rev() {
-            if matches!(check(self, i), Step::Done) {
-                self.remove(i);
-            }
+    /// Drops the sequences at `indices` (any order).
+    fn remove_all(&mut self, mut indices: Vec<usize>) {
+        indices.sort_unstable();
+        indices.dedup();
+        // Last first, so the earlier indices stay valid; `remove`, not `swap_remove`: admission
+        // order decides whose prompt is prefilled next.
+        for i in indices.into_iter().rev() {
+            self.running.remove(i);
+            self.shared.running.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-
-    fn remove(&mut self, i: usize) {
-        // `remove`, not `swap_remove`: admission order decides whose prompt is prefilled next.
-        self.running.remove(i);
-        self.shared.running.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Runs `f` for sequence `i`; a panic fails that sequence alone.
@@ -229,15 +229,6 @@ impl Worker {
             let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
             Step::Done
         })
-    }
-
-    fn fail_all(&mut self, order: &[usize], message: &str) {
-        for &i in order {
-            let _ = self.running[i].job.events.send(TokenEvent::Failed(message.to_owned()));
-            // A cache the failed step half-wrote is not used again: the sequence ends below.
-            self.running[i].max_new = 0;
-            self.running[i].job.cancelled.store(true, Ordering::Relaxed);
-        }
     }
 
     fn admit(&mut self, mut job: Job) {
