@@ -32,6 +32,17 @@ const GEMM_TOKENS: usize = 8;
 /// Rows per dequantized tile (64 rows of 1536 values: 384 KiB, within a core's L2).
 const TILE_ROWS: usize = 64;
 
+/// Columns per GEMM call of a tile product, the partial sums added up in the output. The
+/// `gemm` crate splits the shared dimension by the product's size (512 when both sides are at
+/// most 64, else by cache sizes), and where it splits decides how a sum is rounded: calls of at
+/// most 512 columns it never splits, so every row comes out the same whatever the number of
+/// rows beside it.
+const GEMM_DEPTH: usize = 512;
+
+/// Fewest tokens per GEMM call: below 5 rows `gemm` takes small-matrix paths with their own
+/// summation order, so fewer are padded with zero rows.
+const GEMM_MIN_TOKENS: usize = 8;
+
 /// Rows per parallel task of a token product: enough to amortise rayon's scheduling.
 const ROWS_PER_TASK: usize = 16;
 
@@ -126,6 +137,14 @@ impl QuantMatrix {
         self.matmul_q8(&Q8Activations::quantize(x, self.cols), tokens, dot::kernel(self.ty))
     }
 
+    /// `y = x Wᵀ` for the tokens of a prompt: f32 products on dequantized tiles of rows, each
+    /// token's result the same however many tokens the call holds (a prompt's numbers then do
+    /// not depend on how it was split into chunks, nor on how much of it came from a cache).
+    pub fn matmul_prompt(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), tokens * self.cols);
+        self.matmul_tiles(x, tokens)
+    }
+
     /// `y = x Wᵀ` for `tokens` independent tokens, each computed exactly as a lone token's
     /// product is (8-bit activations), however many there are: a batch of decode steps of
     /// different sequences reads every weight block once, and each sequence gets the numbers it
@@ -187,41 +206,58 @@ impl QuantMatrix {
     /// in cache) and multiplied with every token by an f32 GEMM, so decoding a block costs once
     /// per tile rather than once per token.
     fn matmul_tiles(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+        // Too few tokens take `gemm`'s small-matrix paths: pad them with zero rows.
+        let m = tokens.max(GEMM_MIN_TOKENS);
+        let padded;
+        let x = if m > tokens {
+            let mut p = vec![0f32; m * self.cols];
+            p[..x.len()].copy_from_slice(x);
+            padded = p;
+            &padded[..]
+        } else {
+            x
+        };
         let tiles: Vec<Vec<f32>> = (0..self.rows.div_ceil(TILE_ROWS))
             .into_par_iter()
             .map(|tile| {
                 let first = tile * TILE_ROWS;
                 let n = TILE_ROWS.min(self.rows - first);
-                let mut w = Vec::with_capacity(n * self.cols);
-                for r in first..first + n {
-                    w.extend_from_slice(&self.row_f32(r));
+                // Always a whole tile (zero rows after a short last one): a narrow product
+                // would take `gemm`'s small-matrix paths too.
+                let mut w = vec![0f32; TILE_ROWS * self.cols];
+                for (r, row) in (first..first + n).zip(w.chunks_exact_mut(self.cols)) {
+                    row.copy_from_slice(&self.row_f32(r));
                 }
-                let mut out = vec![0f32; tokens * n];
-                // SAFETY: `out` is `[tokens, n]` row-major, `x` is `[tokens, cols]` row-major
-                // and `w` is `[n, cols]` row-major, read as its transpose `[cols, n]`; every
-                // stride and size below matches those buffers, which outlive the call.
-                unsafe {
-                    gemm::gemm(
-                        tokens,
-                        n,
-                        self.cols,
-                        out.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        self.cols as isize,
-                        w.as_ptr(),
-                        self.cols as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                let mut out = vec![0f32; m * TILE_ROWS];
+                for k0 in (0..self.cols).step_by(GEMM_DEPTH) {
+                    let depth = GEMM_DEPTH.min(self.cols - k0);
+                    // SAFETY: `out` is `[m, TILE_ROWS]` row-major, `x` is `[m, cols]` row-major
+                    // and `w` is `[TILE_ROWS, cols]` row-major, read as its transpose; both
+                    // are read from column `k0` for `depth` columns, within their rows. Every
+                    // stride and size matches those buffers, which outlive the call.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            TILE_ROWS,
+                            depth,
+                            out.as_mut_ptr(),
+                            1,
+                            TILE_ROWS as isize,
+                            k0 > 0,
+                            x[k0..].as_ptr(),
+                            1,
+                            self.cols as isize,
+                            w[k0..].as_ptr(),
+                            self.cols as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
                 out
             })
@@ -229,9 +265,10 @@ impl QuantMatrix {
         let mut y = vec![0f32; tokens * self.rows];
         for (tile, out) in tiles.iter().enumerate() {
             let first = tile * TILE_ROWS;
-            let n = out.len() / tokens;
+            let n = TILE_ROWS.min(self.rows - first);
             for t in 0..tokens {
-                y[t * self.rows + first..t * self.rows + first + n].copy_from_slice(&out[t * n..(t + 1) * n]);
+                y[t * self.rows + first..t * self.rows + first + n]
+                    .copy_from_slice(&out[t * TILE_ROWS..t * TILE_ROWS + n]);
             }
         }
         y
@@ -406,6 +443,26 @@ mod tests {
                     let got = y[t * rows + r];
                     assert!((got - want).abs() <= 1e-5 * scale, "{ty:?} [{t},{r}]: {got} vs {want}");
                 }
+            }
+        }
+    }
+
+    /// A prompt token's product is the same in a chunk of any size and at any place in it:
+    /// what lets a cached prefix, chunked prefill and batching leave a request's numbers alone.
+    #[test]
+    fn prompt_products_do_not_depend_on_the_other_tokens() {
+        // Depths gemm would split differently by the number of rows (576 into 288s beyond 64
+        // rows, 512 + 64 up to them), over several GEMM calls; a short last tile.
+        let rows = TILE_ROWS + 37;
+        for (ty, cols) in
+            [(QuantType::Q4_1, 576), (QuantType::Q8_0, 576), (QuantType::Q6K, 768), (QuantType::Q4_0, 1600)]
+        {
+            let (m, _) = random_matrix(ty, rows, cols, 13);
+            let x = activations(300, cols);
+            let all = m.matmul_prompt(&x, 300);
+            for (first, len) in [(0, 1), (3, 2), (7, 7), (11, 30), (100, 64), (5, 65), (13, 200), (0, 299)] {
+                let part = m.matmul_prompt(&x[first * cols..(first + len) * cols], len);
+                assert!(part == all[first * rows..(first + len) * rows], "{ty:?}: {len} tokens from {first}");
             }
         }
     }
