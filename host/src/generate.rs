@@ -86,6 +86,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
         constraint: None,
         distribution: None,
         logprobs: None,
+        cache_prompt: true,
         prompt: prompt_ids.clone(),
         max_new_tokens: args.max_tokens,
         sampling: args.sampling.clone(),

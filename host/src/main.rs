@@ -82,6 +82,10 @@ struct ServeCli {
     /// Most prompt tokens one step prefills (default 512).
     #[arg(long, value_name = "TOKENS")]
     prefill_chunk: Option<usize>,
+    /// Positions the KV cache holds across all sequences, reused between requests that share a
+    /// prefix (default: every batched sequence at full context, up to a quarter of the memory).
+    #[arg(long, value_name = "TOKENS")]
+    cache_size: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +188,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         max_running: cli.parallel,
         max_queue: cli.max_queue,
         prefill_chunk: cli.prefill_chunk,
+        cache_size: cli.cache_size,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

@@ -55,6 +55,7 @@ impl HostServices for ModelServices {
             constraint: None,
             distribution: None,
             logprobs: None,
+            cache_prompt: true,
             prompt,
             max_new_tokens: (request.max_tokens.min(MAX_PLUGIN_TOKENS) as usize).min(room),
             sampling: SamplingParams { temperature, ..SamplingParams::default() },

@@ -95,6 +95,7 @@ fn start_model(
         queue_capacity: settings.max_queue,
         max_running: settings.max_running,
         prefill_chunk: settings.prefill_chunk,
+        cache_positions: settings.cache_size,
         context_length: settings.ctx_size.unwrap_or(usize::MAX),
         warm_up: true,
         plugins: plugins.has_samplers().then(|| plugins.clone()),

@@ -1,5 +1,8 @@
 //! The batching engine against the real binary: requests that share forward passes get exactly
 //! the text they get alone, and a full queue answers 429 with Retry-After.
+//!
+//! The second run of each request starts from the cached blocks of the first (the prompt cache
+//! is on by default): the text is the same all the same.
 
 mod common;
 

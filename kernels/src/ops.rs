@@ -164,51 +164,62 @@ pub struct AttentionShape {
     /// Queries in this call, at positions `start..start + tokens`.
     pub tokens: usize,
     pub start: usize,
-    /// Positions each cache head holds room for (its stride).
-    pub capacity: usize,
 }
 
 /// Positions per block of the key layout [`attention`] reads.
 pub const KEY_BLOCK: usize = 8;
 
-/// Where value `d` of the key at `position` lies within its cache head's `capacity · dim`
-/// values: keys are stored in blocks of [`KEY_BLOCK`] positions, each block dimension-major
-/// (`[dim][8]`), so one query's scores for 8 keys are 8-lane multiply-adds with no
-/// horizontal sums.
+/// Where value `d` of the key at `position` lies within its page of `page · dim` values: keys
+/// are stored in blocks of [`KEY_BLOCK`] positions, each block dimension-major (`[dim][8]`), so
+/// one query's scores for 8 keys are 8-lane multiply-adds with no horizontal sums.
 pub fn key_offset(position: usize, d: usize, dim: usize) -> usize {
     (position / KEY_BLOCK) * dim * KEY_BLOCK + d * KEY_BLOCK + position % KEY_BLOCK
 }
 
-/// Causal grouped-query attention: `q` and `out` are `[tokens, heads, head_dim]`; `keys` and
-/// `values` hold `kv_heads` regions of `capacity · head_dim` values with positions
-/// `0..start + tokens` filled, values row-major (`[capacity, head_dim]`), keys as
-/// [`key_offset`] places them (`capacity` a multiple of [`KEY_BLOCK`]). Query head `h` reads
-/// cache head `h / (heads / kv_heads)`. Heads run in parallel.
-pub fn attention(q: &[f32], keys: &[f32], values: &[f32], shape: AttentionShape, out: &mut [f32]) {
-    let AttentionShape { heads, head_dim: dim, tokens, .. } = shape;
+/// One layer's keys and values as a paged cache holds them: pools of pages of `page`
+/// positions, one page per (block, kv head) at `(block · kv_heads + head) · page · dim`; a
+/// sequence's positions are its `table`'s blocks in order. Within a page values are row-major
+/// (`[page, dim]`) and keys as [`key_offset`] places them.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedKv<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub table: &'a [u32],
+    /// Positions per page, a multiple of [`KEY_BLOCK`].
+    pub page: usize,
+}
+
+/// Causal grouped-query attention over a paged cache: `q` and `out` are `[tokens, heads,
+/// head_dim]`; the cache holds positions `0..start + tokens`. Query head `h` reads cache head
+/// `h / (heads / kv_heads)`. Heads run in parallel. The arithmetic does not depend on where the
+/// pages lie, so a sequence gets the same numbers from any block table.
+pub fn attention(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, out: &mut [f32]) {
+    let AttentionShape { heads, kv_heads, head_dim: dim, tokens, start } = shape;
+    let page_len = kv.page * dim;
+    let pages_in_pool = if kv_heads == 0 || page_len == 0 { 0 } else { kv.keys.len() / (kv_heads * page_len) };
     assert!(
         q.len() == tokens * heads * dim
             && out.len() == q.len()
-            && keys.len() >= shape.kv_heads * shape.capacity * dim
-            && values.len() == keys.len()
-            && shape.start + tokens <= shape.capacity
-            && shape.capacity.is_multiple_of(KEY_BLOCK)
-            && shape.kv_heads > 0
-            && heads % shape.kv_heads == 0,
+            && kv.values.len() == kv.keys.len()
+            && kv.page > 0
+            && kv.page.is_multiple_of(KEY_BLOCK)
+            && start + tokens <= kv.table.len() * kv.page
+            && kv.table.iter().all(|&b| (b as usize) < pages_in_pool)
+            && kv_heads > 0
+            && heads % kv_heads == 0,
         "attention buffers do not match their shape {shape:?}"
     );
     // One task per (token, head): the output slices are disjoint.
     out.par_chunks_mut(dim).enumerate().for_each(|(i, o)| {
         let (t, h) = (i / heads, i % heads);
-        attend_one(&q[i * dim..(i + 1) * dim], keys, values, shape, t, h, o);
+        attend_one(&q[i * dim..(i + 1) * dim], kv, shape, t, h, o);
     });
 }
 
 multiversion_fn! {
     fn attend_one(
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        kv: PagedKv<'_>,
         shape: AttentionShape,
         t: usize,
         h: usize,
@@ -217,30 +228,23 @@ multiversion_fn! {
 }
 
 #[inline(always)]
-fn attend_one_impl(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    shape: AttentionShape,
-    t: usize,
-    h: usize,
-    out: &mut [f32],
-) {
+fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, h: usize, out: &mut [f32]) {
     let dim = shape.head_dim;
     let g = h / (shape.heads / shape.kv_heads);
     let visible = shape.start + t + 1;
-    let base = g * shape.capacity * dim;
+    let page_len = kv.page * dim;
+    let page_at = |j: usize| (kv.table[j] as usize * shape.kv_heads + g) * page_len;
     let scale = 1.0 / (dim as f32).sqrt();
-    // Plain loops, no closures: a closure is a function of its own, compiled without this
-    // function's CPU features.
-    // Scores a block of 8 keys at a time (the block's tail past `visible` is computed on the
-    // cache's zeros and dropped).
+    // Plain loops, no closures over the arithmetic: a closure is a function of its own,
+    // compiled without this function's CPU features.
+    // Scores a block of 8 keys at a time (the block's tail past `visible` is computed on
+    // whatever the page holds there and dropped).
     let blocks = visible.div_ceil(KEY_BLOCK);
+    let per_page = kv.page / KEY_BLOCK;
     let mut scores = vec![0f32; blocks * KEY_BLOCK];
-    for (s, kb) in scores
-        .chunks_exact_mut(KEY_BLOCK)
-        .zip(keys[base..base + blocks * KEY_BLOCK * dim].chunks_exact(KEY_BLOCK * dim))
-    {
+    for (b, s) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
+        let at = page_at(b / per_page) + (b % per_page) * KEY_BLOCK * dim;
+        let kb = &kv.keys[at..at + KEY_BLOCK * dim];
         let mut acc = [0f32; KEY_BLOCK];
         for (qd, kd) in q.iter().zip(kb.chunks_exact(KEY_BLOCK)) {
             for l in 0..KEY_BLOCK {
@@ -265,10 +269,14 @@ fn attend_one_impl(
         sum += s;
     }
     out.fill(0.0);
-    for (p, v) in scores.iter().zip(values[base..base + visible * dim].chunks_exact(dim)) {
-        let p = p / sum;
-        for (o, v) in out.iter_mut().zip(v) {
-            *o = p.mul_add(*v, *o);
+    for (j, page_scores) in scores.chunks(kv.page).enumerate() {
+        let at = page_at(j);
+        let rows = &kv.values[at..at + page_scores.len() * dim];
+        for (p, v) in page_scores.iter().zip(rows.chunks_exact(dim)) {
+            let p = p / sum;
+            for (o, v) in out.iter_mut().zip(v) {
+                *o = p.mul_add(*v, *o);
+            }
         }
     }
 }
@@ -351,39 +359,45 @@ mod tests {
         assert_eq!(far, [0.0, 30.0]);
     }
 
-    /// Against a direct softmax(q·kᵀ/√d)·v, with grouped heads, a causal prompt and spare
-    /// capacity in the cache.
+    /// Against a direct softmax(q·kᵀ/√d)·v, with grouped heads, a causal prompt, pages out of
+    /// order in the pool and a spare page.
     #[test]
     fn attention_matches_the_definition() {
-        let shape = AttentionShape { heads: 4, kv_heads: 2, head_dim: 8, tokens: 3, start: 2, capacity: 8 };
+        let shape = AttentionShape { heads: 4, kv_heads: 2, head_dim: 8, tokens: 3, start: 7 };
+        let (page, dim, kv_heads, pool_pages) = (8, 8, 2, 4);
         let f = |i: usize, m: usize| ((i * m % 23) as f32 - 11.0) / 7.0;
         let q: Vec<f32> = (0..3 * 4 * 8).map(|i| f(i, 5)).collect();
-        // Row-major keys for the definition, laid out by `key_offset` for the kernel.
-        let keys: Vec<f32> = (0..2 * 8 * 8).map(|i| f(i, 7)).collect();
-        let mut blocked = vec![0f32; keys.len()];
+        // Row-major keys and values of positions 0..16 for the definition, paged for the kernel:
+        // positions 0..8 in pool block 3, 8..16 in block 1.
+        let keys: Vec<f32> = (0..2 * 16 * 8).map(|i| f(i, 7)).collect();
+        let values: Vec<f32> = (0..2 * 16 * 8).map(|i| f(i, 3)).collect();
+        let table = [3u32, 1];
+        let mut paged_k = vec![f32::NAN; pool_pages * kv_heads * page * dim];
+        let mut paged_v = paged_k.clone();
         for g in 0..2 {
-            for p in 0..8 {
+            for p in 0..16 {
+                let at = (table[p / page] as usize * kv_heads + g) * page * dim;
                 for d in 0..8 {
-                    blocked[g * 64 + key_offset(p, d, 8)] = keys[(g * 8 + p) * 8 + d];
+                    paged_k[at + key_offset(p % page, d, dim)] = keys[(g * 16 + p) * 8 + d];
+                    paged_v[at + (p % page) * dim + d] = values[(g * 16 + p) * 8 + d];
                 }
             }
         }
-        let values: Vec<f32> = (0..2 * 8 * 8).map(|i| f(i, 3)).collect();
         let mut out = vec![0f32; q.len()];
-        attention(&q, &blocked, &values, shape, &mut out);
+        attention(&q, PagedKv { keys: &paged_k, values: &paged_v, table: &table, page }, shape, &mut out);
         for t in 0..3 {
             for h in 0..4 {
                 let g = h / 2;
                 let qh = &q[(t * 4 + h) * 8..(t * 4 + h + 1) * 8];
-                let visible = 2 + t + 1;
+                let visible = 7 + t + 1;
                 let scores: Vec<f32> = (0..visible)
-                    .map(|j| (0..8).map(|d| qh[d] * keys[(g * 8 + j) * 8 + d]).sum::<f32>() / 8f32.sqrt())
+                    .map(|j| (0..8).map(|d| qh[d] * keys[(g * 16 + j) * 8 + d]).sum::<f32>() / 8f32.sqrt())
                     .collect();
                 let max = scores.iter().copied().fold(f32::MIN, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f32 = e.iter().sum();
                 for d in 0..8 {
-                    let want: f32 = (0..visible).map(|j| e[j] / sum * values[(g * 8 + j) * 8 + d]).sum();
+                    let want: f32 = (0..visible).map(|j| e[j] / sum * values[(g * 16 + j) * 8 + d]).sum();
                     let got = out[(t * 4 + h) * 8 + d];
                     assert!((got - want).abs() < 1e-5, "[{t},{h},{d}] {got} vs {want}");
                 }

@@ -62,6 +62,11 @@ pub struct Settings {
     /// Most prompt tokens one step prefills: long prompts go through in chunks of this size
     /// while the other sequences keep generating (`--prefill-chunk`).
     pub prefill_chunk: usize,
+    /// Positions the KV cache holds across all sequences (`--cache-size`), in blocks of 16 that
+    /// sequences take as they grow and that finished prompts leave behind for prefix reuse.
+    /// `None`: room for every batched sequence at full context, up to a quarter of the
+    /// machine's memory.
+    pub cache_size: Option<usize>,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_body_bytes: usize,
     /// WebAssembly plugins to load, in order (sampler plugins run in this order).
@@ -180,6 +185,7 @@ impl Default for Settings {
             max_queue: 64,
             max_running: 16,
             prefill_chunk: 512,
+            cache_size: None,
             max_body_bytes: 4 << 20,
             plugins: Vec::new(),
             plugin_cache_dir: None,
@@ -240,6 +246,9 @@ pub struct CliSettings {
     /// `--prefill-chunk`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefill_chunk: Option<usize>,
+    /// `--cache-size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<usize>,
 }
 
 /// Settings that cannot be loaded.

@@ -1,7 +1,8 @@
 //! The generation engine: one OS thread owns the model (TEI's backend-thread pattern); requests
 //! arrive through a bounded queue (full → `Overloaded`, a 429) and stream token events back.
-//! Running sequences share each forward pass (see `worker`), each with its own KV cache; a long
-//! prompt is prefilled in chunks between the others' tokens, so it does not hold them hostage.
+//! Running sequences share each forward pass (see `worker`), each with its own KV cache (on the
+//! CPU a block table into one shared, prefix-reusing pool); a long prompt is prefilled in chunks
+//! between the others' tokens, so it does not hold them hostage.
 //! Dropping a [`GenerationStream`] cancels its sequence at once.
 
 mod worker;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::model::LoadedModel;
+use crate::model::{LoadedModel, PoolStats};
 use crate::prompt::TextTokenizer;
 use crate::sampling::SamplingParams;
 
@@ -54,6 +55,10 @@ pub struct GenerationRequest {
     pub distribution: Option<DistributionQuery>,
     /// Log-probabilities to report beside the tokens (`logprobs` / `top_logprobs`).
     pub logprobs: Option<LogprobsQuery>,
+    /// Start from cached blocks of an earlier request with the same prefix (llama.cpp's
+    /// `cache_prompt`; on by default). The output is the same either way, bit for bit: only
+    /// blocks holding the numbers this request would compute itself are reused.
+    pub cache_prompt: bool,
 }
 
 /// The log-probabilities a request wants reported, under the model's own distribution (before
@@ -118,6 +123,7 @@ pub enum EngineError {
 pub struct GenerationStream {
     events: mpsc::UnboundedReceiver<TokenEvent>,
     cancelled: Arc<AtomicBool>,
+    cached_tokens: CachedTokens,
 }
 
 impl GenerationStream {
@@ -131,10 +137,26 @@ impl GenerationStream {
         self.events.blocking_recv()
     }
 
+    /// How many of the prompt's tokens came from the cache (known once the sequence starts).
+    pub fn cached_tokens(&self) -> CachedTokens {
+        self.cached_tokens.clone()
+    }
+
     /// A handle that cancels this sequence from elsewhere (a deadline's watchdog); the stream
     /// then ends without a `Finished` event.
     pub fn canceller(&self) -> Canceller {
         Canceller(self.cancelled.clone())
+    }
+}
+
+/// The prompt tokens a sequence took from the KV cache instead of computing them (OpenAI's
+/// `usage.prompt_tokens_details.cached_tokens`): 0 until the sequence has started.
+#[derive(Debug, Clone, Default)]
+pub struct CachedTokens(Arc<AtomicUsize>);
+
+impl CachedTokens {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -171,6 +193,8 @@ struct Job {
     cancelled: Arc<AtomicBool>,
     /// The cancel-all epoch when the job was submitted.
     epoch: u64,
+    /// Set at admission: prompt tokens taken from the cache.
+    cached_tokens: Arc<AtomicUsize>,
 }
 
 /// State shared by the handle and the worker.
@@ -181,6 +205,8 @@ struct Shared {
     running: AtomicUsize,
     /// The stop flag of every submitted generation with an owner, while it lives.
     owned: std::sync::Mutex<Vec<(Owner, std::sync::Weak<AtomicBool>)>>,
+    /// The KV pool's block counts after the worker's last step (`None` without a pool).
+    cache: std::sync::Mutex<Option<PoolStats>>,
 }
 
 /// Handle to the engine; cheap to clone.
@@ -209,8 +235,18 @@ impl Engine {
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             owned: Default::default(),
+            cache: Default::default(),
         });
-        let context_length = options.context_length.min(model.llama.config().max_position_embeddings).max(1);
+        let mut context_length = options.context_length.min(model.llama.config().max_position_embeddings).max(1);
+        if model.llama.runs_on_cpu() {
+            // A sequence never needs more positions than the whole cache has.
+            let options = WorkerOptions { context_length, ..options.clone() };
+            let positions = worker::cache_blocks(&options, model.llama.config()) * crate::model::kv_pool::PAGE;
+            if positions < context_length {
+                tracing::info!(positions, "the KV cache is smaller than the context; sequences are capped at its size");
+                context_length = positions;
+            }
+        }
         let engine = Self {
             jobs,
             shared: shared.clone(),
@@ -236,6 +272,11 @@ impl Engine {
         self.context_length
     }
 
+    /// The KV cache's block counts (`None` on a GPU, whose sequences own their buffers).
+    pub fn cache_stats(&self) -> Option<PoolStats> {
+        *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Requests waiting for their first token, and sequences generating.
     pub fn load(&self) -> (usize, usize) {
         (self.shared.queued.load(Ordering::Relaxed), self.shared.running.load(Ordering::Relaxed))
@@ -247,6 +288,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let stopped = Arc::new(AtomicBool::new(false));
+        let cached_tokens = CachedTokens::default();
         if let Some(owner) = owner {
             let mut owned = self.shared.owned.lock().unwrap_or_else(|p| p.into_inner());
             // Finished generations drop their flags; forget them here, so the list holds only
@@ -260,10 +302,11 @@ impl Engine {
             events: tx,
             cancelled: cancelled.clone(),
             epoch: self.shared.epoch.load(Ordering::SeqCst),
+            cached_tokens: cached_tokens.0.clone(),
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.jobs.try_send(job) {
-            Ok(()) => Ok(GenerationStream { events: rx, cancelled }),
+            Ok(()) => Ok(GenerationStream { events: rx, cancelled, cached_tokens }),
             Err(e) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {

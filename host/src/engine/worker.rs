@@ -1,21 +1,31 @@
 //! The model thread: a batching scheduler. Each tick it admits queued jobs, then runs ONE
 //! forward pass over a flat batch — a token for every sequence that is generating, plus at most
 //! one chunk of one sequence's prompt (chunked prefill) — samples each sequence's next token and
-//! streams events. A sequence's prompt always splits into the same chunks, and decode tokens
-//! are computed as lone tokens, so a sequence gets the same numbers (and a greedy request the
-//! same text) however many others share its steps. A panic inside the model fails that step's
-//! sequences, not the thread.
+//! streams events. Prompt tokens and generated tokens are each computed so that a row's numbers
+//! do not depend on the rows beside it, so a sequence gets the same numbers (and a greedy
+//! request the same text) however many others share its steps, however its prompt is chunked,
+//! and whether it starts from cached blocks or recomputes after a preemption. A panic inside
+//! the model fails that step's sequences, not the thread.
+//!
+//! On the CPU every sequence's cache is a block table into one [`KvPool`]. A new sequence
+//! starts from the blocks of its longest registered prefix (an earlier turn of its chat, a
+//! shared system prompt) and prefills only the rest. A job waits in the queue until its prompt
+//! fits; when the running sequences need more blocks than are free, the youngest is preempted:
+//! its blocks go back (staying in the prefix index) and it resumes, recomputing what it lost,
+//! once there is room — it is delayed, never failed.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::{FinishReason, Job, Shared, TokenEvent, TokenLogprob};
 use crate::constraint::Constraint;
-use crate::model::{BatchItem, KvCache, LoadedModel, LogitsFor, ModelError};
+use crate::model::kv_pool::PAGE;
+use crate::model::{BatchItem, KvCache, KvPool, LlamaConfig, LoadedModel, LogitsFor, ModelError};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
 use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs};
 
@@ -28,8 +38,11 @@ pub struct WorkerOptions {
     pub max_running: usize,
     /// Most prompt tokens one tick prefills (one sequence's chunk).
     pub prefill_chunk: usize,
-    /// Most positions per sequence (capped by the model's own context length).
+    /// Most positions per sequence (capped by the model's own context length and the cache).
     pub context_length: usize,
+    /// Positions the CPU path's KV cache holds across all sequences (`None`: see
+    /// [`cache_blocks`]).
+    pub cache_positions: Option<usize>,
     /// Run the model once on typical shapes at start (wgpu compiles kernels per shape).
     pub warm_up: bool,
     /// Sampler plugins run on every generated token (`None`: no sampler plugins).
@@ -43,6 +56,7 @@ impl Default for WorkerOptions {
             max_running: 16,
             prefill_chunk: 512,
             context_length: 8192,
+            cache_positions: None,
             warm_up: true,
             plugins: None,
         }
@@ -64,18 +78,35 @@ struct Sequence {
     constraint: Option<Constraint>,
     /// When it was admitted (the prefill log line's time).
     admitted: Instant,
+    /// Admission order: the youngest (highest) is preempted first.
+    arrival: u64,
+    /// Its prompt's scores were sent (a resumed sequence does not score it again).
+    prompt_scored: bool,
 }
 
 impl Sequence {
-    /// Whether its whole prompt has been run.
-    fn prefilled(&self) -> bool {
-        self.cache.len() >= self.prompt_len
+    /// Tokens of its context the cache does not hold yet: 1 while it generates (the token
+    /// sampled last), more while its prompt (or, after a preemption, its whole context) is
+    /// being prefilled.
+    fn pending(&self) -> usize {
+        self.context.len() - self.cache.len()
+    }
+
+    /// Whether it is past its prefill and generating a token per step (its prompt in the
+    /// cache, and no more than the token sampled last to run).
+    fn generating(&self) -> bool {
+        self.pending() <= 1 && self.cache.len() >= self.prompt_len
     }
 
     /// Whether its prompt is scored position by position (completions' `echo` with
     /// `logprobs`): that prefill runs on its own.
     fn scores_prompt(&self) -> bool {
-        self.job.request.logprobs.is_some_and(|q| q.prompt)
+        self.job.request.logprobs.is_some_and(|q| q.prompt) && !self.prompt_scored
+    }
+
+    /// Positions its cache must hold after this tick's step (given the tick's prefill chunk).
+    fn step_end(&self, chunk: usize) -> usize {
+        (self.cache.len() + chunk.max(1)).min(self.context.len())
     }
 }
 
@@ -84,8 +115,57 @@ enum Step {
     Done,
 }
 
+/// Positions per batched sequence the KV cache holds by default. The pool is shared, so one
+/// sequence may grow to the whole context while others are short.
+const DEFAULT_POSITIONS_PER_SEQUENCE: usize = 1024;
+
+/// Blocks of the CPU path's KV pool: `cache_positions` when set, else
+/// [`DEFAULT_POSITIONS_PER_SEQUENCE`] for each of `max_running` sequences, capped at a quarter
+/// of the machine's memory; never less than one context.
+pub(super) fn cache_blocks(options: &WorkerOptions, config: &LlamaConfig) -> usize {
+    let per_position = KvPool::bytes_per_position(config.num_layers, config.num_kv_heads, config.head_dim).max(1);
+    let context = options.context_length.max(1);
+    let positions = options.cache_positions.unwrap_or_else(|| {
+        let wanted = options.max_running.max(1).saturating_mul(DEFAULT_POSITIONS_PER_SEQUENCE.min(context));
+        let budget = physical_memory() / 4 / per_position;
+        wanted.min(budget).max(context)
+    });
+    positions.div_ceil(PAGE).max(1)
+}
+
+/// Bytes of memory the machine has (8 GiB where it cannot be read).
+fn physical_memory() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration values.
+        let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && page > 0 {
+            return (pages as usize).saturating_mul(page as usize);
+        }
+    }
+    8 << 30
+}
+
 pub(super) fn spawn(model: LoadedModel, jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, options: WorkerOptions) {
-    let worker = Worker { model, jobs, shared, options, running: Vec::new() };
+    let pool = model.llama.runs_on_cpu().then(|| {
+        let c = model.llama.config();
+        let blocks = cache_blocks(&options, c);
+        let pool = KvPool::committed(blocks, c.num_layers, c.num_kv_heads, c.head_dim);
+        let mib = (blocks * PAGE * KvPool::bytes_per_position(c.num_layers, c.num_kv_heads, c.head_dim)) >> 20;
+        tracing::info!(positions = blocks * PAGE, mib, "KV cache ready");
+        Arc::new(Mutex::new(pool))
+    });
+    let worker = Worker {
+        model,
+        jobs,
+        shared,
+        options,
+        pool,
+        running: Vec::new(),
+        preempted: VecDeque::new(),
+        waiting: None,
+        arrivals: 0,
+    };
     // If the thread cannot start, the job channel closes and submit() reports `Stopped`.
     if let Err(e) = std::thread::Builder::new().name("hearth-model".into()).spawn(move || worker.run()) {
         tracing::error!("cannot start the model thread: {e}");
@@ -97,8 +177,16 @@ struct Worker {
     jobs: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     options: WorkerOptions,
+    /// The CPU path's KV cache (`None` on a GPU, where each sequence owns device buffers).
+    pool: Option<Arc<Mutex<KvPool>>>,
     /// In admission order: the first one still prefilling gets the tick's prompt chunk.
     running: Vec<Sequence>,
+    /// Sequences that gave their blocks back for older ones, oldest first; they resume before
+    /// any new job is admitted.
+    preempted: VecDeque<Sequence>,
+    /// A job taken from the queue whose prompt does not fit in the cache yet.
+    waiting: Option<Job>,
+    arrivals: u64,
 }
 
 impl Worker {
@@ -107,41 +195,157 @@ impl Worker {
             self.warm_up();
         }
         loop {
-            if self.running.is_empty() {
+            if self.running.is_empty() && self.preempted.is_empty() && self.waiting.is_none() {
+                self.publish_cache_stats();
                 release_freed_memory();
                 match self.jobs.blocking_recv() {
-                    Some(job) => self.admit(job),
+                    Some(job) => self.waiting = Some(job),
                     None => return,
                 }
             }
-            while self.running.len() < self.options.max_running.max(1) {
-                match self.jobs.try_recv() {
-                    Ok(job) => self.admit(job),
-                    Err(_) => break,
-                }
-            }
+            self.drop_ended_preempted();
+            self.resume_preempted();
+            self.admit_queued();
             self.tick();
+            self.publish_cache_stats();
+        }
+    }
+
+    /// The pool's block counts, for [`super::Engine::cache_stats`].
+    fn publish_cache_stats(&self) {
+        if let Some(pool) = &self.pool {
+            let stats = pool.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+        }
+    }
+
+    /// Blocks sequences could take now (unbounded without a pool).
+    fn available_blocks(&self) -> usize {
+        match &self.pool {
+            Some(pool) => pool.lock().unwrap_or_else(|p| p.into_inner()).available(),
+            None => usize::MAX,
+        }
+    }
+
+    /// Whether a sequence of `positions` may join the batch: a free place in it, and (on the
+    /// CPU) blocks for all its positions with one to spare for each running sequence's next
+    /// token. An empty batch takes anything: a context always fits in the whole pool.
+    fn has_room_for(&self, positions: usize) -> bool {
+        if self.running.is_empty() {
+            return true;
+        }
+        self.running.len() < self.options.max_running.max(1)
+            && (self.pool.is_none() || self.available_blocks() >= positions.div_ceil(PAGE) + self.running.len())
+    }
+
+    /// Ends preempted sequences whose client left or that were stopped while they waited.
+    fn drop_ended_preempted(&mut self) {
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
+        let before = self.preempted.len();
+        self.preempted.retain_mut(|seq| matches!(check_ended(seq, epoch), Step::Continue));
+        for _ in self.preempted.len()..before {
+            self.shared.running.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts preempted sequences back into the batch, oldest first, while they fit.
+    fn resume_preempted(&mut self) {
+        while let Some(seq) = self.preempted.front() {
+            if !self.has_room_for(seq.context.len()) {
+                return;
+            }
+            let Some(mut seq) = self.preempted.pop_front() else { return };
+            let cached = seq.cache.adopt_prefix(&seq.context, seq.prompt_len);
+            tracing::debug!(cached, recompute = seq.context.len() - cached, "resumed a preempted sequence");
+            self.running.push(seq);
+        }
+    }
+
+    /// Admits queued jobs while they fit (after every preempted sequence has resumed).
+    fn admit_queued(&mut self) {
+        while self.preempted.is_empty() {
+            let job = match self.waiting.take() {
+                Some(job) => job,
+                None => match self.jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            if !self.has_room_for(job.request.prompt.len() + 1) {
+                self.waiting = Some(job);
+                return;
+            }
+            self.admit(job);
+        }
+    }
+
+    /// Gives the youngest running sequence's blocks back (other than the one that arrived
+    /// `except`) and parks it until there is room; false when there is none to preempt.
+    fn preempt_youngest(&mut self, except: Option<u64>) -> bool {
+        let candidates = (0..self.running.len()).filter(|&i| Some(self.running[i].arrival) != except);
+        let Some(i) = candidates.max_by_key(|&i| self.running[i].arrival) else { return false };
+        let mut seq = self.running.remove(i);
+        seq.cache = self.new_cache();
+        tracing::info!(
+            running = self.running.len(),
+            "the KV cache is full: a sequence waits for blocks and will recompute its context"
+        );
+        let at = self.preempted.partition_point(|p| p.arrival < seq.arrival);
+        self.preempted.insert(at, seq);
+        true
+    }
+
+    /// An empty cache for a new sequence.
+    fn new_cache(&self) -> KvCache {
+        match &self.pool {
+            Some(pool) => KvCache::paged(pool.clone(), self.options.context_length, self.model.llama.device()),
+            None => self.model.llama.new_cache(self.options.context_length),
         }
     }
 
     /// One step of every running sequence.
     fn tick(&mut self) {
-        let ended: Vec<usize> =
-            (0..self.running.len()).filter(|&i| matches!(self.check_ended(i), Step::Done)).collect();
+        let epoch = self.shared.epoch.load(Ordering::SeqCst);
+        let ended: Vec<usize> = (0..self.running.len())
+            .filter(|&i| matches!(check_ended(&mut self.running[i], epoch), Step::Done))
+            .collect();
         self.remove_all(ended);
         if self.running.is_empty() {
             return;
         }
-        // A prompt that is scored token by token runs alone, before the batch.
-        if let Some(i) = self.running.iter().position(|s| !s.prefilled() && s.scores_prompt()) {
+        // A prompt that is scored token by token runs alone, before the batch, with blocks for
+        // all of it (younger sequences wait for them if need be).
+        if let Some(arrival) = self.running.iter().find(|s| !s.generating() && s.scores_prompt()).map(|s| s.arrival) {
+            let i = loop {
+                let Some(i) = self.running.iter().position(|s| s.arrival == arrival) else { return };
+                let seq = &self.running[i];
+                let needed = seq.cache.blocks_needed(seq.context.len());
+                if needed == 0 || needed <= self.available_blocks() || !self.preempt_youngest(Some(arrival)) {
+                    break i;
+                }
+            };
             let outcome = self.guarded(i, |w, i| w.prefill_scored(i));
             if matches!(outcome, Step::Done) {
                 self.remove_all(vec![i]);
             }
             return;
         }
-        let prefilling = self.running.iter().position(|s| !s.prefilled());
         let chunk = self.options.prefill_chunk.max(1);
+        // The step's new blocks must be there: the youngest sequences wait while they are not.
+        let prefilling = loop {
+            let prefilling = self.running.iter().position(|s| !s.generating());
+            let needed: usize = self
+                .running
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.generating() || Some(*i) == prefilling)
+                .map(|(_, s)| s.cache.blocks_needed(s.step_end(chunk)))
+                .sum();
+            if needed == 0 || self.running.len() == 1 || needed <= self.available_blocks() {
+                break prefilling;
+            }
+            self.preempt_youngest(None);
+        };
         let started = Instant::now();
         // The batch: every generating sequence's next token (in admission order), then the
         // chunk of the first prompt still being prefilled.
@@ -151,17 +355,21 @@ impl Worker {
             let mut chunk_item = None;
             for (i, seq) in self.running.iter_mut().enumerate() {
                 let done = seq.cache.len();
-                if seq.prefilled() {
+                if seq.generating() {
                     order.push(i);
                     items.push(BatchItem {
                         tokens: &seq.context[done..],
                         cache: &mut seq.cache,
                         logits: LogitsFor::Last,
+                        prompt_rows: 0,
                     });
                 } else if Some(i) == prefilling {
-                    let end = (done + chunk).min(seq.prompt_len);
+                    let end = seq.step_end(chunk);
                     let tokens = &seq.context[done..end];
-                    chunk_item = Some((i, BatchItem { tokens, cache: &mut seq.cache, logits: LogitsFor::Last }));
+                    // A resumed sequence recomputes its generated tokens as generated tokens.
+                    let prompt_rows = seq.prompt_len.saturating_sub(done).min(tokens.len());
+                    let cache = &mut seq.cache;
+                    chunk_item = Some((i, BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows }));
                 }
             }
             if let Some((i, item)) = chunk_item {
@@ -196,7 +404,7 @@ impl Worker {
         let mut ended = Vec::new();
         for (&i, logits) in order.iter().zip(logits) {
             let seq = &self.running[i];
-            if !seq.prefilled() {
+            if seq.cache.len() < seq.context.len() {
                 continue; // more of its prompt next tick
             }
             if seq.context.len() == seq.prompt_len {
@@ -252,11 +460,18 @@ impl Worker {
             },
             None => Vec::new(),
         };
-        let cache = self.model.llama.new_cache(ctx);
+        let mut cache = self.new_cache();
+        // A scored prompt needs every position's logits, so it computes them all.
+        let scores_prompt = job.request.logprobs.is_some_and(|q| q.prompt);
+        if job.request.cache_prompt && !scores_prompt {
+            let cached = cache.adopt_prefix(&job.request.prompt, prompt_len);
+            job.cached_tokens.store(cached, Ordering::Relaxed);
+        }
         let sampler = Sampler::for_prompt(job.request.sampling.clone(), &job.request.prompt);
         let context = job.request.prompt.clone();
         let constraint = job.request.constraint.take();
         self.shared.running.fetch_add(1, Ordering::Relaxed);
+        self.arrivals += 1;
         self.running.push(Sequence {
             job,
             cache,
@@ -267,31 +482,15 @@ impl Worker {
             samplers,
             constraint,
             admitted: Instant::now(),
+            arrival: self.arrivals,
+            prompt_scored: false,
         });
-    }
-
-    /// Ends a sequence before its step when its client is gone, it was stopped, or it has no
-    /// room to generate.
-    fn check_ended(&mut self, i: usize) -> Step {
-        let epoch = self.shared.epoch.load(Ordering::SeqCst);
-        let seq = &mut self.running[i];
-        if seq.job.cancelled.load(Ordering::Relaxed) || seq.job.events.is_closed() {
-            return receiver_gone(seq);
-        }
-        if seq.job.epoch != epoch || seq.job.stopped.load(Ordering::SeqCst) {
-            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
-            return Step::Done;
-        }
-        if seq.max_new == 0 {
-            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
-            return Step::Done;
-        }
-        Step::Continue
     }
 
     /// Prefills a sequence whose prompt tokens are scored, and takes its first token.
     fn prefill_scored(&mut self, i: usize) -> Step {
         let seq = &mut self.running[i];
+        seq.prompt_scored = true;
         let top = seq.job.request.logprobs.map_or(0, |q| q.top);
         let ran = score_prompt(&self.model, &seq.context, &mut seq.cache, top).map(|(logits, scored)| {
             let _ = seq.job.events.send(TokenEvent::PromptLogprobs(scored));
@@ -379,6 +578,23 @@ impl Worker {
         }
         tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32());
     }
+}
+
+/// Ends a sequence before its step when its client is gone, it was stopped, or it has no room
+/// to generate.
+fn check_ended(seq: &mut Sequence, epoch: u64) -> Step {
+    if seq.job.cancelled.load(Ordering::Relaxed) || seq.job.events.is_closed() {
+        return receiver_gone(seq);
+    }
+    if seq.job.epoch != epoch || seq.job.stopped.load(Ordering::SeqCst) {
+        let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
+        return Step::Done;
+    }
+    if seq.max_new == 0 {
+        let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
+        return Step::Done;
+    }
+    Step::Continue
 }
 
 /// Chooses the next token, letting sampler plugins edit the candidates first. A plugin that
@@ -480,7 +696,8 @@ fn score_prompt(
     }
     let mut last = Vec::new();
     for (n, slice) in prompt.chunks(SCORED_PROMPT_SLICE).enumerate() {
-        let rows = to_host(model.llama.forward(slice, cache, LogitsFor::All)?)?;
+        let item = BatchItem { tokens: slice, cache: &mut *cache, logits: LogitsFor::All, prompt_rows: slice.len() };
+        let rows = model.llama.forward_batch(&mut [item])?.pop().unwrap_or_default();
         for (r, row) in rows.chunks_exact(vocab).enumerate() {
             let position = n * SCORED_PROMPT_SLICE + r;
             match prompt.get(position + 1) {

@@ -13,6 +13,7 @@ use super::auth::Caller;
 use super::blocking;
 use super::body::JsonBody;
 use super::chat_run::{ChatEvent, ChatOutput, ChatRun};
+use super::generation::ChoiceRun;
 use super::logprobs::{self, TokenTexts};
 use super::sse;
 use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
@@ -22,7 +23,7 @@ use super::types::{
     ChunkDelta, ContentPart, MessageContent, Usage,
 };
 use super::validate::{self, GenerationPlan};
-use crate::engine::{LogprobsQuery, TokenLogprob};
+use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::character::{Character, DEFAULT_CHARACTER, DEFAULT_USER_NAME};
 use crate::prompt::modes::{self, ChatMode, ModeError, ModePrompt, Persona};
@@ -266,6 +267,8 @@ pub async fn chat_completions(
     let model = served.name.clone();
 
     let runs = submit_choices(&served, &plan, &sub, plan.n, &caller.owner)?;
+    // The prompt is counted once however many choices share it: so are its cached tokens.
+    let cached = runs.first().map(ChoiceRun::cached_tokens).unwrap_or_default();
     let mut choices = Vec::with_capacity(runs.len());
     for run in runs {
         let reasoning = ReasoningSplitter::for_prompt(&prompt);
@@ -284,7 +287,7 @@ pub async fn chat_completions(
             debug: state.settings.debug,
             texts: plan.logprobs.map(|_| TokenTexts::new(tokenizer.clone())),
         };
-        return Ok(sse::respond(stream_chat(choices, chunks, prompt_tokens)));
+        return Ok(sse::respond(stream_chat(choices, chunks, prompt_tokens, cached)));
     }
 
     let results = futures::future::join_all(choices.into_iter().map(ChatRun::collect)).await;
@@ -319,7 +322,7 @@ pub async fn chat_completions(
         created,
         model,
         choices: answers,
-        usage: Usage::new(prompt_tokens, completion_tokens),
+        usage: Usage::new(prompt_tokens, completion_tokens).cached(cached.get()),
         system_fingerprint: None,
     };
     Ok(axum::Json(body).into_response())
@@ -451,6 +454,7 @@ fn stream_chat(
     runs: Vec<ChatRun>,
     w: ChunkWriter,
     prompt_tokens: usize,
+    cached: CachedTokens,
 ) -> impl futures::Stream<Item = axum::response::sse::Event> {
     let w = Arc::new(w);
     let choices = runs.len();
@@ -460,6 +464,7 @@ fn stream_chat(
     let start = (merged, 0usize, 0usize, false);
     futures::stream::unfold(start, move |(mut merged, finished, tokens, done)| {
         let w = w.clone();
+        let cached = cached.clone();
         async move {
             if done {
                 return None;
@@ -472,7 +477,8 @@ fn stream_chat(
                 Some(ChoiceOut::Finished(t)) => {
                     let mut events = Vec::new();
                     if w.include_usage {
-                        events.push(sse::json_event(&w.usage_chunk(Usage::new(prompt_tokens, tokens + t))));
+                        let usage = Usage::new(prompt_tokens, tokens + t).cached(cached.get());
+                        events.push(sse::json_event(&w.usage_chunk(usage)));
                     }
                     events.push(sse::done_event());
                     (events, (merged, finished + 1, tokens + t, true))

@@ -16,7 +16,7 @@ use super::sse;
 use super::state::{SharedState, size_generation, submit_choices, unix_now};
 use super::types::{Completion, CompletionChoice, CompletionRequest, PromptField, Usage};
 use super::validate;
-use crate::engine::{LogprobsQuery, TokenLogprob};
+use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::TextTokenizer;
 
@@ -130,17 +130,21 @@ pub async fn completions(
             texts: plan.logprobs.map(|_| TokenTexts::new(tokenizer)),
         };
         let echo_text = echo.then_some(prompt.text);
-        return Ok(sse::respond(stream_completion(run, w, prompt_tokens, echo_text)));
+        let prompt = PromptCount { tokens: prompt_tokens, cached: run.cached_tokens() };
+        return Ok(sse::respond(stream_completion(run, w, prompt, echo_text)));
     }
 
     // Every prompt's choices are submitted before any is awaited, so they generate together.
     let mut prompt_tokens = 0;
+    let mut cached = Vec::new();
     let mut pending = Vec::new();
     for prompt in prompts {
         let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         sub.constraint = constraint.clone();
         prompt_tokens += sub.prompt.len();
         let runs = submit_choices(&served, &plan, &sub, plan.n, &caller.owner)?;
+        // A prompt is counted once however many choices share it: so are its cached tokens.
+        cached.extend(runs.first().map(ChoiceRun::cached_tokens));
         pending.push((prompt.text, runs));
     }
     let mut choices = Vec::new();
@@ -169,7 +173,7 @@ pub async fn completions(
         created,
         model,
         choices,
-        usage: Some(Some(Usage::new(prompt_tokens, completion_tokens))),
+        usage: Some(Some(Usage::new(prompt_tokens, completion_tokens).cached(cached.iter().map(|c| c.get()).sum()))),
         system_fingerprint: None,
     };
     Ok(axum::Json(body).into_response())
@@ -218,13 +222,19 @@ impl CompletionWriter {
     }
 }
 
+/// A prompt's size and how much of it came from the KV cache (for the usage chunk).
+struct PromptCount {
+    tokens: usize,
+    cached: CachedTokens,
+}
+
 /// The chunks of one streamed completion: the echoed prompt (with its tokens' scores, which
 /// come first from the engine, when asked for), each text delta with the scores of its tokens,
 /// the finish chunk, the usage chunk when asked for, then `[DONE]`.
 fn stream_completion(
     run: ChoiceRun,
     w: CompletionWriter,
-    prompt_tokens: usize,
+    prompt: PromptCount,
     echo: Option<String>,
 ) -> impl futures::Stream<Item = axum::response::sse::Event> {
     struct State {
@@ -237,52 +247,57 @@ fn stream_completion(
         done: bool,
     }
     let start = State { run, w, echo, scored: Vec::new(), offset: 0, done: false };
-    futures::stream::unfold(start, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        // Without scores the echo goes out at once; with them it waits for the prompt's.
-        if st.w.texts.is_none()
-            && let Some(text) = st.echo.take()
-        {
-            let event = sse::json_event(&st.w.chunk(text, &[], &mut st.offset, None));
-            return Some((vec![event], st));
-        }
-        loop {
-            let events = match st.run.next().await {
-                Ok(Some(ChoiceEvent::PromptLogprobs(prompt))) => match st.echo.take() {
-                    Some(text) => vec![sse::json_event(&st.w.chunk(text, &prompt, &mut st.offset, None))],
-                    None => continue,
-                },
-                Ok(Some(ChoiceEvent::Logprobs(scored))) => {
-                    st.scored.extend(scored);
-                    continue;
-                }
-                Ok(Some(ChoiceEvent::Text(text))) => {
-                    let scored = std::mem::take(&mut st.scored);
-                    vec![sse::json_event(&st.w.chunk(text, &scored, &mut st.offset, None))]
-                }
-                Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
-                    let scored = std::mem::take(&mut st.scored);
-                    let last = st.w.chunk(String::new(), &scored, &mut st.offset, Some(reason.as_openai()));
-                    let mut events = vec![sse::json_event(&last)];
-                    if st.w.include_usage {
-                        events.push(sse::json_event(&st.w.usage_chunk(Usage::new(prompt_tokens, completion_tokens))));
+    futures::stream::unfold(start, move |mut st| {
+        let cached = prompt.cached.clone();
+        let prompt_tokens = prompt.tokens;
+        async move {
+            if st.done {
+                return None;
+            }
+            // Without scores the echo goes out at once; with them it waits for the prompt's.
+            if st.w.texts.is_none()
+                && let Some(text) = st.echo.take()
+            {
+                let event = sse::json_event(&st.w.chunk(text, &[], &mut st.offset, None));
+                return Some((vec![event], st));
+            }
+            loop {
+                let events = match st.run.next().await {
+                    Ok(Some(ChoiceEvent::PromptLogprobs(prompt))) => match st.echo.take() {
+                        Some(text) => vec![sse::json_event(&st.w.chunk(text, &prompt, &mut st.offset, None))],
+                        None => continue,
+                    },
+                    Ok(Some(ChoiceEvent::Logprobs(scored))) => {
+                        st.scored.extend(scored);
+                        continue;
                     }
-                    events.push(sse::done_event());
-                    st.done = true;
-                    events
-                }
-                Ok(None) => {
-                    st.done = true;
-                    vec![sse::done_event()]
-                }
-                Err(e) => {
-                    st.done = true;
-                    vec![sse::error_event(&e), sse::done_event()]
-                }
-            };
-            return Some((events, st));
+                    Ok(Some(ChoiceEvent::Text(text))) => {
+                        let scored = std::mem::take(&mut st.scored);
+                        vec![sse::json_event(&st.w.chunk(text, &scored, &mut st.offset, None))]
+                    }
+                    Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
+                        let scored = std::mem::take(&mut st.scored);
+                        let last = st.w.chunk(String::new(), &scored, &mut st.offset, Some(reason.as_openai()));
+                        let mut events = vec![sse::json_event(&last)];
+                        if st.w.include_usage {
+                            let usage = Usage::new(prompt_tokens, completion_tokens).cached(cached.get());
+                            events.push(sse::json_event(&st.w.usage_chunk(usage)));
+                        }
+                        events.push(sse::done_event());
+                        st.done = true;
+                        events
+                    }
+                    Ok(None) => {
+                        st.done = true;
+                        vec![sse::done_event()]
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        vec![sse::error_event(&e), sse::done_event()]
+                    }
+                };
+                return Some((events, st));
+            }
         }
     })
     .flat_map(futures::stream::iter)

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::engine::{FinishReason, GenerationStream, TokenEvent, TokenLogprob};
+use crate::engine::{CachedTokens, FinishReason, GenerationStream, TokenEvent, TokenLogprob};
 use crate::error::ApiError;
 use crate::prompt::TextTokenizer;
 use crate::prompt::incremental::{Delta, IncrementalDecoder};
@@ -46,6 +46,7 @@ pub struct ChoiceRun {
     keeps_logprobs: bool,
     /// Scores of tokens whose text has not been released yet.
     unreleased: Vec<TokenLogprob>,
+    cached_tokens: CachedTokens,
 }
 
 impl ChoiceRun {
@@ -57,6 +58,7 @@ impl ChoiceRun {
         keeps_logprobs: bool,
     ) -> Self {
         Self {
+            cached_tokens: stream.cached_tokens(),
             stream: Some(stream),
             decoder: IncrementalDecoder::new(tokenizer, stops, skip_special),
             pending: VecDeque::new(),
@@ -65,6 +67,11 @@ impl ChoiceRun {
             keeps_logprobs,
             unreleased: Vec::new(),
         }
+    }
+
+    /// How many prompt tokens came from the KV cache (known once the sequence has started).
+    pub fn cached_tokens(&self) -> CachedTokens {
+        self.cached_tokens.clone()
     }
 
     /// The next event; `Ok(None)` after `Finished`.

@@ -110,6 +110,7 @@ pub async fn logits(
         constraint: None,
         distribution: Some(DistributionQuery { use_samplers: req.use_samplers.unwrap_or(false), top }),
         logprobs: None,
+        cache_prompt: true,
     };
     let mut stream = served.engine.submit(request, Some(caller.owner))?;
     loop {
@@ -165,7 +166,21 @@ pub async fn stop_generation(
 /// `{model_name, lora_names, loader}`.
 pub async fn model_info(State(state): State<SharedState>) -> Json<Value> {
     match state.served() {
-        Some(m) => Json(json!({ "model_name": m.name, "lora_names": [], "loader": m.loader })),
+        Some(m) => {
+            let mut info = json!({ "model_name": m.name, "lora_names": [], "loader": m.loader });
+            // Hearth's addition: how full the KV cache is (CPU path; a GPU's sequences own
+            // their buffers). Blocks in use are held by running sequences; cached ones wait
+            // for a request that shares their prefix and are taken when memory is needed.
+            if let Some(stats) = m.engine.cache_stats() {
+                info["kv_cache"] = json!({
+                    "block_tokens": crate::model::kv_pool::PAGE,
+                    "blocks_total": stats.total,
+                    "blocks_in_use": stats.in_use,
+                    "blocks_cached": stats.cached,
+                });
+            }
+            Json(info)
+        }
         None => Json(json!({ "model_name": "None", "lora_names": [], "loader": Value::Null })),
     }
 }

@@ -265,6 +265,7 @@ pub fn submit_choices(
                 constraint: sub.constraint.clone(),
                 distribution: None,
                 logprobs: plan.logprobs,
+                cache_prompt: plan.cache_prompt,
             };
             let stream = served.engine.submit(request, Some(owner.clone()))?;
             Ok(ChoiceRun::new(

@@ -43,6 +43,7 @@ pub struct CommonParams {
     pub auto_max_new_tokens: Option<bool>,
     pub add_bos_token: Option<bool>,
     pub grammar_string: Option<String>,
+    pub cache_prompt: Option<bool>,
 }
 
 /// Declares a request struct with its own fields, the [`CommonParams`] fields inline (not
@@ -71,6 +72,9 @@ macro_rules! request_with_common_params {
             pub add_bos_token: Option<bool>,
             /// textgen: a GBNF grammar the output must follow.
             pub grammar_string: Option<String>,
+            /// llama.cpp: start from the cached keys and values of an earlier request with the
+            /// same prefix (default true).
+            pub cache_prompt: Option<bool>,
             /// Everything else: the sampler fields (`samplers::take`), then checked by
             /// `validate` so nothing is silently ignored.
             #[serde(flatten)]
@@ -93,6 +97,7 @@ macro_rules! request_with_common_params {
                     auto_max_new_tokens: self.auto_max_new_tokens.take(),
                     add_bos_token: self.add_bos_token.take(),
                     grammar_string: self.grammar_string.take(),
+                    cache_prompt: self.cache_prompt.take(),
                 }
             }
         }
@@ -243,11 +248,31 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// How the prompt's tokens were processed.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PromptTokensDetails {
+    /// Tokens whose keys and values came from the KV cache (an earlier request's prefix)
+    /// instead of being computed.
+    pub cached_tokens: usize,
 }
 
 impl Usage {
     pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: 0 },
+        }
+    }
+
+    /// With `cached` of the prompt tokens taken from the cache.
+    pub fn cached(mut self, cached: usize) -> Self {
+        self.prompt_tokens_details.cached_tokens = cached;
+        self
     }
 }
 

@@ -52,6 +52,8 @@ pub struct GenerationPlan {
     pub logprobs: Option<crate::engine::LogprobsQuery>,
     /// textgen's `grammar_string`: a GBNF grammar the output must follow.
     pub grammar: Option<String>,
+    /// llama.cpp's `cache_prompt`: reuse cached blocks of a shared prefix.
+    pub cache_prompt: bool,
 }
 
 /// Most stop strings per request (OpenAI allows 4; text-generation-webui any number).
@@ -107,6 +109,7 @@ pub fn plan(
         add_bos: c.add_bos_token.unwrap_or(true),
         logprobs: None,
         grammar: c.grammar_string.filter(|g| !g.trim().is_empty()),
+        cache_prompt: c.cache_prompt.unwrap_or(true),
     })
 }
 

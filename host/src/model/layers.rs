@@ -200,25 +200,21 @@ impl Linear {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowGroup {
     pub rows: usize,
-    /// Rows that are independent tokens (decode steps of different sequences): each is
-    /// computed as a lone token would be, whatever the group's size. Otherwise the rows are one
-    /// prompt chunk, computed as that chunk alone would be.
+    /// Rows that are generated tokens (decode steps, or a preempted sequence recomputing its
+    /// own): each is computed as a lone token would be, whatever the group's size. Otherwise
+    /// the rows are prompt tokens, computed on dequantized tiles. Either way a row's numbers do
+    /// not depend on the rows beside it.
     pub tokenwise: bool,
 }
 
 impl Linear {
-    /// `x`: `[Σ rows, in]` → `[Σ rows, out]`, each group of rows multiplied as it would be on its
-    /// own, in one pass over the weights per group. Weights on the host split the rows by group;
-    /// other weights multiply all rows at once.
+    /// `x`: `[Σ rows, in]` → `[Σ rows, out]`, each group of rows multiplied by its kind, in one
+    /// pass over the weights per group. Weights on the host split the rows by group; other
+    /// weights multiply all rows at once.
     pub fn forward_grouped(&self, x: Tensor<2>, groups: &[RowGroup]) -> Result<Tensor<2>, ModelError> {
         let LinearWeight::Quantized(w) = &self.weight else {
             return self.forward(x);
         };
-        if let [only] = groups
-            && !only.tokenwise
-        {
-            return self.forward(x);
-        }
         let [tokens, cols] = x.dims();
         let host = HostValues::get(x)?;
         let values = host.values();
@@ -228,7 +224,7 @@ impl Linear {
             let part = values.get(first * cols..(first + g.rows) * cols).ok_or_else(|| {
                 ModelError::Execution(format!("row groups cover more than the {tokens} rows of the batch"))
             })?;
-            y.extend(if g.tokenwise { w.matmul_tokens(part, g.rows) } else { w.matmul(part, g.rows) });
+            y.extend(if g.tokenwise { w.matmul_tokens(part, g.rows) } else { w.matmul_prompt(part, g.rows) });
             first += g.rows;
         }
         let y = cpu::tensor(y, [tokens, w.rows()]);

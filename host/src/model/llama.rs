@@ -39,6 +39,12 @@ pub struct BatchItem<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
     pub logits: LogitsFor,
+    /// How many of `tokens`, from the first, are prompt tokens; the rest are generated ones
+    /// (a preempted sequence recomputing its own). The two are multiplied differently — prompt
+    /// rows on dequantized tiles, generated rows as lone decode tokens — and a row is always
+    /// computed by its kind, so a sequence's numbers depend neither on how its prompt was
+    /// chunked nor on what else shared the step.
+    pub prompt_rows: usize,
 }
 
 struct Attention {
@@ -337,7 +343,9 @@ impl Llama {
     /// `[n, vocab]` for the last token or every token.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
         if cache.is_host() {
-            let mut item = [BatchItem { tokens, cache, logits: which }];
+            // A lone token runs as a decode step; several as a prompt.
+            let prompt_rows = if tokens.len() > 1 { tokens.len() } else { 0 };
+            let mut item = [BatchItem { tokens, cache, logits: which, prompt_rows }];
             let mut logits = self.forward_batch(&mut item)?;
             let rows = logits.pop().unwrap_or_default();
             let n = rows.len() / self.config.vocab_size.max(1);
@@ -396,15 +404,12 @@ impl Llama {
         let groups = row_groups(items);
         let starts: Vec<usize> = items.iter().map(|i| i.cache.len()).collect();
         let ids: Vec<u32> = items.iter().flat_map(|i| i.tokens.iter().copied()).collect();
-        let tables: Vec<(Vec<f32>, Vec<f32>)> = items
-            .iter_mut()
-            .zip(&starts)
-            .map(|(item, &start)| {
-                let end = start + item.tokens.len();
-                item.cache.reserve(end);
-                self.rope.host_tables(&(start..end).collect::<Vec<_>>())
-            })
-            .collect();
+        let mut tables: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(items.len());
+        for (item, &start) in items.iter_mut().zip(&starts) {
+            let end = start + item.tokens.len();
+            item.cache.reserve(end)?;
+            tables.push(self.rope.host_tables(&(start..end).collect::<Vec<_>>()));
+        }
         let mut x = self.embedding.rows(&ids, &self.device);
         for (layer, block) in self.blocks.iter().enumerate() {
             let normed = block.attn_norm.forward(x.clone())?;
@@ -412,8 +417,8 @@ impl Llama {
             let h = x + attended;
             x = h.clone() + block.mlp.forward_grouped(block.ffn_norm.forward(h)?, &groups)?;
         }
-        for (item, &start) in items.iter_mut().zip(&starts) {
-            item.cache.commit(start + item.tokens.len());
+        for item in items.iter_mut() {
+            item.cache.commit(item.tokens, item.prompt_rows);
         }
 
         // The rows whose logits are wanted, gathered, then normed and projected together.
@@ -432,11 +437,9 @@ impl Llama {
         }
         let count = per_item.iter().sum();
         let x = self.norm.forward(cpu::tensor(rows, [count, hidden]))?;
-        // One prompt's rows together (as a prompt alone would run), else each row alone.
-        let head_groups = match (items, per_item.as_slice()) {
-            ([only], [n]) if only.logits == LogitsFor::All => vec![RowGroup { rows: *n, tokenwise: false }],
-            _ => vec![RowGroup { rows: count, tokenwise: true }],
-        };
+        // Every logits row as a lone row: a token's log-probability is then the same whether it
+        // was generated or scored as part of a prompt, and whether the prompt was scored or not.
+        let head_groups = [RowGroup { rows: count, tokenwise: true }];
         let logits = self.head_logits(x, &head_groups)?;
         let vocab = self.config.vocab_size;
         let mut out = Vec::with_capacity(per_item.len());
@@ -473,7 +476,7 @@ impl Llama {
         let mut ids = tokens.to_vec();
         ids.resize(padded, 0);
         let end = start + padded;
-        cache.reserve(end);
+        cache.reserve(end)?;
         let span = KvCache::span_for(end);
 
         let positions: Vec<usize> = (start..end).collect();
@@ -486,7 +489,7 @@ impl Llama {
             let h = x + attended;
             x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
         }
-        cache.commit(start + n);
+        cache.commit(tokens, tokens.len());
 
         let x = match which {
             LogitsFor::Last => x.slice([n - 1..n, 0..self.config.hidden_size]),
@@ -624,26 +627,30 @@ impl Llama {
             }
             ops::rope(&mut q, cos, sin, dim);
             ops::rope(&mut k, cos, sin, dim);
-            let capacity = item.cache.capacity();
-            let (keys, values) = item.cache.write_host(layer, start, &k, &v_all[r0 * kv_dim..r1 * kv_dim])?;
-            let shape =
-                AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens, start, capacity };
-            ops::attention(&q, keys, values, shape, &mut out[r0 * q_dim..r1 * q_dim]);
+            let shape = AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens, start };
+            let out = &mut out[r0 * q_dim..r1 * q_dim];
+            let v = &v_all[r0 * kv_dim..r1 * kv_dim];
+            item.cache.write_and_attend(layer, start, &k, v, |kv| ops::attention(&q, kv, shape, out))?;
             first = r1;
         }
         attn.o.forward_grouped(cpu::tensor(out, [rows, q_dim]), groups)
     }
 }
 
-/// How a batched step's rows split for the products: each run of decode steps (one token per
-/// sequence) as lone tokens, each prompt chunk as itself.
+/// How a batched step's rows split for the products: each item's prompt rows, then its
+/// generated rows, neighbouring runs of one kind together.
 fn row_groups(items: &[BatchItem<'_>]) -> Vec<RowGroup> {
     let mut groups: Vec<RowGroup> = Vec::new();
     for item in items {
-        let n = item.tokens.len();
-        match groups.last_mut() {
-            Some(g) if g.tokenwise && n == 1 => g.rows += 1,
-            _ => groups.push(RowGroup { rows: n, tokenwise: n == 1 }),
+        let prompt = item.prompt_rows.min(item.tokens.len());
+        for (rows, tokenwise) in [(prompt, false), (item.tokens.len() - prompt, true)] {
+            if rows == 0 {
+                continue;
+            }
+            match groups.last_mut() {
+                Some(g) if g.tokenwise == tokenwise => g.rows += rows,
+                _ => groups.push(RowGroup { rows, tokenwise }),
+            }
         }
     }
     groups

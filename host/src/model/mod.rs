@@ -8,6 +8,7 @@ pub mod device;
 pub mod encoder;
 pub mod gguf;
 pub mod kv_cache;
+pub mod kv_pool;
 mod layers;
 pub mod llama;
 mod loader;
@@ -17,6 +18,7 @@ pub mod weights;
 pub use config::{Arch, LlamaConfig};
 pub use device::{BackendKind, ComputeDevice, DeviceRequest};
 pub use kv_cache::KvCache;
+pub use kv_pool::{KvPool, PoolStats};
 pub use llama::{BatchItem, Llama, LogitsFor};
 pub use loader::{LoadError, LoadedModel, ModelFormat, load, model_id};
 
@@ -37,6 +39,8 @@ pub enum ModelError {
     Input(String),
     #[error("the context is full: {needed} positions needed, {max} available")]
     ContextFull { needed: usize, max: usize },
+    #[error("the KV cache is full: every block is held by a running sequence")]
+    CacheFull,
     #[error("the device failed: {0}")]
     Execution(String),
 }
