@@ -1,5 +1,6 @@
 //! The batching engine against the real binary: requests that share forward passes get exactly
-//! the text they get alone, and a full queue answers 429 with Retry-After.
+//! the text they get alone (on flex, and on wgpu through lavapipe), and a full queue answers 429
+//! with Retry-After.
 //!
 //! The second run of each request starts from the cached blocks of the first (the prompt cache
 //! is on by default): the text is the same all the same.
@@ -87,6 +88,38 @@ fn batched_requests_generate_what_they_generate_alone() {
         })
         .collect();
     assert_eq!(run_all(&server, &sampled, false), run_all(&server, &sampled, true));
+}
+
+/// The same scheduler drives the wgpu backend (its sequences run one after another inside each
+/// step): 8 short requests, alone and together, give the same text.
+#[test]
+fn batched_requests_on_wgpu_generate_what_they_generate_alone() {
+    let model = common::smollm2();
+    let server = Server::start(&[
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--device",
+        "wgpu",
+        "--ctx-size",
+        "1024",
+        "--parallel",
+        "8",
+    ]);
+    let reqs: Vec<(&str, Value)> = requests()
+        .into_iter()
+        .filter(|(_, body)| body["prompt"].as_str().is_none_or(|p| p.len() <= 200))
+        .take(8)
+        .map(|(path, mut body)| {
+            body["max_tokens"] = json!(10);
+            (path, body)
+        })
+        .collect();
+    let alone = run_all(&server, &reqs, false);
+    let together = run_all(&server, &reqs, true);
+    assert!(alone.iter().all(|t| !t.is_empty()), "{alone:?}");
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, t, "request {i} ({}) differs when batched on wgpu", reqs[i].0);
+    }
 }
 
 #[test]

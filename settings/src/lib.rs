@@ -64,8 +64,8 @@ pub struct Settings {
     pub prefill_chunk: usize,
     /// Positions the KV cache holds across all sequences (`--cache-size`), in blocks of 16 that
     /// sequences take as they grow and that finished prompts leave behind for prefix reuse.
-    /// `None`: room for every batched sequence at full context, up to a quarter of the
-    /// machine's memory.
+    /// `None`: 512 per sequence of `max_running` and at least one context, at most a quarter of
+    /// the machine's memory.
     pub cache_size: Option<usize>,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_body_bytes: usize,

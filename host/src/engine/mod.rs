@@ -5,6 +5,7 @@
 //! between the others' tokens, so it does not hold them hostage.
 //! Dropping a [`GenerationStream`] cancels its sequence at once.
 
+mod step;
 mod worker;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::model::{LoadedModel, PoolStats};
 use crate::prompt::TextTokenizer;
 use crate::sampling::SamplingParams;
 
+pub use step::{KvShape, StepModel};
 pub use worker::WorkerOptions;
 
 /// Why a sequence ended.
@@ -203,6 +205,8 @@ struct Shared {
     epoch: AtomicU64,
     queued: AtomicUsize,
     running: AtomicUsize,
+    /// Sequences preempted so far (each waited for KV blocks and recomputed its context).
+    preemptions: AtomicU64,
     /// The stop flag of every submitted generation with an owner, while it lives.
     owned: std::sync::Mutex<Vec<(Owner, std::sync::Weak<AtomicBool>)>>,
     /// The KV pool's block counts after the worker's last step (`None` without a pool).
@@ -234,14 +238,15 @@ impl Engine {
             epoch: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            preemptions: AtomicU64::new(0),
             owned: Default::default(),
             cache: Default::default(),
         });
-        let mut context_length = options.context_length.min(model.llama.config().max_position_embeddings).max(1);
-        if model.llama.runs_on_cpu() {
+        let mut context_length = options.context_length.min(model.llama.max_positions()).max(1);
+        if let Some(shape) = model.llama.paged_kv() {
             // A sequence never needs more positions than the whole cache has.
             let options = WorkerOptions { context_length, ..options.clone() };
-            let positions = worker::cache_blocks(&options, model.llama.config()) * crate::model::kv_pool::PAGE;
+            let positions = worker::cache_blocks(&options, shape) * crate::model::kv_pool::PAGE;
             if positions < context_length {
                 tracing::info!(positions, "the KV cache is smaller than the context; sequences are capped at its size");
                 context_length = positions;
@@ -255,7 +260,7 @@ impl Engine {
             context_length,
             queue_capacity: options.queue_capacity,
         };
-        worker::spawn(model, rx, shared, WorkerOptions { context_length, ..options });
+        worker::spawn(model.llama, rx, shared, WorkerOptions { context_length, ..options });
         engine
     }
 
@@ -275,6 +280,11 @@ impl Engine {
     /// The KV cache's block counts (`None` on a GPU, whose sequences own their buffers).
     pub fn cache_stats(&self) -> Option<PoolStats> {
         *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sequences preempted so far for want of KV blocks.
+    pub fn preemptions(&self) -> u64 {
+        self.shared.preemptions.load(Ordering::Relaxed)
     }
 
     /// Requests waiting for their first token, and sequences generating.

@@ -22,10 +22,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::step::{KvShape, StepModel};
 use super::{FinishReason, Job, Shared, TokenEvent, TokenLogprob};
 use crate::constraint::Constraint;
 use crate::model::kv_pool::PAGE;
-use crate::model::{BatchItem, KvCache, KvPool, LlamaConfig, LoadedModel, LogitsFor, ModelError};
+use crate::model::{BatchItem, KvCache, KvPool, LogitsFor, ModelError};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
 use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs};
 
@@ -117,18 +118,19 @@ enum Step {
 
 /// Positions per batched sequence the KV cache holds by default. The pool is shared, so one
 /// sequence may grow to the whole context while others are short.
-const DEFAULT_POSITIONS_PER_SEQUENCE: usize = 1024;
+const DEFAULT_POSITIONS_PER_SEQUENCE: usize = 512;
 
 /// Blocks of the CPU path's KV pool: `cache_positions` when set, else
-/// [`DEFAULT_POSITIONS_PER_SEQUENCE`] for each of `max_running` sequences, capped at a quarter
-/// of the machine's memory; never less than one context.
-pub(super) fn cache_blocks(options: &WorkerOptions, config: &LlamaConfig) -> usize {
-    let per_position = KvPool::bytes_per_position(config.num_layers, config.num_kv_heads, config.head_dim).max(1);
+/// [`DEFAULT_POSITIONS_PER_SEQUENCE`] for each of `max_running` sequences and at least one
+/// context, at most a quarter of the machine's memory (a context beyond that is capped to it).
+pub(super) fn cache_blocks(options: &WorkerOptions, shape: KvShape) -> usize {
+    let per_position = KvPool::bytes_per_position(shape.layers, shape.kv_heads, shape.head_dim).max(1);
     let context = options.context_length.max(1);
     let positions = options.cache_positions.unwrap_or_else(|| {
-        let wanted = options.max_running.max(1).saturating_mul(DEFAULT_POSITIONS_PER_SEQUENCE.min(context));
-        let budget = physical_memory() / 4 / per_position;
-        wanted.min(budget).max(context)
+        let wanted =
+            options.max_running.max(1).saturating_mul(DEFAULT_POSITIONS_PER_SEQUENCE.min(context)).max(context);
+        let budget = (physical_memory() / 4 / per_position).max(PAGE);
+        wanted.min(budget)
     });
     positions.div_ceil(PAGE).max(1)
 }
@@ -146,12 +148,11 @@ fn physical_memory() -> usize {
     8 << 30
 }
 
-pub(super) fn spawn(model: LoadedModel, jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, options: WorkerOptions) {
-    let pool = model.llama.runs_on_cpu().then(|| {
-        let c = model.llama.config();
-        let blocks = cache_blocks(&options, c);
-        let pool = KvPool::committed(blocks, c.num_layers, c.num_kv_heads, c.head_dim);
-        let mib = (blocks * PAGE * KvPool::bytes_per_position(c.num_layers, c.num_kv_heads, c.head_dim)) >> 20;
+pub(super) fn spawn(model: impl StepModel, jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, options: WorkerOptions) {
+    let pool = model.paged_kv().map(|shape| {
+        let blocks = cache_blocks(&options, shape);
+        let pool = KvPool::committed(blocks, shape.layers, shape.kv_heads, shape.head_dim);
+        let mib = (blocks * PAGE * KvPool::bytes_per_position(shape.layers, shape.kv_heads, shape.head_dim)) >> 20;
         tracing::info!(positions = blocks * PAGE, mib, "KV cache ready");
         Arc::new(Mutex::new(pool))
     });
@@ -172,8 +173,8 @@ pub(super) fn spawn(model: LoadedModel, jobs: mpsc::Receiver<Job>, shared: Arc<S
     }
 }
 
-struct Worker {
-    model: LoadedModel,
+struct Worker<M> {
+    model: M,
     jobs: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     options: WorkerOptions,
@@ -189,10 +190,14 @@ struct Worker {
     arrivals: u64,
 }
 
-impl Worker {
+impl<M: StepModel> Worker<M> {
     fn run(mut self) {
-        if self.options.warm_up && !self.model.llama.runs_on_cpu() {
-            self.warm_up();
+        if self.options.warm_up && self.pool.is_none() {
+            let started = Instant::now();
+            match self.model.warm_up(self.options.context_length) {
+                Ok(()) => tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32()),
+                Err(e) => tracing::warn!("warm-up failed: {e}"),
+            }
         }
         loop {
             if self.running.is_empty() && self.preempted.is_empty() && self.waiting.is_none() {
@@ -286,6 +291,7 @@ impl Worker {
         let Some(i) = candidates.max_by_key(|&i| self.running[i].arrival) else { return false };
         let mut seq = self.running.remove(i);
         seq.cache = self.new_cache();
+        self.shared.preemptions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             running = self.running.len(),
             "the KV cache is full: a sequence waits for blocks and will recompute its context"
@@ -298,8 +304,8 @@ impl Worker {
     /// An empty cache for a new sequence.
     fn new_cache(&self) -> KvCache {
         match &self.pool {
-            Some(pool) => KvCache::paged(pool.clone(), self.options.context_length, self.model.llama.device()),
-            None => self.model.llama.new_cache(self.options.context_length),
+            Some(pool) => KvCache::paged(pool.clone(), self.options.context_length, self.model.device()),
+            None => self.model.own_cache(self.options.context_length),
         }
     }
 
@@ -377,7 +383,7 @@ impl Worker {
                 items.push(item);
             }
             let model = &self.model;
-            catch_unwind(AssertUnwindSafe(|| model.llama.forward_batch(&mut items)))
+            catch_unwind(AssertUnwindSafe(|| model.forward_batch(&mut items)))
         };
         let outcome = match logits {
             Ok(Ok(l)) if l.len() == order.len() => Ok(l),
@@ -562,22 +568,6 @@ impl Worker {
         }
         Step::Continue
     }
-
-    /// Compiles the kernels of the shapes generation uses most, before the first request.
-    fn warm_up(&mut self) {
-        let started = Instant::now();
-        for len in [16, 64] {
-            let mut cache = self.model.llama.new_cache(self.options.context_length);
-            let prompt = vec![0u32; len.min(self.options.context_length - 1)];
-            let ok =
-                run_logits(&self.model, &prompt, &mut cache).and_then(|_| run_logits(&self.model, &[0], &mut cache));
-            if let Err(e) = ok {
-                tracing::warn!("warm-up failed: {e}");
-                return;
-            }
-        }
-        tracing::info!("warmed up the device in {:.1} s", started.elapsed().as_secs_f32());
-    }
 }
 
 /// Ends a sequence before its step when its client is gone, it was stopped, or it has no room
@@ -666,17 +656,6 @@ fn receiver_gone(seq: &Sequence) -> Step {
     Step::Done
 }
 
-/// Runs the model and reads the last position's logits back to the host.
-fn run_logits(model: &LoadedModel, input: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
-    to_host(model.llama.forward(input, cache, LogitsFor::Last)?)
-}
-
-/// Reads logits back to the host, row after row.
-fn to_host(logits: burn::tensor::Tensor<2>) -> Result<Vec<f32>, ModelError> {
-    let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
-    data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
-}
-
 /// Prompt positions run per step when the prompt is scored: every position's logits come back
 /// to the host (a vocabulary's worth each), so a long prompt goes through in slices.
 const SCORED_PROMPT_SLICE: usize = 128;
@@ -684,12 +663,12 @@ const SCORED_PROMPT_SLICE: usize = 128;
 /// Prefills `prompt` scoring each of its tokens by the positions before it; returns the last
 /// position's logits (for the first generated token) and the scores, the first token unscored.
 fn score_prompt(
-    model: &LoadedModel,
+    model: &impl StepModel,
     prompt: &[u32],
     cache: &mut KvCache,
     top: usize,
 ) -> Result<(Vec<f32>, Vec<TokenLogprob>), ModelError> {
-    let vocab = model.llama.config().vocab_size;
+    let vocab = model.vocab_size();
     let mut scored = Vec::with_capacity(prompt.len());
     if let Some(&first) = prompt.first() {
         scored.push(TokenLogprob { id: first, logprob: None, top: Vec::new() });
@@ -697,7 +676,7 @@ fn score_prompt(
     let mut last = Vec::new();
     for (n, slice) in prompt.chunks(SCORED_PROMPT_SLICE).enumerate() {
         let item = BatchItem { tokens: slice, cache: &mut *cache, logits: LogitsFor::All, prompt_rows: slice.len() };
-        let rows = model.llama.forward_batch(&mut [item])?.pop().unwrap_or_default();
+        let rows = model.forward_batch(&mut [item])?.pop().unwrap_or_default();
         for (r, row) in rows.chunks_exact(vocab).enumerate() {
             let position = n * SCORED_PROMPT_SLICE + r;
             match prompt.get(position + 1) {
@@ -714,4 +693,196 @@ fn score_prompt(
         return Err(ModelError::Execution("the model returned no logits for the prompt's last position".into()));
     }
     Ok((last, scored))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler without weights: a model whose next token is always its last token + 1
+    //! (so every sequence's right answer is known), on a real pool of blocks.
+
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    use std::time::Duration;
+
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::engine::GenerationRequest;
+    use crate::model::PoolStats;
+    use crate::sampling::SamplingParams;
+
+    const VOCAB: usize = 1000;
+
+    struct Counting {
+        device: Device,
+    }
+
+    impl StepModel for Counting {
+        fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+            let mut out = Vec::new();
+            for item in items.iter_mut() {
+                item.cache.reserve(item.cache.len() + item.tokens.len())?;
+                item.cache.commit(item.tokens, item.prompt_rows);
+                let rows = match item.logits {
+                    LogitsFor::Last => &item.tokens[item.tokens.len() - 1..],
+                    LogitsFor::All => item.tokens,
+                };
+                let mut logits = vec![0f32; rows.len() * VOCAB];
+                for (r, &t) in rows.iter().enumerate() {
+                    logits[r * VOCAB + (t as usize + 1) % VOCAB] = 10.0;
+                }
+                out.push(logits);
+            }
+            Ok(out)
+        }
+
+        fn paged_kv(&self) -> Option<KvShape> {
+            Some(KvShape { layers: 1, kv_heads: 1, head_dim: 8 })
+        }
+
+        fn own_cache(&self, max_len: usize) -> KvCache {
+            KvCache::new(1, 1, 8, max_len, &self.device, true)
+        }
+
+        fn device(&self) -> &Device {
+            &self.device
+        }
+
+        fn vocab_size(&self) -> usize {
+            VOCAB
+        }
+
+        fn max_positions(&self) -> usize {
+            4096
+        }
+
+        fn warm_up(&self, _: usize) -> Result<(), ModelError> {
+            Ok(())
+        }
+    }
+
+    struct Harness {
+        jobs: mpsc::Sender<Job>,
+        shared: Arc<Shared>,
+    }
+
+    struct Submitted {
+        events: mpsc::UnboundedReceiver<TokenEvent>,
+        cancelled: Arc<AtomicBool>,
+        cached: Arc<AtomicUsize>,
+    }
+
+    impl Harness {
+        fn start(options: WorkerOptions) -> Self {
+            let (jobs, rx) = mpsc::channel(64);
+            let shared = Arc::new(Shared {
+                epoch: AtomicU64::new(0),
+                queued: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                preemptions: AtomicU64::new(0),
+                owned: Default::default(),
+                cache: Default::default(),
+            });
+            let model = Counting { device: crate::model::device::ComputeDevice::flex().device };
+            spawn(model, rx, shared.clone(), WorkerOptions { warm_up: false, ..options });
+            Self { jobs, shared }
+        }
+
+        fn submit(&self, prompt: Vec<u32>, max_new_tokens: usize) -> Submitted {
+            let (tx, events) = mpsc::unbounded_channel();
+            let (cancelled, cached) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+            let request = GenerationRequest {
+                prompt,
+                max_new_tokens,
+                sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
+                stop_ids: Vec::new(),
+                constraint: None,
+                distribution: None,
+                logprobs: None,
+                cache_prompt: true,
+            };
+            let job = Job {
+                request,
+                stopped: Arc::new(AtomicBool::new(false)),
+                events: tx,
+                cancelled: cancelled.clone(),
+                epoch: 0,
+                cached_tokens: cached.clone(),
+            };
+            self.shared.queued.fetch_add(1, Ordering::Relaxed);
+            self.jobs.try_send(job).unwrap_or_else(|_| panic!("the queue takes the job"));
+            Submitted { events, cancelled, cached }
+        }
+
+        /// The pool's counts once no sequence holds a block (the last event of a sequence
+        /// reaches its receiver just before the worker drops it).
+        fn settled_stats(&self) -> PoolStats {
+            for _ in 0..1000 {
+                let stats = *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = stats.filter(|s| s.in_use == 0) {
+                    return s;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("blocks are still held: {:?}", self.shared.cache.lock().map(|s| *s));
+        }
+    }
+
+    /// Every token of a sequence, then how it ended.
+    fn collect(s: &mut Submitted) -> (Vec<u32>, FinishReason) {
+        let mut tokens = Vec::new();
+        loop {
+            match s.events.blocking_recv() {
+                Some(TokenEvent::Token { id, .. }) => tokens.push(id),
+                Some(TokenEvent::Finished { reason }) => return (tokens, reason),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    fn counting_from(first: u32, n: usize) -> Vec<u32> {
+        (0..n as u32).map(|k| (first + k) % VOCAB as u32).collect()
+    }
+
+    #[test]
+    fn sequences_that_do_not_fit_wait_and_still_generate_their_own_tokens() {
+        // 6 blocks of 16 for 4 sequences of 20 + 30 positions (4 blocks each).
+        let options =
+            WorkerOptions { max_running: 4, cache_positions: Some(96), context_length: 96, ..Default::default() };
+        let h = Harness::start(options);
+        let mut seqs: Vec<Submitted> = (0..4u32).map(|i| h.submit(counting_from(i * 100, 20), 30)).collect();
+        for (i, s) in seqs.iter_mut().enumerate() {
+            let (tokens, reason) = collect(s);
+            assert_eq!(tokens, counting_from(i as u32 * 100 + 20, 30), "sequence {i}");
+            assert_eq!(reason, FinishReason::Length);
+        }
+        assert!(h.shared.preemptions.load(Ordering::Relaxed) > 0, "nothing had to wait");
+        assert_eq!(h.settled_stats().total, 6);
+    }
+
+    #[test]
+    fn a_repeated_prompt_starts_from_its_cached_blocks() {
+        let h = Harness::start(WorkerOptions { cache_positions: Some(256), context_length: 256, ..Default::default() });
+        let prompt = counting_from(7, 40);
+        let mut first = h.submit(prompt.clone(), 3);
+        let (tokens, _) = collect(&mut first);
+        assert_eq!(first.cached.load(Ordering::Relaxed), 0);
+        let mut second = h.submit(prompt, 3);
+        assert_eq!(collect(&mut second).0, tokens);
+        assert_eq!(second.cached.load(Ordering::Relaxed), 32, "two whole blocks, the last token left to run");
+        let stats = h.settled_stats();
+        assert!(stats.cached >= 2, "{stats:?}");
+    }
+
+    #[test]
+    fn a_cancelled_sequence_gives_its_blocks_back() {
+        let h =
+            Harness::start(WorkerOptions { cache_positions: Some(4096), context_length: 4096, ..Default::default() });
+        let mut s = h.submit(counting_from(1, 50), 4000);
+        assert!(matches!(s.events.blocking_recv(), Some(TokenEvent::Token { .. })));
+        s.cancelled.store(true, Ordering::Relaxed);
+        assert_eq!(h.settled_stats().in_use, 0);
+        // The engine still serves.
+        let mut next = h.submit(counting_from(5, 10), 2);
+        assert_eq!(collect(&mut next), (counting_from(15, 2), FinishReason::Length));
+    }
 }

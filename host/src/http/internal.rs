@@ -177,6 +177,7 @@ pub async fn model_info(State(state): State<SharedState>) -> Json<Value> {
                     "blocks_total": stats.total,
                     "blocks_in_use": stats.in_use,
                     "blocks_cached": stats.cached,
+                    "preemptions": m.engine.preemptions(),
                 });
             }
             Json(info)
