@@ -565,6 +565,33 @@ mod speed {
         }
     }
 
+    /// Not a test: one decode token's attention over a paged cache of 384 positions (SmolLM2's
+    /// heads), per layer (`cargo test -p hearth-kernels --release -- --ignored
+    /// attention_speed --nocapture`).
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        use ops::{AttentionShape, PagedKv, attention};
+        let (heads, kv_heads, dim, page, pages) = (9, 3, 64, 16, 2000);
+        let keys: Vec<f32> = (0..pages * kv_heads * page * dim).map(|i| (i % 13) as f32 * 0.01).collect();
+        let values = keys.clone();
+        let table: Vec<u32> = (0..24u32).map(|i| i * 37 % 2000).collect();
+        let q = vec![0.1f32; heads * dim];
+        let mut out = vec![0f32; heads * dim];
+        let shape = AttentionShape { heads, kv_heads, head_dim: dim, tokens: 1, start: 383 };
+        let n = 5000;
+        // From inside the pool, as the model runs it (no hand-off per call).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a pool");
+        let per = pool.install(|| {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                attention(&q, PagedKv { keys: &keys, values: &values, table: &table, page }, shape, &mut out);
+            }
+            t.elapsed().as_secs_f64() / n as f64
+        });
+        eprintln!("{:.1} µs per layer-token", per * 1e6);
+    }
+
     /// Not a test: how a batch of independent tokens' product costs per token against one
     /// token's (`cargo test -p hearth-kernels --release -- --ignored batched_token_cost
     /// --nocapture`).

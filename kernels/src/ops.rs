@@ -241,19 +241,48 @@ fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, 
     // whatever the page holds there and dropped).
     let blocks = visible.div_ceil(KEY_BLOCK);
     let per_page = kv.page / KEY_BLOCK;
-    let mut scores = vec![0f32; blocks * KEY_BLOCK];
-    for (b, s) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
+    let key_block = |b: usize| {
         let at = page_at(b / per_page) + (b % per_page) * KEY_BLOCK * dim;
-        let kb = &kv.keys[at..at + KEY_BLOCK * dim];
+        &kv.keys[at..at + KEY_BLOCK * dim]
+    };
+    let mut scores = vec![0f32; blocks * KEY_BLOCK];
+    // Four key blocks at a time: each score's sum runs over the dimensions in order, as for a
+    // lone block, but four independent sums keep the multiply-adds from waiting on each other.
+    let mut b = 0;
+    while b + 4 <= blocks {
+        let (k0, k1, k2, k3) = (key_block(b), key_block(b + 1), key_block(b + 2), key_block(b + 3));
+        let mut acc = [[0f32; KEY_BLOCK]; 4];
+        let lanes = k0.chunks_exact(KEY_BLOCK).zip(k1.chunks_exact(KEY_BLOCK));
+        let lanes = lanes.zip(k2.chunks_exact(KEY_BLOCK).zip(k3.chunks_exact(KEY_BLOCK)));
+        for (qd, ((d0, d1), (d2, d3))) in q.iter().zip(lanes) {
+            for l in 0..KEY_BLOCK {
+                acc[0][l] = qd.mul_add(d0[l], acc[0][l]);
+                acc[1][l] = qd.mul_add(d1[l], acc[1][l]);
+                acc[2][l] = qd.mul_add(d2[l], acc[2][l]);
+                acc[3][l] = qd.mul_add(d3[l], acc[3][l]);
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let s = &mut scores[(b + j) * KEY_BLOCK..(b + j + 1) * KEY_BLOCK];
+            for l in 0..KEY_BLOCK {
+                s[l] = acc[l] * scale;
+            }
+        }
+        b += 4;
+    }
+    while b < blocks {
+        let kb = key_block(b);
         let mut acc = [0f32; KEY_BLOCK];
         for (qd, kd) in q.iter().zip(kb.chunks_exact(KEY_BLOCK)) {
             for l in 0..KEY_BLOCK {
                 acc[l] = qd.mul_add(kd[l], acc[l]);
             }
         }
+        let s = &mut scores[b * KEY_BLOCK..(b + 1) * KEY_BLOCK];
         for l in 0..KEY_BLOCK {
             s[l] = acc[l] * scale;
         }
+        b += 1;
     }
     scores.truncate(visible);
     let mut max = f32::NEG_INFINITY;
@@ -268,18 +297,35 @@ fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, 
     for s in &scores {
         sum += s;
     }
-    out.fill(0.0);
-    for (j, page_scores) in scores.chunks(kv.page).enumerate() {
-        let at = page_at(j);
-        let rows = &kv.values[at..at + page_scores.len() * dim];
-        for (p, v) in page_scores.iter().zip(rows.chunks_exact(dim)) {
-            let p = p / sum;
-            for (o, v) in out.iter_mut().zip(v) {
-                *o = p.mul_add(*v, *o);
+    for p in scores.iter_mut() {
+        *p /= sum;
+    }
+    // The weighted sum of the values, 64 dimensions at a time in registers (through the
+    // output slice, every multiply-add would wait for the previous one's store).
+    for d0 in (0..dim).step_by(VALUE_LANES) {
+        let width = VALUE_LANES.min(dim - d0);
+        let mut acc = [0f32; VALUE_LANES];
+        for (j, page_scores) in scores.chunks(kv.page).enumerate() {
+            let at = page_at(j) + d0;
+            for (r, p) in page_scores.iter().enumerate() {
+                let v = &kv.values[at + r * dim..at + r * dim + width];
+                if let Ok(v) = <&[f32; VALUE_LANES]>::try_from(v) {
+                    for l in 0..VALUE_LANES {
+                        acc[l] = p.mul_add(v[l], acc[l]);
+                    }
+                } else {
+                    for (a, v) in acc.iter_mut().zip(v) {
+                        *a = p.mul_add(*v, *a);
+                    }
+                }
             }
         }
+        out[d0..d0 + width].copy_from_slice(&acc[..width]);
     }
 }
+
+/// Output dimensions [`attention`] accumulates at once.
+const VALUE_LANES: usize = 64;
 
 #[cfg(test)]
 mod tests {
