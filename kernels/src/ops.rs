@@ -105,6 +105,38 @@ fn rope_impl(x: &mut [f32], cos: &[f32], sin: &[f32], dim: usize) {
 }
 
 multiversion_fn! {
+    /// `log Σ exp(values)`, computed stably (the largest value taken out first) with the
+    /// vectorised exponential: a softmax's normalizer over a whole vocabulary, every token.
+    pub fn log_sum_exp(values: &[f32]) -> f32 => log_sum_exp_impl
+}
+
+#[inline(always)]
+fn log_sum_exp_impl(values: &[f32]) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for v in values {
+        max = max.max(*v);
+    }
+    if !max.is_finite() {
+        return max;
+    }
+    let mut sum = 0f32;
+    let mut e = [0f32; 256];
+    for chunk in values.chunks(256) {
+        let e = &mut e[..chunk.len()];
+        for (e, v) in e.iter_mut().zip(chunk) {
+            *e = v - max;
+        }
+        exp_in_place(e);
+        let mut part = 0f32;
+        for x in e.iter() {
+            part += x;
+        }
+        sum += part;
+    }
+    max + sum.ln()
+}
+
+multiversion_fn! {
     /// SwiGLU's gate, in place: `gate ← silu(gate) · up`.
     pub fn silu_mul(gate: &mut [f32], up: &[f32]) => silu_mul_impl
 }
@@ -345,6 +377,16 @@ mod tests {
         let mut v = [f32::NEG_INFINITY, -200.0, 0.0];
         exp_in_place(&mut v);
         assert!(v[0] < 1e-37 && v[1] < 1e-37 && v[2] == 1.0, "{v:?}");
+    }
+
+    #[test]
+    fn log_sum_exp_matches_the_formula() {
+        let values: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let max = values.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let want = max + values.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        assert!((log_sum_exp(&values) as f64 - want).abs() < 1e-5, "{} vs {want}", log_sum_exp(&values));
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -285,11 +285,10 @@ pub fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
     c.ids.iter().zip(&c.logits).map(|(&id, &l)| (id, l - norm)).collect()
 }
 
-/// `log Σ exp(values)`, computed stably: what `log_softmax` subtracts from every value.
+/// `log Σ exp(values)`, computed stably: what `log_softmax` subtracts from every value (once a
+/// token for the sampled token's log-probability, so vectorised).
 fn log_normalizer(values: &[f32]) -> f32 {
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = values.iter().map(|&v| (v - max).exp()).sum();
-    max + sum.ln()
+    hearth_kernels::ops::log_sum_exp(values)
 }
 
 #[cfg(test)]
