@@ -573,7 +573,8 @@ mod speed {
     fn attention_speed() {
         use ops::{AttentionShape, PagedKv, attention};
         let (heads, kv_heads, dim, page, pages) = (9, 3, 64, 16, 2000);
-        let keys: Vec<f32> = (0..pages * kv_heads * page * dim).map(|i| (i % 13) as f32 * 0.01).collect();
+        let keys: Vec<u16> =
+            (0..pages * kv_heads * page * dim).map(|i| half::f16::from_f32((i % 13) as f32 * 0.01).to_bits()).collect();
         let values = keys.clone();
         let table: Vec<u32> = (0..24u32).map(|i| i * 37 % 2000).collect();
         let q = vec![0.1f32; heads * dim];

@@ -208,14 +208,16 @@ pub fn key_offset(position: usize, d: usize, dim: usize) -> usize {
     (position / KEY_BLOCK) * dim * KEY_BLOCK + d * KEY_BLOCK + position % KEY_BLOCK
 }
 
-/// One layer's keys and values as a paged cache holds them: pools of pages of `page`
-/// positions, one page per (block, kv head) at `(block · kv_heads + head) · page · dim`; a
-/// sequence's positions are its `table`'s blocks in order. Within a page values are row-major
-/// (`[page, dim]`) and keys as [`key_offset`] places them.
+/// One layer's keys and values as a paged cache holds them, as f16 bits (llama.cpp's default
+/// cache type: half the memory, and half the bytes attention reads, which bound a batched
+/// decode step): pools of pages of `page` positions, one page per (block, kv head) at
+/// `(block · kv_heads + head) · page · dim`; a sequence's positions are its `table`'s blocks in
+/// order. Within a page values are row-major (`[page, dim]`) and keys as [`key_offset`] places
+/// them.
 #[derive(Debug, Clone, Copy)]
 pub struct PagedKv<'a> {
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
+    pub keys: &'a [u16],
+    pub values: &'a [u16],
     pub table: &'a [u32],
     /// Positions per page, a multiple of [`KEY_BLOCK`].
     pub page: usize,
@@ -244,23 +246,64 @@ pub fn attention(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, out: &mut [f
     // One task per (token, head): the output slices are disjoint.
     out.par_chunks_mut(dim).enumerate().for_each(|(i, o)| {
         let (t, h) = (i / heads, i % heads);
-        attend_one(&q[i * dim..(i + 1) * dim], kv, shape, t, h, o);
+        let q = &q[i * dim..(i + 1) * dim];
+        #[cfg(target_arch = "x86_64")]
+        if *HAS_F16C {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked at run time).
+            return unsafe { attend_one_f16c(q, kv, shape, t, h, o) };
+        }
+        attend_one_impl::<SoftHalves>(q, kv, shape, t, h, o);
     });
 }
 
-multiversion_fn! {
-    fn attend_one(
-        q: &[f32],
-        kv: PagedKv<'_>,
-        shape: AttentionShape,
-        t: usize,
-        h: usize,
-        out: &mut [f32],
-    ) => attend_one_impl
+/// Converts eight f16 values (bits) to f32.
+trait Halves {
+    fn eight(bits: &[u16]) -> [f32; 8];
+}
+
+/// The conversion in plain code, for CPUs without F16C.
+struct SoftHalves;
+
+impl Halves for SoftHalves {
+    #[inline(always)]
+    fn eight(bits: &[u16]) -> [f32; 8] {
+        std::array::from_fn(|i| half::f16::from_bits(bits[i]).to_f32_const())
+    }
+}
+
+/// The conversion in one F16C instruction. Only [`attend_one_f16c`] uses it, on a CPU that
+/// has F16C.
+#[cfg(target_arch = "x86_64")]
+struct F16cHalves;
+
+#[cfg(target_arch = "x86_64")]
+impl Halves for F16cHalves {
+    #[inline(always)]
+    fn eight(bits: &[u16]) -> [f32; 8] {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm256_cvtph_ps};
+        let bits = &bits[..8];
+        // SAFETY: `bits` holds 8 values (16 readable bytes); this is only ever inlined into
+        // `attend_one_f16c`, which runs only on a CPU with F16C; `__m256` and `[f32; 8]` have
+        // the same size and every bit pattern is valid for both.
+        unsafe { std::mem::transmute(_mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr().cast()))) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+static HAS_F16C: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+});
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attend_one_f16c(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, h: usize, out: &mut [f32]) {
+    attend_one_impl::<F16cHalves>(q, kv, shape, t, h, out)
 }
 
 #[inline(always)]
-fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, h: usize, out: &mut [f32]) {
+fn attend_one_impl<H: Halves>(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, h: usize, out: &mut [f32]) {
     let dim = shape.head_dim;
     let g = h / (shape.heads / shape.kv_heads);
     let visible = shape.start + t + 1;
@@ -287,6 +330,7 @@ fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, 
         let lanes = k0.chunks_exact(KEY_BLOCK).zip(k1.chunks_exact(KEY_BLOCK));
         let lanes = lanes.zip(k2.chunks_exact(KEY_BLOCK).zip(k3.chunks_exact(KEY_BLOCK)));
         for (qd, ((d0, d1), (d2, d3))) in q.iter().zip(lanes) {
+            let (d0, d1, d2, d3) = (H::eight(d0), H::eight(d1), H::eight(d2), H::eight(d3));
             for l in 0..KEY_BLOCK {
                 acc[0][l] = qd.mul_add(d0[l], acc[0][l]);
                 acc[1][l] = qd.mul_add(d1[l], acc[1][l]);
@@ -306,6 +350,7 @@ fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, 
         let kb = key_block(b);
         let mut acc = [0f32; KEY_BLOCK];
         for (qd, kd) in q.iter().zip(kb.chunks_exact(KEY_BLOCK)) {
+            let kd = H::eight(kd);
             for l in 0..KEY_BLOCK {
                 acc[l] = qd.mul_add(kd[l], acc[l]);
             }
@@ -341,13 +386,23 @@ fn attend_one_impl(q: &[f32], kv: PagedKv<'_>, shape: AttentionShape, t: usize, 
             let at = page_at(j) + d0;
             for (r, p) in page_scores.iter().enumerate() {
                 let v = &kv.values[at + r * dim..at + r * dim + width];
-                if let Ok(v) = <&[f32; VALUE_LANES]>::try_from(v) {
-                    for l in 0..VALUE_LANES {
-                        acc[l] = p.mul_add(v[l], acc[l]);
+                if let Ok(v) = <&[u16; VALUE_LANES]>::try_from(v) {
+                    for (acc, v) in acc.chunks_exact_mut(8).zip(v.chunks_exact(8)) {
+                        let v = H::eight(v);
+                        for l in 0..8 {
+                            acc[l] = p.mul_add(v[l], acc[l]);
+                        }
                     }
                 } else {
-                    for (a, v) in acc.iter_mut().zip(v) {
-                        *a = p.mul_add(*v, *a);
+                    let whole = width / 8 * 8;
+                    for (acc, v) in acc[..whole].chunks_exact_mut(8).zip(v.chunks_exact(8)) {
+                        let v = H::eight(v);
+                        for l in 0..8 {
+                            acc[l] = p.mul_add(v[l], acc[l]);
+                        }
+                    }
+                    for (a, v) in acc[whole..width].iter_mut().zip(&v[whole..]) {
+                        *a = p.mul_add(half::f16::from_bits(*v).to_f32_const(), *a);
                     }
                 }
             }
@@ -457,17 +512,19 @@ mod tests {
         let q: Vec<f32> = (0..3 * 4 * 8).map(|i| f(i, 5)).collect();
         // Row-major keys and values of positions 0..16 for the definition, paged for the kernel:
         // positions 0..8 in pool block 3, 8..16 in block 1.
-        let keys: Vec<f32> = (0..2 * 16 * 8).map(|i| f(i, 7)).collect();
-        let values: Vec<f32> = (0..2 * 16 * 8).map(|i| f(i, 3)).collect();
+        // Stored as f16: the definition takes the same rounded values.
+        let half = |x: f32| half::f16::from_f32(x);
+        let keys: Vec<f32> = (0..2 * 16 * 8).map(|i| half(f(i, 7)).to_f32()).collect();
+        let values: Vec<f32> = (0..2 * 16 * 8).map(|i| half(f(i, 3)).to_f32()).collect();
         let table = [3u32, 1];
-        let mut paged_k = vec![f32::NAN; pool_pages * kv_heads * page * dim];
+        let mut paged_k = vec![half(f32::NAN).to_bits(); pool_pages * kv_heads * page * dim];
         let mut paged_v = paged_k.clone();
         for g in 0..2 {
             for p in 0..16 {
                 let at = (table[p / page] as usize * kv_heads + g) * page * dim;
                 for d in 0..8 {
-                    paged_k[at + key_offset(p % page, d, dim)] = keys[(g * 16 + p) * 8 + d];
-                    paged_v[at + (p % page) * dim + d] = values[(g * 16 + p) * 8 + d];
+                    paged_k[at + key_offset(p % page, d, dim)] = half(keys[(g * 16 + p) * 8 + d]).to_bits();
+                    paged_v[at + (p % page) * dim + d] = half(values[(g * 16 + p) * 8 + d]).to_bits();
                 }
             }
         }

@@ -13,6 +13,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::tensor::{Device, Tensor};
+use half::f16;
 
 use hearth_kernels::ops::{PagedKv, key_offset};
 
@@ -257,9 +258,12 @@ impl KvCache {
             for head in 0..h {
                 let src = (t * h + head) * d;
                 let page = (block * h + head) * PAGE * d;
-                entry.v[page + offset * d..page + (offset + 1) * d].copy_from_slice(&v[src..src + d]);
+                let at = page + offset * d;
+                for (dst, value) in entry.v[at..at + d].iter_mut().zip(&v[src..src + d]) {
+                    *dst = f16::from_f32(*value).to_bits();
+                }
                 for (i, value) in k[src..src + d].iter().enumerate() {
-                    entry.k[page + key_offset(offset, i, d)] = *value;
+                    entry.k[page + key_offset(offset, i, d)] = f16::from_f32(*value).to_bits();
                 }
             }
         }

@@ -52,12 +52,14 @@ struct BlockMeta {
     stamp: u64,
 }
 
-/// Keys and values of one layer of the pool: its pages, keys in the attention kernel's blocked
-/// layout ([`hearth_kernels::ops::key_offset`]) and values row-major.
+/// Keys and values of one layer of the pool as f16 bits (llama.cpp's default cache type: half
+/// the memory of f32, and half the bytes a batched decode step reads): its pages, keys in the
+/// attention kernel's blocked layout ([`hearth_kernels::ops::key_offset`]) and values
+/// row-major.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostKv {
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
+    pub k: Vec<u16>,
+    pub v: Vec<u16>,
 }
 
 /// Block counts, for load reports and tests.
@@ -95,7 +97,7 @@ impl KvPool {
     /// zeroed, so the system commits a page only when a block first uses it.
     pub fn new(blocks: usize, num_layers: usize, kv_heads: usize, head_dim: usize) -> Self {
         let values = blocks * kv_heads * PAGE * head_dim;
-        let layers = (0..num_layers).map(|_| HostKv { k: vec![0f32; values], v: vec![0f32; values] }).collect();
+        let layers = (0..num_layers).map(|_| HostKv { k: vec![0u16; values], v: vec![0u16; values] }).collect();
         Self {
             layers,
             kv_heads,
@@ -117,12 +119,12 @@ impl KvPool {
         let mut pool = Self::new(blocks, num_layers, kv_heads, head_dim);
         // One write per 4 KiB page; volatile, so it is not folded away as a store of the zero
         // the fresh allocation already holds.
-        const PAGE_VALUES: usize = 4096 / std::mem::size_of::<f32>();
+        const PAGE_VALUES: usize = 4096 / std::mem::size_of::<u16>();
         for layer in &mut pool.layers {
             for buf in [&mut layer.k, &mut layer.v] {
                 for value in buf.iter_mut().step_by(PAGE_VALUES) {
                     // SAFETY: `value` is a valid, aligned, exclusive reference into the buffer.
-                    unsafe { std::ptr::write_volatile(value, 0.0) };
+                    unsafe { std::ptr::write_volatile(value, 0) };
                 }
             }
         }
@@ -131,7 +133,7 @@ impl KvPool {
 
     /// Bytes one position takes across all layers (keys and values).
     pub fn bytes_per_position(num_layers: usize, kv_heads: usize, head_dim: usize) -> usize {
-        num_layers * kv_heads * head_dim * 2 * std::mem::size_of::<f32>()
+        num_layers * kv_heads * head_dim * 2 * std::mem::size_of::<u16>()
     }
 
     pub fn stats(&self) -> PoolStats {
