@@ -141,11 +141,6 @@ impl KvCache {
         matches!(self.store, Store::Paged(_))
     }
 
-    /// Positions the cache holds room for.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Positions already in the cache.
     pub fn len(&self) -> usize {
         self.len
