@@ -200,6 +200,7 @@ struct Job {
 }
 
 /// State shared by the handle and the worker.
+#[derive(Default)]
 struct Shared {
     /// Bumped by `cancel_all`; sequences from an older epoch stop.
     epoch: AtomicU64,
@@ -234,23 +235,19 @@ impl Engine {
     /// Starts the worker thread that owns `model`.
     pub fn start(model: LoadedModel, options: WorkerOptions) -> Self {
         let (jobs, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
-            queued: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
-            preemptions: AtomicU64::new(0),
-            owned: Default::default(),
-            cache: Default::default(),
-        });
+        let shared = Arc::new(Shared::default());
         let mut context_length = options.context_length.min(model.llama.max_positions()).max(1);
+        let mut cache_positions = options.cache_positions;
         if let Some(shape) = model.llama.paged_kv() {
-            // A sequence never needs more positions than the whole cache has.
-            let options = WorkerOptions { context_length, ..options.clone() };
-            let positions = worker::cache_blocks(&options, shape) * crate::model::kv_pool::PAGE;
+            // Sized once here, for the worker's pool and the context cap alike: a sequence
+            // never needs more positions than the whole cache has.
+            let sizing = WorkerOptions { context_length, ..options.clone() };
+            let positions = worker::cache_blocks(&sizing, shape) * crate::model::kv_pool::PAGE;
             if positions < context_length {
                 tracing::info!(positions, "the KV cache is smaller than the context; sequences are capped at its size");
                 context_length = positions;
             }
+            cache_positions = Some(positions);
         }
         let engine = Self {
             jobs,
@@ -260,7 +257,7 @@ impl Engine {
             context_length,
             queue_capacity: options.queue_capacity,
         };
-        worker::spawn(model.llama, rx, shared, WorkerOptions { context_length, ..options });
+        worker::spawn(model.llama, rx, shared, WorkerOptions { context_length, cache_positions, ..options });
         engine
     }
 

@@ -700,7 +700,7 @@ mod tests {
     //! The scheduler without weights: a model whose next token is always its last token + 1
     //! (so every sequence's right answer is known), on a real pool of blocks.
 
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::time::Duration;
 
     use burn::tensor::Device;
@@ -774,14 +774,7 @@ mod tests {
     impl Harness {
         fn start(options: WorkerOptions) -> Self {
             let (jobs, rx) = mpsc::channel(64);
-            let shared = Arc::new(Shared {
-                epoch: AtomicU64::new(0),
-                queued: AtomicUsize::new(0),
-                running: AtomicUsize::new(0),
-                preemptions: AtomicU64::new(0),
-                owned: Default::default(),
-                cache: Default::default(),
-            });
+            let shared = Arc::new(Shared::default());
             let model = Counting { device: crate::model::device::ComputeDevice::flex().device };
             spawn(model, rx, shared.clone(), WorkerOptions { warm_up: false, ..options });
             Self { jobs, shared }
