@@ -8,6 +8,7 @@
 //! decodes and multiplies in one pass (decode: each weight is read once per token), and a decode
 //! of the whole matrix to f32 that prompts multiply with burn's tuned matmul.
 
+pub mod counters;
 mod kernels;
 
 use burn::backend::tensor::{FloatTensor, IntTensor};

@@ -180,6 +180,12 @@ pub async fn model_info(State(state): State<SharedState>) -> Json<Value> {
                     "preemptions": m.engine.preemptions(),
                 });
             }
+            // Hearth's addition once a wgpu device is open: compute dispatches and reads back to
+            // the host since the start (process-wide), the figures that bound a decode step on a
+            // real GPU.
+            if let Some(work) = hearth_gpu_kernels::counters::device_work() {
+                info["device_work"] = json!(work);
+            }
             Json(info)
         }
         None => Json(json!({ "model_name": "None", "lora_names": [], "loader": Value::Null })),

@@ -135,5 +135,8 @@ fn open_wgpu_once() -> Result<(ComputeDevice, bool), DeviceError> {
     };
     let description = format!("wgpu: {} ({kind}, {:?})", info.name, info.backend);
     let real_gpu = info.device_type != DeviceType::Cpu;
+    // Counting launches costs an atomic per dispatch; what it shows (`device_work` in
+    // /v1/internal/model/info) is how launch-bound the GPU path is.
+    hearth_gpu_kernels::counters::watch_launches();
     Ok((ComputeDevice { device, backend: BackendKind::Wgpu, description }, real_gpu))
 }

@@ -32,6 +32,14 @@ pub(crate) fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], device: 
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
+/// A device tensor's values on the host: a wait for the device and a copy, counted in
+/// [`hearth_gpu_kernels::counters`].
+pub(crate) fn read_back<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
+    let data = t.try_into_data().map_err(|e| ModelError::Execution(format!("reading the device's result: {e:?}")))?;
+    hearth_gpu_kernels::counters::note_readback(data.bytes().len());
+    data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("reading the device's result: {e:?}")))
+}
+
 /// Transposes a row-major `[rows, cols]` matrix.
 pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];

@@ -15,7 +15,7 @@ use super::config::{Arch, LlamaConfig};
 use super::cpu::{self, HostValues};
 use super::device::ComputeDevice;
 use super::kv_cache::KvCache;
-use super::layers::{Linear, Mlp, RmsNorm, RowGroup, transpose, upload};
+use super::layers::{Linear, Mlp, RmsNorm, RowGroup, read_back, transpose, upload};
 use super::rope::{self, Rope};
 use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
 
@@ -374,8 +374,7 @@ impl Llama {
             .iter_mut()
             .map(|item| {
                 let logits = rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?;
-                let data = logits.try_into_data().map_err(|e| ModelError::Execution(format!("{e:?}")))?;
-                data.try_to_vec::<f32>().map_err(|e| ModelError::Execution(format!("{e:?}")))
+                read_back(logits)
             })
             .collect()
     }

@@ -239,6 +239,7 @@ impl Encoder {
             x = block.ffn_norm.forward(block.down.forward(up)? + x);
         }
         let data = x.try_into_data().map_err(|e| EncoderError::Execution(format!("{e:?}")))?;
+        hearth_gpu_kernels::counters::note_readback(data.bytes().len());
         data.try_to_vec::<f32>().map_err(|e| EncoderError::Execution(format!("{e:?}")))
     }
 
