@@ -9,6 +9,8 @@
 //! of the whole matrix to f32 that prompts multiply with burn's tuned matmul.
 
 pub mod counters;
+pub mod decode;
+mod decode_kernels;
 mod kernels;
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -71,10 +73,10 @@ pub trait QuantOps: Backend {
 /// A block-quantized matrix on a device.
 #[derive(Debug, Clone)]
 pub struct DeviceBlocks {
-    words: Tensor<2, Int>,
-    scales: Tensor<2>,
-    offsets: Tensor<2>,
-    packing: Packing,
+    pub(crate) words: Tensor<2, Int>,
+    pub(crate) scales: Tensor<2>,
+    pub(crate) offsets: Tensor<2>,
+    pub(crate) packing: Packing,
 }
 
 /// Why the planes of a matrix cannot make a [`DeviceBlocks`].
@@ -132,6 +134,11 @@ impl DeviceBlocks {
             offsets: plane(offsets),
             packing,
         })
+    }
+
+    /// The device the blocks live on.
+    pub fn device(&self) -> burn::tensor::Device {
+        self.scales.device()
     }
 
     /// `[rows, cols]`.

@@ -223,6 +223,27 @@ impl KvCache {
         Ok((entry.k.clone().slice([0..h, 0..span, 0..d]), entry.v.clone().slice([0..h, 0..span, 0..d])))
     }
 
+    /// Hands `layer`'s device keys and values (`[kv_heads, capacity, head_dim]`, room made by
+    /// [`Self::reserve`]) to `step`, which returns them written (in place where it can).
+    pub fn update_device_layer<R>(
+        &mut self,
+        layer: usize,
+        step: impl FnOnce(Tensor<3>, Tensor<3>) -> (R, Tensor<3>, Tensor<3>),
+    ) -> Result<R, ModelError> {
+        let Store::Device(layers) = &mut self.store else {
+            return Err(ModelError::Execution("a paged cache was given to the device attention path".into()));
+        };
+        if layer >= layers.len() {
+            return Err(ModelError::Execution(format!("the cache has no layer {layer}")));
+        }
+        // Taken out rather than cloned: a clone left behind would make the kernel copy the
+        // buffer instead of writing into it.
+        let LayerKv { k, v } = layers.remove(layer);
+        let (result, k, v) = step(k, v);
+        layers.insert(layer, LayerKv { k, v });
+        Ok(result)
+    }
+
     /// Writes `k`, `v` (`[tokens, kv_heads, head_dim]`, a projection's layout) of `layer` at
     /// positions `start..` of a paged cache (room made by [`Self::reserve`]) and runs `attend`
     /// over the layer's pages.

@@ -99,9 +99,34 @@ impl Linear {
     }
 
     /// The layers' rows stacked into one block-quantized layer, when every one is quantized in
-    /// the same format and none has a bias: projections of the same input then run as one
-    /// product.
+    /// the same format: projections of the same input then run as one product. On the host
+    /// only layers without a bias stack; on a GPU the biases are stacked too (zeros for a
+    /// layer without one).
     pub fn stack(parts: &[&Linear]) -> Option<Linear> {
+        if let Some(devices) = parts
+            .iter()
+            .map(|l| match &l.weight {
+                LinearWeight::Device(w) => Some(w),
+                _ => None,
+            })
+            .collect::<Option<Vec<&DeviceBlocks>>>()
+        {
+            let weight = DeviceBlocks::stack(&devices)?;
+            let bias = if parts.iter().any(|l| l.bias.is_some()) {
+                let pieces = parts
+                    .iter()
+                    .zip(&devices)
+                    .map(|(l, w)| match &l.bias {
+                        Some(b) => b.clone(),
+                        None => Tensor::zeros([1, w.dims()[0]], &w.device()),
+                    })
+                    .collect();
+                Some(Tensor::cat(pieces, 1))
+            } else {
+                None
+            };
+            return Some(Self { weight: LinearWeight::Device(weight), bias });
+        }
         let matrices: Option<Vec<&QuantMatrix>> = parts
             .iter()
             .map(|l| match (&l.weight, &l.bias) {
@@ -111,6 +136,14 @@ impl Linear {
             .collect();
         let stacked = QuantMatrix::stack(&matrices?).ok()?;
         Some(Self { weight: LinearWeight::Quantized(Arc::new(stacked)), bias: None })
+    }
+
+    /// The matrix when it is block-quantized on a GPU, and the bias (`[1, out]`).
+    pub fn device_parts(&self) -> Option<(&DeviceBlocks, Option<&Tensor<2>>)> {
+        match &self.weight {
+            LinearWeight::Device(w) => Some((w, self.bias.as_ref())),
+            _ => None,
+        }
     }
 
     /// Output features.
@@ -317,6 +350,11 @@ impl RmsNorm {
     pub fn eps(&self) -> f32 {
         self.eps as f32
     }
+
+    /// The weight where the model's tensors live.
+    pub fn weight(&self) -> &Tensor<1> {
+        &self.weight
+    }
 }
 
 /// Layer normalisation over the last dimension with a scale and a shift, as BERT-style
@@ -386,6 +424,15 @@ impl Mlp {
         Self { gate_up, down }
     }
 
+    /// On a GPU with the gate and up rows in one block-quantized matrix: that matrix and the
+    /// down projection, for the fused decode step.
+    pub fn device_parts(&self) -> Option<(&DeviceBlocks, &Linear)> {
+        match &self.gate_up {
+            GateUp::Stacked { both, .. } => both.device_parts().map(|(w, _)| (w, &self.down)),
+            GateUp::Separate { .. } => None,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, ModelError> {
         let rows = x.dims()[0];
         self.forward_grouped(x, &[RowGroup { rows, tokenwise: false }])
@@ -396,6 +443,11 @@ impl Mlp {
         let gated = match &self.gate_up {
             GateUp::Separate { gate, up } => {
                 silu(gate.forward_grouped(x.clone(), groups)?) * up.forward_grouped(x, groups)?
+            }
+            GateUp::Stacked { both, intermediate } if both.device_parts().is_some() => {
+                let y = both.forward(x)?;
+                let [tokens, n] = [y.dims()[0], *intermediate];
+                silu(y.clone().slice([0..tokens, 0..n])) * y.slice([0..tokens, n..2 * n])
             }
             GateUp::Stacked { both, intermediate } => {
                 let tokens = x.dims()[0];

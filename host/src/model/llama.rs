@@ -7,6 +7,8 @@ use burn::tensor::activation::softmax;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
+use hearth_gpu_kernels::DeviceBlocks;
+use hearth_gpu_kernels::decode::{AttentionDims, MAX_HEAD_DIM, NormWeight, decode_attention};
 use hearth_kernels::QuantMatrix;
 use hearth_kernels::ops::{self, AttentionShape};
 
@@ -118,6 +120,41 @@ struct Block {
     mlp: Mlp,
 }
 
+/// What the fused decode step reads of a block: the norms' weights and the four block-quantized
+/// GPU matrices (q/k/v stacked, with their bias; gate/up stacked).
+struct FusedBlock<'a> {
+    attn_norm: NormWeight<'a>,
+    qkv: &'a DeviceBlocks,
+    qkv_bias: Option<&'a Tensor<2>>,
+    o: &'a DeviceBlocks,
+    ffn_norm: NormWeight<'a>,
+    gate_up: &'a DeviceBlocks,
+    down: &'a DeviceBlocks,
+}
+
+impl Block {
+    /// The block's parts for the fused decode step, when it has that shape.
+    fn fused_parts(&self) -> Option<FusedBlock<'_>> {
+        if self.attn.q_norm.is_some() || self.attn.k_norm.is_some() {
+            return None;
+        }
+        let Qkv::Stacked(qkv) = &self.attn.qkv else { return None };
+        let (qkv, qkv_bias) = qkv.device_parts()?;
+        let (o, None) = self.attn.o.device_parts()? else { return None };
+        let (gate_up, down) = self.mlp.device_parts()?;
+        let (down, None) = down.device_parts()? else { return None };
+        Some(FusedBlock {
+            attn_norm: NormWeight { weight: self.attn_norm.weight(), eps: self.attn_norm.eps() },
+            qkv,
+            qkv_bias,
+            o,
+            ffn_norm: NormWeight { weight: self.ffn_norm.weight(), eps: self.ffn_norm.eps() },
+            gate_up,
+            down,
+        })
+    }
+}
+
 /// The token embedding, kept on the host: a lookup is a row copy, and it keeps one of the largest
 /// matrices out of the device's buffer limits. A block-quantized table stays quantized and rows
 /// are decoded on lookup.
@@ -174,6 +211,9 @@ pub struct Llama {
     device: Device,
     /// Pad prompt chunks to a few lengths (wgpu compiles a kernel per shape).
     bucket_prompts: bool,
+    /// Whether a lone token runs as the fused decode step (a GPU, every projection
+    /// block-quantized on it, no per-head norms).
+    fused_decode: bool,
 }
 
 impl std::fmt::Debug for Llama {
@@ -316,8 +356,24 @@ impl Llama {
             freq_factors.as_ref().map(|t| t.data.as_slice()),
         );
         let bucket_prompts = !compute.is_cpu();
+        let fused_decode = !compute.is_cpu()
+            && c.head_dim.is_multiple_of(2)
+            && c.head_dim <= MAX_HEAD_DIM
+            && c.num_kv_heads > 0
+            && c.num_heads.is_multiple_of(c.num_kv_heads)
+            && blocks.iter().all(|b| b.fused_parts().is_some());
 
-        Ok(Self { config: c.clone(), embedding, blocks, norm, head, rope, device: device.clone(), bucket_prompts })
+        Ok(Self {
+            config: c.clone(),
+            embedding,
+            blocks,
+            norm,
+            head,
+            rope,
+            device: device.clone(),
+            bucket_prompts,
+            fused_decode,
+        })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -467,6 +523,9 @@ impl Llama {
 
     fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
         self.check_step(tokens, cache)?;
+        if let (true, &[token]) = (self.fused_decode, tokens) {
+            return self.decode_fused(token, cache);
+        }
         let n = tokens.len();
         let start = cache.len();
         // Padding tokens only ever sit after the real ones, so causal masking keeps them from
@@ -514,6 +573,48 @@ impl Llama {
                 })
             }
         }
+    }
+
+    /// One token through the fused GPU kernels: five dispatches a layer (q/k/v with its norm;
+    /// attention with rope and the cache write; the output projection with its residual; gate/up
+    /// with its norm and SiLU; down with its residual) and one for the norm and head. Returns
+    /// the token's logits `[1, vocab]`.
+    fn decode_fused(&self, token: u32, cache: &mut KvCache) -> Result<Tensor<2>, ModelError> {
+        let c = &self.config;
+        let start = cache.len();
+        cache.reserve(start + 1)?;
+        let (cos, sin) = self.rope.host_tables(&[start]);
+        let cos: Tensor<1> = upload(cos, [c.head_dim], &self.device);
+        let sin: Tensor<1> = upload(sin, [c.head_dim], &self.device);
+        let dims = AttentionDims { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+        let mut x = self.embedding.rows(&[token], &self.device);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let f = block
+                .fused_parts()
+                .ok_or_else(|| ModelError::Execution(format!("layer {layer} has no fused decode form")))?;
+            let qkv = f.qkv.norm_matmul(x.clone(), Some(f.attn_norm), f.qkv_bias.cloned());
+            let attended = cache.update_device_layer(layer, |keys, values| {
+                decode_attention(qkv, keys, values, cos.clone(), sin.clone(), start, dims)
+            })?;
+            let h = f.o.norm_matmul(attended, None, Some(x));
+            let gated = f.gate_up.norm_gate_up(h.clone(), f.ffn_norm);
+            x = f.down.norm_matmul(gated, None, Some(h));
+        }
+        cache.commit(&[token], 1);
+        let logits = match &self.head {
+            Head::Quantized(linear) => match linear.device_parts() {
+                Some((w, None)) => {
+                    w.norm_matmul(x, Some(NormWeight { weight: self.norm.weight(), eps: self.norm.eps() }), None)
+                }
+                _ => linear.forward(self.norm.forward(x)?)?,
+            },
+            Head::Chunks(chunks) => {
+                let x = self.norm.forward(x)?;
+                Tensor::cat(chunks.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
+            }
+        };
+        let full = logits.dims()[1];
+        Ok(if full > c.vocab_size { logits.slice([0..1, 0..c.vocab_size]) } else { logits })
     }
 
     /// Additive mask `[1, rep * tokens, span]`: 0 where query `i` may see key `j`, -inf elsewhere

@@ -1,0 +1,476 @@
+//! The CubeCL kernels behind [`DecodeOps`](crate::decode::DecodeOps), and their launch.
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+use cubecl::{CubeCount, CubeDim};
+
+use crate::decode::{ATTENTION_UNITS, AttentionDims, DecodeOps, LANES, MAX_HEAD_DIM, ROWS};
+
+/// `LANES` and `ROWS` as powers of two.
+const LANES_LOG2: usize = 5;
+const ROWS_LOG2: usize = 3;
+const _: () = assert!(LANES == 1 << LANES_LOG2 && ROWS == 1 << ROWS_LOG2);
+
+/// This lane's part of `Σ_c W[row, c] · x[c] (· norm_w[c])` over the row's blocks `lane`,
+/// `lane + LANES`, …: each block as `scale · Σ q·x + offset · Σ x`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn lane_dot(
+    x: &Tensor<f32>,
+    xb: usize,
+    norm_w: &Tensor<f32>,
+    words: &Tensor<i32>,
+    scales: &Tensor<f32>,
+    offsets: &Tensor<f32>,
+    row: usize,
+    lane: usize,
+    #[comptime] norm: bool,
+    #[comptime] bytes: bool,
+) -> f32 {
+    let blocks = scales.shape(1);
+    let mut acc = 0.0f32;
+    let mut b = lane;
+    while b < blocks {
+        let s = row * blocks + b;
+        let c0 = b * 32;
+        let mut dot = 0.0f32;
+        let mut sum = 0.0f32;
+        if comptime!(bytes) {
+            #[unroll]
+            for k in 0..8usize {
+                let w = words[s * 8 + k];
+                #[unroll]
+                for i in 0..4usize {
+                    let c = c0 + 4 * k + i;
+                    let mut xv = x[xb + c];
+                    if comptime!(norm) {
+                        xv *= norm_w[c];
+                    }
+                    let byte = (w >> comptime!(8 * i as i32)) & 255;
+                    // Bytes ≥ 128 are negative: subtract 256 for them.
+                    dot += (f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7)) * xv;
+                }
+            }
+        } else {
+            #[unroll]
+            for k in 0..4usize {
+                let w = words[s * 4 + k];
+                #[unroll]
+                for i in 0..4usize {
+                    let c = c0 + 4 * k + i;
+                    let mut lo = x[xb + c];
+                    let mut hi = x[xb + c + 16];
+                    if comptime!(norm) {
+                        lo *= norm_w[c];
+                        hi *= norm_w[c + 16];
+                    }
+                    let byte = (w >> comptime!(8 * i as i32)) & 255;
+                    dot += f32::cast_from(byte & 15) * lo + f32::cast_from(byte >> 4) * hi;
+                    sum += lo + hi;
+                }
+            }
+        }
+        acc += scales[s] * dot + offsets[s] * sum;
+        b += LANES;
+    }
+    acc
+}
+
+/// `1 / sqrt(mean(x[xb..xb + cols]²) + eps)`, every unit of the cube taking part; `sh` is
+/// scratch of `LANES · ROWS` values, free again when this returns.
+#[cube]
+fn inv_rms(x: &Tensor<f32>, xb: usize, cols: usize, eps: f32, sh: &mut Shared<[f32]>, unit: usize) -> f32 {
+    let units = comptime!(LANES * ROWS);
+    let mut ss = 0.0f32;
+    let mut c = unit;
+    while c < cols {
+        let v = x[xb + c];
+        ss += v * v;
+        c += units;
+    }
+    sh[unit] = ss;
+    sync_cube();
+    #[unroll]
+    for i in 0..comptime!(LANES_LOG2 + ROWS_LOG2) {
+        let half = comptime!((LANES * ROWS) >> (i + 1));
+        if unit < half {
+            sh[unit] += sh[unit + half];
+        }
+        sync_cube();
+    }
+    let inv = 1.0f32 / (sh[0] / f32::cast_from(cols) + eps).sqrt();
+    // Every unit has read the total before the scratch is reused.
+    sync_cube();
+    inv
+}
+
+/// Adds the `LANES` partial sums of each row slot in `sh` into its first lane's entry.
+#[cube]
+fn sum_lanes(sh: &mut Shared<[f32]>, unit: usize, lane: usize) {
+    #[unroll]
+    for i in 0..LANES_LOG2 {
+        let half = comptime!(LANES >> (i + 1));
+        if lane < half {
+            sh[unit] += sh[unit + half];
+        }
+        sync_cube();
+    }
+}
+
+/// Cube `(i, t)` computes rows `i·ROWS ..` of token `t`; see `DecodeOps::fused_block_matmul`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn fused_block_matmul_kernel(
+    x: &Tensor<f32>,
+    norm_w: &Tensor<f32>,
+    addend: &Tensor<f32>,
+    words: &Tensor<i32>,
+    scales: &Tensor<f32>,
+    offsets: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    eps: f32,
+    #[comptime] bytes: bool,
+    #[comptime] norm: bool,
+    #[comptime] add: bool,
+) {
+    let lane = UNIT_POS_X as usize;
+    let slot = UNIT_POS_Y as usize;
+    let unit = slot * LANES + lane;
+    let t = CUBE_POS_Y as usize;
+    let rows = out.shape(1);
+    let cols = x.shape(1);
+    let row = CUBE_POS_X as usize * ROWS + slot;
+    let xb = t * cols;
+    let mut sh = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
+    let mut scale = 1.0f32;
+    if comptime!(norm) {
+        scale = inv_rms(x, xb, cols, eps, &mut sh, unit);
+    }
+    let mut partial = 0.0f32;
+    if row < rows {
+        partial = lane_dot(x, xb, norm_w, words, scales, offsets, row, lane, norm, bytes);
+    }
+    sh[unit] = partial;
+    sync_cube();
+    sum_lanes(&mut sh, unit, lane);
+    if lane == 0 && row < rows {
+        let mut y = scale * sh[unit];
+        if comptime!(add) {
+            y += addend[t * rows + row];
+        }
+        out[t * rows + row] = y;
+    }
+}
+
+/// Cube `(i, t)` computes gated rows `i·ROWS ..` of token `t`; see `DecodeOps::fused_gate_up`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn fused_gate_up_kernel(
+    x: &Tensor<f32>,
+    norm_w: &Tensor<f32>,
+    words: &Tensor<i32>,
+    scales: &Tensor<f32>,
+    offsets: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    eps: f32,
+    #[comptime] bytes: bool,
+) {
+    let lane = UNIT_POS_X as usize;
+    let slot = UNIT_POS_Y as usize;
+    let unit = slot * LANES + lane;
+    let t = CUBE_POS_Y as usize;
+    let n = out.shape(1);
+    let cols = x.shape(1);
+    let row = CUBE_POS_X as usize * ROWS + slot;
+    let xb = t * cols;
+    let mut sh = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
+    let mut up = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
+    let scale = inv_rms(x, xb, cols, eps, &mut sh, unit);
+    let mut g = 0.0f32;
+    let mut u = 0.0f32;
+    if row < n {
+        g = lane_dot(x, xb, norm_w, words, scales, offsets, row, lane, true, bytes);
+        u = lane_dot(x, xb, norm_w, words, scales, offsets, row + n, lane, true, bytes);
+    }
+    sh[unit] = g;
+    up[unit] = u;
+    sync_cube();
+    sum_lanes(&mut sh, unit, lane);
+    sum_lanes(&mut up, unit, lane);
+    if lane == 0 && row < n {
+        let g = scale * sh[unit];
+        let u = scale * up[unit];
+        out[t * n + row] = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// Cube `h` is query head `h`; see `DecodeOps::fused_decode_attention`. The query and the new
+/// key are rotated (rotate-half form) into shared memory; the first head of each key/value
+/// group writes the new key and value into the cache, and every head reads position `start`
+/// from shared memory rather than from the cache, which another cube may not have written yet.
+/// Scores go `ATTENTION_UNITS` positions at a time, one per unit, under an online softmax.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn fused_decode_attention_kernel(
+    qkv: &Tensor<f32>,
+    keys: &mut Tensor<f32>,
+    values: &mut Tensor<f32>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    start: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    scale: f32,
+) {
+    let u = UNIT_POS_X as usize;
+    let h = CUBE_POS_X as usize;
+    let heads = CUBE_COUNT_X as usize;
+    let hd = head_dim as usize;
+    let half = hd / 2;
+    let groups = kv_heads as usize;
+    let g = h / (heads / groups);
+    let writer = h % (heads / groups) == 0;
+    let start = start as usize;
+    let len = start + 1;
+    let cap = keys.shape(1);
+    let q_dim = heads * hd;
+    let kv_dim = groups * hd;
+    let mut q_s = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+    let mut k_s = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+    let mut v_s = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+    let mut acc = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
+    let mut sc = Shared::<[f32]>::new_slice(ATTENTION_UNITS);
+
+    let qb = h * hd;
+    let kb = q_dim + g * hd;
+    let mut d = u;
+    while d < hd {
+        // rotate-half: element d pairs with d ± half, negated in the first half.
+        let partner = (d + half) % hd;
+        let sign = 2.0 * f32::cast_from(d >= half) - 1.0;
+        let qp = sign * qkv[qb + partner];
+        let kp = sign * qkv[kb + partner];
+        q_s[d] = qkv[qb + d] * cos[d] + qp * sin[d];
+        let k = qkv[kb + d] * cos[d] + kp * sin[d];
+        let v = qkv[kb + kv_dim + d];
+        k_s[d] = k;
+        v_s[d] = v;
+        if writer {
+            let at = (g * cap + start) * hd + d;
+            keys[at] = k;
+            values[at] = v;
+        }
+        acc[d] = 0.0;
+        d += ATTENTION_UNITS;
+    }
+    sync_cube();
+
+    // Below every score a real one can reach (WGSL has no infinity literal).
+    let mut m = 0.0f32;
+    m -= 3.0e38;
+    let mut l = 0.0f32;
+    let mut p0 = 0usize;
+    while p0 < len {
+        let p = p0 + u;
+        let mut s = 0.0f32;
+        s -= 3.0e38;
+        if p < len {
+            let mut dot = 0.0f32;
+            if p < start {
+                let base = (g * cap + p) * hd;
+                for i in 0..hd {
+                    dot += q_s[i] * keys[base + i];
+                }
+            } else {
+                for i in 0..hd {
+                    dot += q_s[i] * k_s[i];
+                }
+            }
+            s = dot * scale;
+        }
+        sc[u] = s;
+        sync_cube();
+        let mut top = m;
+        for j in 0..ATTENTION_UNITS {
+            let sj = sc[j];
+            if sj > top {
+                top = sj;
+            }
+        }
+        // Every unit has read the scores before they are replaced by weights.
+        sync_cube();
+        let mut w = 0.0f32;
+        if p < len {
+            w = (s - top).exp();
+        }
+        sc[u] = w;
+        sync_cube();
+        let carry = (m - top).exp();
+        let mut total = 0.0f32;
+        for j in 0..ATTENTION_UNITS {
+            total += sc[j];
+        }
+        l = l * carry + total;
+        let mut d = u;
+        while d < hd {
+            let mut a = acc[d] * carry;
+            for j in 0..ATTENTION_UNITS {
+                let pj = p0 + j;
+                if pj < start {
+                    a += sc[j] * values[(g * cap + pj) * hd + d];
+                } else if pj == start {
+                    a += sc[j] * v_s[d];
+                }
+            }
+            acc[d] = a;
+            d += ATTENTION_UNITS;
+        }
+        m = top;
+        // Every unit has used this chunk's weights before the next chunk's scores land.
+        sync_cube();
+        p0 += ATTENTION_UNITS;
+    }
+    let mut d = u;
+    while d < hd {
+        out[qb + d] = acc[d] / l;
+        d += ATTENTION_UNITS;
+    }
+}
+
+/// A new f32 tensor of `shape` on the device of `like`.
+fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
+}
+
+/// The product grid: a cube per `ROWS` rows and token, `LANES × ROWS` units.
+fn product_grid(rows: usize, tokens: usize) -> (CubeCount, CubeDim) {
+    (CubeCount::Static(rows.div_ceil(ROWS) as u32, tokens as u32, 1), CubeDim::new_2d(LANES as u32, ROWS as u32))
+}
+
+/// A cache the kernel may write: itself when nothing else holds its buffer, else a copy.
+fn writable(cache: CubeTensor) -> CubeTensor {
+    let cache = into_contiguous(cache);
+    if cache.can_mut() { cache } else { cache.copy() }
+}
+
+impl DecodeOps for CubeBackend {
+    fn fused_block_matmul(
+        x: FloatTensor<Self>,
+        norm_w: FloatTensor<Self>,
+        addend: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        offsets: FloatTensor<Self>,
+        eps: f32,
+        bytes: bool,
+        norm: bool,
+        add: bool,
+    ) -> FloatTensor<Self> {
+        let [x, norm_w, addend, words, scales, offsets] =
+            [x, norm_w, addend, words, scales, offsets].map(into_contiguous);
+        let tokens = x.meta.shape()[0];
+        let rows = scales.meta.shape()[0];
+        let out = empty_like(&x, Shape::new([tokens, rows]));
+        let (count, dim) = product_grid(rows, tokens);
+        // SAFETY: cube (i, t) reads row t of `x` (`t` < its rows by the grid), blocks of rows
+        // < `rows` (checked in the kernel) of planes `DeviceBlocks::new` sized for `x`'s
+        // width, `norm_w` over that width and `addend` at `[t, row]`, both only when their flag
+        // says the caller gave them with those shapes.
+        unsafe {
+            fused_block_matmul_kernel::launch_unchecked(
+                &out.client,
+                count,
+                dim,
+                x.into_tensor_arg(),
+                norm_w.into_tensor_arg(),
+                addend.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                offsets.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                eps,
+                bytes,
+                norm,
+                add,
+            );
+        }
+        out
+    }
+
+    fn fused_gate_up(
+        x: FloatTensor<Self>,
+        norm_w: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        scales: FloatTensor<Self>,
+        offsets: FloatTensor<Self>,
+        eps: f32,
+        bytes: bool,
+    ) -> FloatTensor<Self> {
+        let [x, norm_w, words, scales, offsets] = [x, norm_w, words, scales, offsets].map(into_contiguous);
+        let tokens = x.meta.shape()[0];
+        let n = scales.meta.shape()[0] / 2;
+        let out = empty_like(&x, Shape::new([tokens, n]));
+        let (count, dim) = product_grid(n, tokens);
+        // SAFETY: as for `fused_block_matmul`; rows `row` and `row + n` are < the matrix's
+        // `2n` rows for every `row < n`.
+        unsafe {
+            fused_gate_up_kernel::launch_unchecked(
+                &out.client,
+                count,
+                dim,
+                x.into_tensor_arg(),
+                norm_w.into_tensor_arg(),
+                words.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                offsets.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                eps,
+                bytes,
+            );
+        }
+        out
+    }
+
+    fn fused_decode_attention(
+        qkv: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        start: usize,
+        dims: AttentionDims,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [qkv, cos, sin] = [qkv, cos, sin].map(into_contiguous);
+        let (keys, values) = (writable(keys), writable(values));
+        let out = empty_like(&qkv, Shape::new([1, dims.heads * dims.head_dim]));
+        let scale = 1.0 / (dims.head_dim as f32).sqrt();
+        // SAFETY: the caller (`decode_attention`'s user, the model) gives `qkv` of
+        // `(heads + 2·kv_heads)·head_dim` values, caches of `[kv_heads, capacity > start,
+        // head_dim]` and rope rows of `head_dim` with `head_dim ≤ MAX_HEAD_DIM`; cube `h <
+        // heads` touches only head `h`'s query and output and its group's key/value rows.
+        unsafe {
+            fused_decode_attention_kernel::launch_unchecked(
+                &out.client,
+                CubeCount::Static(dims.heads as u32, 1, 1),
+                CubeDim::new_1d(ATTENTION_UNITS as u32),
+                qkv.into_tensor_arg(),
+                keys.clone().into_tensor_arg(),
+                values.clone().into_tensor_arg(),
+                cos.into_tensor_arg(),
+                sin.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                start as u32,
+                dims.kv_heads as u32,
+                dims.head_dim as u32,
+                scale,
+            );
+        }
+        (out, keys, values)
+    }
+}
