@@ -20,13 +20,18 @@ use burn::tensor::{Shape, Tensor};
 use crate::DeviceBlocks;
 
 /// Units that share one output row of a product.
-pub const LANES: usize = 32;
+pub const LANES: usize = 8;
 /// Output rows per cube of a product.
-pub const ROWS: usize = 8;
+pub const ROWS: usize = 32;
 /// Units of an attention cube (one query head), and positions it scores at a time.
 pub const ATTENTION_UNITS: usize = 64;
 /// Largest head size [`decode_attention`] takes.
 pub const MAX_HEAD_DIM: usize = 256;
+/// Candidates [`top_candidates`] returns per row: with the two normalisers, 1,016 bytes to read
+/// back instead of the whole vocabulary's logits.
+pub const CANDIDATES: usize = 126;
+/// Units of a [`top_candidates`] cube (one row).
+pub const SELECT_UNITS: usize = 256;
 
 /// The sizes of grouped-query attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +101,13 @@ pub trait DecodeOps: Backend {
         start: usize,
         dims: AttentionDims,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Per row of `logits` `[rows, vocab]`: `[lse, lse_t, top logits…, their ids…]` where
+    /// `lse` is the log-sum-exp of the row, `lse_t` that of the row divided by `temperature`,
+    /// and the `CANDIDATES` largest logits are sorted, most likely first (ties: lower id first),
+    /// their ids given as exact f32 integers.
+    #[fusion(dtype = logits, shape = Shape::new([logits[0], 2 + 2 * CANDIDATES]))]
+    fn top_candidates(logits: FloatTensor<Self>, temperature: f32) -> FloatTensor<Self>;
 }
 
 /// An RMS norm's weight and epsilon.
@@ -180,4 +192,10 @@ pub fn decode_attention(
         dims,
     );
     (Tensor::from_dispatch(out), Tensor::from_dispatch(keys), Tensor::from_dispatch(values))
+}
+
+/// The log-normalisers and the [`CANDIDATES`] most likely tokens of each row of `logits`, in
+/// one dispatch; see [`DecodeOps::top_candidates`].
+pub fn top_candidates(logits: Tensor<2>, temperature: f32) -> Tensor<2> {
+    Tensor::from_dispatch(burn::backend::Dispatch::top_candidates(logits.into_dispatch(), temperature))
 }

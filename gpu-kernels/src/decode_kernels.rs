@@ -9,12 +9,15 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
-use crate::decode::{ATTENTION_UNITS, AttentionDims, DecodeOps, LANES, MAX_HEAD_DIM, ROWS};
+use crate::decode::{ATTENTION_UNITS, AttentionDims, CANDIDATES, DecodeOps, LANES, MAX_HEAD_DIM, ROWS, SELECT_UNITS};
 
-/// `LANES` and `ROWS` as powers of two.
-const LANES_LOG2: usize = 5;
-const ROWS_LOG2: usize = 3;
-const _: () = assert!(LANES == 1 << LANES_LOG2 && ROWS == 1 << ROWS_LOG2);
+/// `SELECT_UNITS` as a power of two.
+const SELECT_LOG2: usize = 8;
+const _: () = assert!(SELECT_UNITS == 1 << SELECT_LOG2);
+
+/// `LANES` as a power of two.
+const LANES_LOG2: usize = 3;
+const _: () = assert!(LANES == 1 << LANES_LOG2);
 
 /// This lane's part of `Σ_c W[row, c] · x[c] (· norm_w[c])` over the row's blocks `lane`,
 /// `lane + LANES`, …: each block as `scale · Σ q·x + offset · Σ x`.
@@ -81,35 +84,21 @@ fn lane_dot(
     acc
 }
 
-/// `1 / sqrt(mean(x[xb..xb + cols]²) + eps)`, every unit of the cube taking part; `sh` is
-/// scratch of `LANES · ROWS` values, free again when this returns.
+/// This lane's part of `Σ x[xb + c]²` over the columns `lane`, `lane + LANES`, ….
 #[cube]
-fn inv_rms(x: &Tensor<f32>, xb: usize, cols: usize, eps: f32, sh: &mut Shared<[f32]>, unit: usize) -> f32 {
-    let units = comptime!(LANES * ROWS);
+fn lane_squares(x: &Tensor<f32>, xb: usize, cols: usize, lane: usize) -> f32 {
     let mut ss = 0.0f32;
-    let mut c = unit;
+    let mut c = lane;
     while c < cols {
         let v = x[xb + c];
         ss += v * v;
-        c += units;
+        c += LANES;
     }
-    sh[unit] = ss;
-    sync_cube();
-    #[unroll]
-    for i in 0..comptime!(LANES_LOG2 + ROWS_LOG2) {
-        let half = comptime!((LANES * ROWS) >> (i + 1));
-        if unit < half {
-            sh[unit] += sh[unit + half];
-        }
-        sync_cube();
-    }
-    let inv = 1.0f32 / (sh[0] / f32::cast_from(cols) + eps).sqrt();
-    // Every unit has read the total before the scratch is reused.
-    sync_cube();
-    inv
+    ss
 }
 
-/// Adds the `LANES` partial sums of each row slot in `sh` into its first lane's entry.
+/// Adds the `LANES` partial sums of each row slot in `sh` into its first lane's entry (the
+/// slot's units all write theirs before the cube's first barrier here).
 #[cube]
 fn sum_lanes(sh: &mut Shared<[f32]>, unit: usize, lane: usize) {
     #[unroll]
@@ -122,7 +111,15 @@ fn sum_lanes(sh: &mut Shared<[f32]>, unit: usize, lane: usize) {
     }
 }
 
-/// Cube `(i, t)` computes rows `i·ROWS ..` of token `t`; see `DecodeOps::fused_block_matmul`.
+/// `1 / sqrt(mean square + eps)` from a row slot's summed squares.
+#[cube]
+fn inv_rms(squares: f32, cols: usize, eps: f32) -> f32 {
+    1.0f32 / (squares / f32::cast_from(cols) + eps).sqrt()
+}
+
+/// Cube `(i, t)` computes rows `i·ROWS ..` of token `t`, `LANES` units a row; see
+/// `DecodeOps::fused_block_matmul`. Each row's lanes also sum the squares of the row of `x`
+/// themselves (a few hundred values): the norm then costs no barrier of its own.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn fused_block_matmul_kernel(
@@ -147,19 +144,25 @@ fn fused_block_matmul_kernel(
     let row = CUBE_POS_X as usize * ROWS + slot;
     let xb = t * cols;
     let mut sh = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
-    let mut scale = 1.0f32;
-    if comptime!(norm) {
-        scale = inv_rms(x, xb, cols, eps, &mut sh, unit);
-    }
+    let mut squares = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
     let mut partial = 0.0f32;
     if row < rows {
         partial = lane_dot(x, xb, norm_w, words, scales, offsets, row, lane, norm, bytes);
     }
     sh[unit] = partial;
+    if comptime!(norm) {
+        squares[unit] = lane_squares(x, xb, cols, lane);
+    }
     sync_cube();
     sum_lanes(&mut sh, unit, lane);
+    if comptime!(norm) {
+        sum_lanes(&mut squares, unit, lane);
+    }
     if lane == 0 && row < rows {
-        let mut y = scale * sh[unit];
+        let mut y = sh[unit];
+        if comptime!(norm) {
+            y *= inv_rms(squares[unit], cols, eps);
+        }
         if comptime!(add) {
             y += addend[t * rows + row];
         }
@@ -188,22 +191,25 @@ fn fused_gate_up_kernel(
     let cols = x.shape(1);
     let row = CUBE_POS_X as usize * ROWS + slot;
     let xb = t * cols;
-    let mut sh = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
+    let mut gate = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
     let mut up = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
-    let scale = inv_rms(x, xb, cols, eps, &mut sh, unit);
+    let mut squares = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
     let mut g = 0.0f32;
     let mut u = 0.0f32;
     if row < n {
         g = lane_dot(x, xb, norm_w, words, scales, offsets, row, lane, true, bytes);
         u = lane_dot(x, xb, norm_w, words, scales, offsets, row + n, lane, true, bytes);
     }
-    sh[unit] = g;
+    gate[unit] = g;
     up[unit] = u;
+    squares[unit] = lane_squares(x, xb, cols, lane);
     sync_cube();
-    sum_lanes(&mut sh, unit, lane);
+    sum_lanes(&mut gate, unit, lane);
     sum_lanes(&mut up, unit, lane);
+    sum_lanes(&mut squares, unit, lane);
     if lane == 0 && row < n {
-        let g = scale * sh[unit];
+        let scale = inv_rms(squares[unit], cols, eps);
+        let g = scale * gate[unit];
         let u = scale * up[unit];
         out[t * n + row] = g / (1.0 + (-g).exp()) * u;
     }
@@ -343,6 +349,131 @@ fn fused_decode_attention_kernel(
     }
 }
 
+/// Whether `(v, i)` ranks before `(w, j)`: larger value first, lower id on ties.
+#[cube]
+fn ranks_before(v: f32, i: u32, w: f32, j: u32) -> bool {
+    v > w || (v == w && i < j)
+}
+
+/// Cube `r` takes row `r`; see `DecodeOps::top_candidates`. The normalisers are tree
+/// reductions over the cube; the candidates are `CANDIDATES` rounds of a cube-wide arg-max
+/// among the entries ranked after the previous round's pick (so ties come out lower id first).
+#[cube(launch_unchecked)]
+fn top_candidates_kernel(logits: &Tensor<f32>, out: &mut Tensor<f32>, inv_temperature: f32) {
+    let u = UNIT_POS_X as usize;
+    let r = CUBE_POS_X as usize;
+    let vocab = logits.shape(1);
+    let base = r * vocab;
+    let ob = r * (2 + 2 * CANDIDATES);
+    let mut vals = Shared::<[f32]>::new_slice(SELECT_UNITS);
+    let mut ids = Shared::<[u32]>::new_slice(SELECT_UNITS);
+
+    // The row's largest logit.
+    let mut top = 0.0f32;
+    top -= 3.0e38;
+    let mut c = u;
+    while c < vocab {
+        let l = logits[base + c];
+        if l > top {
+            top = l;
+        }
+        c += SELECT_UNITS;
+    }
+    vals[u] = top;
+    sync_cube();
+    #[unroll]
+    for i in 0..SELECT_LOG2 {
+        let half = comptime!(SELECT_UNITS >> (i + 1));
+        if u < half && vals[u + half] > vals[u] {
+            vals[u] = vals[u + half];
+        }
+        sync_cube();
+    }
+    let max = vals[0];
+    sync_cube();
+
+    // Σ exp(l - max) and Σ exp((l - max) / t).
+    let mut sum = 0.0f32;
+    let mut sum_t = 0.0f32;
+    let mut c = u;
+    while c < vocab {
+        let d = logits[base + c] - max;
+        sum += d.exp();
+        sum_t += (d * inv_temperature).exp();
+        c += SELECT_UNITS;
+    }
+    vals[u] = sum;
+    sync_cube();
+    #[unroll]
+    for i in 0..SELECT_LOG2 {
+        let half = comptime!(SELECT_UNITS >> (i + 1));
+        if u < half {
+            vals[u] += vals[u + half];
+        }
+        sync_cube();
+    }
+    let total = vals[0];
+    sync_cube();
+    vals[u] = sum_t;
+    sync_cube();
+    #[unroll]
+    for i in 0..SELECT_LOG2 {
+        let half = comptime!(SELECT_UNITS >> (i + 1));
+        if u < half {
+            vals[u] += vals[u + half];
+        }
+        sync_cube();
+    }
+    if u == 0 {
+        out[ob] = max + total.ln();
+        out[ob + 1] = max * inv_temperature + vals[0].ln();
+    }
+    sync_cube();
+
+    // The candidates, one cube-wide arg-max per round.
+    let mut prev_v = 0.0f32;
+    prev_v += 3.0e38;
+    let mut prev_i = 0u32;
+    let mut first = true;
+    for k in 0..CANDIDATES {
+        let mut best_v = 0.0f32;
+        best_v -= 3.0e38;
+        // Past every id: ranks after any real entry of equal value.
+        let mut best_i = vocab as u32;
+        let mut c = u;
+        while c < vocab {
+            let l = logits[base + c];
+            let id = c as u32;
+            if (first || ranks_before(prev_v, prev_i, l, id)) && ranks_before(l, id, best_v, best_i) {
+                best_v = l;
+                best_i = id;
+            }
+            c += SELECT_UNITS;
+        }
+        vals[u] = best_v;
+        ids[u] = best_i;
+        sync_cube();
+        #[unroll]
+        for i in 0..SELECT_LOG2 {
+            let half = comptime!(SELECT_UNITS >> (i + 1));
+            if u < half && ranks_before(vals[u + half], ids[u + half], vals[u], ids[u]) {
+                vals[u] = vals[u + half];
+                ids[u] = ids[u + half];
+            }
+            sync_cube();
+        }
+        prev_v = vals[0];
+        prev_i = ids[0];
+        first = false;
+        if u == 0 {
+            out[ob + 2 + k] = prev_v;
+            out[ob + 2 + CANDIDATES + k] = f32::cast_from(prev_i);
+        }
+        // Every unit has read this round's pick before the next round overwrites it.
+        sync_cube();
+    }
+}
+
 /// A new f32 tensor of `shape` on the device of `like`.
 fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
@@ -360,6 +491,25 @@ fn writable(cache: CubeTensor) -> CubeTensor {
 }
 
 impl DecodeOps for CubeBackend {
+    fn top_candidates(logits: FloatTensor<Self>, temperature: f32) -> FloatTensor<Self> {
+        let logits = into_contiguous(logits);
+        let rows = logits.meta.shape()[0];
+        let out = empty_like(&logits, Shape::new([rows, 2 + 2 * CANDIDATES]));
+        // SAFETY: cube `r < rows` reads row `r` of `logits` (its width read in the kernel) and
+        // writes row `r` of `out`, `2 + 2·CANDIDATES` wide as allocated here.
+        unsafe {
+            top_candidates_kernel::launch_unchecked(
+                &out.client,
+                CubeCount::Static(rows as u32, 1, 1),
+                CubeDim::new_1d(SELECT_UNITS as u32),
+                logits.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                1.0 / temperature,
+            );
+        }
+        out
+    }
+
     fn fused_block_matmul(
         x: FloatTensor<Self>,
         norm_w: FloatTensor<Self>,

@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 
-use crate::model::{BatchItem, KvCache, Llama, LogitsFor, ModelError};
+use crate::model::{BatchItem, KvCache, Llama, LogitsFor, ModelError, StepLogits};
 
 /// The shape of a model's keys and values, for a pool of blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +17,9 @@ pub struct KvShape {
 /// A model the scheduler can run.
 pub trait StepModel: Send + 'static {
     /// Runs `items`' tokens after what their caches hold, appends them to the caches and
-    /// returns each item's logits (`[rows, vocab]` row-major; see [`LogitsFor`]).
-    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// returns each item's logits (`[rows, vocab]` row-major; see [`LogitsFor`]), or where an
+    /// item asks for them and the model can, its candidates ([`BatchItem::candidates`]).
+    fn forward_step(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<StepLogits>, ModelError>;
 
     /// The shape of a shared pool of host blocks, when the model's caches are paged (the CPU
     /// path); `None` when each sequence's cache lives on a device ([`Self::own_cache`]).
@@ -41,8 +42,8 @@ pub trait StepModel: Send + 'static {
 }
 
 impl StepModel for Llama {
-    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        Llama::forward_batch(self, items)
+    fn forward_step(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<StepLogits>, ModelError> {
+        Llama::forward_step(self, items)
     }
 
     fn paged_kv(&self) -> Option<KvShape> {

@@ -26,7 +26,7 @@ use super::step::{KvShape, StepModel};
 use super::{FinishReason, Job, Shared, TokenEvent, TokenLogprob};
 use crate::constraint::Constraint;
 use crate::model::kv_pool::PAGE;
-use crate::model::{BatchItem, KvCache, KvPool, LogitsFor, ModelError};
+use crate::model::{BatchItem, KvCache, KvPool, LogitsFor, ModelError, StepLogits};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
 use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs};
 
@@ -91,6 +91,17 @@ impl Sequence {
     /// being prefilled.
     fn pending(&self) -> usize {
         self.context.len() - self.cache.len()
+    }
+
+    /// The temperature to ask the step for candidates at, when its next token may be chosen
+    /// from them: no grammar, distribution query, log-probabilities or sampler plugin needs
+    /// the whole row, and its sampler settings allow it.
+    fn candidate_temperature(&self) -> Option<f32> {
+        let r = &self.job.request;
+        if self.constraint.is_some() || r.distribution.is_some() || r.logprobs.is_some() || !self.samplers.is_empty() {
+            return None;
+        }
+        self.sampler.candidate_temperature()
     }
 
     /// Whether it is past its prefill and generating a token per step (its prompt in the
@@ -363,19 +374,23 @@ impl<M: StepModel> Worker<M> {
                 let done = seq.cache.len();
                 if seq.generating() {
                     order.push(i);
+                    let candidates = seq.candidate_temperature();
                     items.push(BatchItem {
                         tokens: &seq.context[done..],
                         cache: &mut seq.cache,
                         logits: LogitsFor::Last,
                         prompt_rows: 0,
+                        candidates,
                     });
                 } else if Some(i) == prefilling {
                     let end = seq.step_end(chunk);
                     let tokens = &seq.context[done..end];
                     // A resumed sequence recomputes its generated tokens as generated tokens.
                     let prompt_rows = seq.prompt_len.saturating_sub(done).min(tokens.len());
+                    let candidates = seq.candidate_temperature();
                     let cache = &mut seq.cache;
-                    chunk_item = Some((i, BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows }));
+                    let item = BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows, candidates };
+                    chunk_item = Some((i, item));
                 }
             }
             if let Some((i, item)) = chunk_item {
@@ -383,7 +398,7 @@ impl<M: StepModel> Worker<M> {
                 items.push(item);
             }
             let model = &self.model;
-            catch_unwind(AssertUnwindSafe(|| model.forward_batch(&mut items)))
+            catch_unwind(AssertUnwindSafe(|| model.forward_step(&mut items)))
         };
         let outcome = match logits {
             Ok(Ok(l)) if l.len() == order.len() => Ok(l),
@@ -416,7 +431,7 @@ impl<M: StepModel> Worker<M> {
             if seq.context.len() == seq.prompt_len {
                 tracing::debug!(tokens = seq.prompt_len, ms = seq.admitted.elapsed().as_millis() as u64, "prefill");
             }
-            if matches!(self.guarded(i, |w, i| w.after_logits(i, logits)), Step::Done) {
+            if matches!(self.guarded(i, |w, i| w.after_step(i, logits)), Step::Done) {
                 ended.push(i);
             }
         }
@@ -511,6 +526,28 @@ impl<M: StepModel> Worker<M> {
         }
     }
 
+    /// Sequence `i`'s token from a step's output: chosen from its candidates when they decide
+    /// it, else from the whole row (read back now if the step left it on the device).
+    fn after_step(&mut self, i: usize, out: StepLogits) -> Step {
+        let out = match out {
+            StepLogits::Top(top) => {
+                let seq = &mut self.running[i];
+                if let Some(sampled) = seq.sampler.sample_candidates(&top.candidates) {
+                    return self.after_sampled(i, sampled, Vec::new());
+                }
+                StepLogits::Top(top)
+            }
+            full => full,
+        };
+        match out.into_full() {
+            Ok(logits) => self.after_logits(i, logits),
+            Err(e) => {
+                let _ = self.running[i].job.events.send(TokenEvent::Failed(e.to_string()));
+                Step::Done
+            }
+        }
+    }
+
     /// Everything after the model's logits for sequence `i`: the grammar mask, a distribution
     /// query's answer, sampling, stop ids and limits, and the token event.
     fn after_logits(&mut self, i: usize, logits: Vec<f32>) -> Step {
@@ -543,12 +580,19 @@ impl<M: StepModel> Worker<M> {
                 return Step::Done;
             }
         };
+        let top = query.map_or_else(Vec::new, |q| top_logprobs(&logits, q.top));
+        self.after_sampled(i, sampled, top)
+    }
+
+    /// Sequence `i`'s chosen token (with the `top` log-probabilities asked for): stop ids, the
+    /// token event, the grammar's advance and the length limit.
+    fn after_sampled(&mut self, i: usize, sampled: Sampled, top: Vec<(u32, f32)>) -> Step {
+        let seq = &mut self.running[i];
         if seq.job.request.stop_ids.contains(&sampled.id) {
             let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
             return Step::Done;
         }
         seq.context.push(sampled.id);
-        let top = query.map_or_else(Vec::new, |q| top_logprobs(&logits, q.top));
         if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob, top }).is_err() {
             return receiver_gone(seq);
         }
@@ -675,8 +719,17 @@ fn score_prompt(
     }
     let mut last = Vec::new();
     for (n, slice) in prompt.chunks(SCORED_PROMPT_SLICE).enumerate() {
-        let item = BatchItem { tokens: slice, cache: &mut *cache, logits: LogitsFor::All, prompt_rows: slice.len() };
-        let rows = model.forward_batch(&mut [item])?.pop().unwrap_or_default();
+        let item = BatchItem {
+            tokens: slice,
+            cache: &mut *cache,
+            logits: LogitsFor::All,
+            prompt_rows: slice.len(),
+            candidates: None,
+        };
+        let rows = match model.forward_step(&mut [item])?.pop() {
+            Some(out) => out.into_full()?,
+            None => Vec::new(),
+        };
         for (r, row) in rows.chunks_exact(vocab).enumerate() {
             let position = n * SCORED_PROMPT_SLICE + r;
             match prompt.get(position + 1) {
@@ -717,7 +770,7 @@ mod tests {
     }
 
     impl StepModel for Counting {
-        fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        fn forward_step(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<StepLogits>, ModelError> {
             let mut out = Vec::new();
             for item in items.iter_mut() {
                 item.cache.reserve(item.cache.len() + item.tokens.len())?;
@@ -730,7 +783,7 @@ mod tests {
                 for (r, &t) in rows.iter().enumerate() {
                     logits[r * VOCAB + (t as usize + 1) % VOCAB] = 10.0;
                 }
-                out.push(logits);
+                out.push(StepLogits::Full(logits));
             }
             Ok(out)
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use hearth_gpu_kernels::DeviceBlocks;
-use hearth_gpu_kernels::decode::{AttentionDims, MAX_HEAD_DIM, NormWeight, decode_attention};
+use hearth_gpu_kernels::decode::{AttentionDims, MAX_HEAD_DIM, NormWeight, decode_attention, top_candidates};
 use hearth_kernels::QuantMatrix;
 use hearth_kernels::ops::{self, AttentionShape};
 
@@ -20,6 +20,7 @@ use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, RowGroup, read_back, transpose, upload};
 use super::rope::{self, Rope};
 use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
+use crate::sampling::TopCandidates;
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
 /// 128 MiB, so big vocabularies are split by rows.
@@ -47,6 +48,35 @@ pub struct BatchItem<'a> {
     /// computed by its kind, so a sequence's numbers depend neither on how its prompt was
     /// chunked nor on what else shared the step.
     pub prompt_rows: usize,
+    /// On a GPU, read back only the last row's candidates ([`StepLogits::Top`]) at this
+    /// temperature (the request's, for its normaliser), when the sampler can choose from them;
+    /// `None` reads back the logits.
+    pub candidates: Option<f32>,
+}
+
+/// One item's logits from [`Llama::forward_step`].
+pub enum StepLogits {
+    /// Every wanted row, `[rows, vocab]` row-major.
+    Full(Vec<f32>),
+    /// The last row's normalisers and most likely tokens, read back small; the row itself stays
+    /// on the device for a sampler that finds the candidates too few.
+    Top(TopLogits),
+}
+
+/// The candidates of a row and the row.
+pub struct TopLogits {
+    pub candidates: TopCandidates,
+    row: Tensor<2>,
+}
+
+impl StepLogits {
+    /// Every logit of the item's rows (read back now for [`Self::Top`]).
+    pub fn into_full(self) -> Result<Vec<f32>, ModelError> {
+        match self {
+            Self::Full(rows) => Ok(rows),
+            Self::Top(top) => read_back(top.row),
+        }
+    }
 }
 
 struct Attention {
@@ -401,7 +431,7 @@ impl Llama {
         if cache.is_host() {
             // A lone token runs as a decode step; several as a prompt.
             let prompt_rows = if tokens.len() > 1 { tokens.len() } else { 0 };
-            let mut item = [BatchItem { tokens, cache, logits: which, prompt_rows }];
+            let mut item = [BatchItem { tokens, cache, logits: which, prompt_rows, candidates: None }];
             let mut logits = self.forward_batch(&mut item)?;
             let rows = logits.pop().unwrap_or_default();
             let n = rows.len() / self.config.vocab_size.max(1);
@@ -420,17 +450,32 @@ impl Llama {
     /// prompt chunk as that chunk alone, so a sequence gets the same numbers batched or not. On
     /// a GPU the sequences run one after another.
     pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.forward_step(items)?.into_iter().map(StepLogits::into_full).collect()
+    }
+
+    /// [`Self::forward_batch`], reading back on a GPU only the candidates of the items that
+    /// ask for them (a few hundred bytes instead of the vocabulary's logits).
+    pub fn forward_step(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<StepLogits>, ModelError> {
         for item in items.iter() {
             self.check_step(item.tokens, item.cache)?;
         }
         if items.iter().all(|i| i.cache.is_host()) {
-            return rayon::scope(|_| self.forward_batch_in_pool(items));
+            return Ok(rayon::scope(|_| self.forward_batch_in_pool(items))?
+                .into_iter()
+                .map(StepLogits::Full)
+                .collect());
         }
         items
             .iter_mut()
             .map(|item| {
                 let logits = rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?;
-                read_back(logits)
+                match (item.candidates, item.logits) {
+                    (Some(temperature), LogitsFor::Last) => {
+                        let top = read_back(top_candidates(logits.clone(), temperature))?;
+                        Ok(StepLogits::Top(TopLogits { candidates: TopCandidates::from_device_row(&top), row: logits }))
+                    }
+                    _ => read_back(logits).map(StepLogits::Full),
+                }
             })
             .collect()
     }

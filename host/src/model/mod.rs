@@ -19,7 +19,7 @@ pub use config::{Arch, LlamaConfig};
 pub use device::{BackendKind, ComputeDevice, DeviceRequest};
 pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, PoolStats};
-pub use llama::{BatchItem, Llama, LogitsFor};
+pub use llama::{BatchItem, Llama, LogitsFor, StepLogits, TopLogits};
 pub use loader::{LoadError, LoadedModel, ModelFormat, load, model_id};
 
 /// A failure inside the model: loading or running it.

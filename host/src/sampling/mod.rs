@@ -3,6 +3,7 @@
 //! samplers, mirostat, adaptive-p, XTC, the n-gram ban), then a seeded draw — or, greedy, the
 //! best token after bans and penalties.
 
+mod candidates;
 mod feedback;
 mod params;
 mod penalties;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub use candidates::TopCandidates;
 use feedback::{AdaptivePState, MirostatState};
 pub use params::{
     AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc, stage_order,
