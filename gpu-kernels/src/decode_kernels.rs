@@ -57,6 +57,8 @@ fn lane_dot(
                     let byte = (w >> comptime!(8 * i as i32)) & 255;
                     // Bytes ≥ 128 are negative: subtract 256 for them.
                     dot += (f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7)) * xv;
+                    // The 5-bit formats' blocks have an offset too.
+                    sum += xv;
                 }
             }
         } else {

@@ -66,7 +66,10 @@ fn block_matmul_kernel(
                     let byte = (w >> comptime!(8 * i as i32)) & 255;
                     // Bytes ≥ 128 are negative: subtract 256 for them.
                     let q = f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7);
-                    dot += q * x[xb + 4 * k + i];
+                    let xv = x[xb + 4 * k + i];
+                    dot += q * xv;
+                    // The 5-bit formats' blocks have an offset too.
+                    sum += xv;
                 }
             }
         } else {

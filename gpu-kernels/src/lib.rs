@@ -1,4 +1,5 @@
-//! Products on GGUF block-quantized weights kept on a GPU: a matrix in Q8_0, Q4_0 or Q4_1 stays
+//! Products on GGUF block-quantized weights kept on a GPU: a matrix in Q8_0, Q4_0, Q4_1, Q4_K,
+//! Q5_0, Q5_1 or Q5_K (as 32-value blocks of bytes or nibbles, see `QuantMatrix::planes`) stays
 //! on the device as its blocks' integer values (packed in 32-bit words), one f32 scale and one
 //! f32 offset per block — 5–7 bytes a value fewer than an f32 copy — and is decoded inside the
 //! kernels that read it.
@@ -6,7 +7,8 @@
 //! Two operations, written in CubeCL and reached through burn's backend extensions (so a model
 //! calls them on its ordinary tensors, lazily, under burn's fusion): a token product that
 //! decodes and multiplies in one pass (decode: each weight is read once per token), and a decode
-//! of the whole matrix to f32 that prompts multiply with burn's tuned matmul.
+//! of the whole matrix to f32 that prompts multiply with burn's tuned matmul. [`decode`] holds
+//! the fused decode step's operations; [`counters`] counts what the device is asked to do.
 
 pub mod counters;
 pub mod decode;
@@ -23,10 +25,10 @@ pub const BLOCK: usize = 32;
 /// How a block's integers are packed in its words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packing {
-    /// 32 signed bytes in 8 words (Q8_0).
+    /// 32 signed bytes in 8 words (Q8_0, and the 5-bit formats).
     Bytes,
     /// 32 nibbles in 4 words, GGUF's order: byte `j` holds element `j` (low nibble) and
-    /// `j + 16` (high) (Q4_0, Q4_1).
+    /// `j + 16` (high) (Q4_0, Q4_1, Q4_K).
     Nibbles,
 }
 

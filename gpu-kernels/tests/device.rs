@@ -2,6 +2,7 @@
 //! against the blocks' definition computed on the host.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use hearth_gpu_kernels::decode::{CANDIDATES, NormWeight, top_candidates};
 use hearth_gpu_kernels::{BLOCK, DeviceBlocks, Packing};
 
 /// The one wgpu device of the process (wgpu's service initialises once).
@@ -24,9 +25,8 @@ fn random(packing: Packing, rows: usize, cols: usize, seed: u64) -> (Vec<u32>, V
     let blocks = rows * cols / BLOCK;
     let words: Vec<u32> = (0..blocks * packing.words()).map(|_| next()).collect();
     let scales: Vec<f32> = (0..blocks).map(|_| (next() % 1000) as f32 / 20000.0 + 0.001).collect();
-    let offsets: Vec<f32> = (0..blocks)
-        .map(|_| if packing == Packing::Bytes { 0.0 } else { (next() % 1000) as f32 / 10000.0 - 0.05 })
-        .collect();
+    // Bytes blocks have offsets too (Q5_1, Q5_K), not only nibble blocks.
+    let offsets: Vec<f32> = (0..blocks).map(|_| (next() % 1000) as f32 / 10000.0 - 0.05).collect();
     let mut dense = Vec::with_capacity(rows * cols);
     for b in 0..blocks {
         let w = &words[b * packing.words()..(b + 1) * packing.words()];
@@ -72,6 +72,88 @@ fn products_and_decoding_match_the_blocks_definition() {
                 }
             }
         }
+    }
+}
+
+fn upload<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// `rms_norm(x)·w` of each row, as the fused products compute it before multiplying.
+fn normed(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    x.chunks(w.len())
+        .flat_map(|row| {
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32 + eps).sqrt();
+            row.iter().zip(w).map(move |(v, g)| v * inv * g).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `x · Wᵀ` on the host, row-major `[tokens, rows]`.
+fn product(x: &[f32], dense: &[f32], cols: usize) -> Vec<f32> {
+    let rows = dense.len() / cols;
+    x.chunks(cols)
+        .flat_map(|xr| (0..rows).map(move |r| (0..cols).map(|c| dense[r * cols + c] * xr[c]).sum::<f32>()))
+        .collect()
+}
+
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+#[test]
+fn fused_products_match_norm_then_product_then_add() {
+    let device = device();
+    let (rows, cols, tokens, eps) = (45, 128, 2, 1e-5);
+    for packing in [Packing::Bytes, Packing::Nibbles] {
+        let (words, scales, offsets, dense) = random(packing, rows, cols, 5);
+        let m = DeviceBlocks::new(packing, rows, cols, words, scales, offsets, &device).unwrap();
+        let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 29 % 83) as f32 - 41.0) / 13.0).collect();
+        let g: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 7) as f32 / 10.0).collect();
+        let add: Vec<f32> = (0..tokens * rows).map(|i| (i % 11) as f32 - 5.0).collect();
+        let weight = upload(g.clone(), [cols], &device);
+        let norm = Some(NormWeight { weight: &weight, eps });
+        let xt = upload(x.clone(), [tokens, cols], &device);
+
+        let plain = host(m.norm_matmul(xt.clone(), None, None));
+        close(&plain, &product(&x, &dense, cols), &format!("{packing:?} product"));
+        let with_norm = host(m.norm_matmul(xt.clone(), norm, Some(upload(add.clone(), [tokens, rows], &device))));
+        let want: Vec<f32> = product(&normed(&x, &g, eps), &dense, cols).iter().zip(&add).map(|(p, a)| p + a).collect();
+        close(&with_norm, &want, &format!("{packing:?} norm, product, add"));
+
+        // Gate rows then up rows (here the same matrix twice): silu(y)·y.
+        let stacked = DeviceBlocks::stack(&[&m, &m]).unwrap();
+        let gated = host(stacked.norm_gate_up(xt, NormWeight { weight: &weight, eps }));
+        let y = product(&normed(&x, &g, eps), &dense, cols);
+        let want: Vec<f32> = y.iter().map(|&v| v / (1.0 + (-v).exp()) * v).collect();
+        close(&gated, &want, &format!("{packing:?} gate/up"));
+    }
+}
+
+#[test]
+fn candidates_are_the_largest_logits_with_the_normalisers() {
+    let device = device();
+    let vocab = 3000;
+    // Many ties, so the order among equal logits (lower id first) is checked.
+    let row: Vec<f32> = (0..vocab).map(|i| ((i * 7919) % 61) as f32 / 4.0 - 7.0).collect();
+    let out = host(top_candidates(upload(row.clone(), [1, vocab], &device), 0.5));
+    let lse = |t: f32| {
+        let max = row.iter().copied().fold(f32::MIN, f32::max) / t;
+        max + row.iter().map(|l| (l / t - max).exp()).sum::<f32>().ln()
+    };
+    assert!((out[0] - lse(1.0)).abs() < 1e-4 && (out[1] - lse(0.5)).abs() < 1e-4, "normalisers {:?}", &out[..2]);
+    let mut order: Vec<usize> = (0..vocab).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    for k in 0..CANDIDATES {
+        assert_eq!(out[2 + CANDIDATES + k] as usize, order[k], "candidate {k}'s id");
+        assert_eq!(out[2 + k], row[order[k]], "candidate {k}'s logit");
     }
 }
 

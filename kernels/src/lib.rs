@@ -57,13 +57,22 @@ pub enum QuantError {
     Mismatch,
 }
 
-/// A Q8_0/Q4_0/Q4_1 matrix split for a GPU (see [`QuantMatrix::planes`]), blocks in row-major
-/// order.
+/// A matrix split for a GPU (see [`QuantMatrix::planes`]): 32-value blocks in row-major order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockPlanes {
+    pub width: PlaneWidth,
     pub words: Vec<u32>,
     pub scales: Vec<f32>,
     pub offsets: Vec<f32>,
+}
+
+/// How a plane's block holds its 32 integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneWidth {
+    /// 32 signed bytes in 8 words.
+    Bytes,
+    /// 32 nibbles in 4 words: byte `j` holds element `j` (low nibble) and `j + 16` (high).
+    Nibbles,
 }
 
 /// A `[rows, cols]` matrix of quantized blocks, row-major (blocks run along a row).
@@ -274,33 +283,62 @@ impl QuantMatrix {
         y
     }
 
-    /// The matrix as planes a GPU kernel decodes (Q8_0, Q4_0 and Q4_1 only; `None` for the
-    /// rest): per block, its stored integers as little-endian 32-bit words (Q8_0: 8 words of
-    /// signed bytes; Q4: 4 words of nibbles in GGUF's order), its scale, and the offset that
-    /// value `scale · q + offset` adds (Q4_0: `−8 · scale`, Q8_0: 0).
+    /// The matrix as planes a GPU kernel decodes: per 32-value block its integers packed in
+    /// little-endian 32-bit words, its scale, and the offset that value `scale · q + offset`
+    /// adds — the same numbers as [`blocks::dequantize_block`]'s, so nothing is rounded. Q8_0
+    /// and the 5-bit formats (Q5_0, Q5_1, Q5_K, their integers centred as the format centres
+    /// them) go as bytes; Q4_0, Q4_1 and Q4_K as nibbles, Q4_0's offset `−8 · scale`. `None` for
+    /// Q6_K, whose 16-value sub-blocks each have their own scale.
     pub fn planes(&self) -> Option<BlockPlanes> {
-        let (header, payload) = match self.ty {
-            QuantType::Q8_0 => (2, 32),
-            QuantType::Q4_0 => (2, 16),
-            QuantType::Q4_1 => (4, 16),
-            _ => return None,
+        let (width, raw) = match self.ty {
+            QuantType::Q8_0 => (PlaneWidth::Bytes, Some((2, 32))),
+            QuantType::Q4_0 => (PlaneWidth::Nibbles, Some((2, 16))),
+            QuantType::Q4_1 => (PlaneWidth::Nibbles, Some((4, 16))),
+            QuantType::Q4K => (PlaneWidth::Nibbles, None),
+            QuantType::Q5_0 | QuantType::Q5_1 | QuantType::Q5K => (PlaneWidth::Bytes, None),
+            QuantType::Q6K => return None,
         };
         let blocks = self.rows * self.cols / BLOCK;
+        let words_per_block = if width == PlaneWidth::Bytes { 8 } else { 4 };
         let mut planes = BlockPlanes {
-            words: Vec::with_capacity(blocks * payload / 4),
+            width,
+            words: Vec::with_capacity(blocks * words_per_block),
             scales: Vec::with_capacity(blocks),
             offsets: Vec::with_capacity(blocks),
         };
+        let word = |b: [u8; 4]| u32::from_le_bytes(b);
         for block in self.data.chunks_exact(self.ty.block_bytes()) {
-            let d = blocks::half_at(block, 0);
-            planes.scales.push(d);
-            planes.offsets.push(match self.ty {
-                QuantType::Q4_0 => -8.0 * d,
-                QuantType::Q4_1 => blocks::half_at(block, 2),
-                _ => 0.0,
-            });
-            let body = &block[header..header + payload];
-            planes.words.extend(body.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+            if let Some((header, payload)) = raw {
+                // GGUF's own layout is the planes' layout: the bytes go as they are.
+                let d = blocks::half_at(block, 0);
+                planes.scales.push(d);
+                planes.offsets.push(match self.ty {
+                    QuantType::Q4_0 => -8.0 * d,
+                    QuantType::Q4_1 => blocks::half_at(block, 2),
+                    _ => 0.0,
+                });
+                let body = &block[header..header + payload];
+                planes.words.extend(body.chunks_exact(4).map(|w| word([w[0], w[1], w[2], w[3]])));
+                continue;
+            }
+            for j in 0..self.ty.block_values() / BLOCK {
+                let sub = blocks::sub_block(self.ty, block, j);
+                planes.scales.push(sub.scale[0]);
+                planes.offsets.push(sub.constant);
+                let mut bytes = [0u8; BLOCK];
+                match width {
+                    // Q5 integers are −16…15 or 0…31: a signed byte holds them.
+                    PlaneWidth::Bytes => bytes.iter_mut().zip(sub.w).for_each(|(b, w)| *b = w as i8 as u8),
+                    // Q4_K's are 0…15.
+                    PlaneWidth::Nibbles => {
+                        for i in 0..BLOCK / 2 {
+                            bytes[i] = (sub.w[i] as u8 & 0x0F) | ((sub.w[i + 16] as u8 & 0x0F) << 4);
+                        }
+                    }
+                }
+                let used = &bytes[..words_per_block * 4];
+                planes.words.extend(used.chunks_exact(4).map(|w| word([w[0], w[1], w[2], w[3]])));
+            }
         }
         Some(planes)
     }
@@ -470,16 +508,24 @@ mod tests {
     /// The planes decode to the same values as the blocks (what the GPU kernels rely on).
     #[test]
     fn planes_hold_each_block_as_scale_times_integer_plus_offset() {
-        for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
-            let (m, dense) = random_matrix(ty, 3, 64, 9);
+        for ty in [
+            QuantType::Q8_0,
+            QuantType::Q4_0,
+            QuantType::Q4_1,
+            QuantType::Q5_0,
+            QuantType::Q5_1,
+            QuantType::Q4K,
+            QuantType::Q5K,
+        ] {
+            let (m, dense) = random_matrix(ty, 3, 512, 9);
             let p = m.planes().unwrap();
             let per_block = p.words.len() / p.scales.len();
             for (i, want) in dense.iter().enumerate() {
                 let (b, e) = (i / BLOCK, i % BLOCK);
                 let word = |j: usize| p.words[b * per_block + j / 4] >> (8 * (j % 4)) & 0xFF;
-                let q = match ty {
-                    QuantType::Q8_0 => f32::from(word(e) as u8 as i8),
-                    _ => ((word(e % 16) >> (4 * (e / 16))) & 0x0F) as f32,
+                let q = match p.width {
+                    PlaneWidth::Bytes => f32::from(word(e) as u8 as i8),
+                    PlaneWidth::Nibbles => ((word(e % 16) >> (4 * (e / 16))) & 0x0F) as f32,
                 };
                 let got = p.scales[b] * q + p.offsets[b];
                 assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{ty:?}[{i}]: {got} vs {want}");

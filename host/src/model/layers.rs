@@ -11,7 +11,7 @@ use super::ModelError;
 use super::cpu::{self, HostValues};
 use super::weights::{HostTensor, WeightError};
 use hearth_gpu_kernels::{DeviceBlocks, Packing};
-use hearth_kernels::{QuantMatrix, QuantType, ops};
+use hearth_kernels::{PlaneWidth, QuantMatrix, QuantType, ops};
 
 /// From this many tokens a GPU product on block-quantized weights decodes the matrix to f32 and
 /// runs burn's tuned matmul; below it, the fused kernel reads each weight once per token.
@@ -60,7 +60,8 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// A projection `y = x W + b`. A dense `W` is kept as `[in, out]`: transposed once at load,
 /// because `x.matmul(w)` in that layout runs several times faster on wgpu than a transposed
 /// view. A block-quantized `W` stays quantized: on the CPU in host memory, multiplied by the
-/// kernels crate; on a GPU (Q8_0, Q4_0, Q4_1) in device memory, decoded inside the GPU kernels.
+/// kernels crate; on a GPU (every format but Q6_K) in device memory, decoded inside the GPU
+/// kernels.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
@@ -161,7 +162,7 @@ impl Linear {
     }
 
     /// Builds the layer on a GPU from a block-quantized `[out, in]` weight, kept quantized on
-    /// the device when its format is Q8_0, Q4_0 or Q4_1; `None` for the other formats.
+    /// the device when the kernels decode its format (all but Q6_K); `None` for the others.
     pub fn device_blocks(
         name: &str,
         weight: &QuantMatrix,
@@ -169,7 +170,6 @@ impl Linear {
         expect: [usize; 2],
         device: &Device,
     ) -> Result<Option<Self>, WeightError> {
-        let Some(packing) = device_packing(weight.quant_type()) else { return Ok(None) };
         let shape_err = |expected: String| WeightError::Shape {
             name: name.to_owned(),
             expected,
@@ -179,6 +179,10 @@ impl Linear {
             return Err(shape_err(format!("{expect:?}")));
         }
         let Some(planes) = weight.planes() else { return Ok(None) };
+        let packing = match planes.width {
+            PlaneWidth::Bytes => Packing::Bytes,
+            PlaneWidth::Nibbles => Packing::Nibbles,
+        };
         let blocks = DeviceBlocks::new(
             packing,
             weight.rows(),
@@ -276,12 +280,13 @@ impl Linear {
     }
 }
 
-/// How the GPU kernels hold blocks of `ty`, for the formats they decode.
+/// How the GPU kernels hold blocks of `ty`, for the formats they decode (as
+/// [`QuantMatrix::planes`] packs them).
 fn device_packing(ty: QuantType) -> Option<Packing> {
     match ty {
-        QuantType::Q8_0 => Some(Packing::Bytes),
-        QuantType::Q4_0 | QuantType::Q4_1 => Some(Packing::Nibbles),
-        _ => None,
+        QuantType::Q8_0 | QuantType::Q5_0 | QuantType::Q5_1 | QuantType::Q5K => Some(Packing::Bytes),
+        QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q4K => Some(Packing::Nibbles),
+        QuantType::Q6K => None,
     }
 }
 

@@ -264,8 +264,8 @@ impl Llama {
         let name = |w: Weight| source.file_name_of(w);
 
         // Block-quantized matrices stay quantized (4–7× less to read per token, no f32 copy in
-        // memory): on the CPU in every format the kernels crate computes on, on a GPU in Q8_0,
-        // Q4_0 and Q4_1; the token embedding in host memory on both, decoded a row per lookup.
+        // memory): on the CPU in every format the kernels crate computes on, on a GPU in every
+        // one but Q6_K; the token embedding in host memory on both, decoded a row per lookup.
         let quantized = |w: Weight| -> Result<Option<QuantMatrix>, ModelError> {
             if source.contains(w) { Ok(source.read_quantized(w)?) } else { Ok(None) }
         };
