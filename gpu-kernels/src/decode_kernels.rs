@@ -243,6 +243,8 @@ fn fused_decode_attention_kernel(
     let half = hd / 2;
     let groups = kv_heads as usize;
     let g = h / (heads / groups);
+    // `%`: CubeCL expands operators, not `is_multiple_of`.
+    #[allow(clippy::manual_is_multiple_of)]
     let writer = h % (heads / groups) == 0;
     let start = start as usize;
     let len = start + 1;

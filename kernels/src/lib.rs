@@ -331,8 +331,8 @@ impl QuantMatrix {
                     PlaneWidth::Bytes => bytes.iter_mut().zip(sub.w).for_each(|(b, w)| *b = w as i8 as u8),
                     // Q4_K's are 0…15.
                     PlaneWidth::Nibbles => {
-                        for i in 0..BLOCK / 2 {
-                            bytes[i] = (sub.w[i] as u8 & 0x0F) | ((sub.w[i + 16] as u8 & 0x0F) << 4);
+                        for (i, b) in bytes.iter_mut().take(BLOCK / 2).enumerate() {
+                            *b = (sub.w[i] as u8 & 0x0F) | ((sub.w[i + 16] as u8 & 0x0F) << 4);
                         }
                     }
                 }

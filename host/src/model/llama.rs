@@ -60,7 +60,7 @@ pub enum StepLogits {
     Full(Vec<f32>),
     /// The last row's normalisers and most likely tokens, read back small; the row itself stays
     /// on the device for a sampler that finds the candidates too few.
-    Top(TopLogits),
+    Top(Box<TopLogits>),
 }
 
 /// The candidates of a row and the row.
@@ -472,7 +472,8 @@ impl Llama {
                 match (item.candidates, item.logits) {
                     (Some(temperature), LogitsFor::Last) => {
                         let top = read_back(top_candidates(logits.clone(), temperature))?;
-                        Ok(StepLogits::Top(TopLogits { candidates: TopCandidates::from_device_row(&top), row: logits }))
+                        let candidates = TopCandidates::from_device_row(&top);
+                        Ok(StepLogits::Top(Box::new(TopLogits { candidates, row: logits })))
                     }
                     _ => read_back(logits).map(StepLogits::Full),
                 }
