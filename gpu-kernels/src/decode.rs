@@ -79,25 +79,24 @@ pub trait DecodeOps: Backend {
         bytes: bool,
     ) -> FloatTensor<Self>;
 
-    /// One token's attention: `qkv` `[1, (heads + 2·kv_heads)·head_dim]` as the stacked
-    /// projection gives it, `keys`/`values` `[kv_heads, capacity, head_dim]` holding positions
-    /// `0..start`, `cos`/`sin` `[head_dim]` for position `start`. Returns the heads' outputs
-    /// `[1, heads·head_dim]` and the caches with position `start` written (in place when they
-    /// are not shared).
-    #[fusion(meta = |qkv, keys, values, _cos, _sin, start, dims| {
-        let _ = start;
-        (
-            burn::backend::fusion::custom::TensorSpec::new(Shape::new([1, dims.heads * dims.head_dim]), qkv.dtype),
-            keys.clone(),
-            values.clone(),
-        )
+    /// One sequence's token in a step: `qkv` `[tokens, (heads + 2·kv_heads)·head_dim]` as the
+    /// stacked projection gives it, of which row `row` is this sequence's; `keys`/`values`
+    /// `[kv_heads, capacity, head_dim]` holding its positions `0..start`; `cos`/`sin`
+    /// `[tokens, head_dim]`, row `row` for position `start`. Writes the heads' outputs into row
+    /// `row` of `out` `[tokens, heads·head_dim]` and position `start` into the caches, and
+    /// returns the three (written in place when nothing else holds them).
+    #[fusion(meta = |_qkv, keys, values, _cos, _sin, out, _row, _start, _dims| {
+        (out.clone(), keys.clone(), values.clone())
     })]
+    #[allow(clippy::too_many_arguments)]
     fn fused_decode_attention(
         qkv: FloatTensor<Self>,
         keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        row: usize,
         start: usize,
         dims: AttentionDims,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
@@ -171,14 +170,17 @@ impl DeviceBlocks {
     }
 }
 
-/// One token's grouped-query attention over its cache, in one dispatch; see
+/// One sequence's grouped-query attention over its cache, in one dispatch; see
 /// [`DecodeOps::fused_decode_attention`]. Returns `(out, keys, values)`.
+#[allow(clippy::too_many_arguments)]
 pub fn decode_attention(
     qkv: Tensor<2>,
     keys: Tensor<3>,
     values: Tensor<3>,
-    cos: Tensor<1>,
-    sin: Tensor<1>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    out: Tensor<2>,
+    row: usize,
     start: usize,
     dims: AttentionDims,
 ) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
@@ -188,6 +190,8 @@ pub fn decode_attention(
         values.into_dispatch(),
         cos.into_dispatch(),
         sin.into_dispatch(),
+        out.into_dispatch(),
+        row,
         start,
         dims,
     );

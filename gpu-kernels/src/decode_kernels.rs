@@ -217,7 +217,8 @@ fn fused_gate_up_kernel(
     }
 }
 
-/// Cube `h` is query head `h`; see `DecodeOps::fused_decode_attention`. The query and the new
+/// Cube `h` is query head `h` of step row `row`; see `DecodeOps::fused_decode_attention`. The
+/// query and the new
 /// key are rotated (rotate-half form) into shared memory; the first head of each key/value
 /// group writes the new key and value into the cache, and every head reads position `start`
 /// from shared memory rather than from the cache, which another cube may not have written yet.
@@ -231,6 +232,7 @@ fn fused_decode_attention_kernel(
     cos: &Tensor<f32>,
     sin: &Tensor<f32>,
     out: &mut Tensor<f32>,
+    row: u32,
     start: u32,
     kv_heads: u32,
     head_dim: u32,
@@ -257,8 +259,13 @@ fn fused_decode_attention_kernel(
     let mut acc = Shared::<[f32]>::new_slice(MAX_HEAD_DIM);
     let mut sc = Shared::<[f32]>::new_slice(ATTENTION_UNITS);
 
-    let qb = h * hd;
-    let kb = q_dim + g * hd;
+    // Row `row` of the step's q/k/v, rope tables and output.
+    let row = row as usize;
+    let rb = row * qkv.shape(1);
+    let qb = rb + h * hd;
+    let kb = rb + q_dim + g * hd;
+    let tb = row * hd;
+    let ob = row * q_dim + h * hd;
     let mut d = u;
     while d < hd {
         // rotate-half: element d pairs with d ± half, negated in the first half.
@@ -266,8 +273,8 @@ fn fused_decode_attention_kernel(
         let sign = 2.0 * f32::cast_from(d >= half) - 1.0;
         let qp = sign * qkv[qb + partner];
         let kp = sign * qkv[kb + partner];
-        q_s[d] = qkv[qb + d] * cos[d] + qp * sin[d];
-        let k = qkv[kb + d] * cos[d] + kp * sin[d];
+        q_s[d] = qkv[qb + d] * cos[tb + d] + qp * sin[tb + d];
+        let k = qkv[kb + d] * cos[tb + d] + kp * sin[tb + d];
         let v = qkv[kb + kv_dim + d];
         k_s[d] = k;
         v_s[d] = v;
@@ -348,7 +355,7 @@ fn fused_decode_attention_kernel(
     }
     let mut d = u;
     while d < hd {
-        out[qb + d] = acc[d] / l;
+        out[ob + d] = acc[d] / l;
         d += ATTENTION_UNITS;
     }
 }
@@ -597,17 +604,19 @@ impl DecodeOps for CubeBackend {
         values: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        row: usize,
         start: usize,
         dims: AttentionDims,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [qkv, cos, sin] = [qkv, cos, sin].map(into_contiguous);
-        let (keys, values) = (writable(keys), writable(values));
-        let out = empty_like(&qkv, Shape::new([1, dims.heads * dims.head_dim]));
+        let (keys, values, out) = (writable(keys), writable(values), writable(out));
         let scale = 1.0 / (dims.head_dim as f32).sqrt();
-        // SAFETY: the caller (`decode_attention`'s user, the model) gives `qkv` of
-        // `(heads + 2·kv_heads)·head_dim` values, caches of `[kv_heads, capacity > start,
-        // head_dim]` and rope rows of `head_dim` with `head_dim ≤ MAX_HEAD_DIM`; cube `h <
-        // heads` touches only head `h`'s query and output and its group's key/value rows.
+        // SAFETY: the caller (`decode_attention`'s user, the model) gives `qkv` of rows of
+        // `(heads + 2·kv_heads)·head_dim` values, rope tables and `out` (`heads·head_dim`
+        // wide) with a row `row`, caches of `[kv_heads, capacity > start, head_dim]` and
+        // `head_dim ≤ MAX_HEAD_DIM`; cube `h < heads` touches only head `h`'s query and output
+        // in that row and its group's key/value rows.
         unsafe {
             fused_decode_attention_kernel::launch_unchecked(
                 &out.client,
@@ -619,6 +628,7 @@ impl DecodeOps for CubeBackend {
                 cos.into_tensor_arg(),
                 sin.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
+                row as u32,
                 start as u32,
                 dims.kv_heads as u32,
                 dims.head_dim as u32,

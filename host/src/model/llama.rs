@@ -465,20 +465,36 @@ impl Llama {
                 .map(StepLogits::Full)
                 .collect());
         }
-        items
-            .iter_mut()
-            .map(|item| {
-                let logits = rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?;
-                match (item.candidates, item.logits) {
-                    (Some(temperature), LogitsFor::Last) => {
-                        let top = read_back(top_candidates(logits.clone(), temperature))?;
-                        let candidates = TopCandidates::from_device_row(&top);
-                        Ok(StepLogits::Top(Box::new(TopLogits { candidates, row: logits })))
-                    }
-                    _ => read_back(logits).map(StepLogits::Full),
+        // The decode tokens run as one fused step; prompts and scored rows one by one.
+        let fused: Vec<bool> =
+            items.iter().map(|i| self.fused_decode && i.tokens.len() == 1 && i.logits == LogitsFor::Last).collect();
+        let mut rows: Vec<Option<Tensor<2>>> = vec![None; items.len()];
+        if fused.iter().filter(|&&f| f).count() > 1 {
+            let mut steps: Vec<(u32, &mut KvCache)> =
+                items.iter_mut().zip(&fused).filter(|(_, f)| **f).map(|(i, _)| (i.tokens[0], &mut *i.cache)).collect();
+            let logits = rayon::scope(|_| self.decode_fused(&mut steps))?;
+            let [n, vocab] = logits.dims();
+            let mut next = (0..n).map(|r| logits.clone().slice([r..r + 1, 0..vocab]));
+            for (slot, _) in rows.iter_mut().zip(&fused).filter(|(_, f)| **f) {
+                *slot = next.next();
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (item, row) in items.iter_mut().zip(rows) {
+            let logits = match row {
+                Some(row) => row,
+                None => rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?,
+            };
+            out.push(match (item.candidates, item.logits) {
+                (Some(temperature), LogitsFor::Last) => {
+                    let top = read_back(top_candidates(logits.clone(), temperature))?;
+                    let candidates = TopCandidates::from_device_row(&top);
+                    StepLogits::Top(Box::new(TopLogits { candidates, row: logits }))
                 }
-            })
-            .collect()
+                _ => StepLogits::Full(read_back(logits)?),
+            });
+        }
+        Ok(out)
     }
 
     /// Whether `tokens` may run after what `cache` holds.
@@ -569,8 +585,8 @@ impl Llama {
 
     fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
         self.check_step(tokens, cache)?;
-        if let (true, &[token]) = (self.fused_decode, tokens) {
-            return self.decode_fused(token, cache);
+        if let (true, &[token], LogitsFor::Last) = (self.fused_decode, tokens, which) {
+            return self.decode_fused(&mut [(token, cache)]);
         }
         let n = tokens.len();
         let start = cache.len();
@@ -621,32 +637,46 @@ impl Llama {
         }
     }
 
-    /// One token through the fused GPU kernels: five dispatches a layer (q/k/v with its norm;
-    /// attention with rope and the cache write; the output projection with its residual; gate/up
-    /// with its norm and SiLU; down with its residual) and one for the norm and head. Returns
-    /// the token's logits `[1, vocab]`.
-    fn decode_fused(&self, token: u32, cache: &mut KvCache) -> Result<Tensor<2>, ModelError> {
+    /// One token of each of `steps` (a token and its sequence's cache) through the fused GPU
+    /// kernels: per layer four products over all the tokens at once (q/k/v with its norm; the
+    /// output projection with its residual; gate/up with its norm and SiLU; down with its
+    /// residual) and one attention per sequence (rope, the cache write and attention over its
+    /// cache), then one product for the norm and head. Each token's numbers are the same as
+    /// alone. Returns the logits `[tokens, vocab]`.
+    fn decode_fused(&self, steps: &mut [(u32, &mut KvCache)]) -> Result<Tensor<2>, ModelError> {
         let c = &self.config;
-        let start = cache.len();
-        cache.reserve(start + 1)?;
-        let (cos, sin) = self.rope.host_tables(&[start]);
-        let cos: Tensor<1> = upload(cos, [c.head_dim], &self.device);
-        let sin: Tensor<1> = upload(sin, [c.head_dim], &self.device);
+        let n = steps.len();
+        let mut starts = Vec::with_capacity(n);
+        for (_, cache) in steps.iter_mut() {
+            let start = cache.len();
+            cache.reserve(start + 1)?;
+            starts.push(start);
+        }
+        let (cos, sin) = self.rope.host_tables(&starts);
+        let cos: Tensor<2> = upload(cos, [n, c.head_dim], &self.device);
+        let sin: Tensor<2> = upload(sin, [n, c.head_dim], &self.device);
         let dims = AttentionDims { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: c.head_dim };
-        let mut x = self.embedding.rows(&[token], &self.device);
+        let tokens: Vec<u32> = steps.iter().map(|(t, _)| *t).collect();
+        let mut x = self.embedding.rows(&tokens, &self.device);
         for (layer, block) in self.blocks.iter().enumerate() {
             let f = block
                 .fused_parts()
                 .ok_or_else(|| ModelError::Execution(format!("layer {layer} has no fused decode form")))?;
-            let qkv = f.qkv.norm_matmul(x.clone(), Some(f.attn_norm), f.qkv_bias.cloned());
-            let attended = cache.update_device_layer(layer, |keys, values| {
-                decode_attention(qkv, keys, values, cos.clone(), sin.clone(), start, dims)
-            })?;
+            let bias = f.qkv_bias.map(|b| if n == 1 { b.clone() } else { b.clone().repeat_dim(0, n) });
+            let qkv = f.qkv.norm_matmul(x.clone(), Some(f.attn_norm), bias);
+            let mut attended = Tensor::<2>::empty([n, c.q_dim()], &self.device);
+            for (row, ((_, cache), &start)) in steps.iter_mut().zip(&starts).enumerate() {
+                attended = cache.update_device_layer(layer, |keys, values| {
+                    decode_attention(qkv.clone(), keys, values, cos.clone(), sin.clone(), attended, row, start, dims)
+                })?;
+            }
             let h = f.o.norm_matmul(attended, None, Some(x));
             let gated = f.gate_up.norm_gate_up(h.clone(), f.ffn_norm);
             x = f.down.norm_matmul(gated, None, Some(h));
         }
-        cache.commit(&[token], 1);
+        for (token, cache) in steps.iter_mut() {
+            cache.commit(&[*token], 1);
+        }
         let logits = match &self.head {
             Head::Quantized(linear) => match linear.device_parts() {
                 Some((w, None)) => {
@@ -660,7 +690,7 @@ impl Llama {
             }
         };
         let full = logits.dims()[1];
-        Ok(if full > c.vocab_size { logits.slice([0..1, 0..c.vocab_size]) } else { logits })
+        Ok(if full > c.vocab_size { logits.slice([0..n, 0..c.vocab_size]) } else { logits })
     }
 
     /// Additive mask `[1, rep * tokens, span]`: 0 where query `i` may see key `j`, -inf elsewhere
