@@ -248,6 +248,11 @@ def check_exchange(ex: Exchange) -> Any:
             except openapi_check.SchemaError as e:
                 raise Failure(f"{ex.describe()}: SSE event #{i}: {e}") from None
             chunks.append(obj)
+        if ex.path == "/v1/chat/completions":
+            first = chunks[0]["choices"][0]["delta"] if chunks and chunks[0].get("choices") else {}
+            expect("refusal" in first and first["refusal"] is None,
+                   f"{ex.describe()}: first chunk's delta.refusal", "null (as OpenAI streams it)",
+                   first.get("refusal", "absent"))
         return chunks
     obj = _json(ex, bytes(ex.body))
     expect("application/json" in ex.content_type, f"{ex.describe()} Content-Type",
@@ -257,6 +262,10 @@ def check_exchange(ex: Exchange) -> Any:
             openapi_check.validate(body_schema, _as_floats(ex, obj))
         except openapi_check.SchemaError as e:
             raise Failure(f"{ex.describe()}: {e}") from None
+    if ex.path == "/v1/chat/completions":
+        for choice in obj.get("choices", []):
+            expect(choice["message"].get("annotations") == [], f"{ex.describe()}: message.annotations",
+                   "[] (current OpenAI message fields)", choice["message"].get("annotations", "absent"))
     return obj
 
 

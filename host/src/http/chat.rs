@@ -310,6 +310,7 @@ pub async fn chat_completions(
                 content,
                 reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                 refusal: None,
+                annotations: Vec::new(),
                 tool_calls,
             },
             logprobs: texts.as_ref().map(|texts| logprobs::chat(&logprobs, texts)),
@@ -404,7 +405,12 @@ fn stream_choice(run: ChatRun, w: Arc<ChunkWriter>, index: usize) -> impl future
         let event = |chunk: &ChatChunk| ChoiceOut::Event(sse::json_event(chunk));
         match phase {
             Phase::Start => {
-                let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() };
+                let delta = ChunkDelta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                    refusal: Some(Value::Null),
+                    ..Default::default()
+                };
                 Some((vec![event(&w.chunk(index, delta, None))], (run, w, Phase::Running, scored)))
             }
             Phase::Running => {

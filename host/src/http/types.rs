@@ -284,6 +284,9 @@ pub struct AssistantMessage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
     pub refusal: Option<String>,
+    /// OpenAI's URL citations, which only its web search makes: always empty here, sent because
+    /// current clients and conformance suites expect the field.
+    pub annotations: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
 }
@@ -351,6 +354,9 @@ pub struct ChunkDelta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// `null` in the first chunk, as OpenAI streams it (Hearth never refuses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallChunk>>,
 }
