@@ -169,7 +169,7 @@ fn chat_stream_has_role_chunk_usage_chunk_and_done() {
     let payloads = sse_payloads(&raw);
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{raw}");
     let chunks: Vec<Value> = payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
-    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "", "refusal": null}));
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 8);
