@@ -32,7 +32,7 @@ fn generate(m: &LoadedModel, prompt: &[u32], params: SamplingParams, n: usize) -
     let (mut token, mut out) = (*last, Vec::new());
     for _ in 0..n {
         let next = match step(m, &mut cache, token, temperature) {
-            StepLogits::Top(top) => match sampler.sample_candidates(&top.candidates) {
+            StepLogits::Top(top) => match sampler.sample_candidates(&top.candidates, &[]) {
                 Some(s) => s.id,
                 None => sampler.sample(&StepLogits::Top(top).into_full().expect("row"), &[]).id,
             },
@@ -75,7 +75,7 @@ fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
         assert!(bytes <= 1024, "{bytes} bytes read back for one token");
 
         let StepLogits::Top(top) = out else { panic!("a greedy step reads back candidates") };
-        let chosen = greedy.sample_candidates(&top.candidates).expect("greedy is decided by the candidates").id;
+        let chosen = greedy.sample_candidates(&top.candidates, &[]).expect("greedy is decided by the candidates").id;
         let row = m.llama.forward(&[token], &mut twin, LogitsFor::Last).expect("step");
         let row = row.into_data().try_to_vec::<f32>().expect("f32 logits");
         assert_eq!(chosen, hearth::sampling::argmax(&row) as u32, "the candidates' best is the whole row's");

@@ -532,7 +532,7 @@ impl<M: StepModel> Worker<M> {
         let out = match out {
             StepLogits::Top(top) => {
                 let seq = &mut self.running[i];
-                if let Some(sampled) = seq.sampler.sample_candidates(&top.candidates) {
+                if let Some(sampled) = seq.sampler.sample_candidates(&top.candidates, &seq.context) {
                     return self.after_sampled(i, sampled, Vec::new());
                 }
                 StepLogits::Top(top)

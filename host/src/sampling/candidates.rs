@@ -2,7 +2,9 @@
 //! row's log-normalisers and its most likely tokens (a few hundred bytes) rather than every
 //! logit, and the sampler chooses from them when that choice is exactly the one the whole row
 //! would give — greedy decoding always; temperature with top-k, top-p and min-p whenever the
-//! tokens they keep all lie among the candidates. Otherwise the caller reads the whole row.
+//! tokens they keep all lie among the candidates; greedy with penalties and bans that only lower
+//! logits whenever its pick stays above every token past the candidates. Otherwise the caller
+//! reads the whole row.
 
 use super::params::Stage;
 use super::pool::{Pool, softmax};
@@ -41,6 +43,17 @@ impl Sampler {
     /// penalty or feedback sampler, which reach tokens outside the most likely).
     pub fn candidate_temperature(&self) -> Option<f32> {
         let p = &self.params;
+        if p.is_greedy() {
+            // Greedy runs only the penalties; those that only lower logits (bans too) keep the
+            // best token among the candidates whenever it stays above every token past them.
+            let lowering = p.logit_bias.is_empty()
+                && p.repetition_penalty >= 1.0
+                && p.presence_penalty >= 0.0
+                && p.frequency_penalty >= 0.0
+                && p.encoder_repetition_penalty == 1.0
+                && p.dry.as_ref().is_none_or(|d| d.multiplier >= 0.0 && d.base > 0.0);
+            return lowering.then_some(1.0);
+        }
         let plain = p.logit_bias.is_empty()
             && p.banned_tokens.is_empty()
             && p.repetition_penalty == 1.0
@@ -63,17 +76,21 @@ impl Sampler {
         plain.then_some(if p.is_greedy() { 1.0 } else { p.temperature })
     }
 
-    /// The token the chain picks from `top`, drawn as [`Sampler::sample`] draws it from the
-    /// whole row; `None` when the candidates cannot decide (the tokens the chain would keep may
-    /// reach past them), and the caller samples from the whole row instead. Only for a sampler
-    /// whose [`Self::candidate_temperature`] gave the temperature `top` was computed at.
-    pub fn sample_candidates(&mut self, top: &TopCandidates) -> Option<Sampled> {
-        let first = *top.ids.first()?;
-        let logprob_at = |index: usize| top.logits[index] - top.log_norm;
-        let p = &self.params;
-        if p.is_greedy() {
-            return Some(Sampled { id: first, logprob: logprob_at(0) });
+    /// The token the chain picks from `top` after `context`, drawn as [`Sampler::sample`] draws
+    /// it from the whole row; `None` when the candidates cannot decide (the tokens the chain
+    /// would keep may reach past them), and the caller samples from the whole row instead. Only
+    /// for a sampler whose [`Self::candidate_temperature`] gave the temperature `top` was
+    /// computed at.
+    pub fn sample_candidates(&mut self, top: &TopCandidates, context: &[u32]) -> Option<Sampled> {
+        if top.ids.is_empty() {
+            return None;
         }
+        let logprob_at = |index: usize| top.logits[index] - top.log_norm;
+        if self.params.is_greedy() {
+            let index = self.greedy_candidate(top, context)?;
+            return Some(Sampled { id: top.ids[index], logprob: logprob_at(index) });
+        }
+        let p = &self.params;
         let mut ids = top.ids.clone();
         let mut logits = top.logits.clone();
         // While nothing has been cut, the candidates stand for the whole row: probabilities
@@ -140,6 +157,46 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// The index among `top`'s candidates of greedy decoding's token: the best after the
+    /// penalties and bans (ties: lower id, as over the whole row), when it stays above the last
+    /// candidate's own logit — every token past the candidates is at most that, and a penalty
+    /// only lowers it.
+    fn greedy_candidate(&mut self, top: &TopCandidates, context: &[u32]) -> Option<usize> {
+        let p = &self.params;
+        let untouched = p.banned_tokens.is_empty()
+            && p.repetition_penalty == 1.0
+            && p.presence_penalty == 0.0
+            && p.frequency_penalty == 0.0
+            && p.dry.is_none()
+            && p.no_repeat_ngram_size == 0;
+        if untouched {
+            return (!top.ids.is_empty()).then_some(0);
+        }
+        let floor = *top.logits.last()?;
+        let mut logits = top.logits.clone();
+        for (id, l) in top.ids.iter().zip(logits.iter_mut()) {
+            if p.banned_tokens.contains(id) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        let mut pool = Pool::from_ids(top.ids.clone(), logits);
+        self.stages(&mut pool, context, 0, true);
+        let mut best: Option<usize> = None;
+        for (i, (&id, &l)) in pool.ids.iter().zip(&pool.logits).enumerate() {
+            let better = match best {
+                None => l > f32::NEG_INFINITY,
+                Some(b) => l > pool.logits[b] || (l == pool.logits[b] && id < pool.ids[b]),
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let best = best.filter(|&b| pool.logits[b] > floor)?;
+        top.ids.iter().position(|&id| id == pool.ids[best])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +239,7 @@ mod tests {
             assert!(a.candidate_temperature().is_some());
             for step in 0..50 {
                 let whole = a.sample(&row, &[]);
-                let fast = b.sample_candidates(&top).unwrap_or_else(|| panic!("{p:?}: the candidates decide"));
+                let fast = b.sample_candidates(&top, &[]).unwrap_or_else(|| panic!("{p:?}: the candidates decide"));
                 assert_eq!(fast.id, whole.id, "{p:?} step {step}");
                 assert!((fast.logprob - whole.logprob).abs() < 1e-4);
             }
@@ -197,8 +254,30 @@ mod tests {
             [params(1.0, 0, 0.9, 0.0), params(0.9, 0, 1.0, 0.0), params(1.0, 100, 1.0, 0.0), params(1.0, 0, 1.0, 0.5)]
         {
             let top = row_and_top(&flat, 64, p.temperature);
-            assert_eq!(Sampler::new(p.clone()).sample_candidates(&top), None, "{p:?}");
+            assert_eq!(Sampler::new(p.clone()).sample_candidates(&top, &[]), None, "{p:?}");
         }
+    }
+
+    #[test]
+    fn greedy_with_penalties_picks_from_the_candidates_or_defers() {
+        let row = peaked();
+        let top = row_and_top(&row, 64, 1.0);
+        // The context repeats the two best tokens: a strong penalty moves the pick down the list.
+        let context = [0u32, 1, 0, 1, 7];
+        for p in [
+            SamplingParams { repetition_penalty: 3.0, ..params(0.0, 0, 1.0, 0.0) },
+            SamplingParams { presence_penalty: 1.5, frequency_penalty: 0.5, ..params(0.0, 0, 1.0, 0.0) },
+            SamplingParams { banned_tokens: vec![0, 2], ..params(0.0, 0, 1.0, 0.0) },
+        ] {
+            let mut s = Sampler::new(p.clone());
+            assert_eq!(s.candidate_temperature(), Some(1.0), "{p:?}");
+            let fast = s.sample_candidates(&top, &context).expect("the candidates decide");
+            assert_eq!(fast, Sampler::new(p.clone()).sample(&row, &context), "{p:?}");
+        }
+        // A penalty that pushes every candidate below the last one's logit defers to the row.
+        let few = row_and_top(&row, 2, 1.0);
+        let p = SamplingParams { presence_penalty: 100.0, ..params(0.0, 0, 1.0, 0.0) };
+        assert_eq!(Sampler::new(p).sample_candidates(&few, &[0, 1]), None);
     }
 
     #[test]
@@ -206,6 +285,9 @@ mod tests {
         let p = SamplingParams { repetition_penalty: 1.1, ..params(0.7, 0, 0.9, 0.0) };
         assert_eq!(Sampler::new(p).candidate_temperature(), None);
         let p = SamplingParams { logit_bias: vec![(3, 5.0)], ..params(0.0, 0, 1.0, 0.0) };
+        assert_eq!(Sampler::new(p).candidate_temperature(), None);
+        // A penalty that raises logits could lift a token from past the candidates.
+        let p = SamplingParams { repetition_penalty: 0.8, ..params(0.0, 0, 1.0, 0.0) };
         assert_eq!(Sampler::new(p).candidate_temperature(), None);
     }
 

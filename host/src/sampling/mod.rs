@@ -148,6 +148,12 @@ impl Sampler {
         }
         let mut pool = Pool::dense(scores);
         let greedy = self.params.is_greedy();
+        self.stages(&mut pool, context, logits.len(), greedy);
+        pool
+    }
+
+    /// The chain's stages in order on `pool` (of a `vocab`-token row), or only its penalties.
+    fn stages(&mut self, pool: &mut Pool, context: &[u32], vocab: usize, penalties_only: bool) {
         let p = &self.params;
         let seen = if p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             penalties::counts(penalties::window(context, p.repetition_penalty_range))
@@ -155,60 +161,58 @@ impl Sampler {
             HashMap::new()
         };
         for &stage in &p.order {
-            if greedy && !stage.is_penalty() {
+            if penalties_only && !stage.is_penalty() {
                 continue;
             }
             match stage {
                 Stage::RepetitionPenalty if p.repetition_penalty != 1.0 => {
-                    penalties::repetition(&mut pool, &seen, p.repetition_penalty)
+                    penalties::repetition(pool, &seen, p.repetition_penalty)
                 }
                 Stage::PresencePenalty if p.presence_penalty != 0.0 => {
-                    penalties::presence(&mut pool, &seen, p.presence_penalty)
+                    penalties::presence(pool, &seen, p.presence_penalty)
                 }
                 Stage::FrequencyPenalty if p.frequency_penalty != 0.0 => {
-                    penalties::frequency(&mut pool, &seen, p.frequency_penalty)
+                    penalties::frequency(pool, &seen, p.frequency_penalty)
                 }
                 Stage::Dry => {
                     if let Some(dry) = &p.dry {
-                        penalties::dry(&mut pool, penalties::window(context, p.repetition_penalty_range), dry)
+                        penalties::dry(pool, penalties::window(context, p.repetition_penalty_range), dry)
                     }
                 }
                 Stage::EncoderRepetitionPenalty if p.encoder_repetition_penalty != 1.0 => {
-                    penalties::encoder_repetition(&mut pool, &self.prompt_tokens, p.encoder_repetition_penalty)
+                    penalties::encoder_repetition(pool, &self.prompt_tokens, p.encoder_repetition_penalty)
                 }
                 Stage::NoRepeatNgram if p.no_repeat_ngram_size > 0 => {
-                    penalties::no_repeat_ngram(&mut pool, context, p.no_repeat_ngram_size)
+                    penalties::no_repeat_ngram(pool, context, p.no_repeat_ngram_size)
                 }
-                Stage::Temperature => shaping::temperature(&mut pool, p.temperature),
+                Stage::Temperature => shaping::temperature(pool, p.temperature),
                 Stage::DynamicTemperature => {
                     if let Some(d) = &p.dynamic_temperature {
-                        shaping::dynamic_temperature(&mut pool, d)
+                        shaping::dynamic_temperature(pool, d)
                     }
                 }
                 Stage::QuadraticSampling => {
                     if let Some(s) = &p.smoothing {
-                        shaping::quadratic(&mut pool, s)
+                        shaping::quadratic(pool, s)
                     }
                 }
-                Stage::TopNSigma if p.top_n_sigma > 0.0 => truncation::top_n_sigma(&mut pool, p.top_n_sigma),
-                Stage::TopK if p.top_k > 0 => truncation::top_k(&mut pool, p.top_k),
-                Stage::TopP if p.top_p < 1.0 => truncation::top_p(&mut pool, p.top_p),
-                Stage::TypicalP if p.typical_p < 1.0 => truncation::typical_p(&mut pool, p.typical_p),
-                Stage::EpsilonCutoff if p.epsilon_cutoff > 0.0 => {
-                    truncation::epsilon_cutoff(&mut pool, p.epsilon_cutoff)
-                }
-                Stage::EtaCutoff if p.eta_cutoff > 0.0 => truncation::eta_cutoff(&mut pool, p.eta_cutoff),
-                Stage::Tfs if p.tfs < 1.0 => truncation::tail_free(&mut pool, p.tfs),
-                Stage::TopA if p.top_a > 0.0 => truncation::top_a(&mut pool, p.top_a),
-                Stage::MinP if p.min_p > 0.0 => truncation::min_p(&mut pool, p.min_p),
+                Stage::TopNSigma if p.top_n_sigma > 0.0 => truncation::top_n_sigma(pool, p.top_n_sigma),
+                Stage::TopK if p.top_k > 0 => truncation::top_k(pool, p.top_k),
+                Stage::TopP if p.top_p < 1.0 => truncation::top_p(pool, p.top_p),
+                Stage::TypicalP if p.typical_p < 1.0 => truncation::typical_p(pool, p.typical_p),
+                Stage::EpsilonCutoff if p.epsilon_cutoff > 0.0 => truncation::epsilon_cutoff(pool, p.epsilon_cutoff),
+                Stage::EtaCutoff if p.eta_cutoff > 0.0 => truncation::eta_cutoff(pool, p.eta_cutoff),
+                Stage::Tfs if p.tfs < 1.0 => truncation::tail_free(pool, p.tfs),
+                Stage::TopA if p.top_a > 0.0 => truncation::top_a(pool, p.top_a),
+                Stage::MinP if p.min_p > 0.0 => truncation::min_p(pool, p.min_p),
                 Stage::AdaptiveP => {
                     if let Some(state) = &mut self.adaptive_p {
-                        state.step(&mut pool, &mut self.rng)
+                        state.step(pool, &mut self.rng)
                     }
                 }
                 Stage::Mirostat => {
                     if let Some(state) = &mut self.mirostat {
-                        state.step(&mut pool, logits.len(), &mut self.rng)
+                        state.step(pool, vocab, &mut self.rng)
                     }
                 }
                 Stage::Xtc => {
@@ -216,13 +220,12 @@ impl Sampler {
                     if let Some(xtc) = &p.xtc
                         && self.rng.random::<f32>() < xtc.probability
                     {
-                        truncation::xtc(&mut pool, xtc.threshold, &xtc.protected)
+                        truncation::xtc(pool, xtc.threshold, &xtc.protected)
                     }
                 }
                 _ => {}
             }
         }
-        pool
     }
 
     /// Draws from a pool's probabilities (`None` when nothing is left in it).

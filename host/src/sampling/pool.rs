@@ -21,6 +21,11 @@ impl Pool {
         Self { ids: (0..scores.len() as u32).collect(), logits: scores, dense: true, sorted: false }
     }
 
+    /// Candidates in any order, kept in that order (a penalty edits them where they are).
+    pub fn from_ids(ids: Vec<u32>, logits: Vec<f32>) -> Self {
+        Self { ids, logits, dense: false, sorted: false }
+    }
+
     /// Candidates already in order, most likely first.
     pub fn from_sorted(ids: Vec<u32>, logits: Vec<f32>) -> Self {
         let mut pool = Self { ids, logits, dense: false, sorted: false };
