@@ -10,6 +10,7 @@ use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
 use crate::decode::{ATTENTION_UNITS, AttentionDims, CANDIDATES, DecodeOps, LANES, MAX_HEAD_DIM, ROWS, SELECT_UNITS};
+use crate::kernels::row_dot;
 
 /// `SELECT_UNITS` as a power of two.
 const SELECT_LOG2: usize = 8;
@@ -18,73 +19,6 @@ const _: () = assert!(SELECT_UNITS == 1 << SELECT_LOG2);
 /// `LANES` as a power of two.
 const LANES_LOG2: usize = 3;
 const _: () = assert!(LANES == 1 << LANES_LOG2);
-
-/// This lane's part of `Σ_c W[row, c] · x[c] (· norm_w[c])` over the row's blocks `lane`,
-/// `lane + LANES`, …: each block as `scale · Σ q·x + offset · Σ x`.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn lane_dot(
-    x: &Tensor<f32>,
-    xb: usize,
-    norm_w: &Tensor<f32>,
-    words: &Tensor<i32>,
-    scales: &Tensor<f32>,
-    offsets: &Tensor<f32>,
-    row: usize,
-    lane: usize,
-    #[comptime] norm: bool,
-    #[comptime] bytes: bool,
-) -> f32 {
-    let blocks = scales.shape(1);
-    let mut acc = 0.0f32;
-    let mut b = lane;
-    while b < blocks {
-        let s = row * blocks + b;
-        let c0 = b * 32;
-        let mut dot = 0.0f32;
-        let mut sum = 0.0f32;
-        if comptime!(bytes) {
-            #[unroll]
-            for k in 0..8usize {
-                let w = words[s * 8 + k];
-                #[unroll]
-                for i in 0..4usize {
-                    let c = c0 + 4 * k + i;
-                    let mut xv = x[xb + c];
-                    if comptime!(norm) {
-                        xv *= norm_w[c];
-                    }
-                    let byte = (w >> comptime!(8 * i as i32)) & 255;
-                    // Bytes ≥ 128 are negative: subtract 256 for them.
-                    dot += (f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7)) * xv;
-                    // The 5-bit formats' blocks have an offset too.
-                    sum += xv;
-                }
-            }
-        } else {
-            #[unroll]
-            for k in 0..4usize {
-                let w = words[s * 4 + k];
-                #[unroll]
-                for i in 0..4usize {
-                    let c = c0 + 4 * k + i;
-                    let mut lo = x[xb + c];
-                    let mut hi = x[xb + c + 16];
-                    if comptime!(norm) {
-                        lo *= norm_w[c];
-                        hi *= norm_w[c + 16];
-                    }
-                    let byte = (w >> comptime!(8 * i as i32)) & 255;
-                    dot += f32::cast_from(byte & 15) * lo + f32::cast_from(byte >> 4) * hi;
-                    sum += lo + hi;
-                }
-            }
-        }
-        acc += scales[s] * dot + offsets[s] * sum;
-        b += LANES;
-    }
-    acc
-}
 
 /// This lane's part of `Σ x[xb + c]²` over the columns `lane`, `lane + LANES`, ….
 #[cube]
@@ -149,7 +83,7 @@ fn fused_block_matmul_kernel(
     let mut squares = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
     let mut partial = 0.0f32;
     if row < rows {
-        partial = lane_dot(x, xb, norm_w, words, scales, offsets, row, lane, norm, bytes);
+        partial = row_dot(x, xb, norm_w, words, scales, offsets, row, lane, LANES, norm, bytes);
     }
     sh[unit] = partial;
     if comptime!(norm) {
@@ -199,8 +133,8 @@ fn fused_gate_up_kernel(
     let mut g = 0.0f32;
     let mut u = 0.0f32;
     if row < n {
-        g = lane_dot(x, xb, norm_w, words, scales, offsets, row, lane, true, bytes);
-        u = lane_dot(x, xb, norm_w, words, scales, offsets, row + n, lane, true, bytes);
+        g = row_dot(x, xb, norm_w, words, scales, offsets, row, lane, LANES, true, bytes);
+        u = row_dot(x, xb, norm_w, words, scales, offsets, row + n, lane, LANES, true, bytes);
     }
     gate[unit] = g;
     up[unit] = u;

@@ -32,8 +32,7 @@ fn block_value(words: &Tensor<i32>, base: usize, e: usize, #[comptime] bytes: bo
     }
 }
 
-/// One output `[t, r]` per unit: `Σ_b scale · (Σ q·x) + offset · (Σ x)` over the row's blocks,
-/// each word read once and its bytes taken apart by unrolled shifts.
+/// One output `[t, r]` per unit: the whole row's [`row_dot`] with token `t`.
 #[cube(launch_unchecked)]
 fn block_matmul_kernel(
     x: &Tensor<f32>,
@@ -49,12 +48,35 @@ fn block_matmul_kernel(
     }
     let rows = out.shape(1);
     let (t, r) = (pos / rows, pos % rows);
+    // `x` stands in for the norm weight, which is not read.
+    out[pos] = row_dot(x, t * x.shape(1), x, words, scales, offsets, r, 0usize, 1usize, false, bytes);
+}
+
+/// Part of `Σ_c W[row, c] · x[xb + c] (· norm_w[c])` over the row's blocks `first`,
+/// `first + step`, … (all of them from 0 by 1; a lane's share when `step` lanes split a row):
+/// each block as `scale · Σ q·x + offset · Σ x`, each word read once and its bytes taken apart
+/// by unrolled shifts.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_dot(
+    x: &Tensor<f32>,
+    xb: usize,
+    norm_w: &Tensor<f32>,
+    words: &Tensor<i32>,
+    scales: &Tensor<f32>,
+    offsets: &Tensor<f32>,
+    row: usize,
+    first: usize,
+    #[comptime] step: usize,
+    #[comptime] norm: bool,
+    #[comptime] bytes: bool,
+) -> f32 {
     let blocks = scales.shape(1);
-    let cols = x.shape(1);
     let mut acc = 0.0f32;
-    for b in 0..blocks {
-        let xb = t * cols + b * 32;
-        let s = r * blocks + b;
+    let mut b = first;
+    while b < blocks {
+        let s = row * blocks + b;
+        let c0 = b * 32;
         let mut dot = 0.0f32;
         let mut sum = 0.0f32;
         if comptime!(bytes) {
@@ -63,11 +85,14 @@ fn block_matmul_kernel(
                 let w = words[s * 8 + k];
                 #[unroll]
                 for i in 0..4usize {
+                    let c = c0 + 4 * k + i;
+                    let mut xv = x[xb + c];
+                    if comptime!(norm) {
+                        xv *= norm_w[c];
+                    }
                     let byte = (w >> comptime!(8 * i as i32)) & 255;
                     // Bytes ≥ 128 are negative: subtract 256 for them.
-                    let q = f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7);
-                    let xv = x[xb + 4 * k + i];
-                    dot += q * xv;
+                    dot += (f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7)) * xv;
                     // The 5-bit formats' blocks have an offset too.
                     sum += xv;
                 }
@@ -78,17 +103,23 @@ fn block_matmul_kernel(
                 let w = words[s * 4 + k];
                 #[unroll]
                 for i in 0..4usize {
+                    let c = c0 + 4 * k + i;
+                    let mut lo = x[xb + c];
+                    let mut hi = x[xb + c + 16];
+                    if comptime!(norm) {
+                        lo *= norm_w[c];
+                        hi *= norm_w[c + 16];
+                    }
                     let byte = (w >> comptime!(8 * i as i32)) & 255;
-                    let lo = x[xb + 4 * k + i];
-                    let hi = x[xb + 16 + 4 * k + i];
                     dot += f32::cast_from(byte & 15) * lo + f32::cast_from(byte >> 4) * hi;
                     sum += lo + hi;
                 }
             }
         }
         acc += scales[s] * dot + offsets[s] * sum;
+        b += step;
     }
-    out[pos] = acc;
+    acc
 }
 
 /// One value of `Wᵀ` (`[cols, rows]`) per unit.
