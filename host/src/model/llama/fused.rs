@@ -86,19 +86,13 @@ impl Llama {
         for (token, cache) in steps.iter_mut() {
             cache.commit(&[*token], 1);
         }
-        let logits = match &self.head {
-            Head::Quantized(linear) => match linear.device_parts() {
-                Some((w, None)) => {
-                    w.norm_matmul(x, Some(NormWeight { weight: self.norm.weight(), eps: self.norm.eps() }), None)
-                }
-                _ => linear.forward(self.norm.forward(x)?)?,
-            },
-            Head::Chunks(chunks) => {
-                let x = self.norm.forward(x)?;
-                Tensor::cat(chunks.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
-            }
-        };
-        let full = logits.dims()[1];
-        Ok(if full > c.vocab_size { logits.slice([0..n, 0..c.vocab_size]) } else { logits })
+        // The final norm fused into a block-quantized head; other heads as the unfused path.
+        if let Head::Quantized(linear) = &self.head
+            && let Some((w, None)) = linear.device_parts()
+        {
+            let norm = NormWeight { weight: self.norm.weight(), eps: self.norm.eps() };
+            return Ok(self.vocab_columns(w.norm_matmul(x, Some(norm), None)));
+        }
+        self.device_head(self.norm.forward(x)?)
     }
 }

@@ -581,26 +581,29 @@ impl Llama {
             LogitsFor::Last => x.slice([n - 1..n, 0..self.config.hidden_size]),
             LogitsFor::All => x.slice([0..n, 0..self.config.hidden_size]),
         };
-        let x = self.norm.forward(x)?;
-        match &self.head {
+        self.device_head(self.norm.forward(x)?)
+    }
+
+    /// Logits `[rows, vocab]` of normed hidden states on a device.
+    fn device_head(&self, normed: Tensor<2>) -> Result<Tensor<2>, ModelError> {
+        let logits = match &self.head {
             Head::Chunks(chunks) => {
-                let parts: Vec<Tensor<2>> = chunks.iter().map(|w| x.clone().matmul(w.clone())).collect();
-                Ok(if parts.len() == 1 {
+                let parts: Vec<Tensor<2>> = chunks.iter().map(|w| normed.clone().matmul(w.clone())).collect();
+                if parts.len() == 1 {
                     parts.into_iter().next().unwrap_or_else(|| unreachable!())
                 } else {
                     Tensor::cat(parts, 1)
-                })
+                }
             }
-            Head::Quantized(linear) => {
-                let logits = linear.forward(x)?;
-                let [rows, full] = logits.dims();
-                Ok(if full > self.config.vocab_size {
-                    logits.slice([0..rows, 0..self.config.vocab_size])
-                } else {
-                    logits
-                })
-            }
-        }
+            Head::Quantized(linear) => linear.forward(normed)?,
+        };
+        Ok(self.vocab_columns(logits))
+    }
+
+    /// `logits` without the columns of head rows past the vocabulary.
+    fn vocab_columns(&self, logits: Tensor<2>) -> Tensor<2> {
+        let [rows, full] = logits.dims();
+        if full > self.config.vocab_size { logits.slice([0..rows, 0..self.config.vocab_size]) } else { logits }
     }
 
     /// Additive mask `[1, rep * tokens, span]`: 0 where query `i` may see key `j`, -inf elsewhere
