@@ -14,8 +14,11 @@
 #[macro_use]
 mod multiversion;
 mod activations;
+mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod blocks;
 mod dot;
 pub mod ops;
@@ -45,6 +48,37 @@ const GEMM_MIN_TOKENS: usize = 8;
 
 /// Rows per parallel task of a token product: enough to amortise rayon's scheduling.
 const ROWS_PER_TASK: usize = 16;
+
+/// A row-major output that parallel tasks fill, each at places no other task writes (its own
+/// rows, for every token): they write through a shared pointer rather than into a
+/// `[rows, tokens]` buffer transposed afterwards, which for a vocabulary-sized head costs as much
+/// as a layer.
+struct Scatter<'a> {
+    ptr: *mut f32,
+    len: usize,
+    /// The buffer stays mutably borrowed while the tasks write.
+    _buffer: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `Scatter` holds the buffer's only borrow for its lifetime, and the tasks' ranges are
+// disjoint (each writes only its own rows), so no two threads touch one element.
+unsafe impl Sync for Scatter<'_> {}
+
+impl<'a> Scatter<'a> {
+    fn new(buffer: &'a mut [f32]) -> Self {
+        Self { ptr: buffer.as_mut_ptr(), len: buffer.len(), _buffer: std::marker::PhantomData }
+    }
+
+    /// Writes `values` from index `at` on; the caller's task is the only writer of those places.
+    fn write(&self, at: usize, values: impl ExactSizeIterator<Item = f32>) {
+        assert!(at + values.len() <= self.len, "a write past the output");
+        for (i, v) in values.enumerate() {
+            // SAFETY: in bounds (asserted above); no other task writes this element (see the
+            // `Sync` implementation), and the buffer is alive while tasks run.
+            unsafe { self.ptr.add(at + i).write(v) };
+        }
+    }
+}
 
 /// Why a quantized matrix cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -143,7 +177,7 @@ impl QuantMatrix {
         if tokens >= GEMM_TOKENS {
             return self.matmul_tiles(x, tokens);
         }
-        self.matmul_q8(&Q8Activations::quantize(x, self.cols), tokens, dot::kernel(self.ty))
+        self.matmul_tokens(x, tokens)
     }
 
     /// `y = x Wᵀ` for the tokens of a prompt: f32 products on dequantized tiles of rows, each
@@ -160,7 +194,38 @@ impl QuantMatrix {
     /// would get running alone.
     pub fn matmul_tokens(&self, x: &[f32], tokens: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), tokens * self.cols);
-        self.matmul_q8(&Q8Activations::quantize(x, self.cols), tokens, dot::kernel(self.ty))
+        let a = Q8Activations::quantize(x, self.cols);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(kernel) = avx512::kernel(self.ty) {
+            return self.matmul_paired(&avx512::Paired::new(&a, tokens), tokens, kernel);
+        }
+        self.matmul_q8(&a, tokens, dot::kernel(self.ty))
+    }
+
+    /// Token products with an AVX-512 kernel: tasks of whole rows, each for every token, a
+    /// group of up to [`avx512::GROUP`] tokens per pass over the rows (read from memory once,
+    /// decoded once per group); results go straight to their places in `[tokens, rows]`.
+    #[cfg(target_arch = "x86_64")]
+    fn matmul_paired(&self, a: &avx512::Paired, tokens: usize, kernel: avx512::PairFn) -> Vec<f32> {
+        let rb = self.row_bytes();
+        let mut y = vec![0f32; tokens * self.rows];
+        let out = Scatter::new(&mut y);
+        (0..self.rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
+            let first = task * ROWS_PER_TASK;
+            let n = ROWS_PER_TASK.min(self.rows - first);
+            let rows = &self.data[first * rb..(first + n) * rb];
+            let mut local = [0f32; ROWS_PER_TASK * avx512::GROUP];
+            for group in 0..tokens.div_ceil(avx512::GROUP) {
+                let t0 = group * avx512::GROUP;
+                let g = avx512::GROUP.min(tokens - t0);
+                kernel(rows, a, group, &mut local[..n * g]);
+                for t in 0..g {
+                    let at = (t0 + t) * self.rows + first;
+                    out.write(at, (0..n).map(|i| local[i * g + t]));
+                }
+            }
+        });
+        y
     }
 
     /// Token products on 8-bit activations with `dot`.
@@ -416,31 +481,42 @@ mod tests {
     const COLS: usize = 512;
 
     /// Token products equal the dequantized matrix times the activations as 8-bit rounding
-    /// leaves them, up to the order of f32 additions — with this CPU's kernel and the portable
-    /// one alike.
+    /// leaves them, up to the order of f32 additions — with this CPU's kernel, the AVX2 one
+    /// (which an AVX-512 CPU does not otherwise run) and the portable one alike; for rows of
+    /// an odd number of blocks too, and more tokens than one pass takes.
     #[test]
     fn token_products_multiply_the_dequantized_matrix_with_the_rounded_activations() {
-        let (rows, cols) = (ROWS_PER_TASK * 3 + 5, COLS);
+        let rows = ROWS_PER_TASK * 3 + 5;
         for ty in FORMATS {
-            let (m, dense) = random_matrix(ty, rows, cols, 7);
-            for tokens in [1, 3] {
-                let x = activations(tokens, cols);
-                let a = Q8Activations::quantize(&x, cols);
-                let rounded: Vec<f32> = (0..tokens)
-                    .flat_map(|t| {
-                        let row = a.token(t);
-                        (0..cols).map(move |c| row.d[c / BLOCK] * f32::from(row.q[c]))
-                    })
-                    .collect();
-                for (name, y) in
-                    [("this CPU's", m.matmul(&x, tokens)), ("portable", m.matmul_q8(&a, tokens, dot::portable(ty)))]
-                {
-                    for t in 0..tokens {
-                        for r in 0..rows {
-                            let (want, scale) =
-                                dot_and_magnitude(&dense[r * cols..(r + 1) * cols], &rounded[t * cols..(t + 1) * cols]);
-                            let got = y[t * rows + r];
-                            assert!((got - want).abs() <= 1e-5 * scale, "{ty:?} {name} [{t},{r}]: {got} vs {want}");
+            let widths: &[usize] = if ty.block_values() == BLOCK { &[COLS, COLS + BLOCK] } else { &[COLS] };
+            for &cols in widths {
+                let (m, dense) = random_matrix(ty, rows, cols, 7);
+                for tokens in [1, 3, 9] {
+                    let x = activations(tokens, cols);
+                    let a = Q8Activations::quantize(&x, cols);
+                    let rounded: Vec<f32> = (0..tokens)
+                        .flat_map(|t| {
+                            let row = a.token(t);
+                            (0..cols).map(move |c| row.d[c / BLOCK] * f32::from(row.q[c]))
+                        })
+                        .collect();
+                    for (name, y) in [
+                        ("this CPU's", m.matmul_tokens(&x, tokens)),
+                        ("AVX2 or portable", m.matmul_q8(&a, tokens, dot::kernel(ty))),
+                        ("portable", m.matmul_q8(&a, tokens, dot::portable(ty))),
+                    ] {
+                        for t in 0..tokens {
+                            for r in 0..rows {
+                                let (want, scale) = dot_and_magnitude(
+                                    &dense[r * cols..(r + 1) * cols],
+                                    &rounded[t * cols..(t + 1) * cols],
+                                );
+                                let got = y[t * rows + r];
+                                assert!(
+                                    (got - want).abs() <= 1e-5 * scale,
+                                    "{ty:?} {name} {cols} columns [{t},{r}]: {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }
@@ -560,22 +636,31 @@ mod tests {
         assert!(QuantMatrix::new(QuantType::Q4_1, 2, 30, vec![0; 40]).is_err());
     }
 
-    /// Tokens multiplied together give exactly what each gives alone, in every format.
+    /// Tokens multiplied together give exactly what each gives alone, in every format, with
+    /// this CPU's kernels and with the AVX2 ones (on a CPU that has them).
     #[test]
     fn tokens_together_equal_tokens_alone_bit_for_bit() {
         for ty in FORMATS {
-            let (rows, cols) = (40, COLS);
-            let (m, _) = random_matrix(ty, rows, cols, 11);
-            for tokens in [2usize, 3, 4, 5, 9, 16] {
-                let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-                let together = m.matmul_tokens(&x, tokens);
-                for t in 0..tokens {
-                    let alone = m.matmul(&x[t * cols..(t + 1) * cols], 1);
-                    let row = &together[t * rows..(t + 1) * rows];
-                    assert!(
-                        row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{ty:?}, token {t} of {tokens}"
-                    );
+            let rows = 40;
+            let widths: &[usize] = if ty.block_values() == BLOCK { &[COLS, COLS + BLOCK] } else { &[COLS] };
+            for &cols in widths {
+                let (m, _) = random_matrix(ty, rows, cols, 11);
+                for tokens in [2usize, 3, 4, 5, 9, 16, 19] {
+                    let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                    let a = Q8Activations::quantize(&x, cols);
+                    let together = [m.matmul_tokens(&x, tokens), m.matmul_q8(&a, tokens, dot::kernel(ty))];
+                    for t in 0..tokens {
+                        let lone = &x[t * cols..(t + 1) * cols];
+                        let alone =
+                            [m.matmul(lone, 1), m.matmul_q8(&Q8Activations::quantize(lone, cols), 1, dot::kernel(ty))];
+                        for (path, (together, alone)) in together.iter().zip(&alone).enumerate() {
+                            let row = &together[t * rows..(t + 1) * rows];
+                            assert!(
+                                row.iter().zip(alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{ty:?}, {cols} columns, path {path}, token {t} of {tokens}"
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -586,7 +671,7 @@ mod tests {
 mod speed {
     use super::*;
 
-    /// `RAYON_NUM_THREADS=1 cargo test -p hearth-kernels -- --ignored --nocapture speed`
+    /// `RAYON_NUM_THREADS=1 cargo test -p hearth-kernels --release -- --ignored --nocapture speed_of`
     #[test]
     #[ignore]
     fn speed_of_a_decode_step_sized_matmul() {
@@ -596,13 +681,17 @@ mod speed {
             let data = vec![0x11u8; rows * cols / ty.block_values() * ty.block_bytes()];
             let m = QuantMatrix::new(ty, rows, cols, data).unwrap();
             let x = vec![0.5f32; cols];
-            let start = std::time::Instant::now();
             let n = 2000;
-            let mut acc = 0.0;
-            for _ in 0..n {
-                acc += m.matmul(&x, 1)[0];
-            }
-            let per = start.elapsed().as_secs_f64() / n as f64;
+            // From inside the pool, as the model runs it (no hand-off per call).
+            let pool = rayon::ThreadPoolBuilder::new().build().expect("a pool");
+            let (per, acc) = pool.install(|| {
+                let start = std::time::Instant::now();
+                let mut acc = 0.0;
+                for _ in 0..n {
+                    acc += m.matmul(&x, 1)[0];
+                }
+                (start.elapsed().as_secs_f64() / n as f64, acc)
+            });
             eprintln!(
                 "{ty:?}: {:.1} µs per {rows}×{cols} GEMV, {:.2} GB/s ({acc})",
                 per * 1e6,
@@ -646,15 +735,26 @@ mod speed {
     #[ignore]
     fn batched_token_cost() {
         let m = QuantMatrix::new(QuantType::Q4_1, 1536, 576, vec![0x11u8; 1536 * 576 / 32 * 20]).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().build().expect("a pool");
         for tokens in [1usize, 4, 16, 32, 64] {
             let x: Vec<f32> = (0..tokens * 576).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let runs = 2000 / tokens;
-            let started = std::time::Instant::now();
-            for _ in 0..runs {
-                std::hint::black_box(m.matmul_tokens(&x, tokens));
-            }
-            let per_token = started.elapsed().as_secs_f64() / (runs * tokens) as f64;
-            println!("tokens {tokens:>3}: {:.1} µs a token", per_token * 1e6);
+            let runs = 4000 / tokens;
+            let per_token = pool.install(|| {
+                let started = std::time::Instant::now();
+                for _ in 0..runs {
+                    std::hint::black_box(m.matmul_tokens(&x, tokens));
+                }
+                started.elapsed().as_secs_f64() / (runs * tokens) as f64
+            });
+            let avx2 = pool.install(|| {
+                let started = std::time::Instant::now();
+                for _ in 0..runs {
+                    let a = Q8Activations::quantize(&x, 576);
+                    std::hint::black_box(m.matmul_q8(&a, tokens, dot::kernel(QuantType::Q4_1)));
+                }
+                started.elapsed().as_secs_f64() / (runs * tokens) as f64
+            });
+            println!("tokens {tokens:>3}: {:.1} µs a token (AVX2 kernels: {:.1})", per_token * 1e6, avx2 * 1e6);
         }
     }
 }
