@@ -245,16 +245,8 @@ impl KvCache {
     }
 
     /// Writes `k`, `v` (`[tokens, kv_heads, head_dim]`, a projection's layout) of `layer` at
-    /// positions `start..` of a paged cache (room made by [`Self::reserve`]) and runs `attend`
-    /// over the layer's pages.
-    pub(crate) fn write_and_attend(
-        &mut self,
-        layer: usize,
-        start: usize,
-        k: &[f32],
-        v: &[f32],
-        attend: impl FnOnce(PagedKv<'_>),
-    ) -> Result<(), ModelError> {
+    /// positions `start..` of a paged cache (room made by [`Self::reserve`]).
+    pub(crate) fn write_host(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) -> Result<(), ModelError> {
         let (h, d) = (self.kv_heads, self.head_dim);
         let tokens = k.len() / (h * d).max(1);
         let Store::Paged(paged) = &mut self.store else {
@@ -283,9 +275,39 @@ impl KvCache {
                 }
             }
         }
-        let entry = pool.layer(layer);
-        attend(PagedKv { keys: &entry.k, values: &entry.v, table: &paged.table, page: PAGE });
         Ok(())
+    }
+
+    /// Runs `attend` over `layer`'s pages of the pool that every cache in `caches` shares, with
+    /// each cache's block table (in order): one attention call for a whole batched step. The
+    /// `PagedKv`'s own table is empty.
+    pub(crate) fn attend_paged<R>(
+        caches: &[&KvCache],
+        layer: usize,
+        attend: impl FnOnce(PagedKv<'_>, &[&[u32]]) -> R,
+    ) -> Result<R, ModelError> {
+        let mut pool_of_all: Option<&Arc<Mutex<KvPool>>> = None;
+        let mut tables = Vec::with_capacity(caches.len());
+        for cache in caches {
+            let Store::Paged(paged) = &cache.store else {
+                return Err(ModelError::Execution("a device cache was given to the CPU attention path".into()));
+            };
+            match pool_of_all {
+                Some(pool) if !Arc::ptr_eq(pool, &paged.pool) => {
+                    return Err(ModelError::Execution(
+                        "the sequences of one step hold blocks of different pools".into(),
+                    ));
+                }
+                _ => pool_of_all = Some(&paged.pool),
+            }
+            tables.push(&paged.table[..]);
+        }
+        let Some(pool) = pool_of_all else {
+            return Ok(attend(PagedKv { keys: &[], values: &[], table: &[], page: PAGE }, &tables));
+        };
+        let pool = lock(pool);
+        let entry = pool.layer(layer);
+        Ok(attend(PagedKv { keys: &entry.k, values: &entry.v, table: &[], page: PAGE }, &tables))
     }
 
     /// Marks the next `tokens.len()` positions (the tokens just run, the first `prompt_rows`

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor};
 use hearth_gpu_kernels::decode::{MAX_HEAD_DIM, top_candidates};
 use hearth_kernels::QuantMatrix;
-use hearth_kernels::ops::{self, AttentionShape};
+use hearth_kernels::ops::{self, AttentionShape, QueryRow};
 
 mod fused;
 
@@ -703,25 +703,38 @@ impl Llama {
             },
             _ => None,
         };
-        let mut out = vec![0f32; rows * q_dim];
+        let mut q_all = q_all;
+        // Per sequence: its norms and rotary embedding, its keys and values into its cache.
+        let mut spans = Vec::with_capacity(items.len());
         let mut first = 0;
         for ((item, &start), (cos, sin)) in items.iter_mut().zip(starts).zip(tables) {
             let tokens = item.tokens.len();
             let (r0, r1) = (first, first + tokens);
-            let mut q = q_all[r0 * q_dim..r1 * q_dim].to_vec();
+            let q = &mut q_all[r0 * q_dim..r1 * q_dim];
             let mut k = k_all[r0 * kv_dim..r1 * kv_dim].to_vec();
             if let Some((qw, q_eps, kw, k_eps)) = norms {
-                ops::rms_norm(&mut q, qw, q_eps);
+                ops::rms_norm(q, qw, q_eps);
                 ops::rms_norm(&mut k, kw, k_eps);
             }
-            ops::rope(&mut q, cos, sin, dim);
+            ops::rope(q, cos, sin, dim);
             ops::rope(&mut k, cos, sin, dim);
-            let shape = AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens, start };
-            let out = &mut out[r0 * q_dim..r1 * q_dim];
-            let v = &v_all[r0 * kv_dim..r1 * kv_dim];
-            item.cache.write_and_attend(layer, start, &k, v, |kv| ops::attention(&q, kv, shape, out))?;
+            item.cache.write_host(layer, start, &k, &v_all[r0 * kv_dim..r1 * kv_dim])?;
+            spans.push((start, tokens));
             first = r1;
         }
+        // Then one attention call for every row of every sequence: its tasks spread over the
+        // threads whatever the batch's shape, each kv head's pages read once for its query heads.
+        let mut out = vec![0f32; rows * q_dim];
+        let caches: Vec<&KvCache> = items.iter().map(|item| &*item.cache).collect();
+        let shape =
+            AttentionShape { heads: c.num_heads, kv_heads: c.num_kv_heads, head_dim: dim, tokens: rows, start: 0 };
+        KvCache::attend_paged(&caches, layer, |kv, item_tables| {
+            let mut query_rows = Vec::with_capacity(rows);
+            for (&(start, tokens), &table) in spans.iter().zip(item_tables) {
+                query_rows.extend((start..start + tokens).map(|position| QueryRow { table, position }));
+            }
+            ops::attention_rows(&q_all, &query_rows, kv, shape, &mut out);
+        })?;
         attn.o.forward_grouped(cpu::tensor(out, [rows, q_dim]), groups)
     }
 }
