@@ -7,7 +7,9 @@
 //! one instruction where AVX2 needs `vpmaddubsw` + `vpmaddwd` (no partial sum here comes near
 //! i16's range, so the integers are the same). Each weight pair is decoded once for up to
 //! [`GROUP`] tokens, and each token's arithmetic is the same whatever tokens share its group:
-//! a lone decode step and a batch of sequences get bit-identical results.
+//! a lone decode step and a batch of sequences get bit-identical results. The arithmetic is
+//! also the AVX2 kernels', operation for operation (the same products, rounded in the same
+//! order), so the two give the same bits and a caller may take either.
 
 use std::arch::x86_64::*;
 
@@ -194,6 +196,16 @@ fn pair_scales(h: __m128) -> __m512 {
     _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h))
 }
 
+/// `acc + (weight scales · activation scales) · dot`, lane by lane; for a last block without a
+/// partner (`alone`) the high half is left as it is, as the AVX2 kernels add nothing to their
+/// odd accumulator there — so the two kernels' results are the same bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn accumulate(scales: __m512, d: __m512, dot: __m512, acc: __m512, alone: bool) -> __m512 {
+    let scale = _mm512_mul_ps(scales, d);
+    if alone { _mm512_mask3_fmadd_ps(scale, dot, acc, 0x00FF) } else { _mm512_fmadd_ps(scale, dot, acc) }
+}
+
 /// The token's final sum: its two halves (even and odd blocks), then its constant terms.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -249,7 +261,7 @@ unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool, const
                     let q = _mm512_loadu_si512(acts.q.as_ptr().add((token * pairs + p) * 2 * BLOCK).cast());
                     let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, q));
                     let d = _mm512_loadu_ps(acts.d.as_ptr().add((token * pairs + p) * 16));
-                    *acc = _mm512_fmadd_ps(_mm512_mul_ps(scales, d), dot, *acc);
+                    *acc = accumulate(scales, d, dot, *acc, odd.is_null());
                 }
                 let (m_even, m_odd) = if CENTRED {
                     (
@@ -314,12 +326,13 @@ unsafe fn q8_0<const G: usize>(rows: &[u8], acts: &Paired, group: usize, out: &m
                     let q = _mm512_mask_sub_epi8(q, negative, _mm512_setzero_si512(), q);
                     let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), magnitude, q));
                     let d = _mm512_loadu_ps(acts.d.as_ptr().add((token * pairs + p) * 16));
-                    *acc = _mm512_fmadd_ps(_mm512_mul_ps(scales, d), dot, *acc);
+                    *acc = accumulate(scales, d, dot, *acc, odd.is_null());
                 }
             }
         }
         for t in 0..G {
-            out[r * G + t] = finish(acc[t], 0.0, 0.0);
+            let acc = acc[t];
+            out[r * G + t] = hsum(_mm256_add_ps(_mm512_castps512_ps256(acc), high_half(acc)));
         }
     }
 }
