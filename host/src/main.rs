@@ -86,6 +86,10 @@ struct ServeCli {
     /// prefix (default: every batched sequence at full context, up to a quarter of the memory).
     #[arg(long, value_name = "TOKENS")]
     cache_size: Option<usize>,
+    /// Load none of the first-party plugins built into the binary (tool-call parsers,
+    /// moderation, token tools); only those the settings list.
+    #[arg(long)]
+    no_default_plugins: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +193,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         max_queue: cli.max_queue,
         prefill_chunk: cli.prefill_chunk,
         cache_size: cli.cache_size,
+        default_plugins: cli.no_default_plugins.then_some(false),
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

@@ -71,6 +71,12 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// WebAssembly plugins to load, in order (sampler plugins run in this order).
     pub plugins: Vec<PluginSettings>,
+    /// Whether the first-party plugins built into the binary load (`--no-default-plugins` turns
+    /// them off): the five tool-call formats, embedding and keyword moderation, token tools
+    /// (`plugins/default.yaml` lists them). `None`: they load when `plugins` is empty, and a
+    /// `plugins:` list replaces them. `true`: they load before the listed plugins, an entry of
+    /// the same name replacing the built-in one. `false`: only the listed plugins load.
+    pub default_plugins: Option<bool>,
     /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/hearth` or `~/.cache/hearth`.
     pub plugin_cache_dir: Option<PathBuf>,
     /// Plugin instances that may exist at once (requests, generations); a call beyond them is
@@ -82,6 +88,10 @@ pub struct Settings {
     pub tool_parsers: std::collections::BTreeMap<String, String>,
 }
 
+/// A plugin `path` that starts with this names a first-party component built into the binary
+/// (`builtin:tool_parser_hermes.wasm`) rather than a file.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
 /// One plugin of the `plugins:` list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +99,8 @@ pub struct PluginSettings {
     /// Unique name; endpoint plugins answer under `/v1/plugins/{name}/`.
     pub name: String,
     /// The component (`.wasm`); relative paths are resolved against the settings file's folder
-    /// first, then the working directory.
+    /// first, then the working directory. `builtin:<file>` names a first-party component built
+    /// into the binary (`builtin:keyword_moderation.wasm`).
     pub path: PathBuf,
     /// A disabled plugin is not loaded.
     #[serde(default = "enabled_default")]
@@ -188,6 +199,7 @@ impl Default for Settings {
             cache_size: None,
             max_body_bytes: 4 << 20,
             plugins: Vec::new(),
+            default_plugins: None,
             plugin_cache_dir: None,
             plugin_max_instances: 128,
             tool_parsers: Default::default(),
@@ -249,6 +261,9 @@ pub struct CliSettings {
     /// `--cache-size`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<usize>,
+    /// `--no-default-plugins` (as `Some(false)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_plugins: Option<bool>,
 }
 
 /// Settings that cannot be loaded.
@@ -329,7 +344,8 @@ pub fn load(
 /// A relative plugin path: against the settings file's folder when the file is there, else as
 /// given (the working directory).
 fn resolve_plugin_path(path: &Path, base: Option<&Path>) -> PathBuf {
-    if path.is_absolute() {
+    // `builtin:<file>` names a component built into the binary, not a file.
+    if path.is_absolute() || path.to_str().is_some_and(|p| p.starts_with(BUILTIN_PREFIX)) {
         return path.to_path_buf();
     }
     match base.map(|b| b.join(path)) {

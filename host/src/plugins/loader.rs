@@ -63,7 +63,13 @@ pub fn load(engine: &Engine, spec: &PluginSettings) -> Result<(PluginKind, Loade
             format!("limits.memory_mb {} is above the most a plugin may have ({MAX_MEMORY_MB})", spec.limits.memory_mb),
         ));
     }
-    let bytes = std::fs::read(&spec.path).map_err(|e| fail(spec, format!("cannot read the file: {e}")))?;
+    let built_in = spec.path.to_str().and_then(super::builtin::component);
+    let bytes = match built_in {
+        Some(found) => std::borrow::Cow::Borrowed(found.map_err(|why| fail(spec, why))?),
+        None => std::borrow::Cow::Owned(
+            std::fs::read(&spec.path).map_err(|e| fail(spec, format!("cannot read the file: {e}")))?,
+        ),
+    };
     if !bytes.starts_with(b"\0asm") {
         return Err(fail(spec, "not a WebAssembly file"));
     }

@@ -4,6 +4,7 @@
 //! Every call runs in a fresh store with a memory cap and a CPU deadline; a trap, a timeout or
 //! bad output is an error for that call alone.
 
+mod builtin;
 mod endpoint;
 pub mod host_api;
 mod loader;
@@ -99,7 +100,8 @@ impl PluginRegistry {
     /// Loads every enabled plugin of `settings`. A plugin that cannot load is an error naming it,
     /// unless it is marked optional (then it is logged and left out).
     pub fn load(settings: &Settings) -> Result<Self, PluginError> {
-        if !settings.plugins.iter().any(|p| p.enabled) {
+        let specs = builtin::plugins_to_load(settings);
+        if !specs.iter().any(|p| p.enabled) {
             return Ok(Self {
                 engine: None,
                 plugins: Vec::new(),
@@ -113,7 +115,7 @@ impl PluginRegistry {
         }
         let engine = PluginEngine::new(cache.as_deref(), settings.plugin_max_instances)?;
         let mut plugins = Vec::new();
-        for spec in settings.plugins.iter().filter(|p| p.enabled) {
+        for spec in specs.iter().filter(|p| p.enabled) {
             match loader::load(&engine.engine, spec) {
                 Ok((kind, loaded)) => {
                     tracing::info!(plugin = %spec.name, ?kind, "plugin loaded");
@@ -147,7 +149,7 @@ impl PluginRegistry {
 
     /// A registry with no plugins (servers and tests without settings).
     pub fn empty() -> Result<Self, PluginError> {
-        Self::load(&Settings { plugin_cache_dir: None, ..Settings::default() })
+        Self::load(&Settings { plugin_cache_dir: None, default_plugins: Some(false), ..Settings::default() })
     }
 
     /// Connects the host functions to a loaded model.
