@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::body::JsonBody;
 use super::state::SharedState;
 use crate::error::ApiError;
-use crate::plugins::PluginKind;
+use crate::plugins::{PluginError, PluginKind};
 
 /// `input`: one text or a list.
 #[derive(Debug, Deserialize)]
@@ -40,18 +40,36 @@ pub async fn moderations(
     if inputs.is_empty() || inputs.len() > MAX_INPUTS {
         return Err(ApiError::invalid_param("input", format!("`input` must hold 1 to {MAX_INPUTS} texts")));
     }
-    let plugin = match req.model.as_deref() {
+    // A request that names a moderation plugin gets that one; otherwise the enabled ones in
+    // order, a failing one marked `on_error: skip` handing over to the next (the built-in
+    // embedding moderation needs an embedding model; keyword moderation then answers).
+    let candidates: Vec<_> = match req.model.as_deref() {
         Some(name) if state.plugins.by_name(name).is_some_and(|p| p.kind == PluginKind::Moderation) => {
-            state.plugins.by_name(name).cloned()
+            state.plugins.by_name(name).cloned().into_iter().collect()
         }
-        _ => state.plugins.of_kind(PluginKind::Moderation).next().cloned(),
+        _ => state.plugins.of_kind(PluginKind::Moderation).cloned().collect(),
+    };
+    if candidates.is_empty() {
+        return Err(ApiError::unavailable("No moderation plugin is enabled: add one to `plugins:` in settings.yaml"));
     }
-    .ok_or_else(|| ApiError::unavailable("No moderation plugin is enabled: add one to `plugins:` in settings.yaml"))?;
     let registry = state.plugins.clone();
-    let call_plugin = plugin.clone();
-    let verdicts = tokio::task::spawn_blocking(move || registry.call_moderation(&call_plugin, &inputs))
-        .await
-        .map_err(|_| ApiError::internal("the plugin call was aborted"))??;
+    let (plugin, verdicts) = tokio::task::spawn_blocking(move || {
+        let mut skipped = None;
+        for plugin in candidates {
+            match registry.call_moderation(&plugin, &inputs) {
+                Ok(verdicts) => return Ok((plugin, verdicts)),
+                Err(e) if plugin.skips_on_error() => {
+                    tracing::warn!("{e}; the next moderation plugin answers");
+                    skipped = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Every one failed and was skipped: the last one's error is the answer.
+        Err(skipped.unwrap_or_else(|| PluginError::Engine("no moderation plugin answered".into())))
+    })
+    .await
+    .map_err(|_| ApiError::internal("the plugin call was aborted"))??;
     let results: Vec<Value> = verdicts
         .into_iter()
         .map(|v| {
