@@ -473,7 +473,8 @@ fn moderations_with_the_keyword_plugin_and_openai_python() {
 
 #[test]
 fn moderations_without_a_plugin_say_so() {
-    let (status, body) = post_json(Server::shared(), "/v1/moderations", &json!({"input": "hello"}));
+    let server = Server::smollm2(&["--no-default-plugins"]);
+    let (status, body) = post_json(&server, "/v1/moderations", &json!({"input": "hello"}));
     assert_eq!(status, 503, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("moderation plugin"), "{body}");
 }

@@ -11,14 +11,11 @@ use std::sync::OnceLock;
 use common::{Server, post_json, post_stream, repo_root, run_python, sse_payloads};
 use serde_json::{Value, json};
 
-/// A SmolLM2 server with the first-party plugins (`plugins/default.yaml`, as `scripts/serve`).
+/// The bare binary with SmolLM2: no settings file, no `--settings` — the first-party plugins
+/// built into it (`plugins/default.yaml`) load by themselves.
 fn default_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let settings = repo_root().join("plugins/default.yaml");
-        assert!(component("plugins", "tool_parser_generic.wasm").exists());
-        Server::smollm2(&["--settings", settings.to_str().unwrap()])
-    })
+    SERVER.get_or_init(|| Server::smollm2(&[]))
 }
 
 fn component(dir: &str, file: &str) -> PathBuf {
@@ -205,7 +202,8 @@ fn bad_tool_requests_are_400s_naming_the_field() {
 
 #[test]
 fn tools_without_a_parser_plugin_are_a_400_not_ignored() {
-    let (status, body) = post_json(Server::shared(), "/v1/chat/completions", &tool_request(json!("auto"), 8));
+    let server = Server::smollm2(&["--no-default-plugins"]);
+    let (status, body) = post_json(&server, "/v1/chat/completions", &tool_request(json!("auto"), 8));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["param"], "tools");
     assert!(body["error"]["message"].as_str().unwrap().contains("tool-call parser plugin"), "{body}");
@@ -295,4 +293,37 @@ fn a_template_that_renders_tools_gets_them_with_object_arguments() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
     assert_eq!(first_call(&body).0, "get_weather");
+}
+
+/// The bare binary moderates too: with its embedding model, by embedding similarity; without
+/// one (a model name that is not installed), the built-in embedding moderation steps aside
+/// (`on_error: skip`) and keyword moderation answers.
+#[test]
+fn the_bare_binary_moderates_with_or_without_an_embedding_model() {
+    let input = json!({"input": "I will kill you"});
+    let (status, body) = post_json(default_server(), "/v1/moderations", &input);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "embedding-moderation", "{body}");
+    assert!(body["results"][0]["category_scores"]["violence"].is_number(), "{body}");
+
+    let model = common::smollm2();
+    let args = ["--model", model.to_str().unwrap(), "--device", "flex", "--ctx-size", "2048"];
+    let server = Server::start_with_env(&args, &[("OPENEDAI_EMBEDDING_MODEL", "no-such-embedding-model")]);
+    let (status, body) = post_json(&server, "/v1/moderations", &input);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "keyword-moderation", "{body}");
+    assert_eq!(body["results"][0]["flagged"], true, "{body}");
+}
+
+/// A settings file that lists plugins gets those and no built-in ones: here keyword moderation
+/// alone, so a tool request finds no parser.
+#[test]
+fn a_listed_plugin_replaces_the_built_in_ones() {
+    let server = server_with("listed", "  - {name: words, path: \"builtin:keyword_moderation.wasm\"}\n");
+    assert_eq!(server.log().matches("plugin loaded").count(), 1, "{}", server.log());
+    let (status, body) = post_json(&server, "/v1/moderations", &json!({"input": "I will kill you"}));
+    assert_eq!((status, body["model"].as_str()), (200, Some("words")), "{body}");
+    let (status, body) = post_json(&server, "/v1/chat/completions", &tool_request(json!("auto"), 8));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("tool-call parser plugin"), "{body}");
 }
