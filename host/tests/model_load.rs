@@ -133,3 +133,87 @@ fn the_model_dirs_tables_choose_templates() {
     let mine = prompt(&server);
     assert!(mine.contains("<|im_start|>user\nHi<|im_end|>"), "{mine:?}");
 }
+
+/// Writes a tiny llama in the Hugging Face layout into `dir`: config.json, model.safetensors
+/// (small deterministic weights, tied embeddings) and a word-level tokenizer.json of 8 tokens
+/// whose `added_tokens` list five more, ids 8–12, past the embedding's 8 rows.
+fn write_folder_with_added_tokens(dir: &std::path::Path) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let (vocab, hidden, ffn, kv) = (8usize, 64usize, 128usize, 32usize);
+    let config = json!({
+        "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": ffn,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let shapes: Vec<(&str, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight", vec![vocab, hidden]),
+        ("model.norm.weight", vec![hidden]),
+        ("model.layers.0.input_layernorm.weight", vec![hidden]),
+        ("model.layers.0.self_attn.q_proj.weight", vec![hidden, hidden]),
+        ("model.layers.0.self_attn.k_proj.weight", vec![kv, hidden]),
+        ("model.layers.0.self_attn.v_proj.weight", vec![kv, hidden]),
+        ("model.layers.0.self_attn.o_proj.weight", vec![hidden, hidden]),
+        ("model.layers.0.post_attention_layernorm.weight", vec![hidden]),
+        ("model.layers.0.mlp.gate_proj.weight", vec![ffn, hidden]),
+        ("model.layers.0.mlp.up_proj.weight", vec![ffn, hidden]),
+        ("model.layers.0.mlp.down_proj.weight", vec![hidden, ffn]),
+    ];
+    let bytes: Vec<Vec<u8>> = shapes
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let norm = name.ends_with("norm.weight");
+            (0..n)
+                .flat_map(|i| (if norm { 1.0f32 } else { ((i * 37 % 17) as f32 - 8.0) / 40.0 }).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let views: Vec<(&str, TensorView<'_>)> = shapes
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape), data)| (*name, TensorView::new(Dtype::F32, shape.clone(), data).unwrap()))
+        .collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let words = ["<unk>", "a", "b", "c", "d", "e", "f", "g"];
+    let vocab_map: serde_json::Map<String, Value> =
+        words.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+    let added: Vec<Value> = (0..5)
+        .map(|i| {
+            json!({"id": vocab + i, "content": format!("<extra_{i}>"), "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab_map, "unk_token": "<unk>"},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+}
+
+/// Fine-tunes and conversions often leave a few added tokens in tokenizer.json past the
+/// embedding's rows: such a folder loads (a warning names the ids) and answers; a prompt that
+/// holds one of them, as text or as an id, is a 400 naming it.
+#[test]
+fn a_folder_with_added_tokens_past_the_embedding_loads_and_answers() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("added-tokens").join("tiny-llama");
+    write_folder_with_added_tokens(&dir);
+    let server = Server::start(&["--model", dir.to_str().unwrap(), "--device", "flex"]);
+    let log = server.log();
+    assert!(log.contains("have no embedding row") && log.contains("12 `<extra_4>`"), "{log}");
+
+    let (status, body) =
+        post_json(&server, "/v1/completions", &json!({"prompt": "a b c", "max_tokens": 4, "temperature": 0}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 4, "{body}");
+
+    let (status, body) = post_json(&server, "/v1/completions", &json!({"prompt": "a <extra_2> b", "max_tokens": 4}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("`<extra_2>` (id 10)"), "{body}");
+
+    let (status, body) = post_json(&server, "/v1/completions", &json!({"prompt": [1, 9], "max_tokens": 4}));
+    assert_eq!(status, 400, "{body}");
+}

@@ -65,8 +65,11 @@ impl GrammarCompiler {
         let json = tokenizer.inner().to_string(false).map_err(|e| ConstraintError::Tokenizer(e.to_string()))?;
         let value: serde_json::Value =
             serde_json::from_str(&json).map_err(|e| ConstraintError::Tokenizer(e.to_string()))?;
-        let words = llguidance::token_bytes_from_tokenizer_json(&value)
+        let mut words = llguidance::token_bytes_from_tokenizer_json(&value)
             .map_err(|e| ConstraintError::Tokenizer(format!("{e:#}")))?;
+        // Added tokens past the model's embedding are never produced: the masks cover the ids the
+        // model has logits for.
+        words.truncate(tokenizer.vocab_size());
         let eos = tokenizer.eos.or_else(|| tokenizer.end_ids.first().copied()).unwrap_or(0);
         let info = TokRxInfo::new(words.len() as u32, eos);
         let trie = TokTrie::from(&info, &words);

@@ -89,8 +89,8 @@ fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadErr
     let file = GgufFile::open(path).map_err(|e| fail(e.into()))?;
     let vocab_rows = file.tensor_info("token_embd.weight").and_then(|t| t.shape().first().copied());
     let config = LlamaConfig::from_gguf(&file.metadata, vocab_rows).map_err(|e| fail(e.into()))?;
-    let tokenizer = TextTokenizer::from_gguf(&file.metadata).map_err(|e| fail(e.into()))?;
-    check_vocab(&config, &tokenizer).map_err(fail)?;
+    let mut tokenizer = TextTokenizer::from_gguf(&file.metadata).map_err(|e| fail(e.into()))?;
+    fit_vocab(&config, &mut tokenizer).map_err(fail)?;
     let source = GgufWeights::new(&file, config.arch, config.num_heads, config.num_kv_heads);
     let llama = Llama::load(&source, &config, device).map_err(fail)?;
     Ok(LoadedModel {
@@ -108,9 +108,9 @@ fn load_hf_folder(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, Loa
         .map_err(|e| LoadError { path: config_path.clone(), source: ModelError::Input(e.to_string()) })?;
     let config =
         LlamaConfig::from_hf_json(&text).map_err(|e| LoadError { path: config_path.clone(), source: e.into() })?;
-    let tokenizer =
+    let mut tokenizer =
         TextTokenizer::from_hf_dir(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
-    check_vocab(&config, &tokenizer).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
+    fit_vocab(&config, &mut tokenizer).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     let source = SafetensorsWeights::open(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
     let llama = Llama::load(&source, &config, device).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     Ok(LoadedModel {
@@ -122,14 +122,22 @@ fn load_hf_folder(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, Loa
     })
 }
 
-/// A tokenizer that can emit ids the model has no row for would crash a request later.
-fn check_vocab(config: &LlamaConfig, tokenizer: &TextTokenizer) -> Result<(), ModelError> {
+/// A tokenizer that could emit ids the model has no row for would crash a request later: added
+/// tokens past the embedding are kept out of every prompt (with a warning naming them), any
+/// other surplus means the tokenizer is another model's.
+fn fit_vocab(config: &LlamaConfig, tokenizer: &mut TextTokenizer) -> Result<(), ModelError> {
     let n = tokenizer.vocab_size();
-    if n > config.vocab_size {
-        return Err(ModelError::Input(format!(
-            "the tokenizer has {n} tokens but the model only {} embedding rows",
-            config.vocab_size
-        )));
+    let rows = config.vocab_size;
+    let past = tokenizer.limit_to(rows).map_err(|why| {
+        ModelError::Input(format!("the tokenizer has {n} tokens but the model only {rows} embedding rows: {why}"))
+    })?;
+    if !past.is_empty() {
+        let named: Vec<String> = past.iter().map(|(id, text)| format!("{id} `{text}`")).collect();
+        tracing::warn!(
+            "the tokenizer's added tokens {} have no embedding row (the model has {rows}): the model never \
+             produces them and a prompt that holds one is refused",
+            named.join(", ")
+        );
     }
     Ok(())
 }

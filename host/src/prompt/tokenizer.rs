@@ -148,8 +148,32 @@ impl TextTokenizer {
         &self.inner
     }
 
+    /// Ids this tokenizer hands out: its vocabulary, or the model's embedding rows where the
+    /// tokenizer lists added tokens past them (see [`Self::limit_to`]).
     pub fn vocab_size(&self) -> usize {
         self.vocab
+    }
+
+    /// Keeps the ids below `rows` (the model's embedding rows) and returns the ids past them with
+    /// their texts. Fine-tunes and conversions often leave a few added tokens in
+    /// `tokenizer.json` that the embedding has no row for: the model can never produce them, and
+    /// a prompt that holds one is refused by [`Self::encode`]. An error where an id past `rows`
+    /// is not an added token: then the tokenizer is another model's.
+    pub fn limit_to(&mut self, rows: usize) -> Result<Vec<(u32, String)>, String> {
+        if self.vocab <= rows {
+            return Ok(Vec::new());
+        }
+        let added = self.inner.get_added_tokens_decoder();
+        let mut past = Vec::with_capacity(self.vocab - rows);
+        for id in rows..self.vocab {
+            let id = u32::try_from(id).map_err(|_| format!("token id {id} does not fit 32 bits"))?;
+            match added.get(&id) {
+                Some(token) => past.push((id, token.content.clone())),
+                None => return Err(format!("token {id} past the embedding's {rows} rows is not an added token")),
+            }
+        }
+        self.vocab = rows;
+        Ok(past)
     }
 
     /// A request's token ids as the vocabulary's, or the first one it does not have.
@@ -173,6 +197,12 @@ impl TextTokenizer {
             if let Some(bos) = self.bos {
                 ids.push(bos);
             }
+        }
+        if let Some(&id) = enc.get_ids().iter().find(|&&id| id as usize >= self.vocab) {
+            let token = self.inner.id_to_token(id).unwrap_or_default();
+            return Err(TokenizerError::Encode(format!(
+                "the text holds the token `{token}` (id {id}), which this model has no embedding for"
+            )));
         }
         ids.extend_from_slice(enc.get_ids());
         if add_special && self.add_eos {
