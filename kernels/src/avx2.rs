@@ -35,6 +35,9 @@ fn byte_dot(w: __m256i, q: __m256i) -> __m256 {
 /// The two f16 at `p` (a Q4_1 block's scale and minimum) as f32, by one F16C conversion (the
 /// `half` crate checks the CPU's features on every call, which costs more than a block's
 /// arithmetic).
+///
+/// # Safety
+/// `p` points to 4 readable bytes, and the CPU has AVX2, FMA and F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn two_halves(p: *const u8) -> (f32, f32) {
@@ -45,6 +48,9 @@ unsafe fn two_halves(p: *const u8) -> (f32, f32) {
 }
 
 /// 32 nibbles (16 bytes at `p`) as 32 bytes: low nibbles first, then high ones, GGUF's order.
+///
+/// # Safety
+/// `p` points to 16 readable bytes, and the CPU has AVX2, FMA and F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
@@ -68,6 +74,9 @@ fn check(rows: &[u8], a: &Q8Row<'_>, ty: QuantType, out: &[f32]) {
 
 /// 32 bytes that are 0x10 where bit `i` of the 32 bits at `p` is set (a Q5 block's fifth
 /// bits, element `i`'s in byte `i`), else 0: llama.cpp's `bytes_from_bits_32`.
+///
+/// # Safety
+/// `p` points to 4 readable bytes, and the CPU has AVX2, FMA and F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn fifth_bits(p: *const u8) -> __m256i {
@@ -110,6 +119,10 @@ pub(crate) fn rows_q5_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
 
 /// Q4_0, Q4_1, Q5_0 and Q5_1: the same block shape (scale, optional minimum, optional 32
 /// fifth bits, 16 bytes of nibbles).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and `rows` holds `out.len()` whole rows of the format as long
+/// as the activations (what `check` asserts).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool>(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
     // Where the nibbles start, and the step the centred formats subtract.
@@ -217,6 +230,10 @@ pub(crate) fn rows_tokens(ty: QuantType) -> Option<fn(&[u8], &[Q8Row<'_>], &mut 
 
 /// [`q8_0`] for `G` tokens, each block's scale and weights loaded once; each token's
 /// arithmetic is `q8_0`'s in the same order.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `acts` holds `G` tokens and `rows` holds `out.len() / G` whole
+/// Q8_0 rows as long as each token's activations (what `check` asserts).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_tokens<const G: usize>(rows: &[u8], acts: &[Q8Row<'_>], out: &mut [f32]) {
     let n = acts[0].d.len();
@@ -260,6 +277,10 @@ fn ty_of(bytes: usize, centred: bool) -> QuantType {
 /// [`q4_q5`] for `G` tokens: the same per-token sequence of operations (two vector and two
 /// scalar accumulators by block parity, summed the same way), with each block's scale, constant
 /// and weight bytes decoded once.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `acts` holds `G` tokens and `rows` holds `out.len() / G` whole
+/// rows of the format as long as each token's activations (what `check` asserts).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_q5_tokens<const BYTES: usize, const CENTRED: bool, const FIVE: bool, const G: usize>(
     rows: &[u8],
@@ -306,6 +327,9 @@ pub(crate) fn rows_q8_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
     unsafe { q8_0(rows, a, out) }
 }
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and `rows` holds `out.len()` whole Q8_0 rows as long as the
+/// activations (what `check` asserts).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
     // One block `b`'s `d_w·d_x · Σ w·q` into `acc` (a macro for the reason `q4` gives).
@@ -345,6 +369,9 @@ unsafe fn q8_0(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
 
 /// The f16 at `p` as f32 (Q6_K's scale, the last two bytes of its block: reading four would
 /// run past the matrix at its last block).
+///
+/// # Safety
+/// `p` points to 2 readable bytes, and the CPU has AVX2, FMA and F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn one_half(p: *const u8) -> f32 {
@@ -368,6 +395,10 @@ pub(crate) fn rows_q5_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
 /// Q4_K and Q5_K: per 256-value super-block, 32 bytes of nibbles hold two sub-blocks (low
 /// nibbles, then high), each against its own 32 activation bytes with its own 6-bit scale;
 /// the minimums fold into the activations' block sums.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and `rows` holds `out.len()` whole rows of the format as long
+/// as the activations (what `check` asserts).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_q5_k<const BYTES: usize, const FIVE: bool>(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
     let qs_at = if FIVE { 48 } else { 16 };
@@ -426,6 +457,10 @@ pub(crate) fn rows_q6_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
 /// sub-blocks of unsigned 6-bit values; `(w − 32)·q` comes from two `vpmaddubsw` (the values,
 /// and 32, against the activations), and the two scales of a sub-block (one per 16 values)
 /// multiply its halves in `vpmaddwd`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and `rows` holds `out.len()` whole Q6_K rows as long as the
+/// activations (what `check` asserts).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k(rows: &[u8], a: Q8Row<'_>, out: &mut [f32]) {
     const BYTES: usize = 210;

@@ -217,6 +217,11 @@ fn finish(acc: __m512, c_even: f32, c_odd: f32) -> f32 {
 /// nibbles) for the `G` tokens of `group`. Per pair of blocks and token: one `vpdpbusd`, one
 /// conversion, the scales' product and one FMA; the constant terms (`m · d·Σq`, or `−8·d`/
 /// `−16·d` for the centred formats) of all G tokens at once in 8 lanes.
+///
+/// # Safety
+/// The CPU has every feature this function enables, `group` is one of `acts`' groups and holds
+/// `G` tokens, and `rows` holds `out.len() / G` whole rows of the format as long as the
+/// activations (what `check` asserts).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool, const G: usize>(
     rows: &[u8],
@@ -296,6 +301,11 @@ unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool, const
 /// Q8_0 (f16 scale, 32 signed bytes) for the `G` tokens of `group`: signed × signed through the
 /// unsigned × signed instruction, |w| times q with w's sign moved onto q (|−128| reads as the
 /// unsigned 128 and activations stay within ±127, so every product is exact).
+///
+/// # Safety
+/// The CPU has every feature this function enables, `group` is one of `acts`' groups and holds
+/// `G` tokens, and `rows` holds `out.len() / G` whole Q8_0 rows as long as the activations (what
+/// `check` asserts).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q8_0<const G: usize>(rows: &[u8], acts: &Paired, group: usize, out: &mut [f32]) {
     const BYTES: usize = 34;
