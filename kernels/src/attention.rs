@@ -242,28 +242,16 @@ fn attend<H: Halves, const N: usize, const KB: usize, const LANES: usize>(
             for r in 0..pages.page.min(visible - j * pages.page) {
                 let position = j * pages.page + r;
                 let v = &pages.values[at + r * dim..at + r * dim + width];
-                if let Ok(v) = <&[u16; LANES]>::try_from(v) {
-                    // The common case, its loop bounds constants: the sums stay in registers.
-                    for c in 0..LANES / 8 {
-                        let v = H::eight(&v[c * 8..(c + 1) * 8]);
-                        for h in 0..N {
-                            let p = scores[h * stride + position];
-                            for l in 0..8 {
-                                acc[h][c * 8 + l] = p.mul_add(v[l], acc[h][c * 8 + l]);
-                            }
-                        }
-                    }
+                let mut p = [0f32; N];
+                for h in 0..N {
+                    p[h] = scores[h * stride + position];
+                }
+                if width == LANES {
+                    // The common case, its loop bound a constant: the sums stay in registers.
+                    weigh_values::<H, N, LANES>(&mut acc, v, LANES / 8, &p);
                     continue;
                 }
-                for c in 0..whole / 8 {
-                    let v = H::eight(&v[c * 8..(c + 1) * 8]);
-                    for h in 0..N {
-                        let p = scores[h * stride + position];
-                        for l in 0..8 {
-                            acc[h][c * 8 + l] = p.mul_add(v[l], acc[h][c * 8 + l]);
-                        }
-                    }
-                }
+                weigh_values::<H, N, LANES>(&mut acc, v, whole / 8, &p);
                 for (i, v) in v.iter().enumerate().skip(whole) {
                     let v = half::f16::from_bits(*v).to_f32_const();
                     for h in 0..N {
@@ -274,6 +262,25 @@ fn attend<H: Halves, const N: usize, const KB: usize, const LANES: usize>(
         }
         for h in 0..N {
             out[h * dim + d0..h * dim + d0 + width].copy_from_slice(&acc[h][..width]);
+        }
+    }
+}
+
+/// `acc[h][i] += p[h] · v[i]` for the first `chunks · 8` values of `v`, converted 8 at a time
+/// once for all `N` heads.
+#[inline(always)]
+fn weigh_values<H: Halves, const N: usize, const LANES: usize>(
+    acc: &mut [[f32; LANES]; N],
+    v: &[u16],
+    chunks: usize,
+    p: &[f32; N],
+) {
+    for c in 0..chunks {
+        let v = H::eight(&v[c * 8..(c + 1) * 8]);
+        for h in 0..N {
+            for l in 0..8 {
+                acc[h][c * 8 + l] = p[h].mul_add(v[l], acc[h][c * 8 + l]);
+            }
         }
     }
 }

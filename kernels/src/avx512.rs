@@ -14,6 +14,8 @@
 use std::arch::x86_64::*;
 
 use crate::activations::Q8Activations;
+// The AVX2 kernels' horizontal sum: the same order of additions, so the same bits.
+use crate::avx2::hsum;
 use crate::blocks::{BLOCK, QuantType};
 
 /// Most tokens per pass over a weight row (eight accumulators, plus the constant terms of all
@@ -159,16 +161,6 @@ fn q8_0_rows(rows: &[u8], acts: &Paired, group: usize, out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn high_half(v: __m512) -> __m256 {
     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
-}
-
-/// Horizontal sum of 8 lanes, in the AVX2 kernels' order.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s)
 }
 
 /// The f16 pairs at `even` and (where there is one) `odd` as f32: `[even.0, even.1, odd.0,
