@@ -475,13 +475,13 @@ fn streamed_chat_with_several_choices() {
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]), "usage chunk last: {raw}");
     let mut texts = vec![String::new(); 3];
-    for index in 0..3 {
+    for (index, text) in texts.iter_mut().enumerate() {
         let mine: Vec<&Value> =
             chunks.iter().filter(|c| c["choices"].get(0).is_some_and(|ch| ch["index"] == index)).collect();
         assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant", "choice {index} starts with its role");
         let finishes = mine.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).count();
         assert_eq!(finishes, 1, "choice {index}: one finish chunk");
-        texts[index] = mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        *text = mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     }
     let mut plain = request.clone();
     plain["stream"] = json!(false);

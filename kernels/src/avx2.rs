@@ -177,7 +177,7 @@ unsafe fn q4_q5<const BYTES: usize, const CENTRED: bool, const FIVE: bool>(rows:
 /// at once (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): each weight block is decoded once for all of them,
 /// and each token's arithmetic is [`q4_q5`]'s or [`q8_0`]'s in the same order, so its result is
 /// bit-identical to a lone token's. `None` for the K-quants.
-pub(crate) fn rows_tokens(ty: QuantType) -> Option<fn(&[u8], &[Q8Row<'_>], &mut [f32])> {
+pub(crate) fn rows_tokens(ty: QuantType) -> Option<crate::dot::TokensFn> {
     macro_rules! family {
         ($bytes:literal, $centred:literal, $five:literal) => {
             |rows: &[u8], acts: &[Q8Row<'_>], out: &mut [f32]| {
@@ -210,7 +210,7 @@ pub(crate) fn rows_tokens(ty: QuantType) -> Option<fn(&[u8], &[Q8Row<'_>], &mut 
         QuantType::Q5_0 => family!(22, true, true),
         QuantType::Q8_0 => |rows: &[u8], acts: &[Q8Row<'_>], out: &mut [f32]| {
             let g = acts.len();
-            assert!((1..=4).contains(&g) && out.len() % g == 0, "1 to 4 tokens, whole rows of outputs");
+            assert!((1..=4).contains(&g) && out.len().is_multiple_of(g), "1 to 4 tokens, whole rows of outputs");
             for a in acts {
                 check(rows, a, QuantType::Q8_0, &out[..out.len() / g]);
             }

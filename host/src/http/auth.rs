@@ -45,19 +45,19 @@ pub async fn require_keys(State(state): State<SharedState>, mut req: Request, ne
     let s = &state.settings;
     let admin_key = s.admin_key.as_deref().or(s.api_key.as_deref());
     if path.starts_with(ADMIN_PREFIX) {
-        if let Some(admin) = admin_key {
-            if !matches(bearer(&req), admin) {
-                // text-generation-webui answers 403 to any request without the admin key.
-                return ApiError::forbidden().into_response();
-            }
+        if let Some(admin) = admin_key
+            && !matches(bearer(&req), admin)
+        {
+            // text-generation-webui answers 403 to any request without the admin key.
+            return ApiError::forbidden().into_response();
         }
-    } else if !OPEN_PATHS.contains(&path) {
-        if let Some(key) = s.api_key.as_deref() {
-            // The admin key opens everything the API key does.
-            let given = bearer(&req);
-            if !matches(given, key) && !s.admin_key.as_deref().is_some_and(|admin| matches(given, admin)) {
-                return ApiError::unauthorized().into_response();
-            }
+    } else if !OPEN_PATHS.contains(&path)
+        && let Some(key) = s.api_key.as_deref()
+    {
+        // The admin key opens everything the API key does.
+        let given = bearer(&req);
+        if !matches(given, key) && !s.admin_key.as_deref().is_some_and(|admin| matches(given, admin)) {
+            return ApiError::unauthorized().into_response();
         }
     }
     let admin = admin_key.is_some_and(|k| matches(bearer(&req), k));
@@ -92,13 +92,13 @@ pub async fn host_guard(State(state): State<SharedState>, req: Request, next: Ne
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned)
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
-        if let Some(host) = host {
-            if !is_loopback_host(&host) {
-                return ApiError::bad_request(format!(
+        if let Some(host) = host
+            && !is_loopback_host(&host)
+        {
+            return ApiError::bad_request(format!(
                     "Host `{host}` is not allowed: this server listens on loopback only (start it with --listen to serve other hosts)"
                 ))
                 .into_response();
-            }
         }
     }
     next.run(req).await

@@ -215,10 +215,10 @@ impl ToolParsing {
             // Skipped: the text is plain content.
             return Ok(text.filter(|t| !t.is_empty()).map(ChatEvent::Content).into_iter().collect());
         };
-        if self.calls.is_empty() {
-            if let Some(t) = &text {
-                self.fed.push_str(t);
-            }
+        if self.calls.is_empty()
+            && let Some(t) = &text
+        {
+            self.fed.push_str(t);
         }
         let (session, answer) = tokio::task::spawn_blocking(move || {
             let answer = match &text {

@@ -131,11 +131,7 @@ impl LlamaConfig {
             other => return Err(ConfigError::UnsupportedArch(other.to_owned())),
         };
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        let head_dim = raw.head_dim.unwrap_or(if raw.num_attention_heads > 0 {
-            raw.hidden_size / raw.num_attention_heads
-        } else {
-            0
-        });
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size.checked_div(raw.num_attention_heads).unwrap_or(0));
         let rope_scaling = match raw.rope_scaling {
             Some(s) => match s.rope_type.as_deref().or(s.kind.as_deref()) {
                 Some("linear") => Some(RopeScaling::Linear { factor: s.factor.unwrap_or(1.0) }),
@@ -179,10 +175,10 @@ impl LlamaConfig {
                 self.hidden_size, self.num_layers, self.num_heads, self.head_dim
             ));
         }
-        if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!("{} heads cannot share {} key/value heads", self.num_heads, self.num_kv_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head dim {} must be even for rotary embeddings", self.head_dim));
         }
         if self.vocab_size == 0 {

@@ -110,19 +110,19 @@ impl candidates::HostCandidateSet for HostState {
     }
 
     fn set_logit(&mut self, set: Resource<CandidateSet>, index: u32, logit: f32) {
-        if let Ok(s) = self.table.get_mut(&set) {
-            if let Some(l) = s.logits.get_mut(index as usize) {
-                // NaN would poison the draw: treat it as a ban.
-                *l = if logit.is_nan() { f32::NEG_INFINITY } else { logit };
-            }
+        if let Ok(s) = self.table.get_mut(&set)
+            && let Some(l) = s.logits.get_mut(index as usize)
+        {
+            // NaN would poison the draw: treat it as a ban.
+            *l = if logit.is_nan() { f32::NEG_INFINITY } else { logit };
         }
     }
 
     fn ban(&mut self, set: Resource<CandidateSet>, index: u32) {
-        if let Ok(s) = self.table.get_mut(&set) {
-            if let Some(l) = s.logits.get_mut(index as usize) {
-                *l = f32::NEG_INFINITY;
-            }
+        if let Ok(s) = self.table.get_mut(&set)
+            && let Some(l) = s.logits.get_mut(index as usize)
+        {
+            *l = f32::NEG_INFINITY;
         }
     }
 

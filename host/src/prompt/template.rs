@@ -23,10 +23,10 @@ impl From<Error> for TemplateError {
     fn from(e: Error) -> Self {
         // minijinja's Display carries the kind, the line and the detail.
         let mut msg = e.to_string();
-        if let Some(detail) = e.detail() {
-            if !msg.contains(detail) {
-                msg = format!("{msg}: {detail}");
-            }
+        if let Some(detail) = e.detail()
+            && !msg.contains(detail)
+        {
+            msg = format!("{msg}: {detail}");
         }
         TemplateError(msg)
     }

@@ -193,10 +193,11 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
         let enc = self.inner.encode(text, add_special).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 2);
-        if add_special && self.add_bos {
-            if let Some(bos) = self.bos {
-                ids.push(bos);
-            }
+        if add_special
+            && self.add_bos
+            && let Some(bos) = self.bos
+        {
+            ids.push(bos);
         }
         if let Some(&id) = enc.get_ids().iter().find(|&&id| id as usize >= self.vocab) {
             let token = self.inner.id_to_token(id).unwrap_or_default();
@@ -205,10 +206,11 @@ impl TextTokenizer {
             )));
         }
         ids.extend_from_slice(enc.get_ids());
-        if add_special && self.add_eos {
-            if let Some(eos) = self.eos {
-                ids.push(eos);
-            }
+        if add_special
+            && self.add_eos
+            && let Some(eos) = self.eos
+        {
+            ids.push(eos);
         }
         Ok(ids)
     }

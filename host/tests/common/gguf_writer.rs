@@ -112,12 +112,12 @@ impl GgufWriter {
             offsets.push(offset);
             offset += (t.data.len() as u64).div_ceil(32) * 32;
         }
-        while buf.len() % 32 != 0 {
+        while !buf.len().is_multiple_of(32) {
             buf.push(0);
         }
         for t in &self.tensors {
             buf.extend(&t.data);
-            while buf.len() % 32 != 0 {
+            while !buf.len().is_multiple_of(32) {
                 buf.push(0);
             }
         }

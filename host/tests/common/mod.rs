@@ -123,11 +123,9 @@ impl Server {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(url) = line.split(" at ").nth(1) {
-                        let _ = url_tx.send(url.trim().trim_end_matches("/v1").to_owned());
-                        sent = true;
-                    }
+                if !sent && let Some(url) = line.split(" at ").nth(1) {
+                    let _ = url_tx.send(url.trim().trim_end_matches("/v1").to_owned());
+                    sent = true;
                 }
             }
         });
@@ -181,10 +179,10 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(300));
                 panic!("hearth exited ({status}) before it was ready; stderr:\n{}", self.log());
             }
-            if let Ok(resp) = agent.get(&self.url("/health")).call() {
-                if resp.status() == 200 {
-                    return;
-                }
+            if let Ok(resp) = agent.get(&self.url("/health")).call()
+                && resp.status() == 200
+            {
+                return;
             }
             assert!(
                 started.elapsed() < READY_TIMEOUT,

@@ -115,10 +115,10 @@ fn run_gguf(data: &[u8]) {
         }
     }
     let _ = LlamaConfig::from_gguf(&file.metadata, None);
-    if let Ok(tokenizer) = TextTokenizer::from_gguf(&file.metadata) {
-        if let Ok(ids) = tokenizer.encode("Hello, wörld 123 <|end|>", true) {
-            let _ = tokenizer.decode(&ids, false);
-        }
+    if let Ok(tokenizer) = TextTokenizer::from_gguf(&file.metadata)
+        && let Ok(ids) = tokenizer.encode("Hello, wörld 123 <|end|>", true)
+    {
+        let _ = tokenizer.decode(&ids, false);
     }
 }
 
@@ -337,10 +337,10 @@ fn run_request(data: &[u8]) {
     use hearth::http::types::{ChatCompletionRequest, CompletionRequest};
     use hearth::http::validate;
     let (state, served) = served();
-    if let Ok(req) = validate::parse_body::<ChatCompletionRequest>(data) {
-        if let Ok(rendered) = hearth::http::chat::render_request(state, served, req) {
-            let _ = served.engine.tokenizer().encode(&rendered.prompt, false);
-        }
+    if let Ok(req) = validate::parse_body::<ChatCompletionRequest>(data)
+        && let Ok(rendered) = hearth::http::chat::render_request(state, served, req)
+    {
+        let _ = served.engine.tokenizer().encode(&rendered.prompt, false);
     }
     if let Ok(mut req) = validate::parse_body::<CompletionRequest>(data) {
         let common = req.take_common();

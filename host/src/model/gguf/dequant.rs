@@ -20,7 +20,7 @@ pub enum DequantError {
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), DequantError> {
     let (per_block, block_bytes) = ty.block_layout().ok_or(DequantError::Unsupported(ty))?;
     let size_err = DequantError::Size { ty, bytes: data.len(), values: out.len() };
-    if out.len() % per_block != 0 || data.len() != out.len() / per_block * block_bytes {
+    if !out.len().is_multiple_of(per_block) || data.len() != out.len() / per_block * block_bytes {
         return Err(size_err);
     }
     let blocks = data.chunks_exact(block_bytes).zip(out.chunks_exact_mut(per_block));

@@ -111,7 +111,7 @@ impl GgmlType {
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (per_block, bytes) = self.block_layout()?;
         let per_block = per_block as u64;
-        if n % per_block != 0 {
+        if !n.is_multiple_of(per_block) {
             return None;
         }
         (n / per_block).checked_mul(bytes as u64)

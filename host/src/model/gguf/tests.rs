@@ -89,7 +89,7 @@ impl Craft {
         self
     }
     fn data(&mut self, bytes: &[u8]) -> &mut Self {
-        while self.buf.len() % 32 != 0 {
+        while !self.buf.len().is_multiple_of(32) {
             self.buf.push(0);
         }
         self.buf.extend(bytes);

@@ -88,6 +88,9 @@ struct Attention {
 }
 
 /// The query, key and value projections of one input.
+// Built once per layer when a model loads and never moved on a hot path: boxing the large
+// variant would only add an indirection to every product.
+#[allow(clippy::large_enum_variant)]
 enum Qkv {
     Separate {
         q: Linear,
@@ -187,6 +190,9 @@ impl Embedding {
 }
 
 /// The output projection to the vocabulary.
+// Built once per layer when a model loads and never moved on a hot path: boxing the large
+// variant would only add an indirection to every product.
+#[allow(clippy::large_enum_variant)]
 enum Head {
     /// `[hidden, rows]` slices of the output matrix, in vocabulary order (wgpu's buffers are
     /// limited in size).
