@@ -724,3 +724,38 @@ fn thinking_goes_to_reasoning_content() {
     let (_, out) = post_json(server(), "/v1/chat/completions", &plain);
     assert!(out["choices"][0]["message"].get("reasoning_content").is_none(), "{out}");
 }
+
+/// A body a handler has no use for (`{}` to stop-generation, as clients send it) is still read
+/// before the answer: HTTP/1 keeps the connection for the next request only then. Before, the
+/// answer went out at once, the body arrived after it, and the server closed the connection
+/// under the client's next request (the soak test's rare "Remote end closed connection").
+#[test]
+fn a_body_the_handler_ignores_is_read_and_the_connection_kept() {
+    use std::io::{Read, Write};
+    // A server of its own: stop-generation from this address would stop the shared server's
+    // generations that other tests are waiting on.
+    let own = Server::smollm2(&["--no-default-plugins"]);
+    let host = own.base.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&host).expect("connects");
+    let head = format!(
+        "POST /v1/internal/stop-generation HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    // The answer waits for the body: nothing comes back before it is sent.
+    conn.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    let mut buf = [0u8; 4096];
+    match conn.read(&mut buf) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        Ok(n) => panic!("answered before the body was sent: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => panic!("the connection failed: {e}"),
+    }
+    // The body, then a second request on the same connection: both are answered.
+    conn.write_all(format!("{{}}GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut seen = String::new();
+    while seen.matches("HTTP/1.1 200").count() < 2 {
+        let n = conn.read(&mut buf).expect("the connection stays open for the second answer");
+        assert!(n > 0, "the server closed the connection: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}

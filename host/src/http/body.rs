@@ -44,6 +44,29 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     }
 }
 
+/// A body the handler has no use for, read to its end (up to [`DRAIN_CAP`]) and dropped before
+/// the answer. HTTP/1 keeps a connection open for the next request only once this one's body
+/// has been read; a body still on its way when the answer was written made the server close
+/// the connection, and a client that had already sent its next request on it saw it cut.
+pub struct IgnoredBody;
+
+impl<S: Send + Sync> FromRequest<S> for IgnoredBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut stream = req.into_body().into_data_stream();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
+            seen += chunk.len();
+            if seen > DRAIN_CAP {
+                break;
+            }
+        }
+        Ok(IgnoredBody)
+    }
+}
+
 async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let mut stream = req.into_body().into_data_stream();
     let mut body: Vec<u8> = Vec::new();

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::blocking;
-use super::body::JsonBody;
+use super::body::{IgnoredBody, JsonBody};
 use super::chat::{RenderedChat, render_request};
 use super::state::{SharedState, size_generation};
 use super::types::{ChatCompletionRequest, LogitsRequest};
@@ -152,6 +152,7 @@ pub async fn chat_prompt(
 pub async fn stop_generation(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
+    _body: IgnoredBody,
 ) -> Json<&'static str> {
     if let Some(served) = state.served() {
         if caller.admin {

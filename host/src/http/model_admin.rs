@@ -12,7 +12,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::body::JsonBody;
+use super::body::{IgnoredBody, JsonBody};
 use super::state::{ModelState, SharedState};
 use crate::error::ApiError;
 use crate::prompt::ChatTemplate;
@@ -160,7 +160,7 @@ pub async fn load(
 }
 
 /// Stops serving the model → `"OK"`; generation requests then get 503 until one is loaded.
-pub async fn unload(State(state): State<SharedState>) -> Json<&'static str> {
+pub async fn unload(State(state): State<SharedState>, _body: IgnoredBody) -> Json<&'static str> {
     state.set_model(ModelState::None);
     tracing::info!("model unloaded");
     Json("OK")
