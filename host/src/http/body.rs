@@ -54,27 +54,28 @@ impl<S: Send + Sync> FromRequest<S> for IgnoredBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let mut stream = req.into_body().into_data_stream();
-        let mut seen = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
-            seen += chunk.len();
-            if seen > DRAIN_CAP {
-                break;
-            }
-        }
-        Ok(IgnoredBody)
+        read_to_end(req, 0).await.map(|_| IgnoredBody)
     }
 }
 
 async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let (body, seen) = read_to_end(req, limit).await?;
+    if seen > limit {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    Ok(Bytes::from(body))
+}
+
+/// Reads the body to its end (past [`DRAIN_CAP`] it stops, and the connection is dropped),
+/// keeping it only while it is at most `keep` bytes: the kept bytes and how many were seen.
+async fn read_to_end(req: Request, keep: usize) -> Result<(Vec<u8>, usize), ApiError> {
     let mut stream = req.into_body().into_data_stream();
     let mut body: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Cannot read the request body: {e}")))?;
         seen += chunk.len();
-        if seen > limit {
+        if seen > keep {
             if seen > DRAIN_CAP {
                 break;
             }
@@ -82,8 +83,5 @@ async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         }
         body.extend_from_slice(&chunk);
     }
-    if seen > limit {
-        return Err(ApiError::payload_too_large(limit));
-    }
-    Ok(Bytes::from(body))
+    Ok((body, seen))
 }
