@@ -21,6 +21,8 @@ mod avx2;
 mod avx512;
 mod blocks;
 mod dot;
+mod encoder_attention;
+mod int8;
 pub mod ops;
 
 use rayon::prelude::*;
@@ -28,6 +30,7 @@ use rayon::prelude::*;
 use activations::Q8Activations;
 use blocks::BLOCK;
 pub use blocks::{QuantType, dequantize_block};
+pub use int8::{BLOCK as INT8_BLOCK, Int8Error, Int8Matrix, int8_available};
 
 /// From this many tokens on, a product runs as f32 GEMMs on dequantized tiles of rows.
 const GEMM_TOKENS: usize = 8;

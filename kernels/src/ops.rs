@@ -9,6 +9,7 @@
 //! target.
 
 pub use crate::attention::{AttentionShape, KEY_BLOCK, PagedKv, QueryRow, attention, attention_rows, key_offset};
+pub use crate::encoder_attention::{EncoderBatch, Projected, encoder_attention};
 
 const LANES: usize = 8;
 
@@ -76,6 +77,41 @@ fn rms_norm_impl(x: &mut [f32], weight: &[f32], eps: f32) {
         let inv = 1.0 / (mean + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {
             *v = *v * inv * w;
+        }
+    }
+}
+
+multiversion_fn! {
+    /// `x ← LayerNorm(x + residual)` for each row of `weight.len()` values: `torch.nn.LayerNorm`
+    /// (biased variance, in f32), with the residual add of a post-norm block in the same pass.
+    pub fn layer_norm(x: &mut [f32], residual: Option<&[f32]>, weight: &[f32], bias: &[f32], eps: f32) => layer_norm_impl
+}
+
+#[inline(always)]
+fn layer_norm_impl(x: &mut [f32], residual: Option<&[f32]>, weight: &[f32], bias: &[f32], eps: f32) {
+    let n = weight.len();
+    for (r, row) in x.chunks_exact_mut(n).enumerate() {
+        if let Some(res) = residual {
+            for (v, a) in row.iter_mut().zip(&res[r * n..(r + 1) * n]) {
+                *v += a;
+            }
+        }
+        let mut lanes = [0f32; LANES];
+        for chunk in row.chunks(LANES) {
+            for (l, v) in lanes.iter_mut().zip(chunk) {
+                *l += v;
+            }
+        }
+        let mean = lanes.iter().sum::<f32>() / n as f32;
+        let mut lanes = [0f32; LANES];
+        for chunk in row.chunks(LANES) {
+            for (l, v) in lanes.iter_mut().zip(chunk) {
+                *l = (v - mean).mul_add(v - mean, *l);
+            }
+        }
+        let inverse = 1.0 / (lanes.iter().sum::<f32>() / n as f32 + eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
+            *v = ((*v - mean) * inverse).mul_add(*w, *b);
         }
     }
 }
@@ -273,5 +309,25 @@ mod tests {
         let mut far = [-30.0f32, 30.0];
         gelu(&mut far);
         assert_eq!(far, [0.0, 30.0]);
+    }
+
+    #[test]
+    fn layer_norm_adds_the_residual_and_normalises_each_row() {
+        let n = 19;
+        let x: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.37).sin() * 3.0 + 1.0).collect();
+        let res: Vec<f32> = (0..2 * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let weight: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / n as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let mut out = x.clone();
+        layer_norm(&mut out, Some(&res), &weight, &bias, 1e-12);
+        for r in 0..2 {
+            let row: Vec<f64> = (0..n).map(|i| (x[r * n + i] + res[r * n + i]) as f64).collect();
+            let mean = row.iter().sum::<f64>() / n as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+            for i in 0..n {
+                let want = (row[i] - mean) / (var + 1e-12).sqrt() * weight[i] as f64 + bias[i] as f64;
+                assert!((out[r * n + i] as f64 - want).abs() < 1e-5, "row {r} value {i}");
+            }
+        }
     }
 }
