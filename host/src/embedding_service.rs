@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hearth_settings::Settings;
+use hearth_settings::{EmbeddingPrecision, Settings};
 
 use crate::model::device::{self, DeviceRequest};
 use crate::model::encoder::{EmbeddingModel, EncoderError, is_embedding_folder};
@@ -55,6 +55,7 @@ pub struct LoadedEmbedder {
 pub struct EmbeddingService {
     requested: Option<String>,
     device: String,
+    precision: EmbeddingPrecision,
     model_dir: PathBuf,
     /// Loaded once; a failed load is retried by the next request (the user may install the
     /// model meanwhile).
@@ -66,6 +67,7 @@ impl EmbeddingService {
         Self {
             requested: settings.embedding_model.clone().filter(|m| !m.trim().is_empty()),
             device: settings.embedding_device.clone().unwrap_or_else(|| settings.device.clone()),
+            precision: settings.embedding_precision,
             model_dir: settings.model_dir.clone(),
             loaded: Mutex::new(None),
         }
@@ -85,13 +87,16 @@ impl EmbeddingService {
         let device = device::select(request).map_err(|e| load_err(e.to_string()))?;
         let started = std::time::Instant::now();
         // A model file that makes a library panic is a failed load, not a dead server.
-        let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| EmbeddingModel::load(&path, &device)))
-            .map_err(|_| load_err("the loader panicked".into()))?
-            .map_err(|e| load_err(e.to_string()))?;
+        let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            EmbeddingModel::load(&path, &device, self.precision)
+        }))
+        .map_err(|_| load_err("the loader panicked".into()))?
+        .map_err(|e| load_err(e.to_string()))?;
         tracing::info!(
-            "embedding model {name} ({}, {} dimensions) loaded on {} in {:.1} s",
+            "embedding model {name} ({}, {} dimensions, {} products) loaded on {} in {:.1} s",
             path.display(),
             model.dimensions(),
+            model.precision(),
             device.description,
             started.elapsed().as_secs_f64()
         );

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use hearth::model::encoder::EmbeddingModel;
 use hearth::model::{self, DeviceRequest};
+use hearth_settings::EmbeddingPrecision;
 use serde_json::Value;
 
 const MIN_COSINE: f64 = 0.999;
@@ -38,14 +39,14 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
     dot / (na * nb)
 }
 
-fn load(dir: PathBuf, device: DeviceRequest) -> EmbeddingModel {
+fn load(dir: PathBuf, device: DeviceRequest, precision: EmbeddingPrecision) -> EmbeddingModel {
     let device = model::device::select(device).expect("device opens");
-    EmbeddingModel::load(&dir, &device).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    EmbeddingModel::load(&dir, &device, precision).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-fn minilm_matches_sentence_transformers(device: DeviceRequest) {
+fn minilm_matches_sentence_transformers(device: DeviceRequest, precision: EmbeddingPrecision) {
     let reference = fixture("minilm.json");
-    let m = load(common::model_dir().join("all-MiniLM-L6-v2"), device);
+    let m = load(common::model_dir().join("all-MiniLM-L6-v2"), device, precision);
     assert_eq!(m.dimensions(), 384);
     let texts: Vec<&str> = reference["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| m.tokenize(t).unwrap()).collect();
@@ -62,7 +63,7 @@ fn minilm_matches_sentence_transformers(device: DeviceRequest) {
         let norm: f32 = ours.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "normalised: {norm}");
     }
-    eprintln!("all-MiniLM-L6-v2 on {device:?}: worst cosine 1 - {:.1e}", 1.0 - worst);
+    eprintln!("all-MiniLM-L6-v2 on {device:?} ({} products): worst cosine 1 - {:.1e}", m.precision(), 1.0 - worst);
     // Alone or batched with longer texts (padded), a text gets the same vector.
     let alone = m.embed(&seqs[..1]).unwrap();
     assert!(cosine(&alone[0], &vectors[0].iter().map(|&x| x as f64).collect::<Vec<_>>()) > 0.99999);
@@ -70,7 +71,8 @@ fn minilm_matches_sentence_transformers(device: DeviceRequest) {
 
 fn tiny_mpnet_matches_transformers(device: DeviceRequest) {
     let reference = fixture("tiny-mpnet.json");
-    let m = load(fixtures().join("tiny-mpnet"), device);
+    // f32: the bound is rounding's; 8-bit products are held to the cosine of the MiniLM test.
+    let m = load(fixtures().join("tiny-mpnet"), device, EmbeddingPrecision::F32);
     let texts: Vec<&str> = reference["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| m.tokenize(t).unwrap()).collect();
     let want_ids: Vec<Vec<u32>> = reference["ids"]
@@ -100,14 +102,20 @@ fn tiny_mpnet_matches_transformers(device: DeviceRequest) {
     eprintln!("tiny MPNet on {device:?}: hidden states within {hidden_worst:.2e}, pooled within {pooled:.2e}");
 }
 
+/// The default: 8-bit products on a CPU with AVX-512 VNNI, f32 on others.
 #[test]
 fn minilm_on_flex_matches_sentence_transformers() {
-    minilm_matches_sentence_transformers(DeviceRequest::Flex);
+    minilm_matches_sentence_transformers(DeviceRequest::Flex, EmbeddingPrecision::Auto);
+}
+
+#[test]
+fn minilm_on_flex_in_f32_matches_sentence_transformers() {
+    minilm_matches_sentence_transformers(DeviceRequest::Flex, EmbeddingPrecision::F32);
 }
 
 #[test]
 fn minilm_on_wgpu_matches_sentence_transformers() {
-    minilm_matches_sentence_transformers(DeviceRequest::Wgpu);
+    minilm_matches_sentence_transformers(DeviceRequest::Wgpu, EmbeddingPrecision::Auto);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use super::ModelError;
 use super::cpu::{self, HostValues};
 use super::weights::{HostTensor, WeightError};
 use hearth_gpu_kernels::{DeviceBlocks, Packing};
-use hearth_kernels::{PlaneWidth, QuantMatrix, QuantType, ops};
+use hearth_kernels::{Int8Matrix, PlaneWidth, QuantMatrix, QuantType, ops};
 
 /// From this many tokens a GPU product on block-quantized weights decodes the matrix to f32 and
 /// runs burn's tuned matmul; below it, the fused kernel reads each weight once per token.
@@ -78,6 +78,8 @@ enum LinearWeight {
     Quantized(Arc<QuantMatrix>),
     /// `[out, in]` blocks on a GPU.
     Device(DeviceBlocks),
+    /// Dense weights as 8-bit integers with their bias, multiplied on the host.
+    Int8(Arc<Int8Matrix>),
 }
 
 impl Linear {
@@ -100,6 +102,28 @@ impl Linear {
         let bias = check_bias(name, bias, out_f, device)?;
         let weight = upload(transpose(&weight.data, out_f, in_f), [in_f, out_f], device);
         Ok(Self { weight: LinearWeight::Dense(weight), bias })
+    }
+
+    /// Builds the layer from a Hugging Face `[out, in]` weight (and an optional `[out]` bias)
+    /// held as 8-bit integers on the host ([`Int8Matrix`]): for the CPU device, on CPUs that
+    /// run its kernel, where products of many tokens run several times faster than in f32.
+    pub fn from_host_int8(
+        name: &str,
+        weight: HostTensor,
+        bias: Option<HostTensor>,
+        expect: [usize; 2],
+    ) -> Result<Self, WeightError> {
+        let [out_f, in_f] = weight.matrix_dims(name)?;
+        if [out_f, in_f] != expect {
+            return Err(WeightError::Shape {
+                name: name.to_owned(),
+                expected: format!("{expect:?}"),
+                found: weight.shape,
+            });
+        }
+        let matrix = Int8Matrix::quantize(&weight.data, out_f, in_f, bias.as_ref().map(|b| b.data.as_slice()))
+            .map_err(|e| WeightError::Invalid { name: name.to_owned(), reason: e.to_string() })?;
+        Ok(Self { weight: LinearWeight::Int8(Arc::new(matrix)), bias: None })
     }
 
     /// The layers' rows stacked into one block-quantized layer, when every one is quantized in
@@ -156,6 +180,7 @@ impl Linear {
             LinearWeight::Dense(w) => w.dims()[1],
             LinearWeight::Quantized(w) => w.rows(),
             LinearWeight::Device(w) => w.dims()[0],
+            LinearWeight::Int8(w) => w.rows(),
         }
     }
 
@@ -224,6 +249,11 @@ impl Linear {
         let y = match &self.weight {
             LinearWeight::Dense(w) => x.matmul(w.clone()),
             LinearWeight::Quantized(w) => {
+                let [tokens, _] = x.dims();
+                let x = HostValues::get(x)?;
+                cpu::tensor(w.matmul(&x.values(), tokens), [tokens, w.rows()])
+            }
+            LinearWeight::Int8(w) => {
                 let [tokens, _] = x.dims();
                 let x = HostValues::get(x)?;
                 cpu::tensor(w.matmul(&x.values(), tokens), [tokens, w.rows()])
@@ -371,6 +401,8 @@ impl RmsNorm {
 pub struct LayerNorm {
     weight: Tensor<1>,
     bias: Tensor<1>,
+    /// Weight and bias on the host, for the CPU operation.
+    host: Option<(Vec<f32>, Vec<f32>)>,
     eps: f64,
 }
 
@@ -392,13 +424,32 @@ impl LayerNorm {
                 });
             }
         }
-        Ok(Self { weight: upload(weight.data, [dim], device), bias: upload(bias.data, [dim], device), eps })
+        let host = is_flex(device).then(|| (weight.data.clone(), bias.data.clone()));
+        Ok(Self { weight: upload(weight.data, [dim], device), bias: upload(bias.data, [dim], device), host, eps })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let (var, mean) = x.clone().var_mean_bias(D - 1);
         let normed = (x - mean) * (var + self.eps).sqrt().recip();
         normed * self.weight.clone().unsqueeze::<D>() + self.bias.clone().unsqueeze::<D>()
+    }
+
+    /// `LayerNorm(x + residual)`, a post-norm block's ending; on the CPU one pass in place.
+    pub fn forward_residual(&self, x: Tensor<2>, residual: Option<Tensor<2>>) -> Result<Tensor<2>, ModelError> {
+        let Some((weight, bias)) = &self.host else {
+            return Ok(self.forward(match residual {
+                Some(r) => x + r,
+                None => x,
+            }));
+        };
+        if let Some(r) = &residual
+            && r.dims() != x.dims()
+        {
+            return Err(ModelError::Execution(format!("a residual of {:?} for {:?}", r.dims(), x.dims())));
+        }
+        let residual = residual.map(HostValues::get).transpose()?;
+        let residual = residual.as_ref().map(HostValues::values);
+        cpu::map_in_place(x, |v| ops::layer_norm(v, residual.as_deref(), weight, bias, self.eps as f32))
     }
 }
 

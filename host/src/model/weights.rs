@@ -136,6 +136,8 @@ pub enum WeightError {
     Dtype { name: String, dtype: String },
     #[error("weight `{name}` should be {expected} but has shape {found:?}")]
     Shape { name: String, expected: String, found: Vec<usize> },
+    #[error("weight `{name}` cannot be used: {reason}")]
+    Invalid { name: String, reason: String },
 }
 
 /// A checkpoint's weights, by canonical name.

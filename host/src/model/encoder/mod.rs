@@ -8,6 +8,7 @@ pub mod pooling;
 
 use std::path::{Path, PathBuf};
 
+use hearth_settings::EmbeddingPrecision;
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -61,10 +62,10 @@ pub struct EmbeddingModel {
 
 impl EmbeddingModel {
     /// Loads the sentence-transformers (or plain Hugging Face encoder) folder at `dir`.
-    pub fn load(dir: &Path, device: &ComputeDevice) -> Result<Self, EncoderError> {
+    pub fn load(dir: &Path, device: &ComputeDevice, precision: EmbeddingPrecision) -> Result<Self, EncoderError> {
         let layout = EmbeddingLayout::read(dir)?;
         let weights = SafetensorsWeights::open(&layout.transformer_dir)?;
-        let encoder = Encoder::load(&layout.config, &weights, &device.device)?;
+        let encoder = Encoder::load(&layout.config, &weights, &device.device, precision)?;
         let tokenizer_path = layout.transformer_dir.join("tokenizer.json");
         let tok_err = |e: String| EncoderError::Tokenizer(format!("{}: {e}", tokenizer_path.display()));
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| tok_err(e.to_string()))?;
@@ -92,6 +93,11 @@ impl EmbeddingModel {
     /// Length of the vectors.
     pub fn dimensions(&self) -> usize {
         self.layout.config.hidden_size * self.layout.pooling.count()
+    }
+
+    /// How its products compute, for the log: `8-bit` or `f32`.
+    pub fn precision(&self) -> &'static str {
+        if self.encoder.is_int8() { "8-bit" } else { "f32" }
     }
 
     pub fn vocab_size(&self) -> usize {

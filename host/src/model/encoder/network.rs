@@ -9,19 +9,42 @@ use burn::tensor::{Device, Tensor};
 
 use super::EncoderError;
 use super::layout::{Activation, EncoderArch, EncoderConfig};
-use crate::model::cpu;
+use crate::model::cpu::{self, HostValues};
 use crate::model::layers::{LayerNorm, Linear, is_flex, upload};
 use crate::model::weights::{HostTensor, SafetensorsWeights, WeightError};
-use hearth_kernels::ops;
+use hearth_kernels::ops::{self, EncoderBatch, Projected};
+use hearth_kernels::{INT8_BLOCK, int8_available};
+use hearth_settings::EmbeddingPrecision;
 
 /// Added to the attention scores of padded keys: their weight after the softmax is exactly 0.
 const MASKED: f32 = -1e30;
 /// MPNet's relative positions beyond this distance share the last bucket.
 const RELATIVE_MAX_DISTANCE: i64 = 128;
 
+/// The query, key and value projections.
+// Built once per layer at load and never moved: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+enum Qkv {
+    /// Stacked into one `[3·hidden, hidden]` projection: one product.
+    Stacked(Linear),
+    /// 8-bit query and key stacked, the value apart in f32: of all the projections, the value's
+    /// 8-bit rounding moves the vectors most (measured on all-MiniLM-L6-v2: as much as all the
+    /// others together).
+    Split { qk: Linear, v: Linear },
+}
+
+/// The bias every attention score gets, where the attention runs.
+// One per forward pass, never moved: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Scores {
+    /// MPNet's `[heads, len, len]` relative positions, if any (padded keys are skipped).
+    Host(Option<Vec<f32>>),
+    /// Padded keys masked (and MPNet's relative positions added).
+    Device(Tensor<4>),
+}
+
 struct Block {
-    /// Query, key and value stacked into one `[hidden, 3·hidden]` projection: one product.
-    qkv: Linear,
+    qkv: Qkv,
     out: Linear,
     attn_norm: LayerNorm,
     up: Linear,
@@ -44,12 +67,17 @@ pub struct Encoder {
     device: Device,
     /// On the CPU the exact GELU runs as one vectorised pass (burn's calls a scalar `erf`).
     cpu: bool,
+    /// The projections hold 8-bit weights.
+    int8: bool,
 }
 
 /// The checkpoint's tensor names: with or without the `bert.`/`mpnet.` prefix a task head adds.
+#[derive(Clone, Copy)]
 struct Names<'a> {
     weights: &'a SafetensorsWeights,
     prefix: &'static str,
+    /// Projections become [`Linear::from_host_int8`] layers (the caller checked the CPU).
+    int8: bool,
 }
 
 impl Names<'_> {
@@ -73,13 +101,35 @@ impl Names<'_> {
     }
 
     fn linear(&self, name: &str, out_in: [usize; 2], device: &Device) -> Result<Linear, WeightError> {
-        Linear::from_host(
-            name,
-            self.read(&format!("{name}.weight"))?,
-            Some(self.read(&format!("{name}.bias"))?),
-            out_in,
-            device,
-        )
+        let weight = self.read(&format!("{name}.weight"))?;
+        let bias = Some(self.read(&format!("{name}.bias"))?);
+        self.projection(name, weight, bias, out_in, device)
+    }
+
+    /// A projection in the chosen precision: 8-bit where asked and its width is whole
+    /// activation blocks, else f32.
+    fn projection(
+        &self,
+        name: &str,
+        weight: HostTensor,
+        bias: Option<HostTensor>,
+        out_in: [usize; 2],
+        device: &Device,
+    ) -> Result<Linear, WeightError> {
+        if self.int8 && out_in[1].is_multiple_of(INT8_BLOCK) {
+            Linear::from_host_int8(name, weight, bias, out_in)
+        } else {
+            Linear::from_host(name, weight, bias, out_in, device)
+        }
+    }
+
+    /// Query, key and value, stacked as the precision allows.
+    fn qkv(&self, names: &[String; 3], h: usize, device: &Device) -> Result<Qkv, WeightError> {
+        if !self.int8 {
+            return Ok(Qkv::Stacked(self.stacked(names, [h, h], device)?));
+        }
+        let exact = Names { int8: false, ..*self };
+        Ok(Qkv::Split { qk: self.stacked(&names[..2], [h, h], device)?, v: exact.linear(&names[2], [h, h], device)? })
     }
 
     /// Several `[out, in]` projections of the same input as one.
@@ -101,7 +151,7 @@ impl Names<'_> {
         let rows = out_in[0] * names.len();
         let weight = HostTensor { shape: vec![rows, out_in[1]], data: weight };
         let bias = HostTensor { shape: vec![bias.len()], data: bias };
-        Linear::from_host(&names.join("+"), weight, Some(bias), [rows, out_in[1]], device)
+        self.projection(&names.join("+"), weight, Some(bias), [rows, out_in[1]], device)
     }
 }
 
@@ -115,13 +165,21 @@ fn expect_rows(name: &str, t: &HostTensor, rows: usize, cols: usize) -> Result<(
 }
 
 impl Encoder {
-    pub fn load(config: &EncoderConfig, weights: &SafetensorsWeights, device: &Device) -> Result<Self, EncoderError> {
+    /// Loads the encoder; with [`EmbeddingPrecision::Auto`] on the CPU device of a CPU with
+    /// AVX-512 VNNI its projections hold 8-bit weights.
+    pub fn load(
+        config: &EncoderConfig,
+        weights: &SafetensorsWeights,
+        device: &Device,
+        precision: EmbeddingPrecision,
+    ) -> Result<Self, EncoderError> {
         let c = config;
         let prefix = ["", "bert.", "mpnet.", "model."]
             .into_iter()
             .find(|p| weights.names().any(|n| n == format!("{p}embeddings.word_embeddings.weight")))
             .ok_or_else(|| WeightError::Missing("embeddings.word_embeddings.weight".into()))?;
-        let names = Names { weights, prefix };
+        let int8 = precision == EmbeddingPrecision::Auto && is_flex(device) && int8_available();
+        let names = Names { weights, prefix, int8 };
         let h = c.hidden_size;
         let word = names.read("embeddings.word_embeddings.weight")?;
         expect_rows("embeddings.word_embeddings.weight", &word, c.vocab_size, h)?;
@@ -171,7 +229,7 @@ impl Encoder {
                 ),
             };
             blocks.push(Block {
-                qkv: names.stacked(&qkv, [h, h], device)?,
+                qkv: names.qkv(&qkv, h, device)?,
                 out: names.linear(&out, [h, h], device)?,
                 attn_norm: names.norm(&attn_norm, c, device)?,
                 up: names.linear(&format!("{l}.intermediate.dense"), [c.intermediate_size, h], device)?,
@@ -189,6 +247,7 @@ impl Encoder {
             relative_bias,
             device: device.clone(),
             cpu: is_flex(device),
+            int8,
         })
     }
 
@@ -196,12 +255,17 @@ impl Encoder {
         &self.config
     }
 
+    /// Whether the projections compute on 8-bit weights and activations.
+    pub fn is_int8(&self) -> bool {
+        self.int8
+    }
+
     /// The last hidden states of `batch` padded to `len` tokens: `[batch, len, hidden]`
     /// row-major on the host. Every sequence must be 1..=`len` tokens of the vocabulary, and
     /// `len` within the position table.
     pub fn forward(&self, batch: &[&[u32]], len: usize) -> Result<Vec<f32>, EncoderError> {
         let c = &self.config;
-        let (b, h, heads, dim) = (batch.len(), c.hidden_size, c.num_heads, c.head_dim());
+        let (b, h) = (batch.len(), c.hidden_size);
         if b == 0 || len == 0 || len > c.usable_positions() || batch.iter().any(|s| s.is_empty() || s.len() > len) {
             return Err(EncoderError::Input(format!("a batch of sequences of 1 to {} tokens", c.usable_positions())));
         }
@@ -209,26 +273,19 @@ impl Encoder {
             return Err(EncoderError::Input(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
         }
         let x = upload(self.embed(batch, len), [b * len, h], &self.device);
-        let mut x = self.embed_norm.forward(x);
-
-        let mut mask = vec![0f32; b * len];
-        for (row, seq) in mask.chunks_exact_mut(len).zip(batch) {
-            row[seq.len()..].fill(MASKED);
-        }
-        let mut bias: Tensor<4> = upload(mask, [b, 1, 1, len], &self.device);
-        if let Some(table) = &self.relative_bias {
-            bias = bias + upload(self.relative_position_bias(table, len), [1, heads, len, len], &self.device);
-        }
-        let scale = 1.0 / (dim as f64).sqrt();
-        let heads_of = |t: Tensor<2>| t.reshape([b, len, heads, dim]).swap_dims(1, 2);
+        let mut x = self.embed_norm.forward_residual(x, None)?;
+        let lens: Vec<usize> = batch.iter().map(|s| s.len()).collect();
+        let scores = if self.cpu {
+            Scores::Host(self.relative_bias.as_ref().map(|t| self.relative_position_bias(t, len)))
+        } else {
+            Scores::Device(self.score_bias(&lens, len))
+        };
         for block in &self.blocks {
-            let qkv = block.qkv.forward(x.clone())?;
-            let q = heads_of(qkv.clone().slice([0..b * len, 0..h]));
-            let k = heads_of(qkv.clone().slice([0..b * len, h..2 * h]));
-            let v = heads_of(qkv.slice([0..b * len, 2 * h..3 * h]));
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias.clone();
-            let context = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b * len, h]);
-            x = block.attn_norm.forward(block.out.forward(context)? + x);
+            let context = match &scores {
+                Scores::Host(bias) => self.attention_on_host(block, &x, &lens, len, bias.as_deref())?,
+                Scores::Device(bias) => self.attention_on_device(block, &x, b, len, bias)?,
+            };
+            x = block.attn_norm.forward_residual(block.out.forward(context)?, Some(x))?;
             let up = block.up.forward(x.clone())?;
             let up = match c.activation {
                 Activation::Gelu if self.cpu => cpu::map_in_place(up, ops::gelu)?,
@@ -236,11 +293,95 @@ impl Encoder {
                 Activation::GeluTanh => gelu_approximate(up),
                 Activation::Relu => relu(up),
             };
-            x = block.ffn_norm.forward(block.down.forward(up)? + x);
+            x = block.ffn_norm.forward_residual(block.down.forward(up)?, Some(x))?;
         }
         let data = x.try_into_data().map_err(|e| EncoderError::Execution(format!("{e:?}")))?;
         hearth_gpu_kernels::counters::note_readback(data.bytes().len());
         data.try_to_vec::<f32>().map_err(|e| EncoderError::Execution(format!("{e:?}")))
+    }
+
+    /// `[batch, heads, len, len]`-broadcastable scores' bias on the device: padded keys masked,
+    /// MPNet's relative positions added.
+    fn score_bias(&self, lens: &[usize], len: usize) -> Tensor<4> {
+        let (b, heads) = (lens.len(), self.config.num_heads);
+        let mut mask = vec![0f32; b * len];
+        for (row, &n) in mask.chunks_exact_mut(len).zip(lens) {
+            row[n..].fill(MASKED);
+        }
+        let mut bias: Tensor<4> = upload(mask, [b, 1, 1, len], &self.device);
+        if let Some(table) = &self.relative_bias {
+            bias = bias + upload(self.relative_position_bias(table, len), [1, heads, len, len], &self.device);
+        }
+        bias
+    }
+
+    /// The projections' values for the block's attention, `[tokens, hidden]` each.
+    fn project(&self, block: &Block, x: &Tensor<2>, tokens: usize) -> Result<[Tensor<2>; 3], EncoderError> {
+        let h = self.config.hidden_size;
+        Ok(match &block.qkv {
+            Qkv::Stacked(qkv) => {
+                let qkv = qkv.forward(x.clone())?;
+                [
+                    qkv.clone().slice([0..tokens, 0..h]),
+                    qkv.clone().slice([0..tokens, h..2 * h]),
+                    qkv.slice([0..tokens, 2 * h..3 * h]),
+                ]
+            }
+            Qkv::Split { qk, v } => {
+                let qk = qk.forward(x.clone())?;
+                [qk.clone().slice([0..tokens, 0..h]), qk.slice([0..tokens, h..2 * h]), v.forward(x.clone())?]
+            }
+        })
+    }
+
+    /// Attention with burn's operations (a GPU): heads split out, masked scores, softmax.
+    fn attention_on_device(
+        &self,
+        block: &Block,
+        x: &Tensor<2>,
+        b: usize,
+        len: usize,
+        bias: &Tensor<4>,
+    ) -> Result<Tensor<2>, EncoderError> {
+        let c = &self.config;
+        let (h, heads, dim) = (c.hidden_size, c.num_heads, c.head_dim());
+        let heads_of = |t: Tensor<2>| t.reshape([b, len, heads, dim]).swap_dims(1, 2);
+        let [q, k, v] = self.project(block, x, b * len)?.map(heads_of);
+        let scale = 1.0 / (dim as f64).sqrt();
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias.clone();
+        Ok(softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b * len, h]))
+    }
+
+    /// Attention on the CPU: one pass of [`ops::encoder_attention`] over the projections' rows.
+    fn attention_on_host(
+        &self,
+        block: &Block,
+        x: &Tensor<2>,
+        lens: &[usize],
+        len: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Tensor<2>, EncoderError> {
+        let c = &self.config;
+        let (h, heads, dim) = (c.hidden_size, c.num_heads, c.head_dim());
+        let tokens = lens.len() * len;
+        let batch = EncoderBatch { lens, padded: len, heads, dim, bias };
+        let mut out = vec![0f32; tokens * h];
+        match &block.qkv {
+            Qkv::Stacked(qkv) => {
+                let qkv = HostValues::get(qkv.forward(x.clone())?)?;
+                let qkv = qkv.values();
+                let part = |offset| Projected { data: &qkv, stride: 3 * h, offset };
+                ops::encoder_attention(part(0), part(h), part(2 * h), batch, &mut out);
+            }
+            Qkv::Split { qk, v } => {
+                let qk = HostValues::get(qk.forward(x.clone())?)?;
+                let v = HostValues::get(v.forward(x.clone())?)?;
+                let (qk, v) = (qk.values(), v.values());
+                let part = |offset| Projected { data: &qk, stride: 2 * h, offset };
+                ops::encoder_attention(part(0), part(h), Projected { data: &v, stride: h, offset: 0 }, batch, &mut out);
+            }
+        }
+        Ok(cpu::tensor(out, [tokens, h]))
     }
 
     /// Token + position (+ token type) embeddings of the padded batch, `[batch·len, hidden]`.
