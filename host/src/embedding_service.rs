@@ -1,13 +1,15 @@
 //! The embedding model behind `/v1/embeddings` and the plugins' `embed` host function: chosen
 //! by `embedding_model` (`OPENEDAI_EMBEDDING_MODEL`), resolved to a folder under the model dir,
 //! loaded on first use onto `embedding_device` (`OPENEDAI_EMBEDDING_DEVICE`) and kept. Chat
-//! and completions never wait for it. Blocking: call from `spawn_blocking` or a plugin's thread.
+//! and completions never wait for it; concurrent requests run together ([`EmbeddingBatches`]).
+//! Blocking: call from `spawn_blocking` or a plugin's thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hearth_settings::{EmbeddingPrecision, Settings};
 
+use crate::embedding_batches::EmbeddingBatches;
 use crate::model::device::{self, DeviceRequest};
 use crate::model::encoder::{EmbeddingModel, EncoderError, is_embedding_folder};
 
@@ -45,10 +47,11 @@ pub enum EmbeddingInput {
     Tokens(Vec<u32>),
 }
 
-/// A loaded model and the name clients see.
+/// A loaded model, the name clients see, and its queue of requests.
 pub struct LoadedEmbedder {
     pub name: String,
     pub model: EmbeddingModel,
+    batches: EmbeddingBatches,
 }
 
 /// The lazily loaded embedding model.
@@ -100,7 +103,7 @@ impl EmbeddingService {
             device.description,
             started.elapsed().as_secs_f64()
         );
-        let loaded = Arc::new(LoadedEmbedder { name, model });
+        let loaded = Arc::new(LoadedEmbedder { name, model, batches: EmbeddingBatches::default() });
         *slot = Some(loaded.clone());
         Ok(loaded)
     }
@@ -117,9 +120,8 @@ impl EmbeddingService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(classify)?;
         let token_counts = sequences.iter().map(Vec::len).collect();
-        let vectors = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.embed(&sequences)))
-            .map_err(|_| EmbeddingError::Execution("the encoder panicked".into()))?
-            .map_err(classify)?;
+        // Run together with the other requests waiting (panics are caught there).
+        let vectors = loaded.batches.embed(m, sequences).map_err(classify)?;
         Ok(Embedded { vectors, token_counts })
     }
 

@@ -55,6 +55,46 @@ fn bad_embedding_requests_are_400s_naming_the_field() {
     assert_eq!((status, error_param(&answer)), (400, "input"), "{answer}");
 }
 
+fn vector(body: &Value, i: usize) -> Vec<f64> {
+    body["data"][i]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// Concurrent requests run together in shared forward passes: each still gets its own vectors
+/// (as it gets them alone), and a bad request among them fails alone.
+#[test]
+fn concurrent_requests_share_passes_and_keep_their_own_vectors() {
+    let server = minilm();
+    let texts: Vec<String> = (0..24)
+        .map(|i| format!("Request {i} asks about {} lighthouses on the coast.", "stormy ".repeat(i % 7)))
+        .collect();
+    let alone: Vec<Vec<f64>> = texts
+        .iter()
+        .map(|t| {
+            let (status, body) = post_json(server, "/v1/embeddings", &json!({"input": t}));
+            assert_eq!(status, 200, "{body}");
+            vector(&body, 0)
+        })
+        .collect();
+    let together: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let bad = scope.spawn(|| post_json(server, "/v1/embeddings", &json!({"input": [40000]})));
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                scope.spawn(move || post_json(server, "/v1/embeddings", &json!({"input": [t, "and a second input"]})))
+            })
+            .collect();
+        let (status, body) = bad.join().unwrap();
+        assert_eq!((status, error_param(&body)), (400, "input"), "{body}");
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((status, body), want) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{body}");
+        let got = vector(body, 0);
+        let cosine = got.iter().zip(want).map(|(a, b)| a * b).sum::<f64>();
+        assert!(cosine > 0.99999, "a text's vector alone and among concurrent requests: cosine {cosine}");
+    }
+}
+
 #[test]
 fn very_long_and_empty_inputs_embed() {
     let long = "word ".repeat(20_000);
@@ -68,6 +108,8 @@ fn very_long_and_empty_inputs_embed() {
     }
 }
 
+/// f32 (`OPENEDAI_EMBEDDING_PRECISION=f32`) within 1e-4 of sentence-transformers; the default
+/// (8-bit products on a CPU with AVX-512 VNNI) within cosine 0.999.
 #[test]
 fn the_tiny_mpnet_through_the_api_matches_sentence_transformers() {
     let dir = repo_root().join("tests/fixtures/embeddings/tiny-mpnet");
@@ -75,16 +117,28 @@ fn the_tiny_mpnet_through_the_api_matches_sentence_transformers() {
         &std::fs::read_to_string(repo_root().join("tests/fixtures/embeddings/tiny-mpnet.json")).unwrap(),
     )
     .unwrap();
-    let server = Server::start_with_env(&["--device", "flex"], &[("OPENEDAI_EMBEDDING_MODEL", dir.to_str().unwrap())]);
-    let (status, body) = post_json(&server, "/v1/embeddings", &json!({"input": reference["texts"]}));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["model"], "tiny-mpnet");
-    let lengths: u64 = reference["ids"].as_array().unwrap().iter().map(|s| s.as_array().unwrap().len() as u64).sum();
-    assert_eq!(body["usage"]["prompt_tokens"], lengths);
-    for (ours, theirs) in body["data"].as_array().unwrap().iter().zip(reference["embeddings"].as_array().unwrap()) {
-        for (a, b) in ours["embedding"].as_array().unwrap().iter().zip(theirs.as_array().unwrap()) {
-            let d = (a.as_f64().unwrap() - b.as_f64().unwrap()).abs();
-            assert!(d <= 1e-4, "{a} vs {b}");
+    for precision in ["f32", "auto"] {
+        let server = Server::start_with_env(
+            &["--device", "flex"],
+            &[("OPENEDAI_EMBEDDING_MODEL", dir.to_str().unwrap()), ("OPENEDAI_EMBEDDING_PRECISION", precision)],
+        );
+        let (status, body) = post_json(&server, "/v1/embeddings", &json!({"input": reference["texts"]}));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model"], "tiny-mpnet");
+        let lengths: u64 =
+            reference["ids"].as_array().unwrap().iter().map(|s| s.as_array().unwrap().len() as u64).sum();
+        assert_eq!(body["usage"]["prompt_tokens"], lengths);
+        for (i, theirs) in reference["embeddings"].as_array().unwrap().iter().enumerate() {
+            let ours = vector(&body, i);
+            let theirs: Vec<f64> = theirs.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            if precision == "f32" {
+                let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                assert!(worst <= 1e-4, "f32: differs by {worst}");
+            } else {
+                let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let cosine = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum::<f64>() / (norm(&ours) * norm(&theirs));
+                assert!(cosine >= 0.999, "{precision}: cosine {cosine}");
+            }
         }
     }
 }

@@ -3,9 +3,9 @@
 //! tensor (a sequence's keys stop at its own length), no scalar `exp`. A tensor library's
 //! version spent more time moving and masking than multiplying.
 //!
-//! Per sequence and head, the keys are transposed once (`[dim, len]`), so a query's scores are
-//! `dim` multiply-adds along the keys in vector lanes rather than `len` dot products each ending
-//! in a horizontal sum; the context is a weighted sum of value rows, again along lanes.
+//! Per sequence and head, the queries, keys (transposed) and values are copied once into tiles'
+//! shapes; the scores and the context are then register tiles of 4 queries × 16 keys (or value
+//! columns), every multiply-add along vector lanes, with no horizontal sums.
 
 use rayon::prelude::*;
 
@@ -62,6 +62,34 @@ multiversion_fn! {
     fn sequence(q: Projected<'_>, k: Projected<'_>, v: Projected<'_>, batch: EncoderBatch<'_>, s: usize, out: &mut [f32]) => sequence_impl
 }
 
+/// A token's values of one head in projection `p`.
+#[inline(always)]
+fn part<'a>(p: &Projected<'a>, token: usize, head: usize, dim: usize) -> &'a [f32] {
+    let at = token * p.stride + p.offset + head * dim;
+    &p.data[at..at + dim]
+}
+
+/// `COLUMNS` values from `at`, as an array (one bounds check; the compiler then vectorises).
+#[inline(always)]
+fn tile(values: &[f32], at: usize) -> &[f32; COLUMNS] {
+    values[at..at + COLUMNS].try_into().expect("a whole tile")
+}
+
+/// `acc[q] += x[q] · row`, lane by lane: a tile's multiply-adds in registers.
+#[inline(always)]
+fn multiply_add(acc: &mut [[f32; COLUMNS]; QUERIES], x: &[f32; QUERIES], row: &[f32; COLUMNS]) {
+    for q in 0..QUERIES {
+        for l in 0..COLUMNS {
+            acc[q][l] = x[q].mul_add(row[l], acc[q][l]);
+        }
+    }
+}
+
+/// Queries per register tile.
+const QUERIES: usize = 4;
+/// Keys (for scores) or value columns (for the context) per register tile: two 8-lane vectors.
+const COLUMNS: usize = 16;
+
 #[inline(always)]
 fn sequence_impl(
     q: Projected<'_>,
@@ -75,53 +103,71 @@ fn sequence_impl(
     let width = batch.heads * dim;
     let n = batch.lens[s].min(padded);
     let first = s * padded;
-    let scale = 1.0 / (dim as f32).sqrt();
     out[n * width..].fill(0.0);
-    // Token `i`'s values of `head` in projection `p`.
-    fn part<'a>(p: &Projected<'a>, token: usize, head: usize, dim: usize) -> &'a [f32] {
-        let at = token * p.stride + p.offset + head * dim;
-        &p.data[at..at + dim]
+    if n == 0 {
+        return;
     }
-    let mut keys = vec![0f32; dim * n];
-    let mut scores = vec![0f32; n];
-    let mut dots = vec![0f32; n];
+    let scale = 1.0 / (dim as f32).sqrt();
+    // Per head, copied into tiles' shapes (padding zero): the scaled queries `[n_q, dim]`, the
+    // keys transposed `[dim, n_k]`, the values `[n, dim_v]`; then the scores `[n_q, n_k]`.
+    let (n_q, n_k, dim_v) = (n.next_multiple_of(QUERIES), n.next_multiple_of(COLUMNS), dim.next_multiple_of(COLUMNS));
+    let mut queries = vec![0f32; n_q * dim];
+    let mut keys = vec![0f32; dim * n_k];
+    let mut values = vec![0f32; n * dim_v];
+    let mut scores = vec![0f32; n_q * n_k];
     for head in 0..batch.heads {
-        for j in 0..n {
-            for (d, &value) in part(&k, first + j, head, dim).iter().enumerate() {
-                keys[d * n + j] = value;
+        for i in 0..n {
+            for (to, &x) in queries[i * dim..(i + 1) * dim].iter_mut().zip(part(&q, first + i, head, dim)) {
+                *to = x * scale;
+            }
+            for (d, &x) in part(&k, first + i, head, dim).iter().enumerate() {
+                keys[d * n_k + i] = x;
+            }
+            values[i * dim_v..i * dim_v + dim].copy_from_slice(part(&v, first + i, head, dim));
+        }
+        for i0 in (0..n_q).step_by(QUERIES) {
+            for j0 in (0..n_k).step_by(COLUMNS) {
+                let mut acc = [[0f32; COLUMNS]; QUERIES];
+                for d in 0..dim {
+                    let key = tile(&keys, d * n_k + j0);
+                    let x: [f32; QUERIES] = std::array::from_fn(|qi| queries[(i0 + qi) * dim + d]);
+                    multiply_add(&mut acc, &x, key);
+                }
+                for (qi, acc) in acc.iter().enumerate() {
+                    scores[(i0 + qi) * n_k + j0..(i0 + qi) * n_k + j0 + COLUMNS].copy_from_slice(acc);
+                }
             }
         }
         for i in 0..n {
-            match batch.bias {
-                Some(bias) => scores.copy_from_slice(&bias[(head * padded + i) * padded..][..n]),
-                None => scores.fill(0.0),
-            }
-            // The scale goes with the products, as q·kᵀ/√dim + bias.
-            dots.fill(0.0);
-            for (d, &qd) in part(&q, first + i, head, dim).iter().enumerate() {
-                for (acc, &kd) in dots.iter_mut().zip(&keys[d * n..(d + 1) * n]) {
-                    *acc = qd.mul_add(kd, *acc);
+            let row = &mut scores[i * n_k..i * n_k + n];
+            if let Some(bias) = batch.bias {
+                for (x, b) in row.iter_mut().zip(&bias[(head * padded + i) * padded..]) {
+                    *x += b;
                 }
             }
-            for (score, dot) in scores.iter_mut().zip(&dots) {
-                *score = dot.mul_add(scale, *score);
-            }
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            for x in scores.iter_mut() {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            for x in row.iter_mut() {
                 *x -= max;
             }
-            exp_in_place(&mut scores);
-            let total: f32 = scores.iter().sum();
-            let context = &mut out[i * width + head * dim..][..dim];
-            context.fill(0.0);
-            for (j, &weight) in scores.iter().enumerate() {
-                for (c, &vd) in context.iter_mut().zip(part(&v, first + j, head, dim)) {
-                    *c = weight.mul_add(vd, *c);
-                }
+            exp_in_place(row);
+            let inverse = 1.0 / row.iter().sum::<f32>();
+            for x in row.iter_mut() {
+                *x *= inverse;
             }
-            let inverse = 1.0 / total;
-            for c in context.iter_mut() {
-                *c *= inverse;
+        }
+        for i0 in (0..n_q).step_by(QUERIES) {
+            for d0 in (0..dim_v).step_by(COLUMNS) {
+                let mut acc = [[0f32; COLUMNS]; QUERIES];
+                for j in 0..n {
+                    let value = tile(&values, j * dim_v + d0);
+                    let p: [f32; QUERIES] = std::array::from_fn(|qi| scores[(i0 + qi) * n_k + j]);
+                    multiply_add(&mut acc, &p, value);
+                }
+                let cols = COLUMNS.min(dim - d0);
+                for (qi, acc) in acc.iter().enumerate().take(n.saturating_sub(i0)) {
+                    let at = (i0 + qi) * width + head * dim + d0;
+                    out[at..at + cols].copy_from_slice(&acc[..cols]);
+                }
             }
         }
     }

@@ -135,13 +135,7 @@ impl EmbeddingModel {
 
     /// One vector per sequence (from [`Self::tokenize`] or [`Self::sequence_of_ids`]), in order.
     pub fn embed(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EncoderError> {
-        if let Some(bad) = sequences.iter().find(|s| s.is_empty() || s.len() > self.layout.max_seq_length) {
-            return Err(EncoderError::Input(format!(
-                "a sequence of {} tokens (1 to {} fit)",
-                bad.len(),
-                self.layout.max_seq_length
-            )));
-        }
+        self.check(sequences)?;
         // Longest first, so each batch pads little.
         let mut order: Vec<usize> = (0..sequences.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
@@ -194,6 +188,25 @@ impl EmbeddingModel {
             out[i] = v;
         }
         Ok(out)
+    }
+
+    /// Whether [`Self::embed`] takes these sequences: 1 to `max_seq_length` tokens each, every
+    /// token in the vocabulary.
+    pub fn check(&self, sequences: &[Vec<u32>]) -> Result<(), EncoderError> {
+        if let Some(bad) = sequences.iter().find(|s| s.is_empty() || s.len() > self.layout.max_seq_length) {
+            return Err(EncoderError::Input(format!(
+                "a sequence of {} tokens (1 to {} fit)",
+                bad.len(),
+                self.layout.max_seq_length
+            )));
+        }
+        if let Some(&bad) = sequences.iter().flatten().find(|&&t| t as usize >= self.vocab_size()) {
+            return Err(EncoderError::Input(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab_size()
+            )));
+        }
+        Ok(())
     }
 
     /// The encoder's last hidden states of one sequence, `[len, hidden]` (before pooling).
