@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::engine::EngineError;
-use crate::prompt::{TemplateError, TokenizerError};
+use crate::prompt::TemplateError;
+use crate::serving::GrammarUnavailable;
+use crate::tokenizer::TokenizerError;
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +176,12 @@ impl From<TokenizerError> for ApiError {
             TokenizerError::Encode(_) | TokenizerError::Decode(_) => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
+    }
+}
+
+impl From<GrammarUnavailable> for ApiError {
+    fn from(e: GrammarUnavailable) -> Self {
+        ApiError::internal(e.to_string())
     }
 }
 

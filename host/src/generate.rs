@@ -35,7 +35,7 @@ pub enum GenerateError {
     #[error("{0}")]
     Template(#[from] crate::prompt::TemplateError),
     #[error("{0}")]
-    Tokenizer(#[from] crate::prompt::TokenizerError),
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("{0}")]
     Engine(#[from] crate::engine::EngineError),
     #[error("generation failed: {0}")]

@@ -8,13 +8,9 @@ use std::time::Duration;
 
 use hearth_settings::Settings;
 
-use crate::embedding_service::EmbeddingService;
-use crate::engine::{Engine, WorkerOptions};
-use crate::http::{self, AppState, ModelState, ServedModel};
-use crate::model::{self, DeviceRequest, ModelFormat};
-use crate::plugin_services::{self, ModelServices};
+use crate::http::{self, AppState, ModelState};
 use crate::plugins::{PluginError, PluginRegistry};
-use crate::prompt::chat::ChatRenderer;
+use crate::serving::{StartError, load_model};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +21,10 @@ pub enum ServeError {
     Address(String),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Device(String),
     #[error("model `{name}` not found: looked for {tried}")]
     ModelNotFound { name: String, tried: String },
     #[error("{0}")]
-    Load(String),
+    Load(#[from] StartError),
     #[error("{0}")]
     Plugin(#[from] PluginError),
     #[error("server error: {0}")]
@@ -55,67 +49,6 @@ fn bind_addr(settings: &Settings) -> Result<SocketAddr, ServeError> {
     Ok(SocketAddr::new(ip, settings.api_port))
 }
 
-/// Loads the model and starts its engine (blocking; run it off the async runtime). A model or
-/// device library that panics while loading is a failed load, not a hang or a crash.
-pub fn load_model(
-    path: &Path,
-    settings: &Settings,
-    plugins: &Arc<PluginRegistry>,
-    embeddings: &Arc<EmbeddingService>,
-) -> Result<ServedModel, ServeError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_model(path, settings, plugins, embeddings)))
-        .unwrap_or_else(|_| Err(ServeError::Load(format!("{}: the loader panicked", path.display()))))
-}
-
-fn start_model(
-    path: &Path,
-    settings: &Settings,
-    plugins: &Arc<PluginRegistry>,
-    embeddings: &Arc<EmbeddingService>,
-) -> Result<ServedModel, ServeError> {
-    let request: DeviceRequest = settings.device.parse().map_err(ServeError::Device)?;
-    let device = model::device::select(request).map_err(|e| ServeError::Device(e.to_string()))?;
-    tracing::info!("device: {}", device.description);
-    let loaded = model::load(path, &device).map_err(|e| ServeError::Load(e.to_string()))?;
-    let renderer = ChatRenderer::new(&loaded.tokenizer).map_err(|e| ServeError::Load(e.to_string()))?;
-    let instruction_template = path.file_name().and_then(|n| n.to_str()).and_then(|file_name| {
-        crate::prompt::model_config::chosen_template(
-            &settings.model_dir,
-            &settings.user_data_dir.join("instruction-templates"),
-            file_name,
-            renderer.model_template_source().is_some(),
-        )
-    });
-    let name = loaded.name.clone();
-    let loader = match loaded.format {
-        ModelFormat::Gguf => "hearth-gguf",
-        ModelFormat::HfFolder => "hearth-safetensors",
-    };
-    let options = WorkerOptions {
-        queue_capacity: settings.max_queue,
-        max_running: settings.max_running,
-        prefill_chunk: settings.prefill_chunk,
-        cache_positions: settings.cache_size,
-        context_length: settings.ctx_size.unwrap_or(usize::MAX),
-        warm_up: true,
-        plugins: plugins.has_samplers().then(|| plugins.clone()),
-    };
-    let engine = Engine::start(loaded, options);
-    let vocab = plugins.has_samplers().then(|| Arc::new(plugin_services::vocab_texts(&engine)));
-    let services = ModelServices { engine: Some(engine.clone()), embeddings: embeddings.clone() };
-    plugins.set_services(Some(Arc::new(services)), vocab);
-    Ok(ServedModel {
-        engine,
-        renderer,
-        name,
-        path: path.to_path_buf(),
-        created: http::state::unix_now(),
-        loader,
-        instruction_template,
-        grammar: Default::default(),
-    })
-}
-
 /// Serves until Ctrl-C (or until loading the start-up model fails).
 pub async fn run(settings: Settings) -> Result<(), ServeError> {
     if settings.debug {
@@ -134,7 +67,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
 
     let initial = match &model_path {
-        Some(p) => ModelState::Loading(model::model_id(p)),
+        Some(p) => ModelState::Loading(crate::model::model_id(p)),
         None => ModelState::None,
     };
     let state = Arc::new(AppState::new(settings.clone(), plugins.clone(), initial));
@@ -184,7 +117,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             Err(e) => {
                 tracing::error!("{e}");
                 state.set_model(ModelState::Failed(e.to_string()));
-                let _ = load_failed_tx.send(e);
+                let _ = load_failed_tx.send(e.into());
             }
         });
     }

@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use hearth::constraint::GrammarCompiler;
-use hearth::model::gguf::GgufFile;
-use hearth::prompt::TextTokenizer;
+use hearth::gguf::GgufFile;
+use hearth::tokenizer::TextTokenizer;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 

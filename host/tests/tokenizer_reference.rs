@@ -5,8 +5,8 @@
 
 mod common;
 
-use hearth::model::gguf::GgufFile;
-use hearth::prompt::TextTokenizer;
+use hearth::gguf::GgufFile;
+use hearth::tokenizer::TextTokenizer;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {

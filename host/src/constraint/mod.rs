@@ -13,7 +13,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 
-use crate::prompt::TextTokenizer;
+use crate::tokenizer::TextTokenizer;
 
 /// Why a grammar cannot be used.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
 use crate::model::{LoadedModel, PoolStats};
-use crate::prompt::TextTokenizer;
 use crate::sampling::SamplingParams;
+use crate::tokenizer::TextTokenizer;
 
 pub use step::{KvShape, StepModel};
 pub use worker::WorkerOptions;

@@ -16,7 +16,7 @@ use super::chat_run::{ChatEvent, ChatOutput, ChatRun};
 use super::generation::ChoiceRun;
 use super::logprobs::{self, TokenTexts};
 use super::sse;
-use super::state::{ServedModel, SharedState, size_generation, submit_choices, unix_now};
+use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices};
 use super::tools::{self, ToolSetup};
 use super::types::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::prompt::character::{Character, DEFAULT_CHARACTER, DEFAULT_USER_NAME};
 use crate::prompt::modes::{self, ChatMode, ModeError, ModePrompt, Persona};
 use crate::prompt::reasoning::ReasoningSplitter;
+use crate::serving::{ServedModel, unix_now};
 
 /// A chat request checked and rendered to prompt text.
 pub struct RenderedChat {
@@ -242,7 +243,7 @@ pub async fn chat_completions(
         blocking::off_runtime("rendering the prompt", move || {
             let rendered = render_request(&state, &served, req)?;
             let constraint = match (&rendered.tools, &rendered.json_schema) {
-                _ if let Some(gbnf) = &rendered.plan.grammar => Some(served.gbnf_constraint(gbnf)?),
+                _ if let Some(gbnf) = &rendered.plan.grammar => Some(gbnf_constraint(&served, gbnf)?),
                 (_, Some(schema)) => Some(served.grammar()?.compile_json_schema(schema).map_err(|e| {
                     ApiError::invalid_param("response_format", format!("the JSON schema cannot be enforced: {e}"))
                 })?),

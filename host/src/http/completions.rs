@@ -13,12 +13,13 @@ use super::body::JsonBody;
 use super::generation::{ChoiceEvent, ChoiceOutput, ChoiceRun};
 use super::logprobs::{self, TokenTexts};
 use super::sse;
-use super::state::{SharedState, size_generation, submit_choices, unix_now};
+use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices};
 use super::types::{Completion, CompletionChoice, CompletionRequest, PromptField, Usage};
 use super::validate;
 use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
-use crate::prompt::TextTokenizer;
+use crate::serving::unix_now;
+use crate::tokenizer::TextTokenizer;
 
 /// Most prompts in one batched request.
 const MAX_PROMPTS: usize = 32;
@@ -95,7 +96,7 @@ pub async fn completions(
         let (served, grammar, tokenizer, add_bos, prompt) =
             (served.clone(), plan.grammar.clone(), tokenizer.clone(), plan.add_bos, req.prompt.take());
         blocking::off_runtime("preparing the prompt", move || {
-            let constraint = grammar.map(|gbnf| served.gbnf_constraint(&gbnf)).transpose()?;
+            let constraint = grammar.map(|gbnf| gbnf_constraint(&served, &gbnf)).transpose()?;
             Ok((constraint, prompts(prompt, &tokenizer, add_bos)?))
         })
         .await?

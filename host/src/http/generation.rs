@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::engine::{CachedTokens, FinishReason, GenerationStream, TokenEvent, TokenLogprob};
 use crate::error::ApiError;
-use crate::prompt::TextTokenizer;
 use crate::prompt::incremental::{Delta, IncrementalDecoder};
+use crate::tokenizer::TextTokenizer;
 
 /// What a choice produces next.
 #[derive(Debug, Clone, PartialEq)]

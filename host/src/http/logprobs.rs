@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::TokenLogprob;
 use crate::error::ApiError;
-use crate::prompt::TextTokenizer;
+use crate::tokenizer::TextTokenizer;
 
 /// Most alternatives per position a request may ask for (OpenAI's chat limit; its legacy
 /// completions allow 5, text-generation-webui and vLLM more).

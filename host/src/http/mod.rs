@@ -38,7 +38,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
-pub use state::{AppState, ModelState, ServedModel, SharedState};
+pub use state::{AppState, ModelState, SharedState};
 
 /// The address `--listen-host` names: an IPv4 or IPv6 address, bracketed or not, or
 /// `localhost`; `None` for anything else.

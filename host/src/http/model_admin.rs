@@ -140,7 +140,7 @@ pub async fn load(
     let shared = state.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let _slot = LoadSlot(&shared.loading);
-        crate::server::load_model(&path, &settings, &shared.plugins, &shared.embeddings)
+        crate::serving::load_model(&path, &settings, &shared.plugins, &shared.embeddings)
     })
     .await
     .map_err(|e| ApiError::internal(format!("the load task failed: {e}")))?;

@@ -4,9 +4,10 @@
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::state::{SharedState, unix_now};
+use super::state::SharedState;
 use super::types::{ModelList, ModelObject};
 use crate::error::ApiError;
+use crate::serving::unix_now;
 
 fn object(id: String, created: u64) -> ModelObject {
     ModelObject { id, object: "model", created, owned_by: "hearth" }

@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 
 use super::validate;
 use crate::error::ApiError;
-use crate::prompt::tokenizer::TextTokenizer;
 use crate::prompt::user_files;
 use crate::sampling::{
     AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc, stage_order,
 };
+use crate::tokenizer::TextTokenizer;
 
 /// Every sampler field a request (or a preset) may set; `None` where it does not.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,60 +2,28 @@
 //! the steps every generating handler takes: find the model, check the `model` field, size the
 //! generation to the context and submit it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearth_settings::Settings;
 
 use super::generation::ChoiceRun;
 use super::validate::GenerationPlan;
 use crate::embedding_service::EmbeddingService;
-use crate::engine::{Engine, GenerationRequest, Owner};
+use crate::engine::{GenerationRequest, Owner};
 use crate::error::ApiError;
 use crate::model::model_id;
 use crate::plugin_services::ModelServices;
 use crate::plugins::PluginRegistry;
-use crate::prompt::chat::ChatRenderer;
+use crate::serving::ServedModel;
 
-/// A model ready to answer.
-pub struct ServedModel {
-    pub engine: Engine,
-    pub renderer: ChatRenderer,
-    pub name: String,
-    pub path: PathBuf,
-    /// Unix time the model was loaded (its `created` in `/v1/models`).
-    pub created: u64,
-    /// `llama.cpp`/`Transformers`-style loader name for `/v1/internal/model/info`.
-    pub loader: &'static str,
-    /// The instruction template requests use when they name none (set by a model load's
-    /// `instruction_template`, or by the model dir's `config-user.yaml` / `config.yaml`); `None`:
-    /// the model's own.
-    pub instruction_template: Option<String>,
-    /// Grammar compiler over this model's vocabulary, built on first use.
-    pub grammar: std::sync::OnceLock<Result<Arc<crate::constraint::GrammarCompiler>, String>>,
-}
-
-impl ServedModel {
-    /// The grammar compiler for this model's vocabulary (built once, ~0.1 s).
-    pub fn grammar(&self) -> Result<Arc<crate::constraint::GrammarCompiler>, ApiError> {
-        self.grammar
-            .get_or_init(|| {
-                crate::constraint::GrammarCompiler::new(self.engine.tokenizer().clone())
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
-            .map_err(|e| ApiError::internal(format!("constrained decoding is unavailable for this model: {e}")))
-    }
-
-    /// The constraint of a request's `grammar_string` (GBNF); blocking, as the first use builds
-    /// the grammar compiler. A grammar that cannot be used is a 400 naming the field.
-    pub fn gbnf_constraint(&self, gbnf: &str) -> Result<crate::constraint::Constraint, ApiError> {
-        self.grammar()?
-            .compile_gbnf(gbnf)
-            .map_err(|e| ApiError::invalid_param("grammar_string", format!("the grammar cannot be used: {e}")))
-    }
+/// The constraint of a request's `grammar_string` (GBNF); blocking, as the first use builds the
+/// grammar compiler. A grammar that cannot be used is a 400 naming the field.
+pub fn gbnf_constraint(served: &ServedModel, gbnf: &str) -> Result<crate::constraint::Constraint, ApiError> {
+    served
+        .grammar()?
+        .compile_gbnf(gbnf)
+        .map_err(|e| ApiError::invalid_param("grammar_string", format!("the grammar cannot be used: {e}")))
 }
 
 /// Whether a model is being served.
@@ -79,10 +47,6 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 impl AppState {
     pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {

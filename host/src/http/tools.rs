@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::state::ServedModel;
 use crate::constraint::Constraint;
 use crate::error::ApiError;
 use crate::plugins::{Plugin, PluginRegistry, ToolSpec};
 use crate::prompt::template::python_json;
+use crate::serving::ServedModel;
 
 /// What the request asks of tool calls (when tools are offered at all).
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::gguf::{GgufError, Metadata};
+use crate::gguf::{GgufError, Metadata};
 
 /// Which member of the llama family: it decides biases, q/k norms and GGUF's Q/K layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

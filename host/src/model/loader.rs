@@ -8,10 +8,10 @@ use std::sync::Arc;
 use super::ModelError;
 use super::config::LlamaConfig;
 use super::device::ComputeDevice;
-use super::gguf::GgufFile;
 use super::llama::Llama;
 use super::weights::{GgufWeights, SafetensorsWeights};
-use crate::prompt::TextTokenizer;
+use crate::gguf::GgufFile;
+use crate::tokenizer::TextTokenizer;
 
 /// How the weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

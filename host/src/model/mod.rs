@@ -6,13 +6,13 @@ pub mod config;
 mod cpu;
 pub mod device;
 pub mod encoder;
-pub mod gguf;
 pub mod kv_cache;
 pub mod kv_pool;
 mod layers;
 pub mod llama;
 mod loader;
 pub mod rope;
+mod top_candidates;
 pub mod weights;
 
 pub use config::{Arch, LlamaConfig};
@@ -21,18 +21,19 @@ pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, PoolStats};
 pub use llama::{BatchItem, Llama, LogitsFor, StepLogits, TopLogits};
 pub use loader::{LoadError, LoadedModel, ModelFormat, load, model_id};
+pub use top_candidates::TopCandidates;
 
 /// A failure inside the model: loading or running it.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{0}")]
-    Gguf(#[from] gguf::GgufError),
+    Gguf(#[from] crate::gguf::GgufError),
     #[error("{0}")]
     Weight(#[from] weights::WeightError),
     #[error("{0}")]
     Config(#[from] config::ConfigError),
     #[error("{0}")]
-    Tokenizer(#[from] crate::prompt::TokenizerError),
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("{0}")]
     Device(#[from] device::DeviceError),
     #[error("invalid input: {0}")]

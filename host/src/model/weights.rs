@@ -11,7 +11,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::Arch;
-use super::gguf::{GgufError, GgufFile, kernel_type};
+use crate::gguf::{GgufError, GgufFile, kernel_type};
 use hearth_kernels::QuantMatrix;
 
 /// A weight of one transformer block.

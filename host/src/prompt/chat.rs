@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::template::{ALPACA_TEMPLATE, ChatTemplate, TemplateContext, TemplateError};
-use super::tokenizer::TextTokenizer;
+use crate::tokenizer::TextTokenizer;
 
 /// Where the template of a render came from (shown by `/v1/internal/chat-prompt` and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

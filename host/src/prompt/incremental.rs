@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokenizers::tokenizer::step_decode_stream;
 
 use super::stop::{StopMatcher, StopOutcome};
-use super::tokenizer::{TextTokenizer, TokenizerError};
+use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// What one token adds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 
 pub mod character;
 pub mod chat;
-mod gguf_vocab;
 pub mod incremental;
 pub mod instruction_templates;
 pub mod model_config;
@@ -14,10 +13,7 @@ pub mod stop;
 pub mod template;
 mod template_bounds;
 pub mod template_sandbox;
-pub mod tokenizer;
 pub(crate) mod user_files;
 
-pub use gguf_vocab::VocabError;
 pub use stop::{StopMatcher, StopOutcome};
 pub use template::{ChatTemplate, TemplateContext, TemplateError};
-pub use tokenizer::{OutOfVocabulary, TextTokenizer, TokenizerError};

@@ -229,7 +229,7 @@ fn render_turns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prompt::TextTokenizer;
+    use crate::tokenizer::TextTokenizer;
 
     const CHATML: &str = r#"{%- for m in messages -%}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"#;
 

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use candidates::TopCandidates;
 use feedback::{AdaptivePState, MirostatState};
 pub use params::{
     AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc, stage_order,

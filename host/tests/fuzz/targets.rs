@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use hearth::constraint::{Constraint, GrammarCompiler};
-use hearth::http::{AppState, ModelState, ServedModel};
+use hearth::gguf::GgufFile;
+use hearth::http::{AppState, ModelState};
 use hearth::model::LlamaConfig;
-use hearth::model::gguf::GgufFile;
 use hearth::plugins::PluginRegistry;
-use hearth::prompt::{ChatTemplate, TemplateContext, TextTokenizer, template_sandbox};
+use hearth::prompt::{ChatTemplate, TemplateContext, template_sandbox};
+use hearth::serving::ServedModel;
+use hearth::tokenizer::TextTokenizer;
 use hearth_settings::Settings;
 use serde_json::{Value, json};
 
@@ -326,7 +328,7 @@ fn served() -> &'static (Arc<AppState>, Arc<ServedModel>) {
         let plugins = Arc::new(PluginRegistry::load(&settings).expect("an empty plugin registry"));
         let state = Arc::new(AppState::new(settings.clone(), plugins.clone(), ModelState::None));
         let path = repo_root().join("user_data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        let served = hearth::server::load_model(&path, &settings, &plugins, &state.embeddings).expect("SmolLM2 loads");
+        let served = hearth::serving::load_model(&path, &settings, &plugins, &state.embeddings).expect("SmolLM2 loads");
         let served = Arc::new(served);
         state.set_model(ModelState::Ready(served.clone()));
         (state, served)

@@ -14,6 +14,7 @@ use hearth_kernels::ops::{self, AttentionShape, QueryRow};
 mod fused;
 
 use super::ModelError;
+use super::TopCandidates;
 use super::config::{Arch, LlamaConfig};
 use super::cpu::{self, HostValues};
 use super::device::ComputeDevice;
@@ -21,7 +22,6 @@ use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, RowGroup, read_back, transpose, upload};
 use super::rope::{self, Rope};
 use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
-use crate::sampling::TopCandidates;
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
 /// 128 MiB, so big vocabularies are split by rows.

@@ -1,13 +1,15 @@
 //! The model's tokenizer with what the server needs beside it: BOS/EOS handling, the ids that end
 //! a generation, the chat template and the special-token texts templates refer to.
 
+mod gguf_vocab;
+
 use std::path::Path;
 
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::gguf_vocab::{self, VocabError};
-use crate::model::gguf::Metadata;
+use crate::gguf::Metadata;
+pub use gguf_vocab::VocabError;
 
 /// A tokenizer that could not be loaded or used.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
 };
 
-use crate::model::gguf::{GgufError, Metadata};
+use crate::gguf::{GgufError, Metadata};
 
 /// Token types GGUF stores per token (llama.cpp's `llama_token_type`).
 const TYPE_CONTROL: i64 = 3;
@@ -224,7 +224,7 @@ fn merges_from_scores(tokens: &[&str], scores: &[f32]) -> Vec<(String, String)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::gguf::MetaValue;
+    use crate::gguf::MetaValue;
 
     fn strings(v: &[&str]) -> MetaValue {
         MetaValue::Array(v.iter().map(|s| MetaValue::String((*s).to_owned())).collect())
