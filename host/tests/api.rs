@@ -252,12 +252,16 @@ fn unknown_routes_and_methods_are_openai_errors() {
     assert_openai_error(&body, status, 405);
 }
 
+/// On a server of its own: the other requests are answered after the stream's first chunk, and
+/// the generation is still running after them — stop-generation, asked next, ends it with
+/// finish_reason "stop" (a generation already over would say "length").
 #[test]
 fn health_models_and_tokenization_answer_while_a_generation_runs() {
-    let s = server();
+    let s = &Server::smollm2(&[]);
     let mut resp = agent()
         .post(&s.url("/v1/completions"))
-        .send_json(json!({"prompt": "Once upon a time", "max_tokens": 150, "temperature": 0, "stream": true}))
+        .send_json(json!({"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0,
+                          "ban_eos_token": true, "stream": true}))
         .unwrap();
     let mut reader = resp.body_mut().as_reader();
     let mut first = [0u8; 64];
@@ -267,9 +271,13 @@ fn health_models_and_tokenization_answer_while_a_generation_runs() {
         assert_eq!(get_json(s, path).0, 200, "{path}");
     }
     assert_eq!(post_json(s, "/v1/internal/token-count", &json!({"text": "hello"})).0, 200);
+    assert_eq!(post_json(s, "/v1/internal/stop-generation", &json!({})), (200, json!("OK")));
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("[DONE]"), "the generation went on to the end after the other requests");
+    let payloads = sse_payloads(&rest);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{rest}");
+    let last: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop", "still running after the other requests: {last}");
 }
 
 #[test]
@@ -545,11 +553,14 @@ fn samplers_and_presets_shape_the_real_distribution() {
     assert_eq!(hot_by_priority, min_p_alone);
     // Mirostat draws the token itself: one is left. XTC at probability 1 sets the best aside.
     assert_eq!(sampled(json!({"mirostat_mode": 2, "seed": 3})).len(), 1);
-    let xtc = sampled(json!({"xtc_probability": 1.0, "xtc_threshold": 0.05}));
+    // A threshold under the second token's probability: at least two tokens lie above it, so
+    // XTC (at probability 1) always removes the best.
+    let second = raw.values().nth(1).unwrap().as_f64().unwrap();
+    let xtc = sampled(json!({"xtc_probability": 1.0, "xtc_threshold": second / 2.0}));
     let best = raw.keys().next().unwrap();
-    if raw.values().nth(1).unwrap().as_f64().unwrap() >= 0.05 {
-        assert!(!xtc.contains_key(best), "XTC keeps the best token {best:?}: {xtc:?}");
-    }
+    let head: Vec<&String> = xtc.keys().take(5).collect();
+    assert!(!xtc.contains_key(best), "XTC keeps the best token {best:?}: {head:?}");
+    assert!(xtc.contains_key(raw.keys().nth(1).unwrap()), "XTC keeps the least likely above the threshold: {head:?}");
     // Presets: Top-P is top_p 0.95; a request's own field wins over the preset's.
     assert_eq!(keys(&sampled(json!({"preset": "Top-P"}))), keys(&sampled(json!({"top_p": 0.95}))));
     assert_eq!(keys(&sampled(json!({"preset": "Top-P", "top_p": 0.5}))), keys(&sampled(json!({"top_p": 0.5}))));

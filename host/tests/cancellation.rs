@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::time::Duration;
 
-use common::{Server, agent, post_json, post_stream, smollm2, sse_payloads};
+use common::{Server, agent, post_json, smollm2, sse_payloads};
 use serde_json::{Value, json};
 
 #[test]
@@ -31,26 +31,27 @@ fn disconnect_and_stop_generation_cancel_generations() {
         server.log()
     );
 
-    // stop-generation ends a running stream early, with finish_reason "stop".
-    let s: &'static Server = Box::leak(Box::new(server));
-    let handle = std::thread::spawn(move || {
-        post_stream(
-            s,
-            "/v1/completions",
-            &json!({"prompt": "List every number from one to a thousand:", "max_tokens": 1500, "temperature": 0,
-                    "stream": true, "stream_options": {"include_usage": true}}),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    let (status, body) = post_json(s, "/v1/internal/stop-generation", &json!({}));
+    // stop-generation ends a running stream early, with finish_reason "stop": asked once the
+    // stream's first chunk has arrived, so the generation is running when it is stopped.
+    let mut resp = agent()
+        .post(&server.url("/v1/completions"))
+        .send_json(json!({"prompt": "List every number from one to a thousand:", "max_tokens": 1500,
+                          "temperature": 0, "ban_eos_token": true, "stream": true,
+                          "stream_options": {"include_usage": true}}))
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut reader = std::io::BufReader::new(resp.body_mut().as_reader());
+    let mut raw = String::new();
+    while !raw.contains("data: {") {
+        assert!(reader.read_line(&mut raw).unwrap() > 0, "the stream ended before its first chunk: {raw}");
+    }
+    let (status, body) = post_json(&server, "/v1/internal/stop-generation", &json!({}));
     assert_eq!((status, body), (200, json!("OK")));
-    let (status, raw) = handle.join().unwrap();
-    assert_eq!(status, 200);
+    reader.read_to_string(&mut raw).unwrap();
     let payloads = sse_payloads(&raw);
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let finish: Value = serde_json::from_str(&payloads[payloads.len() - 3]).unwrap();
     assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{finish}");
     let usage: Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
     assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() < 1500, "{usage}");
-    s.kill();
 }

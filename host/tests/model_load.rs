@@ -8,9 +8,10 @@ mod common;
 #[path = "common/gguf_writer.rs"]
 mod gguf_writer;
 
+use std::io::{BufRead, Read};
 use std::time::{Duration, Instant};
 
-use common::{Server, get_json, post_json, post_stream, sse_payloads};
+use common::{Server, agent, get_json, post_json, sse_payloads};
 use serde_json::{Value, json};
 
 #[test]
@@ -27,24 +28,46 @@ fn a_model_loads_by_name_while_requests_keep_being_served() {
     let server = &server;
     assert_eq!(get_json(server, "/v1/internal/model/info").1["model_name"], "first");
 
+    // Each load logs its device first, and says it is ready before the new model answers.
+    let loads_begun = || server.log().matches("device: ").count();
+    let ready = "is ready; it now answers every request";
+    assert_eq!(loads_begun(), 1, "{}", server.log());
     std::thread::scope(|s| {
-        // A streamed answer on the old model, started before the load.
-        let streamed = s.spawn(|| {
+        // A streamed answer on the old model, running before the load begins (its first chunk
+        // has arrived), read to its end afterwards.
+        let (running_tx, running_rx) = std::sync::mpsc::channel();
+        let streamed = s.spawn(move || {
             let body = json!({"messages": [{"role": "user", "content": "Write a poem about rivers."}],
                 "max_tokens": 96, "temperature": 0, "stream": true});
-            post_stream(server, "/v1/chat/completions", &body)
+            let mut resp = agent().post(&server.url("/v1/chat/completions")).send_json(body).unwrap();
+            let status = resp.status().as_u16();
+            let mut reader = std::io::BufReader::new(resp.body_mut().as_reader());
+            let mut raw = String::new();
+            while !raw.contains("data: {") && reader.read_line(&mut raw).unwrap() > 0 {}
+            running_tx.send(()).unwrap();
+            reader.read_to_string(&mut raw).unwrap();
+            (status, raw)
         });
-        std::thread::sleep(Duration::from_millis(300));
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        // Requests during the load are answered (by the old model).
+        running_rx.recv().unwrap();
+        // Requests while the load runs (begun, not yet ready) are answered by the old model
+        // (token counts: they need the served model and answer in milliseconds, so several fit
+        // in a load of a quarter second).
         let during = s.spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while loads_begun() < 2 {
+                assert!(Instant::now() < deadline, "the load never began: {}", server.log());
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let mut answered = 0;
-            while done_rx.try_recv().is_err() {
-                let (status, body) = post_json(server, "/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
+            loop {
+                let (status, body) = post_json(server, "/v1/internal/token-count", &json!({"text": "Hi there"}));
                 assert_eq!(status, 200, "a request during the load: {body}");
+                // The ready line comes before the swap: absent now, the answer was the old model's.
+                if server.log().contains(ready) {
+                    return answered;
+                }
                 answered += 1;
             }
-            answered
         });
         let started = Instant::now();
         // The seed's "Load model" body, with a model of our model dir.
@@ -52,7 +75,6 @@ fn a_model_loads_by_name_while_requests_keep_being_served() {
             json!({"model_name": "second.gguf", "args": {"ctx_size": 1024, "flash_attn": true, "cache_type": "q8_0"}});
         let (status, body) = post_json(server, "/v1/internal/model/load", &seed);
         let took = started.elapsed();
-        done_tx.send(()).unwrap();
         assert_eq!((status, body.clone()), (200, json!("OK")), "load: {body}");
         let answered = during.join().unwrap();
         assert!(answered >= 1, "no request was answered during a {took:?} load");
