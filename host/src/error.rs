@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::decoded_stream::StreamError;
 use crate::engine::EngineError;
 use crate::prompt::TemplateError;
 use crate::serving::GrammarUnavailable;
@@ -175,6 +176,17 @@ impl From<TokenizerError> for ApiError {
         match e {
             TokenizerError::Encode(_) | TokenizerError::Decode(_) => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Failed(_) => ApiError::internal(e.to_string()),
+            StreamError::Plugin(e) => e.into(),
+            StreamError::EngineStopped => ApiError::unavailable(e.to_string()),
+            StreamError::Decode(e) => e.into(),
         }
     }
 }

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::engine::{Engine, FinishReason, GenerationRequest, TokenEvent, WorkerOptions};
+use crate::decoded_stream::{DecodedStream, TextEvent};
+use crate::engine::{Engine, FinishReason, GenerationRequest, WorkerOptions};
 use crate::model::{self, DeviceRequest, LoadError};
 use crate::prompt::chat::{ChatRenderer, Conversation};
-use crate::prompt::incremental::{Delta, IncrementalDecoder};
 use crate::sampling::SamplingParams;
 
 /// What to generate.
@@ -93,28 +93,26 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
         stop_ids: tokenizer.end_ids.clone(),
     };
     let started = Instant::now();
-    let mut stream = engine.submit(request, None)?;
-    let mut decoder = IncrementalDecoder::new(tokenizer.clone(), vec![], true);
+    let stream = engine.submit(request, None)?;
+    let mut stream = DecodedStream::new(stream, tokenizer.clone(), vec![], true);
     let mut first_token_at = None;
     let mut generated = 0;
     let finish = loop {
-        match stream.blocking_next() {
-            Some(TokenEvent::Token { id, .. }) => {
+        match stream.blocking_next().map_err(|e| GenerateError::Failed(e.to_string()))? {
+            Some(TextEvent::Token { text, .. }) => {
                 first_token_at.get_or_insert_with(Instant::now);
                 generated += 1;
-                let (Delta::Text(text) | Delta::Stop(text)) = decoder.push(id)?;
                 out.write_all(text.as_bytes())?;
                 out.flush()?;
             }
-            // Only logits queries ask for a distribution; a generation never sees one.
-            Some(TokenEvent::Distribution(_) | TokenEvent::PromptLogprobs(_)) => {}
-            Some(TokenEvent::Finished { reason }) => break reason,
-            Some(TokenEvent::Failed(msg)) => return Err(GenerateError::Failed(msg)),
-            Some(TokenEvent::PluginFailed(e)) => return Err(GenerateError::Failed(e.to_string())),
-            None => return Err(GenerateError::Failed("the engine stopped".into())),
+            Some(TextEvent::PromptLogprobs(_)) => {}
+            Some(TextEvent::Finished { text, reason }) => {
+                out.write_all(text.as_bytes())?;
+                break reason;
+            }
+            None => return Err(GenerateError::Failed("the generation ended without a finish reason".into())),
         }
     };
-    out.write_all(decoder.finish().as_bytes())?;
     writeln!(out)?;
     let first = first_token_at.unwrap_or_else(Instant::now);
     Ok(GenerateStats {

@@ -2,6 +2,7 @@
 //! `main.rs` only parses the command line.
 
 pub mod constraint;
+pub mod decoded_stream;
 pub mod embedding_batches;
 pub mod embedding_service;
 pub mod engine;

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use hearth_plugin_bindings::sampler::hearth::plugin::host::{GenerateRequest, GenerateResponse};
 
+use crate::decoded_stream::{DecodedStream, StreamError, TextEvent};
 use crate::embedding_service::EmbeddingService;
-use crate::engine::{Canceller, Engine, GenerationRequest, TokenEvent};
+use crate::engine::{Canceller, Engine, GenerationRequest};
 use crate::plugins::HostServices;
-use crate::prompt::incremental::{Delta, IncrementalDecoder};
 use crate::sampling::SamplingParams;
 
 /// Most tokens one plugin `generate` call may ask for.
@@ -61,35 +61,27 @@ impl HostServices for ModelServices {
             sampling: SamplingParams { temperature, ..SamplingParams::default() },
             stop_ids: tokenizer.end_ids.clone(),
         };
-        let mut stream = engine.submit(generation, None).map_err(|e| e.to_string())?;
+        let stream = engine.submit(generation, None).map_err(|e| e.to_string())?;
+        let mut stream = DecodedStream::new(stream, Arc::clone(&tokenizer), request.stop.clone(), true);
         let watchdog = Watchdog::cancel_at(deadline, stream.canceller());
-        let mut decoder = IncrementalDecoder::new(Arc::clone(&tokenizer), request.stop.clone(), true);
         let mut text = String::new();
         let mut completion_tokens = 0;
         let finish = loop {
             match stream.blocking_next() {
-                Some(TokenEvent::Token { id, .. }) => {
+                Ok(Some(TextEvent::Token { text: t, .. })) => {
                     completion_tokens += 1;
-                    match decoder.push(id).map_err(|e| e.to_string())? {
-                        Delta::Text(t) => text.push_str(&t),
-                        Delta::Stop(t) => {
-                            text.push_str(&t);
-                            break "stop";
-                        }
-                    }
+                    text.push_str(&t);
                 }
-                // Only logits queries ask for a distribution; a generation never sees one.
-                Some(TokenEvent::Distribution(_) | TokenEvent::PromptLogprobs(_)) => {}
-                Some(TokenEvent::Finished { reason }) => {
-                    text.push_str(&decoder.finish());
+                Ok(Some(TextEvent::PromptLogprobs(_))) => {}
+                Ok(Some(TextEvent::Finished { text: t, reason })) => {
+                    text.push_str(&t);
                     break reason.as_openai();
                 }
-                Some(TokenEvent::Failed(e)) => return Err(e),
-                Some(TokenEvent::PluginFailed(e)) => return Err(e.to_string()),
-                None if watchdog.fired() => {
+                Err(StreamError::EngineStopped) if watchdog.fired() => {
                     return Err("the plugin's host-function time ran out while generating (limits.host_ms)".into());
                 }
-                None => return Err("the engine stopped".into()),
+                Err(e) => return Err(e.to_string()),
+                Ok(None) => return Err("the generation ended without a finish reason".into()),
             }
         };
         Ok(GenerateResponse { text, finish_reason: finish.into(), prompt_tokens, completion_tokens })

@@ -33,10 +33,17 @@ pub enum ServeError {
 
 /// Finds `--model NAME`: a path as given, else a file or folder in the model dir (`.gguf` optional).
 pub fn resolve_model_path(name: &str, model_dir: &Path) -> Result<PathBuf, ServeError> {
-    let candidates = [PathBuf::from(name), model_dir.join(name), model_dir.join(format!("{name}.gguf"))];
-    candidates.iter().find(|p| p.exists()).cloned().ok_or_else(|| ServeError::ModelNotFound {
+    let given = PathBuf::from(name);
+    if given.exists() {
+        return Ok(given);
+    }
+    crate::serving::model_in_dir(name, model_dir).ok_or_else(|| ServeError::ModelNotFound {
         name: name.to_owned(),
-        tried: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        tried: std::iter::once(given)
+            .chain(crate::serving::model_paths(name, model_dir))
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 

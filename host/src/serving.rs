@@ -131,6 +131,17 @@ fn start_model(
     })
 }
 
+/// Where a model called `name` may lie in the model dir: the file or folder itself, or the
+/// file with `.gguf` added (the names `--model` and the load endpoint take).
+pub fn model_paths(name: &str, model_dir: &Path) -> [PathBuf; 2] {
+    [model_dir.join(name), model_dir.join(format!("{name}.gguf"))]
+}
+
+/// The first of [`model_paths`] that exists.
+pub fn model_in_dir(name: &str, model_dir: &Path) -> Option<PathBuf> {
+    model_paths(name, model_dir).into_iter().find(|p| p.exists())
+}
+
 /// Now, in seconds since the Unix epoch (`created` fields).
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

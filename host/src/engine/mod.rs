@@ -129,6 +129,17 @@ pub struct GenerationStream {
 }
 
 impl GenerationStream {
+    /// A stream that yields `events` and then ends (as a stopped engine's does), for tests of
+    /// its consumers.
+    #[cfg(test)]
+    pub(crate) fn from_events(events: Vec<TokenEvent>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for event in events {
+            let _ = tx.send(event);
+        }
+        Self { events: rx, cancelled: Arc::new(AtomicBool::new(false)), cached_tokens: CachedTokens::default() }
+    }
+
     /// The next event, or `None` once the sequence is over.
     pub async fn next(&mut self) -> Option<TokenEvent> {
         self.events.recv().await
@@ -169,6 +180,11 @@ pub struct Canceller(Arc<AtomicBool>);
 impl Canceller {
     pub fn cancel(&self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the sequence was cancelled (here, or by dropping its stream).
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::engine::{CachedTokens, FinishReason, GenerationStream, TokenEvent, TokenLogprob};
+use crate::decoded_stream::{DecodedStream, TextEvent};
+use crate::engine::{CachedTokens, FinishReason, GenerationStream, TokenLogprob};
 use crate::error::ApiError;
-use crate::prompt::incremental::{Delta, IncrementalDecoder};
 use crate::tokenizer::TextTokenizer;
 
 /// What a choice produces next.
@@ -38,15 +38,13 @@ pub struct ChoiceOutput {
 
 /// A choice being generated.
 pub struct ChoiceRun {
-    stream: Option<GenerationStream>,
-    decoder: IncrementalDecoder,
+    stream: DecodedStream,
     pending: VecDeque<ChoiceEvent>,
     completion_tokens: usize,
     finished: bool,
     keeps_logprobs: bool,
     /// Scores of tokens whose text has not been released yet.
     unreleased: Vec<TokenLogprob>,
-    cached_tokens: CachedTokens,
 }
 
 impl ChoiceRun {
@@ -58,9 +56,7 @@ impl ChoiceRun {
         keeps_logprobs: bool,
     ) -> Self {
         Self {
-            cached_tokens: stream.cached_tokens(),
-            stream: Some(stream),
-            decoder: IncrementalDecoder::new(tokenizer, stops, skip_special),
+            stream: DecodedStream::new(stream, tokenizer, stops, skip_special),
             pending: VecDeque::new(),
             completion_tokens: 0,
             finished: false,
@@ -71,7 +67,7 @@ impl ChoiceRun {
 
     /// How many prompt tokens came from the KV cache (known once the sequence has started).
     pub fn cached_tokens(&self) -> CachedTokens {
-        self.cached_tokens.clone()
+        self.stream.cached_tokens()
     }
 
     /// The next event; `Ok(None)` after `Finished`.
@@ -83,49 +79,27 @@ impl ChoiceRun {
             if self.finished {
                 return Ok(None);
             }
-            let event = match self.stream.as_mut() {
-                Some(s) => s.next().await,
-                None => None,
-            };
+            let event = self.stream.next().await.inspect_err(|_| self.finished = true)?;
             match event {
-                Some(TokenEvent::Token { id, logprob, top }) => {
+                Some(TextEvent::Token { id, logprob, top, text }) => {
                     self.completion_tokens += 1;
                     if self.keeps_logprobs {
                         self.unreleased.push(TokenLogprob { id, logprob: Some(logprob), top });
                     }
-                    match self.decoder.push(id)? {
-                        Delta::Text(t) => self.push_text(t),
-                        Delta::Stop(t) => {
-                            self.push_text(t);
-                            // Dropping the stream cancels the rest of the generation at once.
-                            self.stream = None;
-                            self.finish(FinishReason::Stop);
-                        }
-                    }
+                    self.push_text(text);
                 }
-                // Only logits queries ask for a distribution; a generation never sees one.
-                Some(TokenEvent::Distribution(_)) => {}
-                Some(TokenEvent::PromptLogprobs(scored)) => {
+                Some(TextEvent::PromptLogprobs(scored)) => {
                     if self.keeps_logprobs {
                         self.pending.push_back(ChoiceEvent::PromptLogprobs(scored));
                     }
                 }
-                Some(TokenEvent::Finished { reason }) => {
-                    let rest = self.decoder.finish();
-                    self.push_text(rest);
+                Some(TextEvent::Finished { text, reason }) => {
+                    self.push_text(text);
                     self.finish(reason);
-                }
-                Some(TokenEvent::Failed(msg)) => {
-                    self.finished = true;
-                    return Err(ApiError::internal(format!("generation failed: {msg}")));
-                }
-                Some(TokenEvent::PluginFailed(e)) => {
-                    self.finished = true;
-                    return Err(e.into());
                 }
                 None => {
                     self.finished = true;
-                    return Err(ApiError::unavailable("the generation engine stopped"));
+                    return Err(ApiError::internal("generation ended without a finish reason"));
                 }
             }
         }

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::body::{IgnoredBody, JsonBody};
 use super::state::{ModelState, SharedState};
 use crate::error::ApiError;
+use crate::model::DeviceRequest;
 use crate::prompt::ChatTemplate;
 
 /// `POST /v1/internal/model/load`.
@@ -56,9 +57,11 @@ fn parse_args(args: Option<Map<String, Value>>) -> Result<LoadArgs, ApiError> {
                     ));
                 }
             },
-            "device" => match value.as_str() {
-                Some(d @ ("auto" | "wgpu" | "flex")) => out.device = Some(d.to_owned()),
-                _ => return Err(ApiError::invalid_param(param, "`device` must be `auto`, `wgpu` or `flex`")),
+            // The names `--device` takes (one list: `DeviceRequest`'s), kept in canonical form.
+            "device" => match value.as_str().map(str::parse::<DeviceRequest>) {
+                Some(Ok(device)) => out.device = Some(device.to_string()),
+                Some(Err(e)) => return Err(ApiError::invalid_param(param, e)),
+                None => return Err(ApiError::invalid_param(param, "`device` must be a string")),
             },
             // Hearth's attention is always one fused pass over the cache, which is what
             // flash attention gives llama.cpp; either value loads the same model.
@@ -107,17 +110,14 @@ pub async fn load(
     let args = parse_args(req.args)?;
     // Only names inside the model dir: this route takes no paths.
     let dir = &state.settings.model_dir;
-    let path =
-        [dir.join(name), dir.join(format!("{name}.gguf"))].into_iter().find(|p| p.exists()).ok_or_else(|| {
-            ApiError {
-                message: format!(
-                    "There is no model `{name}` in the model dir {}; /v1/internal/model/list lists them",
-                    dir.display()
-                ),
-                param: Some("model_name".into()),
-                ..ApiError::model_not_found(name)
-            }
-        })?;
+    let path = crate::serving::model_in_dir(name, dir).ok_or_else(|| ApiError {
+        message: format!(
+            "There is no model `{name}` in the model dir {}; /v1/internal/model/list lists them",
+            dir.display()
+        ),
+        param: Some("model_name".into()),
+        ..ApiError::model_not_found(name)
+    })?;
     let template = match (req.instruction_template_str.filter(|s| !s.trim().is_empty()), req.instruction_template) {
         (Some(source), _) => Some(source),
         (None, Some(name)) if !name.is_empty() => Some(state.instruction_template(&name)?),
@@ -188,6 +188,7 @@ mod tests {
             (json!({"ctx_size": "big"}), "args.ctx_size"),
             (json!({"cache_type": "q2"}), "args.cache_type"),
             (json!({"device": "tpu"}), "args.device"),
+            (json!({"device": 3}), "args.device"),
             (json!({"rope_freq_base": 1e6}), "args.rope_freq_base"),
         ] {
             let err = args(bad.clone()).unwrap_err();

@@ -111,20 +111,7 @@ impl IncrementalDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokenizers::Tokenizer;
-    use tokenizers::models::bpe::BPE;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-
-    /// A byte-level tokenizer whose tokens are single bytes, so a multi-byte character spans tokens.
-    fn byte_tokenizer() -> Arc<TextTokenizer> {
-        let vocab: tokenizers::models::bpe::Vocab =
-            ByteLevel::alphabet().into_iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
-        let mut t = Tokenizer::new(bpe);
-        t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-        t.with_decoder(Some(ByteLevel::default()));
-        Arc::new(TextTokenizer::from_tokenizer(t))
-    }
+    use crate::tokenizer::test_support::byte_tokenizer;
 
     #[test]
     fn multibyte_characters_are_released_whole() {

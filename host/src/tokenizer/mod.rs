@@ -246,3 +246,29 @@ fn read_json(path: &Path) -> Result<Value, TokenizerError> {
     serde_json::from_str(&text)
         .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })
 }
+
+/// Tokenizers for other modules' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use tokenizers::Tokenizer;
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+    use super::TextTokenizer;
+
+    /// A byte-level tokenizer whose tokens are single bytes, so a multi-byte character spans
+    /// tokens. Ids are the same in every instance (the alphabet in order).
+    pub(crate) fn byte_tokenizer() -> Arc<TextTokenizer> {
+        let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+        alphabet.sort_unstable();
+        let vocab: tokenizers::models::bpe::Vocab =
+            alphabet.into_iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().expect("a byte-level BPE");
+        let mut t = Tokenizer::new(bpe);
+        t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        t.with_decoder(Some(ByteLevel::default()));
+        Arc::new(TextTokenizer::from_tokenizer(t))
+    }
+}
