@@ -15,103 +15,73 @@ use crate::sampling::{
 };
 use crate::tokenizer::TextTokenizer;
 
-/// Every sampler field a request (or a preset) may set; `None` where it does not.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct SamplerFields {
-    pub temperature: Option<f32>,
-    pub dynamic_temperature: Option<bool>,
-    pub dynatemp_low: Option<f32>,
-    pub dynatemp_high: Option<f32>,
-    pub dynatemp_exponent: Option<f32>,
-    pub smoothing_factor: Option<f32>,
-    pub smoothing_curve: Option<f32>,
-    /// textgen: 0 (or -1) disables.
-    pub top_k: Option<i64>,
-    pub top_p: Option<f32>,
-    pub min_p: Option<f32>,
-    pub typical_p: Option<f32>,
-    pub tfs: Option<f32>,
-    pub top_a: Option<f32>,
-    pub top_n_sigma: Option<f32>,
-    /// In units of 1e-4, as textgen.
-    pub epsilon_cutoff: Option<f32>,
-    /// In units of 1e-4, as textgen.
-    pub eta_cutoff: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub repetition_penalty_range: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub encoder_repetition_penalty: Option<f32>,
-    pub no_repeat_ngram_size: Option<i64>,
-    pub dry_multiplier: Option<f32>,
-    pub dry_base: Option<f32>,
-    pub dry_allowed_length: Option<i64>,
-    /// textgen's `"\n", ":", "\"", "*"` (a JSON list without brackets), or a JSON list.
-    pub dry_sequence_breakers: Option<Value>,
-    pub xtc_threshold: Option<f32>,
-    pub xtc_probability: Option<f32>,
-    /// 0 off, 1 mirostat 1.0, 2 mirostat 2.0.
-    pub mirostat_mode: Option<i64>,
-    pub mirostat_tau: Option<f32>,
-    pub mirostat_eta: Option<f32>,
-    pub adaptive_target: Option<f32>,
-    pub adaptive_decay: Option<f32>,
-    /// textgen: `false` samples greedily.
-    pub do_sample: Option<bool>,
-    pub temperature_last: Option<bool>,
-    /// A list of stage names, or one string of them separated by commas or new lines.
-    pub sampler_priority: Option<Value>,
-    /// textgen: -1 means random.
-    pub seed: Option<i64>,
-    /// textgen: comma-separated token ids that may never be generated.
-    pub custom_token_bans: Option<String>,
-    /// A preset name under `user_data/presets/` (without `.yaml`).
-    pub preset: Option<String>,
+/// Declares [`SamplerFields`] (each field an `Option`) and [`FIELDS`], its names as a request
+/// spells them, from one list: a field cannot be added to one and forgotten in the other.
+macro_rules! sampler_fields {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty,)*) => {
+        /// Every sampler field a request (or a preset) may set; `None` where it does not.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(default)]
+        pub struct SamplerFields {
+            $($(#[$doc])* pub $name: Option<$ty>,)*
+        }
+
+        /// The names of [`SamplerFields`]' fields, as they appear in a request.
+        pub const FIELDS: &[&str] = &[$(stringify!($name)),*];
+    };
 }
 
-/// The names of [`SamplerFields`]' fields, as they appear in a request.
-pub const FIELDS: &[&str] = &[
-    "temperature",
-    "dynamic_temperature",
-    "dynatemp_low",
-    "dynatemp_high",
-    "dynatemp_exponent",
-    "smoothing_factor",
-    "smoothing_curve",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "tfs",
-    "top_a",
-    "top_n_sigma",
-    "epsilon_cutoff",
-    "eta_cutoff",
-    "repetition_penalty",
-    "repetition_penalty_range",
-    "presence_penalty",
-    "frequency_penalty",
-    "encoder_repetition_penalty",
-    "no_repeat_ngram_size",
-    "dry_multiplier",
-    "dry_base",
-    "dry_allowed_length",
-    "dry_sequence_breakers",
-    "xtc_threshold",
-    "xtc_probability",
-    "mirostat_mode",
-    "mirostat_tau",
-    "mirostat_eta",
-    "adaptive_target",
-    "adaptive_decay",
-    "do_sample",
-    "temperature_last",
-    "sampler_priority",
-    "seed",
-    "custom_token_bans",
-    "preset",
-];
+sampler_fields! {
+    temperature: f32,
+    dynamic_temperature: bool,
+    dynatemp_low: f32,
+    dynatemp_high: f32,
+    dynatemp_exponent: f32,
+    smoothing_factor: f32,
+    smoothing_curve: f32,
+    /// textgen: 0 (or -1) disables.
+    top_k: i64,
+    top_p: f32,
+    min_p: f32,
+    typical_p: f32,
+    tfs: f32,
+    top_a: f32,
+    top_n_sigma: f32,
+    /// In units of 1e-4, as textgen.
+    epsilon_cutoff: f32,
+    /// In units of 1e-4, as textgen.
+    eta_cutoff: f32,
+    repetition_penalty: f32,
+    repetition_penalty_range: i64,
+    presence_penalty: f32,
+    frequency_penalty: f32,
+    encoder_repetition_penalty: f32,
+    no_repeat_ngram_size: i64,
+    dry_multiplier: f32,
+    dry_base: f32,
+    dry_allowed_length: i64,
+    /// textgen's `"\n", ":", "\"", "*"` (a JSON list without brackets), or a JSON list.
+    dry_sequence_breakers: Value,
+    xtc_threshold: f32,
+    xtc_probability: f32,
+    /// 0 off, 1 mirostat 1.0, 2 mirostat 2.0.
+    mirostat_mode: i64,
+    mirostat_tau: f32,
+    mirostat_eta: f32,
+    adaptive_target: f32,
+    adaptive_decay: f32,
+    /// textgen: `false` samples greedily.
+    do_sample: bool,
+    temperature_last: bool,
+    /// A list of stage names, or one string of them separated by commas or new lines.
+    sampler_priority: Value,
+    /// textgen: -1 means random.
+    seed: i64,
+    /// textgen: comma-separated token ids that may never be generated.
+    custom_token_bans: String,
+    /// A preset name under `user_data/presets/` (without `.yaml`).
+    preset: String,
+}
 
 /// textgen's default DRY sequence breakers.
 const DEFAULT_BREAKERS: &[&str] = &["\n", ":", "\"", "*"];
@@ -167,6 +137,20 @@ pub fn load_preset(dir: &Path, name: &str) -> Result<Map<String, Value>, ApiErro
     Ok(own)
 }
 
+/// [`float`] on a field, named by the field itself.
+macro_rules! float_field {
+    ($f:ident.$field:ident, $lo:expr, $hi:expr, $default:expr $(,)?) => {
+        float(stringify!($field), $f.$field, $lo, $hi, $default)
+    };
+}
+
+/// [`integer`] on a field, named by the field itself.
+macro_rules! integer_field {
+    ($f:ident.$field:ident, $lo:expr, $hi:expr, $default:expr $(,)?) => {
+        integer(stringify!($field), $f.$field, $lo, $hi, $default)
+    };
+}
+
 impl SamplerFields {
     /// The engine's settings, every range checked (a bad value is a 400 naming it). Token
     /// strings (DRY's breakers, XTC's newline) are encoded with `tokenizer`.
@@ -174,19 +158,19 @@ impl SamplerFields {
         let f = self;
         let d = SamplingParams::default();
         let greedy = f.do_sample == Some(false);
-        let temperature = float("temperature", f.temperature, 0.0, 5.0, d.temperature)?;
+        let temperature = float_field!(f.temperature, 0.0, 5.0, d.temperature)?;
         let dynamic_temperature = match f.dynamic_temperature {
             Some(true) => Some(DynamicTemperature {
-                low: float("dynatemp_low", f.dynatemp_low, 0.01, 5.0, 1.0)?,
-                high: float("dynatemp_high", f.dynatemp_high, 0.01, 5.0, 1.0)?,
-                exponent: float("dynatemp_exponent", f.dynatemp_exponent, 0.01, 5.0, 1.0)?,
+                low: float_field!(f.dynatemp_low, 0.01, 5.0, 1.0)?,
+                high: float_field!(f.dynatemp_high, 0.01, 5.0, 1.0)?,
+                exponent: float_field!(f.dynatemp_exponent, 0.01, 5.0, 1.0)?,
             }),
             _ => None,
         };
-        let smoothing_factor = float("smoothing_factor", f.smoothing_factor, 0.0, 10.0, 0.0)?;
+        let smoothing_factor = float_field!(f.smoothing_factor, 0.0, 10.0, 0.0)?;
         let smoothing = (smoothing_factor > 0.0)
             .then(|| {
-                let curve = float("smoothing_curve", f.smoothing_curve, 1.0, 10.0, 1.0)?;
+                let curve = float_field!(f.smoothing_curve, 1.0, 10.0, 1.0)?;
                 Ok::<_, ApiError>(Smoothing { factor: smoothing_factor, curve })
             })
             .transpose()?;
@@ -195,28 +179,28 @@ impl SamplerFields {
             Some(k) if k > 0 => k as usize,
             Some(k) => return Err(invalid("top_k", format!("`top_k` must be 0 (off) or positive, got {k}"))),
         };
-        let typical_p = float("typical_p", f.typical_p, 0.0, 1.0, d.typical_p)?;
+        let typical_p = float_field!(f.typical_p, 0.0, 1.0, d.typical_p)?;
         if typical_p <= 0.0 {
             return Err(invalid("typical_p", "`typical_p` must be above 0 (1 switches it off)".into()));
         }
-        let dry_multiplier = float("dry_multiplier", f.dry_multiplier, 0.0, 10.0, 0.0)?;
+        let dry_multiplier = float_field!(f.dry_multiplier, 0.0, 10.0, 0.0)?;
         let dry = (dry_multiplier > 0.0)
             .then(|| {
                 Ok::<_, ApiError>(Dry {
                     multiplier: dry_multiplier,
-                    base: float("dry_base", f.dry_base, 1.0, 10.0, 1.75)?,
-                    allowed_length: integer("dry_allowed_length", f.dry_allowed_length, 1, 1000, 2)?,
+                    base: float_field!(f.dry_base, 1.0, 10.0, 1.75)?,
+                    allowed_length: integer_field!(f.dry_allowed_length, 1, 1000, 2)?,
                     sequence_breakers: sequence_breakers(f.dry_sequence_breakers.as_ref(), tokenizer)?,
                 })
             })
             .transpose()?;
-        let xtc_probability = float("xtc_probability", f.xtc_probability, 0.0, 1.0, 0.0)?;
+        let xtc_probability = float_field!(f.xtc_probability, 0.0, 1.0, 0.0)?;
         let xtc = (xtc_probability > 0.0)
             .then(|| {
                 let mut protected = tokenizer.encode("\n", false)?.last().copied().into_iter().collect::<Vec<_>>();
                 protected.extend(tokenizer.end_ids.iter().copied());
                 Ok::<_, ApiError>(Xtc {
-                    threshold: float("xtc_threshold", f.xtc_threshold, 0.0, 1.0, 0.1)?,
+                    threshold: float_field!(f.xtc_threshold, 0.0, 1.0, 0.1)?,
                     probability: xtc_probability,
                     protected,
                 })
@@ -226,17 +210,17 @@ impl SamplerFields {
             0 => None,
             mode @ (1 | 2) => Some(Mirostat {
                 version: if mode == 1 { MirostatVersion::V1 } else { MirostatVersion::V2 },
-                tau: float("mirostat_tau", f.mirostat_tau, 0.0, 20.0, 5.0)?,
-                eta: float("mirostat_eta", f.mirostat_eta, 0.0, 1.0, 0.1)?,
+                tau: float_field!(f.mirostat_tau, 0.0, 20.0, 5.0)?,
+                eta: float_field!(f.mirostat_eta, 0.0, 1.0, 0.1)?,
             }),
             m => return Err(invalid("mirostat_mode", format!("`mirostat_mode` must be 0, 1 or 2, got {m}"))),
         };
-        let adaptive_target = float("adaptive_target", f.adaptive_target, 0.0, 1.0, 0.0)?;
+        let adaptive_target = float_field!(f.adaptive_target, 0.0, 1.0, 0.0)?;
         let adaptive_p = (adaptive_target > 0.0)
             .then(|| {
                 Ok::<_, ApiError>(AdaptiveP {
                     target: adaptive_target,
-                    decay: float("adaptive_decay", f.adaptive_decay, 0.0, 0.99, 0.9)?,
+                    decay: float_field!(f.adaptive_decay, 0.0, 0.99, 0.9)?,
                 })
             })
             .transpose()?;
@@ -251,32 +235,30 @@ impl SamplerFields {
             dynamic_temperature,
             smoothing,
             top_k,
-            top_p: float("top_p", f.top_p, 0.0, 1.0, d.top_p)?,
-            min_p: float("min_p", f.min_p, 0.0, 1.0, d.min_p)?,
+            top_p: float_field!(f.top_p, 0.0, 1.0, d.top_p)?,
+            min_p: float_field!(f.min_p, 0.0, 1.0, d.min_p)?,
             typical_p,
-            tfs: float("tfs", f.tfs, 0.0, 1.0, d.tfs)?,
-            top_a: float("top_a", f.top_a, 0.0, 1.0, d.top_a)?,
-            top_n_sigma: float("top_n_sigma", f.top_n_sigma, 0.0, 100.0, d.top_n_sigma)?,
-            epsilon_cutoff: float("epsilon_cutoff", f.epsilon_cutoff, 0.0, 9999.0, 0.0)? * 1e-4,
-            eta_cutoff: float("eta_cutoff", f.eta_cutoff, 0.0, 9999.0, 0.0)? * 1e-4,
-            repetition_penalty: float("repetition_penalty", f.repetition_penalty, 0.01, 10.0, d.repetition_penalty)?,
-            repetition_penalty_range: integer(
-                "repetition_penalty_range",
+            tfs: float_field!(f.tfs, 0.0, 1.0, d.tfs)?,
+            top_a: float_field!(f.top_a, 0.0, 1.0, d.top_a)?,
+            top_n_sigma: float_field!(f.top_n_sigma, 0.0, 100.0, d.top_n_sigma)?,
+            epsilon_cutoff: float_field!(f.epsilon_cutoff, 0.0, 9999.0, 0.0)? * 1e-4,
+            eta_cutoff: float_field!(f.eta_cutoff, 0.0, 9999.0, 0.0)? * 1e-4,
+            repetition_penalty: float_field!(f.repetition_penalty, 0.01, 10.0, d.repetition_penalty)?,
+            repetition_penalty_range: integer_field!(
                 f.repetition_penalty_range,
                 0,
                 i64::MAX,
                 d.repetition_penalty_range,
             )?,
-            presence_penalty: float("presence_penalty", f.presence_penalty, -2.0, 2.0, d.presence_penalty)?,
-            frequency_penalty: float("frequency_penalty", f.frequency_penalty, -2.0, 2.0, d.frequency_penalty)?,
-            encoder_repetition_penalty: float(
-                "encoder_repetition_penalty",
+            presence_penalty: float_field!(f.presence_penalty, -2.0, 2.0, d.presence_penalty)?,
+            frequency_penalty: float_field!(f.frequency_penalty, -2.0, 2.0, d.frequency_penalty)?,
+            encoder_repetition_penalty: float_field!(
                 f.encoder_repetition_penalty,
                 0.01,
                 10.0,
                 d.encoder_repetition_penalty,
             )?,
-            no_repeat_ngram_size: integer("no_repeat_ngram_size", f.no_repeat_ngram_size, 0, 1000, 0)?,
+            no_repeat_ngram_size: integer_field!(f.no_repeat_ngram_size, 0, 1000, 0)?,
             dry,
             xtc,
             mirostat,
