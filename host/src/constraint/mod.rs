@@ -26,6 +26,16 @@ pub enum ConstraintError {
     TooLarge(#[from] limits::TooLarge),
 }
 
+/// Why a sequence's grammar failed while it generated.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum DecodingError {
+    #[error("the grammar matcher failed: {0}")]
+    Matcher(String),
+    /// Every token is masked: the grammar cannot go on (nor end) here.
+    #[error("the grammar allows no token")]
+    NoToken,
+}
+
 /// The model's vocabulary as llguidance sees it: each token's bytes in a trie, and the model's
 /// own tokenizer for the grammar's literal strings.
 struct Vocabulary {
@@ -136,9 +146,10 @@ impl Clone for Constraint {
 
 impl Constraint {
     /// Sets the logit of every token the grammar does not allow next to `-inf`. When the grammar
-    /// may end here, every id of `end_ids` stays allowed.
-    pub fn mask(&mut self, logits: &mut [f32], end_ids: &[u32]) -> Result<(), String> {
-        let allowed = self.matcher.compute_mask().map_err(|e| format!("{e:#}"))?;
+    /// may end here, every id of `end_ids` stays allowed. A mask that leaves nothing is an
+    /// error: sampling would have no token to choose.
+    pub fn mask(&mut self, logits: &mut [f32], end_ids: &[u32]) -> Result<(), DecodingError> {
+        let allowed = self.matcher.compute_mask().map_err(|e| DecodingError::Matcher(format!("{e:#}")))?;
         let may_end = self.matcher.is_accepting().unwrap_or(false);
         for (id, logit) in logits.iter_mut().enumerate() {
             let id = id as u32;
@@ -148,12 +159,15 @@ impl Constraint {
                 *logit = f32::NEG_INFINITY;
             }
         }
+        if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
+            return Err(DecodingError::NoToken);
+        }
         Ok(())
     }
 
     /// Advances the grammar by the chosen token.
-    pub fn accept(&mut self, id: u32) -> Result<(), String> {
-        self.matcher.consume_token(id).map_err(|e| format!("{e:#}"))
+    pub fn accept(&mut self, id: u32) -> Result<(), DecodingError> {
+        self.matcher.consume_token(id).map_err(|e| DecodingError::Matcher(format!("{e:#}")))
     }
 
     /// Whether the grammar is complete and allows nothing more.

@@ -28,7 +28,7 @@ use crate::constraint::Constraint;
 use crate::model::kv_pool::PAGE;
 use crate::model::{BatchItem, KvCache, KvPool, LogitsFor, ModelError, StepLogits};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
-use crate::sampling::{Candidates, Sampled, Sampler, log_softmax_at, top_logprobs};
+use crate::sampling::{Candidates, HookedSampling, Sampled, Sampler, log_softmax_at, top_logprobs};
 
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
@@ -554,18 +554,11 @@ impl<M: StepModel> Worker<M> {
         let seq = &mut self.running[i];
         let query = seq.job.request.logprobs;
         let mut logits = logits;
-        if let Some(constraint) = seq.constraint.as_mut() {
-            let masked = constraint.mask(&mut logits, &seq.job.request.stop_ids);
-            if let Err(e) = masked.and_then(|()| {
-                if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
-                    Err("the grammar allows no token".into())
-                } else {
-                    Ok(())
-                }
-            }) {
-                let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
-                return Step::Done;
-            }
+        if let Some(constraint) = seq.constraint.as_mut()
+            && let Err(e) = constraint.mask(&mut logits, &seq.job.request.stop_ids)
+        {
+            let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
+            return Step::Done;
         }
         if let Some(query) = seq.job.request.distribution {
             let dist = seq.sampler.distribution(&logits, &seq.context, query.use_samplers, query.top);
@@ -639,8 +632,7 @@ fn sample(seq: &mut Sequence, logits: &[f32]) -> Result<Sampled, TokenEvent> {
         return Ok(seq.sampler.sample(logits, &seq.context));
     }
     let sessions = &mut seq.samplers;
-    let mut failure: Option<PluginError> = None;
-    let mut hook = |candidates: &mut Candidates| -> Result<(), String> {
+    let mut hook = |candidates: &mut Candidates| -> Result<(), PluginError> {
         let mut i = 0;
         while i < sessions.len() {
             match sessions[i].process(candidates) {
@@ -649,24 +641,20 @@ fn sample(seq: &mut Sequence, logits: &[f32]) -> Result<Sampled, TokenEvent> {
                     tracing::warn!("{e}; skipped for the rest of this generation");
                     sessions.remove(i);
                 }
-                Err(e) => {
-                    let message = e.to_string();
-                    failure = Some(e);
-                    return Err(message);
-                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
     };
     let sampled = match seq.sampler.sample_with(logits, &seq.context, &mut hook) {
         Ok(s) => s,
-        Err(message) => {
-            // Without a plugin error, the plugins between them banned every candidate.
-            let failure = failure.unwrap_or_else(|| PluginError::BadOutput {
+        Err(HookedSampling::Hook(e)) => return Err(TokenEvent::PluginFailed(e)),
+        // No plugin failed: between them they banned every candidate.
+        Err(HookedSampling::NothingLeft) => {
+            return Err(TokenEvent::PluginFailed(PluginError::BadOutput {
                 plugin: seq.samplers.iter().map(|s| s.plugin().name.to_string()).collect::<Vec<_>>().join("`, `"),
-                reason: message,
-            });
-            return Err(TokenEvent::PluginFailed(failure));
+                reason: "every candidate token was removed".into(),
+            }));
         }
     };
     let mut i = 0;

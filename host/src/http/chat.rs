@@ -19,8 +19,8 @@ use super::sse;
 use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices};
 use super::tools::{self, ToolSetup};
 use super::types::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage, ChunkChoice,
-    ChunkDelta, ContentPart, MessageContent, Usage,
+    ApiFinishReason, AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatCompletionRequest, ChatMessage,
+    ChunkChoice, ChunkDelta, ContentPart, MessageContent, Usage,
 };
 use super::validate::{self, GenerationPlan};
 use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
@@ -342,7 +342,7 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    fn chunk(&self, index: usize, delta: ChunkDelta, finish_reason: Option<&'static str>) -> ChatChunk {
+    fn chunk(&self, index: usize, delta: ChunkDelta, finish_reason: Option<ApiFinishReason>) -> ChatChunk {
         self.scored_chunk(index, delta, &mut Vec::new(), finish_reason)
     }
 
@@ -353,7 +353,7 @@ impl ChunkWriter {
         index: usize,
         delta: ChunkDelta,
         scored: &mut Vec<TokenLogprob>,
-        finish_reason: Option<&'static str>,
+        finish_reason: Option<ApiFinishReason>,
     ) -> ChatChunk {
         let logprobs = self
             .texts

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::generation::{ChoiceEvent, ChoiceRun};
 use super::tools::ToolSetup;
-use super::types::{FunctionCall, FunctionChunk, ToolCall, ToolCallChunk};
+use super::types::{ApiFinishReason, FunctionCall, FunctionChunk, ToolCall, ToolCallChunk};
 use crate::engine::{FinishReason, TokenLogprob};
 use crate::error::ApiError;
 use crate::plugins::{CallDelta, ParsedText, PluginError, PluginRegistry, ToolParserSession};
@@ -27,7 +27,7 @@ pub enum ChatEvent {
     /// Scores of the tokens behind the events that follow (only when asked for).
     Logprobs(Vec<TokenLogprob>),
     /// The choice is complete.
-    Finished { reason: &'static str, completion_tokens: usize },
+    Finished { reason: ApiFinishReason, completion_tokens: usize },
 }
 
 /// A whole chat choice.
@@ -37,7 +37,7 @@ pub struct ChatOutput {
     pub reasoning: String,
     pub content: String,
     pub calls: Vec<ToolCall>,
-    pub reason: &'static str,
+    pub reason: ApiFinishReason,
     pub completion_tokens: usize,
     /// Every generated token's score (empty unless asked for).
     pub logprobs: Vec<TokenLogprob>,
@@ -145,8 +145,8 @@ impl ChatRun {
                     // A cut-off answer says so even when it held a call; otherwise an answer
                     // with calls ends for them.
                     let reason = match reason {
-                        FinishReason::Stop if called => "tool_calls",
-                        other => other.as_openai(),
+                        FinishReason::Stop if called => ApiFinishReason::ToolCalls,
+                        other => other.into(),
                     };
                     self.pending.push_back(ChatEvent::Finished { reason, completion_tokens });
                     self.done = true;

@@ -14,7 +14,7 @@ use super::generation::{ChoiceEvent, ChoiceOutput, ChoiceRun};
 use super::logprobs::{self, TokenTexts};
 use super::sse;
 use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices};
-use super::types::{Completion, CompletionChoice, CompletionRequest, PromptField, Usage};
+use super::types::{ApiFinishReason, Completion, CompletionChoice, CompletionRequest, PromptField, Usage};
 use super::validate;
 use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
 use crate::error::ApiError;
@@ -160,12 +160,7 @@ pub async fn completions(
                 let scored: Vec<TokenLogprob> = prompt_logprobs.into_iter().chain(logprobs).collect();
                 logprobs::legacy(&scored, texts, &mut 0)
             });
-            choices.push(CompletionChoice {
-                index: choices.len(),
-                text,
-                logprobs,
-                finish_reason: Some(reason.as_openai()),
-            });
+            choices.push(CompletionChoice { index: choices.len(), text, logprobs, finish_reason: Some(reason.into()) });
         }
     }
     let body = Completion {
@@ -196,7 +191,7 @@ impl CompletionWriter {
         text: String,
         scored: &[TokenLogprob],
         offset: &mut usize,
-        finish_reason: Option<&'static str>,
+        finish_reason: Option<ApiFinishReason>,
     ) -> Completion {
         let logprobs = self.texts.as_ref().map(|texts| logprobs::legacy(scored, texts, offset));
         Completion {
@@ -278,7 +273,7 @@ fn stream_completion(
                     }
                     Ok(Some(ChoiceEvent::Finished { reason, completion_tokens })) => {
                         let scored = std::mem::take(&mut st.scored);
-                        let last = st.w.chunk(String::new(), &scored, &mut st.offset, Some(reason.as_openai()));
+                        let last = st.w.chunk(String::new(), &scored, &mut st.offset, Some(reason.into()));
                         let mut events = vec![sse::json_event(&last)];
                         if st.w.include_usage {
                             let usage = Usage::new(prompt_tokens, completion_tokens).cached(cached.get());

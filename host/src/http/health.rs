@@ -6,14 +6,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::state::SharedState;
+use super::state::{Health, SharedState};
 
 pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Value>) {
     match state.health() {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Err((status, None)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": status }))),
-        Err((status, Some(message))) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": status, "message": message })))
+        Health::Ok => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Health::Loading => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))),
+        Health::Failed(message) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "message": message})))
         }
     }
 }

@@ -26,6 +26,16 @@ pub fn gbnf_constraint(served: &ServedModel, gbnf: &str) -> Result<crate::constr
         .map_err(|e| ApiError::invalid_param("grammar_string", format!("the grammar cannot be used: {e}")))
 }
 
+/// What `/health` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The start-up model is loading.
+    Loading,
+    /// The start-up model could not be loaded: why.
+    Failed(String),
+}
+
 /// Whether a model is being served.
 pub enum ModelState {
     /// Started without `--model`.
@@ -94,13 +104,13 @@ impl AppState {
         self.ready().ok()
     }
 
-    /// `Err` carries why the server cannot answer generation requests yet; a server started
-    /// without a model is healthy.
-    pub fn health(&self) -> Result<(), (&'static str, Option<String>)> {
+    /// Whether the server can answer generation requests; a server started without a model
+    /// is healthy.
+    pub fn health(&self) -> Health {
         match &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
-            ModelState::None | ModelState::Ready(_) => Ok(()),
-            ModelState::Loading(_) => Err(("loading", None)),
-            ModelState::Failed(e) => Err(("error", Some(e.clone()))),
+            ModelState::None | ModelState::Ready(_) => Health::Ok,
+            ModelState::Loading(_) => Health::Loading,
+            ModelState::Failed(e) => Health::Failed(e.clone()),
         }
     }
 

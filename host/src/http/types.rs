@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::engine::FinishReason;
+
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -326,12 +328,32 @@ pub struct FunctionChunk {
     pub arguments: String,
 }
 
+/// OpenAI's `finish_reason`: the engine's reasons, and `tool_calls` where a chat answer ended
+/// for its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiFinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+}
+
+impl From<FinishReason> for ApiFinishReason {
+    fn from(reason: FinishReason) -> Self {
+        match reason {
+            // A stop-generation request ends an answer as a stop string would.
+            FinishReason::Stop | FinishReason::Cancelled => ApiFinishReason::Stop,
+            FinishReason::Length => ApiFinishReason::Length,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: AssistantMessage,
     pub logprobs: Option<Value>,
-    pub finish_reason: &'static str,
+    pub finish_reason: ApiFinishReason,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -366,7 +388,7 @@ pub struct ChunkChoice {
     pub index: usize,
     pub delta: ChunkDelta,
     pub logprobs: Option<Value>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<ApiFinishReason>,
 }
 
 /// One `chat.completion.chunk`. `usage` is omitted unless the client asked for usage, then it
@@ -389,7 +411,7 @@ pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
     pub logprobs: Option<Value>,
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<ApiFinishReason>,
 }
 
 /// A `text_completion` (also each streamed chunk, as OpenAI streams completions).

@@ -55,6 +55,15 @@ pub const GREEDY_HOOK_CANDIDATES: usize = 32;
 /// With a hook, at most this many candidates are handed over (sampling without truncation).
 pub const MAX_HOOK_CANDIDATES: usize = 256;
 
+/// Why [`Sampler::sample_with`] chose no token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookedSampling<E> {
+    /// The hook failed, with its own error.
+    Hook(E),
+    /// The hook (with the chain) removed every candidate.
+    NothingLeft,
+}
+
 impl Sampler {
     /// A sampler for a sequence with no prompt to favour (the encoder penalty sees nothing).
     pub fn new(params: SamplingParams) -> Self {
@@ -93,24 +102,24 @@ impl Sampler {
     }
 
     /// Like [`sample`](Self::sample), but `hook` may edit the candidates before the choice.
-    /// Fails when the hook fails or removes every candidate.
-    pub fn sample_with(
+    /// Fails with the hook's own error, or when the hook removed every candidate.
+    pub fn sample_with<E>(
         &mut self,
         logits: &[f32],
         context: &[u32],
-        hook: &mut dyn FnMut(&mut Candidates) -> Result<(), String>,
-    ) -> Result<Sampled, String> {
+        hook: &mut dyn FnMut(&mut Candidates) -> Result<(), E>,
+    ) -> Result<Sampled, HookedSampling<E>> {
         let mut pool = self.chain(logits, context);
         pool.keep_top(if self.params.is_greedy() { GREEDY_HOOK_CANDIDATES } else { MAX_HOOK_CANDIDATES });
         let mut candidates =
             Candidates { ids: std::mem::take(&mut pool.ids), logits: std::mem::take(&mut pool.logits) };
-        hook(&mut candidates)?;
+        hook(&mut candidates).map_err(HookedSampling::Hook)?;
         let pool = Pool::from_sorted(candidates.ids, candidates.logits);
         if pool.is_empty() {
-            return Err("every candidate token was removed".into());
+            return Err(HookedSampling::NothingLeft);
         }
         let id = if self.params.is_greedy() { Some(pool.ids[pool.best()]) } else { self.draw(&pool) };
-        let id = id.ok_or("every candidate token was removed")?;
+        let id = id.ok_or(HookedSampling::NothingLeft)?;
         Ok(Sampled { id, logprob: log_softmax_at(logits, id as usize) })
     }
 
@@ -474,7 +483,7 @@ mod tests {
                 .sample_with(&logits, &[], &mut |c| {
                     assert_eq!(c.ids.len(), 3);
                     c.logits[0] = f32::NEG_INFINITY; // ban the best
-                    Ok(())
+                    Ok::<(), String>(())
                 })
                 .unwrap();
             assert!(out.id == 2 || out.id == 3, "{out:?}");
@@ -483,10 +492,12 @@ mod tests {
         let err = greedy
             .sample_with(&logits, &[], &mut |c| {
                 c.logits.iter_mut().for_each(|l| *l = f32::NEG_INFINITY);
-                Ok(())
+                Ok::<(), String>(())
             })
             .unwrap_err();
-        assert!(err.contains("every candidate"));
+        assert!(matches!(err, HookedSampling::NothingLeft));
+        let err = greedy.sample_with(&logits, &[], &mut |_| Err("the plugin trapped")).unwrap_err();
+        assert!(matches!(err, HookedSampling::Hook("the plugin trapped")));
     }
 
     #[test]
