@@ -9,7 +9,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, Markers, MarkupFormat, Syntax, call_json, describe_tools, grammar};
 use hearth_plugin_sdk::{Call, Config, Tool};
 
 /// The generic format.
@@ -17,19 +17,19 @@ pub struct Generic;
 
 impl MarkupFormat for Generic {
     fn syntax() -> Syntax {
-    Syntax {
-        markers: vec![
-            Markers { open: "<tool_call>", close: "</tool_call>" },
-            Markers { open: "<function>", close: "</function>" },
-            Markers { open: "<functioncall>", close: "</functioncall>" },
-            Markers { open: "```json", close: "```" },
-            Markers { open: "```", close: "```" },
-        ],
-        bare_object: true,
-        args_keys: ARGUMENT_KEYS,
-        name_args_separator: None,
-        between_calls: "",
-    }
+        Syntax {
+            markers: vec![
+                Markers { open: "<tool_call>", close: "</tool_call>" },
+                Markers { open: "<function>", close: "</function>" },
+                Markers { open: "<functioncall>", close: "</functioncall>" },
+                Markers { open: "```json", close: "```" },
+                Markers { open: "```", close: "```" },
+            ],
+            bare_object: true,
+            args_keys: ARGUMENT_KEYS,
+            name_args_separator: None,
+            between_calls: "",
+        }
     }
 
     fn instructions(_config: &Config, tools: &[Tool]) -> String {
@@ -41,11 +41,7 @@ impl MarkupFormat for Generic {
     }
 
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
-        calls
-            .iter()
-            .map(|c| call_json(&c.name, "arguments", &c.arguments))
-            .collect::<Vec<_>>()
-            .join("\n")
+        calls.iter().map(|c| call_json(&c.name, "arguments", &c.arguments)).collect::<Vec<_>>().join("\n")
     }
 
     fn call_grammar(_config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {

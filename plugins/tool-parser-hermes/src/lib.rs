@@ -9,7 +9,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::tool_calls::{ARGUMENT_KEYS, Markers, MarkupFormat, Syntax, call_json, describe_tools, grammar};
 use hearth_plugin_sdk::{Call, Config, Tool};
 
 /// The Hermes format.
@@ -18,11 +18,11 @@ pub struct Hermes;
 impl MarkupFormat for Hermes {
     fn syntax() -> Syntax {
         Syntax {
-        markers: vec![Markers { open: "<tool_call>", close: "</tool_call>" }],
-        bare_object: false,
-        args_keys: ARGUMENT_KEYS,
-        name_args_separator: None,
-        between_calls: "",
+            markers: vec![Markers { open: "<tool_call>", close: "</tool_call>" }],
+            bare_object: false,
+            args_keys: ARGUMENT_KEYS,
+            name_args_separator: None,
+            between_calls: "",
         }
     }
 
@@ -97,7 +97,8 @@ mod tests {
 
     #[test]
     fn plain_answers_and_lookalikes_stay_content() {
-        for text in ["The temperature is 22 °C.", "a < b and <tool> is not a call", "<tool_call>not json</tool_call>"] {
+        for text in ["The temperature is 22 °C.", "a < b and <tool> is not a call", "<tool_call>not json</tool_call>"]
+        {
             let out = replay(parser, text);
             assert_eq!(out.content, text);
             assert!(out.calls.is_empty());
@@ -114,7 +115,10 @@ mod tests {
 
     #[test]
     fn a_call_cut_off_by_the_length_limit_still_has_valid_arguments() {
-        let out = replay(parser, "<tool_call>\n{\"name\": \"get_current_temperature\", \"arguments\": {\"location\": \"San Fr");
+        let out = replay(
+            parser,
+            "<tool_call>\n{\"name\": \"get_current_temperature\", \"arguments\": {\"location\": \"San Fr",
+        );
         assert_eq!(out.arguments(0), json!({"location": "San Fr"}));
     }
 

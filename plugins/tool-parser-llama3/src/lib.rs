@@ -8,7 +8,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::tool_calls::{Markers, MarkupFormat, Syntax, call_json, describe_tools, grammar};
 use hearth_plugin_sdk::{Call, Config, Tool};
 
 /// The Llama 3 JSON format.
@@ -16,13 +16,13 @@ pub struct Llama3;
 
 impl MarkupFormat for Llama3 {
     fn syntax() -> Syntax {
-    Syntax {
-        markers: vec![Markers { open: "<|python_tag|>", close: "" }],
-        bare_object: true,
-        args_keys: &["parameters", "arguments"],
-        name_args_separator: None,
-        between_calls: ";",
-    }
+        Syntax {
+            markers: vec![Markers { open: "<|python_tag|>", close: "" }],
+            bare_object: true,
+            args_keys: &["parameters", "arguments"],
+            name_args_separator: None,
+            between_calls: ";",
+        }
     }
 
     fn template_hints(_config: &Config) -> Vec<String> {
@@ -39,11 +39,7 @@ impl MarkupFormat for Llama3 {
     }
 
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
-        calls
-            .iter()
-            .map(|c| call_json(&c.name, "parameters", &c.arguments))
-            .collect::<Vec<_>>()
-            .join("; ")
+        calls.iter().map(|c| call_json(&c.name, "parameters", &c.arguments)).collect::<Vec<_>>().join("; ")
     }
 
     fn call_grammar(_config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {
@@ -88,7 +84,9 @@ mod tests {
 
     #[test]
     fn prose_and_json_that_is_no_call_stay_content() {
-        for text in ["Sure! The weather is fine.", "{\"answer\": 42}", "{\"name\": \"unknown_tool\", \"parameters\": {}}"] {
+        for text in
+            ["Sure! The weather is fine.", "{\"answer\": 42}", "{\"name\": \"unknown_tool\", \"parameters\": {}}"]
+        {
             let out = replay(parser, text);
             assert_eq!(out.content, text);
             assert!(out.calls.is_empty());

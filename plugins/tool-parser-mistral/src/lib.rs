@@ -8,7 +8,7 @@
 
 #[cfg(target_arch = "wasm32")]
 use hearth_plugin_sdk::export_tool_parser;
-use hearth_plugin_sdk::tool_calls::{MarkupFormat, Markers, Syntax, call_json, describe_tools, grammar};
+use hearth_plugin_sdk::tool_calls::{Markers, MarkupFormat, Syntax, call_json, describe_tools, grammar};
 use hearth_plugin_sdk::{Call, Config, Tool};
 use serde_json::json;
 
@@ -17,13 +17,13 @@ pub struct Mistral;
 
 impl MarkupFormat for Mistral {
     fn syntax() -> Syntax {
-    Syntax {
-        markers: vec![Markers { open: "[TOOL_CALLS]", close: "" }],
-        bare_object: false,
-        args_keys: &["arguments"],
-        name_args_separator: Some("[ARGS]"),
-        between_calls: "",
-    }
+        Syntax {
+            markers: vec![Markers { open: "[TOOL_CALLS]", close: "" }],
+            bare_object: false,
+            args_keys: &["arguments"],
+            name_args_separator: Some("[ARGS]"),
+            between_calls: "",
+        }
     }
 
     fn template_hints(_config: &Config) -> Vec<String> {
@@ -39,15 +39,13 @@ impl MarkupFormat for Mistral {
     }
 
     fn render_calls(_config: &Config, calls: &[Call]) -> String {
-        let items: Vec<String> = calls
-            .iter()
-            .map(|c| call_json(&c.name, "arguments", &c.arguments))
-            .collect();
+        let items: Vec<String> = calls.iter().map(|c| call_json(&c.name, "arguments", &c.arguments)).collect();
         format!("[TOOL_CALLS][{}]", items.join(", "))
     }
 
     fn call_grammar(_config: &Config, tools: &[Tool], parallel: bool) -> Result<String, String> {
-        let mut list = json!({ "type": "array", "items": grammar::call_object_schema(tools, "arguments"), "minItems": 1 });
+        let mut list =
+            json!({ "type": "array", "items": grammar::call_object_schema(tools, "arguments"), "minItems": 1 });
         if !parallel {
             list["maxItems"] = json!(1);
         }
@@ -84,7 +82,8 @@ mod tests {
     /// The newer `name[ARGS]{…}` format, two calls back to back.
     #[test]
     fn name_args_format() {
-        let text = "[TOOL_CALLS]get_current_weather[ARGS]{\"location\": \"Paris\"}[TOOL_CALLS]get_time[ARGS]{\"tz\": \"CET\"}";
+        let text =
+            "[TOOL_CALLS]get_current_weather[ARGS]{\"location\": \"Paris\"}[TOOL_CALLS]get_time[ARGS]{\"tz\": \"CET\"}";
         let out = replay(parser, text);
         assert_eq!(out.content, "");
         assert_eq!(out.calls.len(), 2);

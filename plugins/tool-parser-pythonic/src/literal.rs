@@ -54,7 +54,9 @@ impl Cursor<'_> {
     fn ident(&mut self) -> R<String> {
         self.ws();
         let start = self.at;
-        while self.at < self.s.len() && (self.s[self.at].is_ascii_alphanumeric() || matches!(self.s[self.at], b'_' | b'.')) {
+        while self.at < self.s.len()
+            && (self.s[self.at].is_ascii_alphanumeric() || matches!(self.s[self.at], b'_' | b'.'))
+        {
             self.at += 1;
         }
         if self.at == self.s.len() {
@@ -108,16 +110,21 @@ impl Cursor<'_> {
             }
             b'-' | b'0'..=b'9' => {
                 let start = self.at;
-                while self.at < self.s.len() && matches!(self.s[self.at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while self.at < self.s.len()
+                    && matches!(self.s[self.at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
                     self.at += 1;
                 }
                 if self.at == self.s.len() {
                     return Err(Stop::More);
                 }
                 let text = std::str::from_utf8(&self.s[start..self.at]).map_err(|_| Stop::Bad)?;
-                let n: Number = text.parse::<i64>().map(Number::from).ok().or_else(|| {
-                    text.parse::<f64>().ok().and_then(Number::from_f64)
-                }).ok_or(Stop::Bad)?;
+                let n: Number = text
+                    .parse::<i64>()
+                    .map(Number::from)
+                    .ok()
+                    .or_else(|| text.parse::<f64>().ok().and_then(Number::from_f64))
+                    .ok_or(Stop::Bad)?;
                 Ok(Value::Number(n))
             }
             _ => match self.ident()?.as_str() {
@@ -208,7 +215,10 @@ pub fn to_python(v: &Value) -> String {
         Value::Array(items) => format!("[{}]", items.iter().map(to_python).collect::<Vec<_>>().join(", ")),
         Value::Object(map) => format!(
             "{{{}}}",
-            map.iter().map(|(k, v)| format!("{}: {}", to_python(&Value::String(k.clone())), to_python(v))).collect::<Vec<_>>().join(", ")
+            map.iter()
+                .map(|(k, v)| format!("{}: {}", to_python(&Value::String(k.clone())), to_python(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
