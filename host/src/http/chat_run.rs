@@ -319,3 +319,90 @@ fn new_call_id() -> String {
     let hex = uuid::Uuid::new_v4().simple().to_string();
     format!("call_{}", &hex[..24])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsing(parallel: bool) -> ToolParsing {
+        ToolParsing {
+            plugin_name: Arc::from("tool-parser-test"),
+            session: None,
+            skips_on_error: false,
+            declared: vec!["get_weather".into(), "get_time".into()],
+            parallel,
+            calls: Vec::new(),
+            dropped: Vec::new(),
+            fed: String::new(),
+            released: String::new(),
+        }
+    }
+
+    fn start(index: u32, name: &str, arguments: &str) -> CallDelta {
+        CallDelta { index, id: None, name: Some(name.into()), arguments: Some(arguments.into()) }
+    }
+
+    fn more(index: u32, arguments: &str) -> CallDelta {
+        CallDelta { index, id: None, name: None, arguments: Some(arguments.into()) }
+    }
+
+    /// The chunks a list of deltas streams, as (index, has id, name, arguments).
+    fn stream(p: &mut ToolParsing, deltas: Vec<CallDelta>) -> Vec<(u32, bool, Option<String>, String)> {
+        deltas
+            .into_iter()
+            .filter_map(|d| p.take_delta(d).unwrap())
+            .map(|c| (c.index, c.id.is_some(), c.function.name, c.function.arguments))
+            .collect()
+    }
+
+    #[test]
+    fn calls_stream_as_openai_chunks_their_first_with_id_and_name() {
+        let mut p = parsing(true);
+        let chunks = stream(
+            &mut p,
+            vec![
+                start(0, "get_weather", "{\"city\": "),
+                more(0, ""),
+                more(0, "\"Paris\"}"),
+                start(1, "get_time", "{}"),
+            ],
+        );
+        assert_eq!(
+            chunks,
+            [
+                (0, true, Some("get_weather".into()), "{\"city\": ".into()),
+                (0, false, None, "\"Paris\"}".into()),
+                (1, true, Some("get_time".into()), "{}".into()),
+            ]
+        );
+        assert!(p.check_arguments().is_ok());
+        assert_eq!(p.calls[0].arguments, "{\"city\": \"Paris\"}");
+    }
+
+    #[test]
+    fn without_parallel_calls_only_the_first_streams() {
+        let mut p = parsing(false);
+        let chunks =
+            stream(&mut p, vec![start(0, "get_weather", "{}"), start(1, "get_time", "{"), more(1, "}"), more(0, "")]);
+        assert_eq!(chunks, [(0, true, Some("get_weather".into()), "{}".into())]);
+        assert_eq!(p.calls.len(), 1);
+    }
+
+    #[test]
+    fn a_plugins_bad_deltas_are_its_errors() {
+        let cases = [
+            vec![start(0, "launch_rockets", "{}")],
+            vec![start(1, "get_time", "{}")],
+            vec![more(0, "{}")],
+            vec![start(0, "get_time", "{}"), start(0, "get_time", "{}")],
+        ];
+        for deltas in cases {
+            let mut p = parsing(true);
+            let failed = deltas.into_iter().map(|d| p.take_delta(d)).find_map(Result::err);
+            assert!(matches!(failed, Some(PluginError::BadOutput { .. })), "{failed:?}");
+        }
+        let mut p = parsing(true);
+        stream(&mut p, vec![start(0, "get_time", "[1, 2]")]);
+        assert!(p.check_arguments().is_err(), "arguments that are not a JSON object");
+    }
+}
