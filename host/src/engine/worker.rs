@@ -455,8 +455,7 @@ impl<M: StepModel> Worker<M> {
         catch_unwind(AssertUnwindSafe(|| f(self, i))).unwrap_or_else(|panic| {
             let msg = crate::panics::panic_message(&*panic);
             tracing::error!("the model panicked: {msg}");
-            let _ = self.running[i].job.events.send(TokenEvent::Failed(format!("internal model error: {msg}")));
-            Step::Done
+            end(&self.running[i], TokenEvent::Failed(format!("internal model error: {msg}")))
         })
     }
 
@@ -519,10 +518,7 @@ impl<M: StepModel> Worker<M> {
         });
         match ran {
             Ok(logits) => self.after_logits(i, logits),
-            Err(e) => {
-                let _ = self.running[i].job.events.send(TokenEvent::Failed(e.to_string()));
-                Step::Done
-            }
+            Err(e) => end(&self.running[i], TokenEvent::Failed(e.to_string())),
         }
     }
 
@@ -541,10 +537,7 @@ impl<M: StepModel> Worker<M> {
         };
         match out.into_full() {
             Ok(logits) => self.after_logits(i, logits),
-            Err(e) => {
-                let _ = self.running[i].job.events.send(TokenEvent::Failed(e.to_string()));
-                Step::Done
-            }
+            Err(e) => end(&self.running[i], TokenEvent::Failed(e.to_string())),
         }
     }
 
@@ -557,20 +550,17 @@ impl<M: StepModel> Worker<M> {
         if let Some(constraint) = seq.constraint.as_mut()
             && let Err(e) = constraint.mask(&mut logits, &seq.job.request.stop_ids)
         {
-            let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
-            return Step::Done;
+            return end(seq, TokenEvent::Failed(format!("constrained decoding failed: {e}")));
         }
         if let Some(query) = seq.job.request.distribution {
             let dist = seq.sampler.distribution(&logits, &seq.context, query.use_samplers, query.top);
             let _ = seq.job.events.send(TokenEvent::Distribution(dist));
-            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
-            return Step::Done;
+            return end(seq, TokenEvent::Finished { reason: FinishReason::Stop });
         }
         let sampled = match sample(seq, &logits) {
             Ok(s) => s,
             Err(failure) => {
-                let _ = seq.job.events.send(failure);
-                return Step::Done;
+                return end(seq, failure);
             }
         };
         let top = query.map_or_else(Vec::new, |q| top_logprobs(&logits, q.top));
@@ -582,8 +572,7 @@ impl<M: StepModel> Worker<M> {
     fn after_sampled(&mut self, i: usize, sampled: Sampled, top: Vec<(u32, f32)>) -> Step {
         let seq = &mut self.running[i];
         if seq.job.request.stop_ids.contains(&sampled.id) {
-            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
-            return Step::Done;
+            return end(seq, TokenEvent::Finished { reason: FinishReason::Stop });
         }
         seq.context.push(sampled.id);
         if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob, top }).is_err() {
@@ -591,17 +580,14 @@ impl<M: StepModel> Worker<M> {
         }
         if let Some(constraint) = seq.constraint.as_mut() {
             if let Err(e) = constraint.accept(sampled.id) {
-                let _ = seq.job.events.send(TokenEvent::Failed(format!("constrained decoding failed: {e}")));
-                return Step::Done;
+                return end(seq, TokenEvent::Failed(format!("constrained decoding failed: {e}")));
             }
             if constraint.is_finished() {
-                let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Stop });
-                return Step::Done;
+                return end(seq, TokenEvent::Finished { reason: FinishReason::Stop });
             }
         }
         if seq.context.len() - seq.prompt_len >= seq.max_new {
-            let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
-            return Step::Done;
+            return end(seq, TokenEvent::Finished { reason: FinishReason::Length });
         }
         Step::Continue
     }
@@ -614,12 +600,10 @@ fn check_ended(seq: &mut Sequence, epoch: u64) -> Step {
         return receiver_gone(seq);
     }
     if seq.job.epoch != epoch || seq.job.stopped.load(Ordering::SeqCst) {
-        let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Cancelled });
-        return Step::Done;
+        return end(seq, TokenEvent::Finished { reason: FinishReason::Cancelled });
     }
     if seq.max_new == 0 {
-        let _ = seq.job.events.send(TokenEvent::Finished { reason: FinishReason::Length });
-        return Step::Done;
+        return end(seq, TokenEvent::Finished { reason: FinishReason::Length });
     }
     Step::Continue
 }
@@ -680,6 +664,13 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Ends a sequence with its last event (a finish or a failure). The receiver may be gone
+/// already; the sequence ends either way.
+fn end(seq: &Sequence, event: TokenEvent) -> Step {
+    let _ = seq.job.events.send(event);
+    Step::Done
 }
 
 /// Ends a sequence whose receiver is gone: the client disconnected, or its stop string matched.
