@@ -7,21 +7,21 @@ use burn::tensor::activation::softmax;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use hearth_gpu_kernels::decode::{MAX_HEAD_DIM, top_candidates};
+use hearth_gpu_kernels::decode::top_candidates;
 use hearth_kernels::QuantMatrix;
 use hearth_kernels::ops::{self, AttentionShape, QueryRow};
 
 mod fused;
+mod load;
 
 use super::ModelError;
 use super::TopCandidates;
-use super::config::{Arch, LlamaConfig};
+use super::config::LlamaConfig;
 use super::cpu::{self, HostValues};
-use super::device::ComputeDevice;
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, RowGroup, read_back, transpose, upload};
 use super::rope::{self, Rope};
-use super::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
+use super::weights::HostTensor;
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
 /// 128 MiB, so big vocabularies are split by rows.
@@ -225,159 +225,6 @@ impl std::fmt::Debug for Llama {
 }
 
 impl Llama {
-    /// Loads every weight from `source`, checking each shape against `config`.
-    pub fn load(source: &dyn WeightSource, config: &LlamaConfig, compute: &ComputeDevice) -> Result<Self, ModelError> {
-        let c = config;
-        let device = &compute.device;
-        let read = |w: Weight| source.read(w).map_err(ModelError::from);
-        let read_opt = |w: Weight| {
-            if source.contains(w) { read(w).map(Some) } else { Ok(None) }
-        };
-        let name = |w: Weight| source.file_name_of(w);
-
-        // Block-quantized matrices stay quantized (4–7× less to read per token, no f32 copy in
-        // memory): on the CPU in every format the kernels crate computes on, on a GPU in every
-        // one but Q6_K; the token embedding in host memory on both, decoded a row per lookup.
-        let quantized = |w: Weight| -> Result<Option<QuantMatrix>, ModelError> {
-            if source.contains(w) { Ok(source.read_quantized(w)?) } else { Ok(None) }
-        };
-        let embedding = match quantized(Weight::TokenEmbedding)? {
-            Some(q) => Embedding::Quantized(Arc::new(q)),
-            None => {
-                let e = read(Weight::TokenEmbedding)?;
-                let [_, hidden] = e.matrix_dims(&name(Weight::TokenEmbedding))?;
-                Embedding::Dense { table: e.data, hidden }
-            }
-        };
-        let [vocab, hidden] = embedding.dims();
-        if hidden != c.hidden_size || vocab < c.vocab_size {
-            return Err(WeightError::Shape {
-                name: name(Weight::TokenEmbedding),
-                expected: format!("[{}, {}] (vocabulary × hidden size from the config)", c.vocab_size, c.hidden_size),
-                found: vec![vocab, hidden],
-            }
-            .into());
-        }
-        let norm_dim = |w: Weight, dim: usize| -> Result<RmsNorm, ModelError> {
-            Ok(RmsNorm::from_host(&name(w), read(w)?, dim, c.rms_norm_eps, device)?)
-        };
-        let linear = |w: Weight, bias: Option<Weight>, out: usize, inp: usize| -> Result<Linear, ModelError> {
-            let bias = match bias {
-                Some(b) => read_opt(b)?,
-                None => None,
-            };
-            let Some(q) = quantized(w)? else {
-                return Ok(Linear::from_host(&name(w), read(w)?, bias, [out, inp], device)?);
-            };
-            if compute.is_cpu() {
-                return Ok(Linear::quantized(&name(w), Arc::new(q), bias, [out, inp], device)?);
-            }
-            if let Some(l) = Linear::device_blocks(&name(w), &q, bias.clone(), [out, inp], device)? {
-                return Ok(l);
-            }
-            // A format the GPU kernels do not decode: f32 on the device, from the blocks read.
-            Ok(Linear::from_host(&name(w), dense(&q, q.rows()), bias, [out, inp], device)?)
-        };
-
-        let mut blocks = Vec::with_capacity(c.num_layers);
-        for i in 0..c.num_layers {
-            let l = |w: LayerWeight| Weight::Layer(i, w);
-            let (q_norm, k_norm) = if c.arch == Arch::Qwen3 || source.contains(l(LayerWeight::QNorm)) {
-                (Some(norm_dim(l(LayerWeight::QNorm), c.head_dim)?), Some(norm_dim(l(LayerWeight::KNorm), c.head_dim)?))
-            } else {
-                (None, None)
-            };
-            let attn = Attention {
-                qkv: Qkv::new(
-                    linear(l(LayerWeight::Q), Some(l(LayerWeight::QBias)), c.q_dim(), c.hidden_size)?,
-                    linear(l(LayerWeight::K), Some(l(LayerWeight::KBias)), c.kv_dim(), c.hidden_size)?,
-                    linear(l(LayerWeight::V), Some(l(LayerWeight::VBias)), c.kv_dim(), c.hidden_size)?,
-                ),
-                o: linear(l(LayerWeight::O), None, c.hidden_size, c.q_dim())?,
-                q_norm,
-                k_norm,
-            };
-            let mlp = Mlp::new(
-                linear(l(LayerWeight::Gate), None, c.intermediate_size, c.hidden_size)?,
-                linear(l(LayerWeight::Up), None, c.intermediate_size, c.hidden_size)?,
-                linear(l(LayerWeight::Down), None, c.hidden_size, c.intermediate_size)?,
-            );
-            blocks.push(Block {
-                attn_norm: norm_dim(l(LayerWeight::AttnNorm), c.hidden_size)?,
-                attn,
-                ffn_norm: norm_dim(l(LayerWeight::FfnNorm), c.hidden_size)?,
-                mlp,
-            });
-        }
-        let norm = norm_dim(Weight::OutputNorm, c.hidden_size)?;
-
-        // Tied embeddings: no separate output matrix in the file.
-        let head_weight = if source.contains(Weight::Output) { Weight::Output } else { Weight::TokenEmbedding };
-        let head_q: Option<Arc<QuantMatrix>> = match (head_weight, &embedding) {
-            (Weight::TokenEmbedding, Embedding::Quantized(q)) => Some(q.clone()),
-            (Weight::Output, _) => quantized(Weight::Output)?.map(Arc::new),
-            _ => None,
-        };
-        let head_rows = |q: &QuantMatrix| [q.rows().max(c.vocab_size), c.hidden_size];
-        let head = match head_q {
-            // Shares the embedding's blocks when tied: one copy in memory.
-            Some(q) if compute.is_cpu() => {
-                Head::Quantized(Linear::quantized(&name(head_weight), q.clone(), None, head_rows(&q), device)?)
-            }
-            Some(q) if Linear::device_decodes(q.quant_type()) => Head::Quantized(
-                Linear::device_blocks(&name(head_weight), &q, None, head_rows(&q), device)?
-                    .ok_or_else(|| WeightError::Missing(name(head_weight)))?,
-            ),
-            _ => {
-                let output = match head_q {
-                    Some(q) => Some(dense(&q, q.rows().min(c.vocab_size))),
-                    None => read_opt(Weight::Output)?,
-                };
-                let (shape, data): (Vec<usize>, &[f32]) = match (&output, &embedding) {
-                    (Some(o), _) => (o.shape.clone(), &o.data),
-                    (None, Embedding::Dense { table, .. }) => (embedding.dims().to_vec(), table),
-                    (None, Embedding::Quantized(_)) => return Err(WeightError::Missing(name(Weight::Output)).into()),
-                };
-                if shape.len() != 2 || shape[1] != c.hidden_size || shape[0] < c.vocab_size {
-                    return Err(WeightError::Shape {
-                        name: name(head_weight),
-                        expected: format!("[{}, {}]", c.vocab_size, c.hidden_size),
-                        found: shape,
-                    }
-                    .into());
-                }
-                Head::Chunks(head_chunks(&data[..c.vocab_size * hidden], c.vocab_size, hidden, device))
-            }
-        };
-
-        let freq_factors = read_opt(Weight::RopeFreqs)?;
-        let rope = Rope::new(
-            c.head_dim,
-            c.rope_theta,
-            c.rope_scaling.as_ref(),
-            freq_factors.as_ref().map(|t| t.data.as_slice()),
-        );
-        let bucket_prompts = !compute.is_cpu();
-        let fused_decode = !compute.is_cpu()
-            && c.head_dim.is_multiple_of(2)
-            && c.head_dim <= MAX_HEAD_DIM
-            && c.num_kv_heads > 0
-            && c.num_heads.is_multiple_of(c.num_kv_heads)
-            && blocks.iter().all(|b| b.fused_parts().is_some());
-
-        Ok(Self {
-            config: c.clone(),
-            embedding,
-            blocks,
-            norm,
-            head,
-            rope,
-            device: device.clone(),
-            bucket_prompts,
-            fused_decode,
-        })
-    }
-
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
