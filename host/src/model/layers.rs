@@ -91,14 +91,7 @@ impl Linear {
         expect: [usize; 2],
         device: &Device,
     ) -> Result<Self, WeightError> {
-        let [out_f, in_f] = weight.matrix_dims(name)?;
-        if [out_f, in_f] != expect {
-            return Err(WeightError::Shape {
-                name: name.to_owned(),
-                expected: format!("{expect:?}"),
-                found: weight.shape,
-            });
-        }
+        let [out_f, in_f] = expect_matrix(name, &weight, expect)?;
         let bias = check_bias(name, bias, out_f, device)?;
         let weight = upload(transpose(&weight.data, out_f, in_f), [in_f, out_f], device);
         Ok(Self { weight: LinearWeight::Dense(weight), bias })
@@ -113,14 +106,7 @@ impl Linear {
         bias: Option<HostTensor>,
         expect: [usize; 2],
     ) -> Result<Self, WeightError> {
-        let [out_f, in_f] = weight.matrix_dims(name)?;
-        if [out_f, in_f] != expect {
-            return Err(WeightError::Shape {
-                name: name.to_owned(),
-                expected: format!("{expect:?}"),
-                found: weight.shape,
-            });
-        }
+        let [out_f, in_f] = expect_matrix(name, &weight, expect)?;
         let matrix = Int8Matrix::quantize(&weight.data, out_f, in_f, bias.as_ref().map(|b| b.data.as_slice()))
             .map_err(|e| WeightError::Invalid { name: name.to_owned(), reason: e.to_string() })?;
         Ok(Self { weight: LinearWeight::Int8(Arc::new(matrix)), bias: None })
@@ -321,6 +307,19 @@ fn device_packing(ty: QuantType) -> Option<Packing> {
         QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q4K => Some(Packing::Nibbles),
         QuantType::Q6K => None,
     }
+}
+
+/// The `[out, in]` of a weight that must be exactly `expect`.
+fn expect_matrix(name: &str, weight: &HostTensor, expect: [usize; 2]) -> Result<[usize; 2], WeightError> {
+    let dims = weight.matrix_dims(name)?;
+    if dims != expect {
+        return Err(WeightError::Shape {
+            name: name.to_owned(),
+            expected: format!("{expect:?}"),
+            found: weight.shape.clone(),
+        });
+    }
+    Ok(dims)
 }
 
 /// An optional `[out]` bias, checked and uploaded as `[1, out]`.
