@@ -34,10 +34,14 @@ pub async fn encode(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<TextBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let served = state.ready()?;
-    let tokens =
-        blocking::off_runtime("tokenizing", move || Ok(served.engine.tokenizer().encode(&body.text, true)?)).await?;
+    let tokens = prompt_tokens(&state, body.text).await?;
     Ok(Json(json!({ "tokens": tokens, "length": tokens.len() })))
+}
+
+/// `text` tokenized as a raw prompt (BOS added when the model wants it), off the runtime.
+async fn prompt_tokens(state: &SharedState, text: String) -> Result<Vec<u32>, ApiError> {
+    let served = state.ready()?;
+    blocking::off_runtime("tokenizing", move || Ok(served.engine.tokenizer().encode(&text, true)?)).await
 }
 
 /// `{tokens}` → `{text}`.
@@ -62,9 +66,7 @@ pub async fn token_count(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<TextBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let served = state.ready()?;
-    let tokens =
-        blocking::off_runtime("tokenizing", move || Ok(served.engine.tokenizer().encode(&body.text, true)?)).await?;
+    let tokens = prompt_tokens(&state, body.text).await?;
     Ok(Json(json!({ "length": tokens.len() })))
 }
 
