@@ -13,7 +13,7 @@ use crate::prompt::user_files;
 use crate::sampling::{
     AdaptiveP, Dry, DynamicTemperature, Mirostat, MirostatVersion, SamplingParams, Smoothing, Stage, Xtc, stage_order,
 };
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{TextTokenizer, in_vocabulary};
 
 /// Declares [`SamplerFields`] (each field an `Option`) and [`FIELDS`], its names as a request
 /// spells them, from one list: a field cannot be added to one and forgotten in the other.
@@ -357,7 +357,7 @@ fn token_bans(list: Option<&str>, vocab: usize) -> Result<Vec<u32>, ApiError> {
         Some(list) => list
             .split(',')
             .map(|t| {
-                t.trim().parse::<u32>().ok().filter(|&id| (id as usize) < vocab).ok_or_else(|| {
+                t.trim().parse::<i64>().ok().and_then(|id| in_vocabulary(id, vocab)).ok_or_else(|| {
                     invalid("custom_token_bans", format!("`{}` is not a token id of this model", t.trim()))
                 })
             })

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::types::CommonParams;
 use crate::error::ApiError;
 use crate::sampling::SamplingParams;
+use crate::tokenizer::in_vocabulary;
 
 /// Parses a JSON body; a type error names the field (`messages[0].role`).
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -119,7 +120,7 @@ pub fn logit_bias(map: Option<&Map<String, Value>>, vocab: usize) -> Result<Vec<
     let mut out = Vec::new();
     for (key, value) in map.into_iter().flatten() {
         let id =
-            key.trim().parse::<u32>().ok().filter(|&id| (id as usize) < vocab).ok_or_else(|| {
+            key.trim().parse::<i64>().ok().and_then(|id| in_vocabulary(id, vocab)).ok_or_else(|| {
                 bad(format!("`{key}` is not a token id of this model (0…{})", vocab.saturating_sub(1)))
             })?;
         let bias = value

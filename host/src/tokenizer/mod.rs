@@ -182,10 +182,7 @@ impl TextTokenizer {
     pub fn ids_in_vocabulary(&self, ids: &[i64]) -> Result<Vec<u32>, OutOfVocabulary> {
         ids.iter()
             .enumerate()
-            .map(|(index, &id)| match u32::try_from(id) {
-                Ok(t) if (t as usize) < self.vocab => Ok(t),
-                _ => Err(OutOfVocabulary { index, id, vocab: self.vocab }),
-            })
+            .map(|(index, &id)| in_vocabulary(id, self.vocab).ok_or(OutOfVocabulary { index, id, vocab: self.vocab }))
             .collect()
     }
 
@@ -245,6 +242,12 @@ fn read_json(path: &Path) -> Result<Value, TokenizerError> {
         .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })?;
     serde_json::from_str(&text)
         .map_err(|e| TokenizerError::File { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// `id` as a token id, when it is one of a vocabulary of `vocab`: the one range check for the
+/// ids clients send (token lists, `logit_bias` keys, `custom_token_bans`).
+pub fn in_vocabulary(id: i64, vocab: usize) -> Option<u32> {
+    u32::try_from(id).ok().filter(|&t| (t as usize) < vocab)
 }
 
 /// Tokenizers for other modules' unit tests.
