@@ -770,3 +770,23 @@ fn a_body_the_handler_ignores_is_read_and_the_connection_kept() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// A JSON `response_format`, a `grammar_string` and a forced tool call each constrain the answer:
+/// two together are a 400 naming the field, before anything is rendered or generated.
+#[test]
+fn two_answer_constraints_are_a_400() {
+    let tools = json!([{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]);
+    let forced = json!({"type": "function", "function": {"name": "get_time"}});
+    let messages = json!([{"role": "user", "content": "What time is it?"}]);
+    let cases = [
+        (json!({"response_format": {"type": "json_object"}, "grammar_string": "root ::= \"a\""}), "grammar_string"),
+        (json!({"tools": tools, "tool_choice": forced, "grammar_string": "root ::= \"a\""}), "grammar_string"),
+        (json!({"tools": tools, "tool_choice": forced, "response_format": {"type": "json_object"}}), "response_format"),
+    ];
+    for (fields, param) in cases {
+        let mut body = json!({"messages": messages, "max_tokens": 4});
+        body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let (status, answer) = post_json(server(), "/v1/chat/completions", &body);
+        assert_eq!((status, answer["error"]["param"].as_str()), (400, Some(param)), "{fields} → {answer}");
+    }
+}

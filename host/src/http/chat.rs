@@ -80,6 +80,10 @@ pub fn render_request(
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "`messages` must contain at least one message"));
     }
+    let mut plan = validate::plan(common, sampling, req.max_completion_tokens)?;
+    // Checked before anything renders: at most one thing may constrain the answer.
+    let forced_tools = tool_request.as_ref().is_some_and(|r| r.forced_tools().is_some());
+    one_answer_shape(json_schema.is_some(), plan.grammar.is_some(), forced_tools)?;
     let mut messages =
         req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
 
@@ -134,28 +138,31 @@ pub fn render_request(
         ModeError::Template(e) => ApiError::from(e),
         ModeError::CannotContinue(msg) => ApiError::invalid_param("continue_", msg),
     })?;
-    let mut plan = validate::plan(common, sampling, req.max_completion_tokens)?;
     plan.logprobs = scored;
     plan.sampling.logit_bias = bias;
     if let Some(persona) = &persona {
         // The model writes one turn of the script: a new line naming a speaker ends it.
         plan.stops.extend(persona.turn_stops());
     }
-    if json_schema.is_some() && setup.as_ref().is_some_and(|s| s.request.forced_tools().is_some()) {
+    Ok(RenderedChat { prompt, plan, tools: setup, json_schema })
+}
+
+/// A JSON `response_format`, a `grammar_string` and a forced tool call each constrain the
+/// answer; a request may use one of them.
+fn one_answer_shape(json_schema: bool, grammar: bool, forced_tools: bool) -> Result<(), ApiError> {
+    if json_schema && forced_tools {
         return Err(ApiError::invalid_param(
             "response_format",
             "a JSON `response_format` and a forced tool call cannot both shape the answer",
         ));
     }
-    if plan.grammar.is_some()
-        && (json_schema.is_some() || setup.as_ref().is_some_and(|s| s.request.forced_tools().is_some()))
-    {
+    if grammar && (json_schema || forced_tools) {
         return Err(ApiError::invalid_param(
             "grammar_string",
             "`grammar_string` cannot shape the answer together with a JSON `response_format` or a forced tool call",
         ));
     }
-    Ok(RenderedChat { prompt, plan, tools: setup, json_schema })
+    Ok(())
 }
 
 /// The schema a `response_format` asks for: `text` none, `json_object` any object,
