@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use hearth_settings::{EmbeddingPrecision, Settings};
 
 use crate::embedding_batches::EmbeddingBatches;
-use crate::model::device::{self, DeviceRequest};
+use crate::model::device::{self, DeviceChoice};
 use crate::model::encoder::{EmbeddingModel, EncoderError, is_embedding_folder};
 
 /// text-generation-webui's default embedding model.
@@ -69,7 +69,7 @@ impl EmbeddingService {
     pub fn new(settings: &Settings) -> Self {
         Self {
             requested: settings.embedding_model.clone().filter(|m| !m.trim().is_empty()),
-            device: settings.embedding_device.clone().unwrap_or_else(|| settings.device.clone()),
+            device: settings.embedding_device.clone().unwrap_or_else(|| settings.device.to_string()),
             precision: settings.embedding_precision,
             model_dir: settings.model_dir.clone(),
             loaded: Mutex::new(None),
@@ -195,10 +195,10 @@ fn installed(model_dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// textgen's `OPENEDAI_EMBEDDING_DEVICE` takes torch device names as well as Hearth's own
 /// (`--device`'s, which `cpu` and `gpu` already are): its GPU names mean wgpu.
-fn device_request(name: &str) -> Result<DeviceRequest, String> {
+fn device_request(name: &str) -> Result<DeviceChoice, String> {
     match name.trim().to_ascii_lowercase().as_str() {
-        "" => Ok(DeviceRequest::Auto),
-        "cuda" | "mps" | "xpu" | "hip" => Ok(DeviceRequest::Wgpu),
+        "" => Ok(DeviceChoice::Auto),
+        "cuda" | "mps" | "xpu" | "hip" => Ok(DeviceChoice::Wgpu),
         other => other.parse(),
     }
 }
@@ -228,9 +228,9 @@ mod tests {
 
     #[test]
     fn torch_device_names_map_to_hearth_devices() {
-        assert_eq!(device_request("cpu"), Ok(DeviceRequest::Flex));
-        assert_eq!(device_request("CUDA"), Ok(DeviceRequest::Wgpu));
-        assert_eq!(device_request("auto"), Ok(DeviceRequest::Auto));
+        assert_eq!(device_request("cpu"), Ok(DeviceChoice::Flex));
+        assert_eq!(device_request("CUDA"), Ok(DeviceChoice::Wgpu));
+        assert_eq!(device_request("auto"), Ok(DeviceChoice::Auto));
         assert!(device_request("tpu").unwrap_err().contains("tpu"));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::decoded_stream::{DecodedStream, TextEvent};
 use crate::engine::{Engine, FinishReason, GenerationRequest, WorkerOptions};
-use crate::model::{self, DeviceRequest, LoadError};
+use crate::model::{self, DeviceChoice, LoadError};
 use crate::prompt::chat::{ChatRenderer, Conversation};
 use crate::sampling::SamplingParams;
 
@@ -20,7 +20,7 @@ pub struct GenerateArgs {
     pub chat: bool,
     pub system: Option<String>,
     pub max_tokens: usize,
-    pub device: DeviceRequest,
+    pub device: DeviceChoice,
     pub sampling: SamplingParams,
     pub context_length: usize,
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use hearth::generate::{self, GenerateArgs};
-use hearth::model::DeviceRequest;
+use hearth::model::DeviceChoice;
 use hearth::sampling::SamplingParams;
 use hearth_settings::CliSettings;
 
@@ -64,9 +64,9 @@ struct ServeCli {
     /// settings.yaml (default user_data/settings.yaml when present).
     #[arg(long)]
     settings: Option<PathBuf>,
-    /// auto (a GPU if there is one, else the CPU), wgpu or flex (CPU).
+    /// auto (a GPU if there is one, else the CPU), wgpu (gpu, vulkan) or flex (cpu).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceChoice>,
     /// Most positions (prompt + answer) per sequence.
     #[arg(long)]
     ctx_size: Option<usize>,
@@ -119,7 +119,7 @@ struct GenerateCli {
     max_tokens: usize,
     /// auto (a GPU if there is one, else the CPU), wgpu or flex (CPU).
     #[arg(long, default_value = "auto")]
-    device: DeviceRequest,
+    device: DeviceChoice,
     /// 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,

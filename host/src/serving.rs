@@ -12,7 +12,7 @@ use crate::constraint::GrammarCompiler;
 use crate::embedding_service::EmbeddingService;
 use crate::engine::{Engine, WorkerOptions};
 use crate::model::device::DeviceError;
-use crate::model::{self, DeviceRequest, LoadError, ModelFormat};
+use crate::model::{self, LoadError, ModelFormat};
 use crate::plugin_services::{self, ModelServices};
 use crate::plugins::PluginRegistry;
 use crate::prompt::chat::ChatRenderer;
@@ -21,9 +21,6 @@ use crate::prompt::template::TemplateError;
 /// Why a model could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// `device` names no device Hearth knows.
-    #[error("{0}")]
-    DeviceName(String),
     #[error("{0}")]
     Device(#[from] DeviceError),
     #[error("{0}")]
@@ -88,8 +85,7 @@ fn start_model(
     plugins: &Arc<PluginRegistry>,
     embeddings: &Arc<EmbeddingService>,
 ) -> Result<ServedModel, StartError> {
-    let request: DeviceRequest = settings.device.parse().map_err(StartError::DeviceName)?;
-    let device = model::device::select(request)?;
+    let device = model::device::select(settings.device)?;
     tracing::info!("device: {}", device.description);
     let loaded = model::load(path, &device)?;
     let renderer = ChatRenderer::new(&loaded.tokenizer)?;

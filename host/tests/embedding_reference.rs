@@ -13,7 +13,7 @@ mod common;
 use std::path::PathBuf;
 
 use hearth::model::encoder::EmbeddingModel;
-use hearth::model::{self, DeviceRequest};
+use hearth::model::{self, DeviceChoice};
 use hearth_settings::EmbeddingPrecision;
 use serde_json::Value;
 
@@ -39,12 +39,12 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
     dot / (na * nb)
 }
 
-fn load(dir: PathBuf, device: DeviceRequest, precision: EmbeddingPrecision) -> EmbeddingModel {
+fn load(dir: PathBuf, device: DeviceChoice, precision: EmbeddingPrecision) -> EmbeddingModel {
     let device = model::device::select(device).expect("device opens");
     EmbeddingModel::load(&dir, &device, precision).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-fn minilm_matches_sentence_transformers(device: DeviceRequest, precision: EmbeddingPrecision) {
+fn minilm_matches_sentence_transformers(device: DeviceChoice, precision: EmbeddingPrecision) {
     let reference = fixture("minilm.json");
     let m = load(common::model_dir().join("all-MiniLM-L6-v2"), device, precision);
     assert_eq!(m.dimensions(), 384);
@@ -69,7 +69,7 @@ fn minilm_matches_sentence_transformers(device: DeviceRequest, precision: Embedd
     assert!(cosine(&alone[0], &vectors[0].iter().map(|&x| x as f64).collect::<Vec<_>>()) > 0.99999);
 }
 
-fn tiny_mpnet_matches_transformers(device: DeviceRequest) {
+fn tiny_mpnet_matches_transformers(device: DeviceChoice) {
     let reference = fixture("tiny-mpnet.json");
     // f32: the bound is rounding's; 8-bit products are held to the cosine of the MiniLM test.
     let m = load(fixtures().join("tiny-mpnet"), device, EmbeddingPrecision::F32);
@@ -105,25 +105,25 @@ fn tiny_mpnet_matches_transformers(device: DeviceRequest) {
 /// The default: 8-bit products on a CPU with AVX-512 VNNI, f32 on others.
 #[test]
 fn minilm_on_flex_matches_sentence_transformers() {
-    minilm_matches_sentence_transformers(DeviceRequest::Flex, EmbeddingPrecision::Auto);
+    minilm_matches_sentence_transformers(DeviceChoice::Flex, EmbeddingPrecision::Auto);
 }
 
 #[test]
 fn minilm_on_flex_in_f32_matches_sentence_transformers() {
-    minilm_matches_sentence_transformers(DeviceRequest::Flex, EmbeddingPrecision::F32);
+    minilm_matches_sentence_transformers(DeviceChoice::Flex, EmbeddingPrecision::F32);
 }
 
 #[test]
 fn minilm_on_wgpu_matches_sentence_transformers() {
-    minilm_matches_sentence_transformers(DeviceRequest::Wgpu, EmbeddingPrecision::Auto);
+    minilm_matches_sentence_transformers(DeviceChoice::Wgpu, EmbeddingPrecision::Auto);
 }
 
 #[test]
 fn tiny_mpnet_on_flex_matches_transformers() {
-    tiny_mpnet_matches_transformers(DeviceRequest::Flex);
+    tiny_mpnet_matches_transformers(DeviceChoice::Flex);
 }
 
 #[test]
 fn tiny_mpnet_on_wgpu_matches_transformers() {
-    tiny_mpnet_matches_transformers(DeviceRequest::Wgpu);
+    tiny_mpnet_matches_transformers(DeviceChoice::Wgpu);
 }

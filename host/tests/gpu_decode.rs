@@ -8,7 +8,7 @@
 
 mod common;
 
-use hearth::model::{self, BatchItem, DeviceRequest, KvCache, LoadedModel, LogitsFor, StepLogits};
+use hearth::model::{self, BatchItem, DeviceChoice, KvCache, LoadedModel, LogitsFor, StepLogits};
 use hearth::sampling::{Sampler, SamplingParams};
 use hearth_gpu_kernels::counters::{self, DeviceWork};
 
@@ -46,7 +46,7 @@ fn generate(m: &LoadedModel, prompt: &[u32], params: SamplingParams, n: usize) -
 
 #[test]
 fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
-    let dev = model::device::select(DeviceRequest::Wgpu).expect("wgpu opens");
+    let dev = model::device::select(DeviceChoice::Wgpu).expect("wgpu opens");
     let m = model::load(&common::smollm2(), &dev).expect("SmolLM2 loads");
     let layers = m.llama.config().num_layers as u64;
     let prompt = m.tokenizer.encode("The lighthouse keeper climbed the stairs", false).expect("tokenizes");

@@ -8,10 +8,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use hearth::model::kv_pool::PAGE;
-use hearth::model::{self, BatchItem, DeviceRequest, KvCache, KvPool, LoadedModel, LogitsFor, PoolStats};
+use hearth::model::{self, BatchItem, DeviceChoice, KvCache, KvPool, LoadedModel, LogitsFor, PoolStats};
 
 fn load() -> LoadedModel {
-    let dev = model::device::select(DeviceRequest::Flex).expect("flex opens");
+    let dev = model::device::select(DeviceChoice::Flex).expect("flex opens");
     model::load(&common::smollm2(), &dev).expect("SmolLM2 loads")
 }
 

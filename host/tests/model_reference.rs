@@ -12,7 +12,7 @@
 
 mod common;
 
-use hearth::model::{self, DeviceRequest, LoadedModel, LogitsFor};
+use hearth::model::{self, DeviceChoice, LoadedModel, LogitsFor};
 use serde_json::Value;
 
 const LOGPROB_TOLERANCE: f64 = 1e-3;
@@ -64,7 +64,7 @@ fn last_logits(m: &LoadedModel, cache: &mut hearth::model::KvCache, input: &[u32
     t.into_data().try_to_vec::<f32>().expect("f32 logits")
 }
 
-fn check_against_reference(device: DeviceRequest) {
+fn check_against_reference(device: DeviceChoice) {
     let reference = reference();
     let dev = model::device::select(device).expect("device opens");
     let m = model::load(&common::smollm2(), &dev).expect("SmolLM2 loads");
@@ -130,12 +130,12 @@ fn check_against_reference(device: DeviceRequest) {
 
 #[test]
 fn flex_matches_transformers() {
-    check_against_reference(DeviceRequest::Flex);
+    check_against_reference(DeviceChoice::Flex);
 }
 
 #[test]
 fn wgpu_matches_transformers() {
-    check_against_reference(DeviceRequest::Wgpu);
+    check_against_reference(DeviceChoice::Wgpu);
 }
 
 /// Hearth's log-probabilities at the points llama.cpp's fixture `llama` records: each prompt's
@@ -189,8 +189,8 @@ fn worst_difference(a: &[f64], b: &[f64]) -> f64 {
 #[ignore = "needs K-quant files made by llama.cpp's quantizer (see the comment)"]
 fn k_quant_files_match_llama_cpp() {
     let reference = reference();
-    let flex = model::device::select(DeviceRequest::Flex).expect("flex opens");
-    let wgpu = model::device::select(DeviceRequest::Wgpu).expect("wgpu opens");
+    let flex = model::device::select(DeviceChoice::Flex).expect("flex opens");
+    let wgpu = model::device::select(DeviceChoice::Wgpu).expect("wgpu opens");
     for ftype in ["Q4_K_M", "Q5_K_M"] {
         let llama = fixture(&format!("llama_cpp.{ftype}.json"));
         let path = common::model_dir().join(llama["model_file"].as_str().unwrap());

@@ -11,6 +11,44 @@ use figment::providers::{Format, Serialized, Yaml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
+/// Where models run (`--device`): the one list of device names. `auto` takes a real GPU
+/// adapter when there is one and the CPU otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A real GPU when one opens, else the CPU.
+    #[default]
+    Auto,
+    /// burn's wgpu backend: a GPU, or Mesa's lavapipe on a machine without one.
+    #[serde(alias = "gpu", alias = "vulkan")]
+    Wgpu,
+    /// burn's pure-Rust CPU backend.
+    #[serde(alias = "cpu")]
+    Flex,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "wgpu" | "gpu" | "vulkan" => Ok(Self::Wgpu),
+            "flex" | "cpu" => Ok(Self::Flex),
+            other => Err(format!("unknown device `{other}` (choose auto, wgpu or flex)")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Wgpu => "wgpu",
+            Self::Flex => "flex",
+        })
+    }
+}
+
 /// How an embedding model's products compute on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,8 +92,8 @@ pub struct Settings {
     /// textgen's user data folder (`--user-data-dir`): `characters/` and
     /// `instruction-templates/` are read from it.
     pub user_data_dir: PathBuf,
-    /// `auto`, `wgpu` or `flex` (`--device`).
-    pub device: String,
+    /// Where the model runs (`--device`).
+    pub device: DeviceChoice,
     /// Log request and response content (`OPENEDAI_DEBUG=1`, textgen's `openai-debug`). Off by
     /// default: Hearth logs no prompts or outputs.
     pub debug: bool,
@@ -202,7 +240,7 @@ impl Default for Settings {
             model: None,
             model_dir: PathBuf::from("user_data/models"),
             user_data_dir: PathBuf::from("user_data"),
-            device: "auto".into(),
+            device: DeviceChoice::Auto,
             debug: false,
             embedding_model: None,
             embedding_device: None,
@@ -261,7 +299,7 @@ pub struct CliSettings {
     pub user_data_dir: Option<PathBuf>,
     /// `--device`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub device: Option<DeviceChoice>,
     /// `--ctx-size`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ctx_size: Option<usize>,
@@ -498,6 +536,18 @@ mod tests {
         let path = write("badport", "api_port: seventy\n");
         let err = load(Some(&path), &CliSettings::default(), []).unwrap_err();
         assert!(err.to_string().contains("api_port"), "{err}");
+    }
+
+    #[test]
+    fn devices_have_one_list_of_names() {
+        let path = write("device", "device: cpu\n");
+        assert_eq!(load(Some(&path), &CliSettings::default(), []).unwrap().device, DeviceChoice::Flex);
+        let cli = CliSettings { device: Some("GPU".parse().unwrap()), ..Default::default() };
+        assert_eq!(load(Some(&path), &cli, []).unwrap().device, DeviceChoice::Wgpu);
+        let path = write("baddevice", "device: tpu\n");
+        let err = load(Some(&path), &CliSettings::default(), []).unwrap_err();
+        assert!(err.to_string().contains("tpu"), "{err}");
+        assert!("tpu".parse::<DeviceChoice>().unwrap_err().contains("auto, wgpu or flex"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::body::{IgnoredBody, JsonBody};
 use super::state::{ModelState, SharedState};
 use crate::error::ApiError;
-use crate::model::DeviceRequest;
+use crate::model::DeviceChoice;
 use crate::prompt::ChatTemplate;
 
 /// `POST /v1/internal/model/load`.
@@ -36,7 +36,7 @@ pub struct LoadRequest {
 #[derive(Debug, Default, PartialEq)]
 struct LoadArgs {
     ctx_size: Option<usize>,
-    device: Option<String>,
+    device: Option<DeviceChoice>,
 }
 
 /// textgen's KV-cache types. Hearth keeps its cache in f32 whichever is asked for (a quantized
@@ -57,9 +57,9 @@ fn parse_args(args: Option<Map<String, Value>>) -> Result<LoadArgs, ApiError> {
                     ));
                 }
             },
-            // The names `--device` takes (one list: `DeviceRequest`'s), kept in canonical form.
-            "device" => match value.as_str().map(str::parse::<DeviceRequest>) {
-                Some(Ok(device)) => out.device = Some(device.to_string()),
+            // The names `--device` takes (one list: `DeviceChoice`'s), kept in canonical form.
+            "device" => match value.as_str().map(str::parse::<DeviceChoice>) {
+                Some(Ok(device)) => out.device = Some(device),
                 Some(Err(e)) => return Err(ApiError::invalid_param(param, e)),
                 None => return Err(ApiError::invalid_param(param, "`device` must be a string")),
             },

@@ -2,42 +2,9 @@
 //! without one) or its pure-Rust CPU backend, flex. `auto` takes a real GPU adapter when there
 //! is one and flex otherwise.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::tensor::Device;
 use burn::tensor::wgpu::wgpu::{Backend, DeviceType};
-
-/// What the user asked for (`--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceRequest {
-    #[default]
-    Auto,
-    Wgpu,
-    Flex,
-}
-
-impl FromStr for DeviceRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "wgpu" | "gpu" | "vulkan" => Ok(Self::Wgpu),
-            "flex" | "cpu" => Ok(Self::Flex),
-            other => Err(format!("unknown device `{other}` (choose auto, wgpu or flex)")),
-        }
-    }
-}
-
-impl fmt::Display for DeviceRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Wgpu => "wgpu",
-            Self::Flex => "flex",
-        })
-    }
-}
+pub use hearth_settings::DeviceChoice;
 
 /// The backend a [`ComputeDevice`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +46,11 @@ impl ComputeDevice {
 }
 
 /// Opens the requested device.
-pub fn select(request: DeviceRequest) -> Result<ComputeDevice, DeviceError> {
+pub fn select(request: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
     match request {
-        DeviceRequest::Flex => Ok(ComputeDevice::flex()),
-        DeviceRequest::Wgpu => open_wgpu().map(|(dev, _)| dev),
-        DeviceRequest::Auto => match open_wgpu() {
+        DeviceChoice::Flex => Ok(ComputeDevice::flex()),
+        DeviceChoice::Wgpu => open_wgpu().map(|(dev, _)| dev),
+        DeviceChoice::Auto => match open_wgpu() {
             Ok((dev, false)) => {
                 tracing::info!("wgpu offers only a CPU adapter ({}); using flex", dev.description);
                 Ok(ComputeDevice::flex())

@@ -16,7 +16,7 @@ mod top_candidates;
 pub mod weights;
 
 pub use config::{Arch, LlamaConfig};
-pub use device::{BackendKind, ComputeDevice, DeviceRequest};
+pub use device::{BackendKind, ComputeDevice, DeviceChoice};
 pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, PoolStats};
 pub use llama::{BatchItem, Llama, LogitsFor, StepLogits, TopLogits};

@@ -319,7 +319,7 @@ fn served() -> &'static (Arc<AppState>, Arc<ServedModel>) {
     static SERVED: OnceLock<(Arc<AppState>, Arc<ServedModel>)> = OnceLock::new();
     SERVED.get_or_init(|| {
         let settings = Settings {
-            device: "flex".into(),
+            device: hearth::model::device::DeviceChoice::Flex,
             ctx_size: Some(2048),
             model_dir: repo_root().join("user_data/models"),
             user_data_dir: repo_root().join("user_data"),
