@@ -129,7 +129,9 @@ impl EmbeddingService {
     pub fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbeddingError> {
         let inputs: Vec<EmbeddingInput> = texts.iter().cloned().map(EmbeddingInput::Text).collect();
         let loaded = self.model()?;
-        Ok(self.embed(&loaded, &inputs)?.vectors)
+        let vectors = self.embed(&loaded, &inputs)?.vectors;
+        crate::telemetry::embedded(&loaded.name, inputs.len(), false);
+        Ok(vectors)
     }
 
     /// The configured model's folder, or with nothing configured the default, else the first

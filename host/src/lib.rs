@@ -18,5 +18,6 @@ pub mod prompt;
 pub mod sampling;
 pub mod server;
 pub mod serving;
+pub mod telemetry;
 pub mod threads;
 pub mod tokenizer;

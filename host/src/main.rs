@@ -45,6 +45,9 @@ struct ServeCli {
     /// Without it, browsers may call the API only from Hearth's own origin.
     #[arg(long = "cors-allow-origin", value_name = "ORIGIN")]
     cors_allow_origins: Vec<String>,
+    /// Serve /metrics without the API key (for a Prometheus scraping without credentials).
+    #[arg(long)]
+    metrics_public: bool,
     /// TLS private key (PEM); `OPENEDAI_KEY_PATH` wins.
     #[arg(long)]
     ssl_keyfile: Option<PathBuf>,
@@ -182,6 +185,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         api_key: cli.api_key,
         admin_key: cli.admin_key,
         cors_allow_origins: (!cli.cors_allow_origins.is_empty()).then_some(cli.cors_allow_origins),
+        metrics_public: cli.metrics_public.then_some(true),
         ssl_keyfile: cli.ssl_keyfile,
         ssl_certfile: cli.ssl_certfile,
         model: cli.model,

@@ -81,6 +81,9 @@ pub struct Settings {
     /// Hearth's own origin, so no other web page can drive the API. Model management never
     /// answers cross-origin requests.
     pub cors_allow_origins: Vec<String>,
+    /// `/metrics` answers without the API key (`--metrics-public`): for a Prometheus that
+    /// scrapes without credentials. Off: it follows the key like every route.
+    pub metrics_public: bool,
     /// TLS private key, PEM (`--ssl-keyfile`, `OPENEDAI_KEY_PATH`).
     pub ssl_keyfile: Option<PathBuf>,
     /// TLS certificate chain, PEM (`--ssl-certfile`, `OPENEDAI_CERT_PATH`).
@@ -235,6 +238,7 @@ impl Default for Settings {
             api_key: None,
             admin_key: None,
             cors_allow_origins: Vec::new(),
+            metrics_public: false,
             ssl_keyfile: None,
             ssl_certfile: None,
             model: None,
@@ -282,6 +286,9 @@ pub struct CliSettings {
     /// `--cors-allow-origin` (repeatable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_allow_origins: Option<Vec<String>>,
+    /// `--metrics-public`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_public: Option<bool>,
     /// `--ssl-keyfile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssl_keyfile: Option<PathBuf>,

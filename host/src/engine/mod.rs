@@ -213,6 +213,8 @@ struct Job {
     epoch: u64,
     /// Set at admission: prompt tokens taken from the cache.
     cached_tokens: Arc<AtomicUsize>,
+    /// When it was submitted (queue time, time to first token, end-to-end latency).
+    submitted: std::time::Instant,
 }
 
 /// State shared by the handle and the worker.
@@ -273,7 +275,8 @@ impl Engine {
             context_length,
             queue_capacity: options.queue_capacity,
         };
-        worker::spawn(model.llama, rx, shared, WorkerOptions { context_length, cache_positions, ..options });
+        let metrics = crate::telemetry::EngineMetrics::new(&model.name);
+        worker::spawn(model.llama, rx, shared, WorkerOptions { context_length, cache_positions, ..options }, metrics);
         engine
     }
 
@@ -326,6 +329,7 @@ impl Engine {
             cancelled: cancelled.clone(),
             epoch: self.shared.epoch.load(Ordering::SeqCst),
             cached_tokens: cached_tokens.0.clone(),
+            submitted: std::time::Instant::now(),
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match self.jobs.try_send(job) {

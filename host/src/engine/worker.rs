@@ -29,6 +29,7 @@ use crate::model::kv_pool::PAGE;
 use crate::model::{BatchItem, KvCache, KvPool, LogitsFor, ModelError, StepLogits};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
 use crate::sampling::{Candidates, HookedSampling, Sampled, Sampler, log_softmax_at, top_logprobs};
+use crate::telemetry::{EngineMetrics, Finished};
 
 /// Tuning of the engine.
 #[derive(Debug, Clone)]
@@ -83,6 +84,9 @@ struct Sequence {
     arrival: u64,
     /// Its prompt's scores were sent (a resumed sequence does not score it again).
     prompt_scored: bool,
+    /// When its last token was sent (inter-token latency).
+    last_token: Option<Instant>,
+    metrics: EngineMetrics,
 }
 
 impl Sequence {
@@ -159,7 +163,13 @@ fn physical_memory() -> usize {
     8 << 30
 }
 
-pub(super) fn spawn(model: impl StepModel, jobs: mpsc::Receiver<Job>, shared: Arc<Shared>, options: WorkerOptions) {
+pub(super) fn spawn(
+    model: impl StepModel,
+    jobs: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+    options: WorkerOptions,
+    metrics: EngineMetrics,
+) {
     let pool = model.paged_kv().map(|shape| {
         let blocks = cache_blocks(&options, shape);
         let pool = KvPool::committed(blocks, shape.layers, shape.kv_heads, shape.head_dim);
@@ -177,6 +187,7 @@ pub(super) fn spawn(model: impl StepModel, jobs: mpsc::Receiver<Job>, shared: Ar
         preempted: VecDeque::new(),
         waiting: None,
         arrivals: 0,
+        metrics,
     };
     // If the thread cannot start, the job channel closes and submit() reports `Stopped`.
     if let Err(e) = std::thread::Builder::new().name("hearth-model".into()).spawn(move || worker.run()) {
@@ -199,6 +210,7 @@ struct Worker<M> {
     /// A job taken from the queue whose prompt does not fit in the cache yet.
     waiting: Option<Job>,
     arrivals: u64,
+    metrics: EngineMetrics,
 }
 
 impl<M: StepModel> Worker<M> {
@@ -227,12 +239,23 @@ impl<M: StepModel> Worker<M> {
         }
     }
 
-    /// The pool's block counts, for [`super::Engine::cache_stats`].
+    /// The batch's, the queue's and the cache's state for `/metrics` (preempted sequences wait).
+    fn publish_load(&self) {
+        let usage = self.pool.as_ref().map(|pool| {
+            let stats = pool.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            stats.in_use as f64 / stats.total.max(1) as f64
+        });
+        let waiting = self.shared.queued.load(Ordering::Relaxed) + self.preempted.len();
+        self.metrics.load(self.running.len(), waiting, usage);
+    }
+
+    /// The pool's block counts, for [`super::Engine::cache_stats`], and the load for `/metrics`.
     fn publish_cache_stats(&self) {
         if let Some(pool) = &self.pool {
             let stats = pool.lock().unwrap_or_else(|p| p.into_inner()).stats();
             *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
         }
+        self.publish_load();
     }
 
     /// Blocks sequences could take now (unbounded without a pool).
@@ -464,6 +487,7 @@ impl<M: StepModel> Worker<M> {
         let ctx = self.options.context_length;
         let prompt_len = job.request.prompt.len();
         if prompt_len == 0 || prompt_len >= ctx {
+            self.metrics.finished(Finished::Error, job.submitted.elapsed());
             let _ = job.events.send(TokenEvent::Failed(format!(
                 "the prompt has {prompt_len} tokens; it must have at least 1 and fewer than the context length {ctx}"
             )));
@@ -474,6 +498,7 @@ impl<M: StepModel> Worker<M> {
             Some(registry) => match registry.start_samplers() {
                 Ok(sessions) => sessions,
                 Err(e) => {
+                    self.metrics.finished(Finished::Error, job.submitted.elapsed());
                     let _ = job.events.send(TokenEvent::PluginFailed(e));
                     return;
                 }
@@ -483,10 +508,12 @@ impl<M: StepModel> Worker<M> {
         let mut cache = self.new_cache();
         // A scored prompt needs every position's logits, so it computes them all.
         let scores_prompt = job.request.logprobs.is_some_and(|q| q.prompt);
+        let mut cached = 0;
         if job.request.cache_prompt && !scores_prompt {
-            let cached = cache.adopt_prefix(&job.request.prompt, prompt_len);
+            cached = cache.adopt_prefix(&job.request.prompt, prompt_len);
             job.cached_tokens.store(cached, Ordering::Relaxed);
         }
+        self.metrics.admitted(job.submitted.elapsed(), prompt_len, cached);
         let sampler = Sampler::for_prompt(job.request.sampling.clone(), &job.request.prompt);
         let context = job.request.prompt.clone();
         let constraint = job.request.constraint.take();
@@ -504,6 +531,8 @@ impl<M: StepModel> Worker<M> {
             admitted: Instant::now(),
             arrival: self.arrivals,
             prompt_scored: false,
+            last_token: None,
+            metrics: self.metrics.clone(),
         });
     }
 
@@ -575,6 +604,9 @@ impl<M: StepModel> Worker<M> {
             return end(seq, TokenEvent::Finished { reason: FinishReason::Stop });
         }
         seq.context.push(sampled.id);
+        let now = Instant::now();
+        seq.metrics.token(now - seq.job.submitted, seq.last_token.map(|t| now - t));
+        seq.last_token = Some(now);
         if seq.job.events.send(TokenEvent::Token { id: sampled.id, logprob: sampled.logprob, top }).is_err() {
             return receiver_gone(seq);
         }
@@ -669,12 +701,20 @@ fn release_freed_memory() {
 /// Ends a sequence with its last event (a finish or a failure). The receiver may be gone
 /// already; the sequence ends either way.
 fn end(seq: &Sequence, event: TokenEvent) -> Step {
+    let reason = match &event {
+        TokenEvent::Finished { reason: FinishReason::Stop } => Finished::Stop,
+        TokenEvent::Finished { reason: FinishReason::Length } => Finished::Length,
+        TokenEvent::Finished { reason: FinishReason::Cancelled } => Finished::Abort,
+        _ => Finished::Error,
+    };
+    seq.metrics.finished(reason, seq.job.submitted.elapsed());
     let _ = seq.job.events.send(event);
     Step::Done
 }
 
 /// Ends a sequence whose receiver is gone: the client disconnected, or its stop string matched.
 fn receiver_gone(seq: &Sequence) -> Step {
+    seq.metrics.finished(Finished::Abort, seq.job.submitted.elapsed());
     tracing::info!(generated = seq.context.len() - seq.prompt_len, "generation cancelled by its receiver");
     Step::Done
 }
@@ -808,7 +848,8 @@ mod tests {
             let (jobs, rx) = mpsc::channel(64);
             let shared = Arc::new(Shared::default());
             let model = Counting { device: crate::model::device::ComputeDevice::flex().device };
-            spawn(model, rx, shared.clone(), WorkerOptions { warm_up: false, ..options });
+            let metrics = EngineMetrics::new("counting-test-model");
+            spawn(model, rx, shared.clone(), WorkerOptions { warm_up: false, ..options }, metrics);
             Self { jobs, shared }
         }
 
@@ -832,6 +873,7 @@ mod tests {
                 cancelled: cancelled.clone(),
                 epoch: 0,
                 cached_tokens: cached.clone(),
+                submitted: Instant::now(),
             };
             self.shared.queued.fetch_add(1, Ordering::Relaxed);
             self.jobs.try_send(job).unwrap_or_else(|_| panic!("the queue takes the job"));

@@ -141,6 +141,7 @@ pub async fn embeddings(
             ));
         }
         let embedded = service.embed(&loaded, &inputs).map_err(api_error)?;
+        crate::telemetry::embedded(&loaded.name, inputs.len(), true);
         Ok((loaded, embedded))
     })
     .await

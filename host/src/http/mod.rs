@@ -14,6 +14,7 @@ pub mod generation;
 pub mod health;
 pub mod internal;
 pub mod logprobs;
+pub mod metrics;
 pub mod model_admin;
 pub mod models;
 pub mod moderations;
@@ -111,7 +112,12 @@ pub fn app(state: SharedState) -> Router {
         .layer(keys())
         // Outside the keys: a browser's preflight carries no Authorization header.
         .layer(cors::layer(&state.settings));
+    // Prometheus' scrape: behind the keys unless `--metrics-public`.
+    let metrics = Router::new().route("/metrics", get(metrics::metrics));
+    let metrics = if state.settings.metrics_public { metrics } else { metrics.layer(keys()) };
     api.merge(admin)
+        .merge(metrics)
+        .layer(axum::middleware::from_fn(metrics::count_requests))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::host_guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::origin_guard))
         // JsonBody enforces `max_body_bytes` itself (and drains oversized bodies).

@@ -70,6 +70,7 @@ pub async fn moderations(
     })
     .await
     .map_err(|_| ApiError::internal("the plugin call was aborted"))??;
+    crate::telemetry::moderated(&plugin.name);
     let results: Vec<Value> = verdicts
         .into_iter()
         .map(|v| {

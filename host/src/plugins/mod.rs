@@ -192,7 +192,10 @@ impl PluginRegistry {
         let vocab = self.vocab_texts.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut sessions = Vec::new();
         for plugin in self.of_kind(PluginKind::Sampler) {
-            match SamplerSession::start(self.engine()?, plugin.clone(), self.services(), vocab.clone()) {
+            let started = timed(&plugin.name, "sampler.start", || {
+                SamplerSession::start(self.engine()?, plugin.clone(), self.services(), vocab.clone())
+            });
+            match started {
                 Ok(s) => sessions.push(s),
                 Err(e) if plugin.skips_on_error() => tracing::warn!("{e}; skipped for this generation"),
                 Err(e) => return Err(e),
@@ -235,17 +238,19 @@ impl PluginRegistry {
         plugin: &Arc<Plugin>,
         tools: &[ToolSpec],
     ) -> Result<ToolParserSession, PluginError> {
-        ToolParserSession::start(self.engine()?, plugin.clone(), self.services(), tools)
+        timed(&plugin.name, "tool-parser.start", || {
+            ToolParserSession::start(self.engine()?, plugin.clone(), self.services(), tools)
+        })
     }
 
     /// The format's system-prompt text for `tools`.
     pub fn tool_instructions(&self, plugin: &Arc<Plugin>, tools: &[ToolSpec]) -> Result<String, PluginError> {
-        tool_parser::instructions(self.engine()?, plugin, tools)
+        timed(&plugin.name, "tool-parser.instructions", || tool_parser::instructions(self.engine()?, plugin, tools))
     }
 
     /// Earlier calls (name, arguments JSON) as the model would have written them.
     pub fn render_tool_calls(&self, plugin: &Arc<Plugin>, calls: &[(String, String)]) -> Result<String, PluginError> {
-        tool_parser::render_calls(self.engine()?, plugin, calls)
+        timed(&plugin.name, "tool-parser.render-calls", || tool_parser::render_calls(self.engine()?, plugin, calls))
     }
 
     /// The grammar that forces a call to one of `tools`.
@@ -255,7 +260,9 @@ impl PluginRegistry {
         tools: &[ToolSpec],
         parallel: bool,
     ) -> Result<String, PluginError> {
-        tool_parser::call_grammar(self.engine()?, plugin, tools, parallel)
+        timed(&plugin.name, "tool-parser.grammar", || {
+            tool_parser::call_grammar(self.engine()?, plugin, tools, parallel)
+        })
     }
 
     /// Runs an endpoint plugin on one request (blocking: call off the async runtime).
@@ -264,7 +271,7 @@ impl PluginRegistry {
         plugin: &Arc<Plugin>,
         request: EndpointRequest,
     ) -> Result<EndpointResponse, PluginError> {
-        endpoint::call(self.engine()?, plugin, self.services(), request)
+        timed(&plugin.name, "endpoint", || endpoint::call(self.engine()?, plugin, self.services(), request))
     }
 
     /// Runs a moderation plugin on `inputs` (blocking: call off the async runtime).
@@ -273,6 +280,19 @@ impl PluginRegistry {
         plugin: &Arc<Plugin>,
         inputs: &[String],
     ) -> Result<Vec<ModerationVerdict>, PluginError> {
-        moderation::call(self.engine()?, plugin, self.services(), inputs)
+        timed(&plugin.name, "moderation", || moderation::call(self.engine()?, plugin, self.services(), inputs))
     }
+}
+
+/// Runs one hook call of `plugin`, counted for `/metrics` (calls, failures, time) by plugin and
+/// hook.
+pub(crate) fn timed<T>(
+    plugin: &str,
+    hook: &'static str,
+    call: impl FnOnce() -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    let started = std::time::Instant::now();
+    let out = call();
+    crate::telemetry::plugin_call(plugin, hook, started.elapsed(), out.is_err());
+    out
 }

@@ -53,6 +53,11 @@ impl SamplerSession {
 
     /// Lets the plugin edit one step's candidates.
     pub fn process(&mut self, candidates: &mut Candidates) -> Result<(), PluginError> {
+        let plugin = self.plugin.clone();
+        super::timed(&plugin.name, "sampler.process", || self.process_untimed(candidates))
+    }
+
+    fn process_untimed(&mut self, candidates: &mut Candidates) -> Result<(), PluginError> {
         let limits = &self.plugin.settings.limits;
         arm_deadline(&mut self.store, limits);
         let set =
@@ -78,6 +83,11 @@ impl SamplerSession {
 
     /// Tells the plugin which token was chosen.
     pub fn accept(&mut self, token: u32) -> Result<(), PluginError> {
+        let plugin = self.plugin.clone();
+        super::timed(&plugin.name, "sampler.accept", || self.accept_untimed(token))
+    }
+
+    fn accept_untimed(&mut self, token: u32) -> Result<(), PluginError> {
         let limits = &self.plugin.settings.limits;
         let text =
             self.store.data().vocab_texts.as_ref().and_then(|v| v.get(token as usize).cloned()).unwrap_or_default();

@@ -104,12 +104,18 @@ impl ToolParserSession {
 
     /// Feeds generated text.
     pub fn push(&mut self, text: &str) -> Result<ParsedText, PluginError> {
-        self.call(|parser, store, resource| parser.call_push(store, resource, text))
+        let plugin = self.plugin.clone();
+        super::timed(&plugin.name, "tool-parser.push", || {
+            self.call(|parser, store, resource| parser.call_push(store, resource, text))
+        })
     }
 
     /// Ends the response.
     pub fn finish(&mut self) -> Result<ParsedText, PluginError> {
-        self.call(|parser, store, resource| parser.call_finish(store, resource))
+        let plugin = self.plugin.clone();
+        super::timed(&plugin.name, "tool-parser.finish", || {
+            self.call(|parser, store, resource| parser.call_finish(store, resource))
+        })
     }
 
     /// One call on the stream parser under the plugin's deadline.
