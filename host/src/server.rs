@@ -73,8 +73,9 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
 
+    let progress = Arc::new(crate::model::LoadProgress::default());
     let initial = match &model_path {
-        Some(p) => ModelState::Loading(crate::model::model_id(p)),
+        Some(p) => ModelState::Loading(crate::model::model_id(p), progress.clone()),
         None => ModelState::None,
     };
     let state = Arc::new(AppState::new(settings.clone(), plugins.clone(), initial));
@@ -116,15 +117,17 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         let state = state.clone();
         let settings = settings.clone();
         let plugins = plugins.clone();
-        tokio::task::spawn_blocking(move || match load_model(&path, &settings, &plugins, &state.embeddings) {
-            Ok(served) => {
-                tracing::info!("model `{}` is ready", served.name);
-                state.set_model(ModelState::Ready(Arc::new(served)));
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                state.set_model(ModelState::Failed(e.to_string()));
-                let _ = load_failed_tx.send(e.into());
+        tokio::task::spawn_blocking(move || {
+            match load_model(&path, &settings, &plugins, &state.embeddings, &progress) {
+                Ok(served) => {
+                    tracing::info!("model `{}` is ready", served.name);
+                    state.set_model(ModelState::Ready(Arc::new(served)));
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    state.set_model(ModelState::Failed(e.to_string()));
+                    let _ = load_failed_tx.send(e.into());
+                }
             }
         });
     }

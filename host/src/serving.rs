@@ -12,7 +12,7 @@ use crate::constraint::GrammarCompiler;
 use crate::embedding_service::EmbeddingService;
 use crate::engine::{Engine, WorkerOptions};
 use crate::model::device::DeviceError;
-use crate::model::{self, LoadError, ModelFormat};
+use crate::model::{self, LoadError, LoadProgress, ModelFormat};
 use crate::plugin_services::{self, ModelServices};
 use crate::plugins::PluginRegistry;
 use crate::prompt::chat::ChatRenderer;
@@ -74,9 +74,12 @@ pub fn load_model(
     settings: &Settings,
     plugins: &Arc<PluginRegistry>,
     embeddings: &Arc<EmbeddingService>,
+    progress: &LoadProgress,
 ) -> Result<ServedModel, StartError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_model(path, settings, plugins, embeddings)))
-        .unwrap_or_else(|_| Err(StartError::Panicked(path.to_path_buf())))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        start_model(path, settings, plugins, embeddings, progress)
+    }))
+    .unwrap_or_else(|_| Err(StartError::Panicked(path.to_path_buf())))
 }
 
 fn start_model(
@@ -84,10 +87,11 @@ fn start_model(
     settings: &Settings,
     plugins: &Arc<PluginRegistry>,
     embeddings: &Arc<EmbeddingService>,
+    progress: &LoadProgress,
 ) -> Result<ServedModel, StartError> {
     let device = model::device::select(settings.device)?;
     tracing::info!("device: {}", device.description);
-    let loaded = model::load(path, &device)?;
+    let loaded = model::load_with_progress(path, &device, progress)?;
     let renderer = ChatRenderer::new(&loaded.tokenizer)?;
     let instruction_template = path.file_name().and_then(|n| n.to_str()).and_then(|file_name| {
         crate::prompt::model_config::chosen_template(

@@ -239,3 +239,32 @@ fn a_folder_with_added_tokens_past_the_embedding_loads_and_answers() {
     let (status, body) = post_json(&server, "/v1/completions", &json!({"prompt": [1, 9], "max_tokens": 4}));
     assert_eq!(status, 400, "{body}");
 }
+
+/// While the start-up model loads, `/health` answers 503 `{"status": "loading"}` (with the share
+/// read as `progress` once the loader knows its parts), then 200 `ok`; the log shows the load's
+/// quarters. Polled from the moment the server announces its address: the load (≈0.2 s for
+/// SmolLM2) starts after that announcement, so the first poll finds it loading.
+#[test]
+fn health_says_loading_with_progress_until_the_model_is_ready() {
+    let model = common::smollm2();
+    let server = Server::spawn(&["--model", model.to_str().unwrap(), "--device", "flex"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut loading, mut progress) = (0, Vec::new());
+    loop {
+        let (status, body) = get_json(&server, "/health");
+        if status == 200 {
+            assert_eq!(body["status"], "ok", "{body}");
+            break;
+        }
+        assert_eq!((status, body["status"].as_str()), (503, Some("loading")), "{body}");
+        loading += 1;
+        if let Some(p) = body["progress"].as_f64() {
+            progress.push(p);
+        }
+        assert!(Instant::now() < deadline, "never ready: {}", server.log());
+    }
+    assert!(loading > 0, "/health never said loading");
+    assert!(progress.iter().all(|p| (0.0..=1.0).contains(p)), "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {progress:?}");
+    assert!(server.log().contains("loading the model: 100%"), "{}", server.log());
+}

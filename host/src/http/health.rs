@@ -11,7 +11,10 @@ use super::state::{Health, SharedState};
 pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Value>) {
     match state.health() {
         Health::Ok => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Health::Loading => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))),
+        Health::Loading(None) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))),
+        Health::Loading(Some(progress)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading", "progress": progress})))
+        }
         Health::Failed(message) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "message": message})))
         }

@@ -140,7 +140,9 @@ pub async fn load(
     let shared = state.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let _slot = LoadSlot(&shared.loading);
-        crate::serving::load_model(&path, &settings, &shared.plugins, &shared.embeddings)
+        // The old model keeps answering (and /health says ok) while this one loads.
+        let progress = crate::model::LoadProgress::default();
+        crate::serving::load_model(&path, &settings, &shared.plugins, &shared.embeddings, &progress)
     })
     .await
     .map_err(|e| ApiError::internal(format!("the load task failed: {e}")))?;

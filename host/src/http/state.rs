@@ -27,11 +27,11 @@ pub fn gbnf_constraint(served: &ServedModel, gbnf: &str) -> Result<crate::constr
 }
 
 /// What `/health` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Health {
     Ok,
-    /// The start-up model is loading.
-    Loading,
+    /// The start-up model is loading: the share read so far, once known.
+    Loading(Option<f64>),
     /// The start-up model could not be loaded: why.
     Failed(String),
 }
@@ -40,7 +40,8 @@ pub enum Health {
 pub enum ModelState {
     /// Started without `--model`.
     None,
-    Loading(String),
+    /// The start-up model (its name) is loading, this far.
+    Loading(String, Arc<crate::model::LoadProgress>),
     Ready(Arc<ServedModel>),
     Failed(String),
 }
@@ -91,7 +92,7 @@ impl AppState {
     pub fn ready(&self) -> Result<Arc<ServedModel>, ApiError> {
         match &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
             ModelState::Ready(m) => Ok(m.clone()),
-            ModelState::Loading(name) => Err(ApiError::unavailable(format!("The model `{name}` is still loading"))),
+            ModelState::Loading(name, _) => Err(ApiError::unavailable(format!("The model `{name}` is still loading"))),
             ModelState::Failed(e) => Err(ApiError::unavailable(format!("No model is loaded: loading failed: {e}"))),
             ModelState::None => Err(ApiError::unavailable(
                 "No model is loaded. Start Hearth with --model NAME (a file or folder in the model dir).",
@@ -109,7 +110,7 @@ impl AppState {
     pub fn health(&self) -> Health {
         match &*self.model.read().unwrap_or_else(|p| p.into_inner()) {
             ModelState::None | ModelState::Ready(_) => Health::Ok,
-            ModelState::Loading(_) => Health::Loading,
+            ModelState::Loading(_, progress) => Health::Loading(progress.fraction()),
             ModelState::Failed(e) => Health::Failed(e.clone()),
         }
     }

@@ -9,6 +9,7 @@ use super::ModelError;
 use super::config::LlamaConfig;
 use super::device::ComputeDevice;
 use super::llama::Llama;
+use super::progress::LoadProgress;
 use super::weights::{GgufWeights, SafetensorsWeights};
 use crate::gguf::GgufFile;
 use crate::tokenizer::TextTokenizer;
@@ -53,15 +54,24 @@ pub fn model_id(path: &Path) -> String {
 
 /// Loads the model at `path` onto `device`.
 pub fn load(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
+    load_with_progress(path, device, &LoadProgress::default())
+}
+
+/// [`load`], reporting the parts read to `progress` as it goes.
+pub fn load_with_progress(
+    path: &Path,
+    device: &ComputeDevice,
+    progress: &LoadProgress,
+) -> Result<LoadedModel, LoadError> {
     let fail = |p: &Path, e: ModelError| LoadError { path: p.to_path_buf(), source: e };
     if !path.exists() {
         return Err(fail(path, ModelError::Input("no such file or folder".into())));
     }
     let gguf_path = if path.is_dir() { single_gguf_in(path) } else { Some(path.to_path_buf()) };
     if path.is_dir() && path.join("config.json").exists() {
-        load_hf_folder(path, device)
+        load_hf_folder(path, device, progress)
     } else if let Some(gguf_path) = gguf_path {
-        load_gguf(&gguf_path, device).map(|mut m| {
+        load_gguf(&gguf_path, device, progress).map(|mut m| {
             m.name = model_id(path);
             m
         })
@@ -84,7 +94,7 @@ fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
     found.next().is_none().then_some(first)
 }
 
-fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
+fn load_gguf(path: &Path, device: &ComputeDevice, progress: &LoadProgress) -> Result<LoadedModel, LoadError> {
     let fail = |e: ModelError| LoadError { path: path.to_path_buf(), source: e };
     let file = GgufFile::open(path).map_err(|e| fail(e.into()))?;
     let vocab_rows = file.tensor_info("token_embd.weight").and_then(|t| t.shape().first().copied());
@@ -92,7 +102,7 @@ fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadErr
     let mut tokenizer = TextTokenizer::from_gguf(&file.metadata).map_err(|e| fail(e.into()))?;
     fit_vocab(&config, &mut tokenizer).map_err(fail)?;
     let source = GgufWeights::new(&file, config.arch, config.num_heads, config.num_kv_heads);
-    let llama = Llama::load(&source, &config, device).map_err(fail)?;
+    let llama = Llama::load(&source, &config, device, progress).map_err(fail)?;
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),
@@ -102,7 +112,7 @@ fn load_gguf(path: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadErr
     })
 }
 
-fn load_hf_folder(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, LoadError> {
+fn load_hf_folder(dir: &Path, device: &ComputeDevice, progress: &LoadProgress) -> Result<LoadedModel, LoadError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| LoadError { path: config_path.clone(), source: ModelError::Input(e.to_string()) })?;
@@ -112,7 +122,8 @@ fn load_hf_folder(dir: &Path, device: &ComputeDevice) -> Result<LoadedModel, Loa
         TextTokenizer::from_hf_dir(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
     fit_vocab(&config, &mut tokenizer).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     let source = SafetensorsWeights::open(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
-    let llama = Llama::load(&source, &config, device).map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
+    let llama = Llama::load(&source, &config, device, progress)
+        .map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),

@@ -11,6 +11,7 @@ pub mod kv_pool;
 mod layers;
 pub mod llama;
 mod loader;
+pub mod progress;
 pub mod rope;
 mod top_candidates;
 pub mod weights;
@@ -20,7 +21,8 @@ pub use device::{BackendKind, ComputeDevice, DeviceChoice};
 pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, PoolStats};
 pub use llama::{BatchItem, Llama, LogitsFor, StepLogits, TopLogits};
-pub use loader::{LoadError, LoadedModel, ModelFormat, load, model_id};
+pub use loader::{LoadError, LoadedModel, ModelFormat, load, load_with_progress, model_id};
+pub use progress::LoadProgress;
 pub use top_candidates::TopCandidates;
 
 /// A failure inside the model: loading or running it.

@@ -328,7 +328,8 @@ fn served() -> &'static (Arc<AppState>, Arc<ServedModel>) {
         let plugins = Arc::new(PluginRegistry::load(&settings).expect("an empty plugin registry"));
         let state = Arc::new(AppState::new(settings.clone(), plugins.clone(), ModelState::None));
         let path = repo_root().join("user_data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        let served = hearth::serving::load_model(&path, &settings, &plugins, &state.embeddings).expect("SmolLM2 loads");
+        let served = hearth::serving::load_model(&path, &settings, &plugins, &state.embeddings, &Default::default())
+            .expect("SmolLM2 loads");
         let served = Arc::new(served);
         state.set_model(ModelState::Ready(served.clone()));
         (state, served)

@@ -14,6 +14,7 @@ use crate::model::ModelError;
 use crate::model::config::{Arch, LlamaConfig};
 use crate::model::device::ComputeDevice;
 use crate::model::layers::{Linear, Mlp, RmsNorm};
+use crate::model::progress::LoadProgress;
 use crate::model::rope::Rope;
 use crate::model::weights::{HostTensor, LayerWeight, Weight, WeightError, WeightSource};
 
@@ -179,13 +180,23 @@ impl Parts<'_> {
 
 impl Llama {
     /// Loads every weight from `source`, checking each shape against `config`.
-    pub fn load(source: &dyn WeightSource, config: &LlamaConfig, compute: &ComputeDevice) -> Result<Self, ModelError> {
+    /// `progress` counts the parts read: the embedding, each block, the head.
+    pub fn load(
+        source: &dyn WeightSource,
+        config: &LlamaConfig,
+        compute: &ComputeDevice,
+        progress: &LoadProgress,
+    ) -> Result<Self, ModelError> {
         let c = config;
         let parts = Parts { source, config, compute };
+        progress.begin(c.num_layers + 2);
         let embedding = parts.embedding()?;
-        let blocks = (0..c.num_layers).map(|i| parts.block(i)).collect::<Result<Vec<_>, _>>()?;
+        progress.advance();
+        let blocks =
+            (0..c.num_layers).map(|i| parts.block(i).inspect(|_| progress.advance())).collect::<Result<Vec<_>, _>>()?;
         let norm = parts.norm(Weight::OutputNorm, c.hidden_size)?;
         let head = parts.head(&embedding)?;
+        progress.advance();
         let rope = parts.rope()?;
         // The GPU's fused decode step takes the llama shapes its kernels were written for.
         let fused_decode = !compute.is_cpu()

@@ -1,0 +1,53 @@
+//! How far a model load has come: parts read (the embedding, each block, the head) of the parts
+//! to read, for `/health` while the start-up model loads and for the log.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Shared between the loader and whoever reports on it.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    done: AtomicUsize,
+    /// 0 until the loader knows how many parts there are.
+    total: AtomicUsize,
+}
+
+impl LoadProgress {
+    /// The load has `total` parts to read.
+    pub fn begin(&self, total: usize) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total.max(1), Ordering::Relaxed);
+    }
+
+    /// One more part read; the log says so at every quarter.
+    pub fn advance(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.total.load(Ordering::Relaxed).max(1);
+        let quarter = |n: usize| n * 4 / total;
+        if quarter(done) > quarter(done - 1) {
+            tracing::info!("loading the model: {}% ({done} of {total} parts)", done * 100 / total);
+        }
+    }
+
+    /// The share read so far, once the loader knows the total.
+    pub fn fraction(&self) -> Option<f64> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total > 0).then(|| (self.done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fraction_follows_the_parts_read() {
+        let p = LoadProgress::default();
+        assert_eq!(p.fraction(), None);
+        p.begin(4);
+        assert_eq!(p.fraction(), Some(0.0));
+        p.advance();
+        assert_eq!(p.fraction(), Some(0.25));
+        (0..5).for_each(|_| p.advance());
+        assert_eq!(p.fraction(), Some(1.0), "never past the whole");
+    }
+}
