@@ -224,7 +224,7 @@ impl<M: StepModel> Worker<M> {
         }
         loop {
             if self.running.is_empty() && self.preempted.is_empty() && self.waiting.is_none() {
-                self.publish_cache_stats();
+                self.publish_state();
                 release_freed_memory();
                 match self.jobs.blocking_recv() {
                     Some(job) => self.waiting = Some(job),
@@ -235,27 +235,20 @@ impl<M: StepModel> Worker<M> {
             self.resume_preempted();
             self.admit_queued();
             self.tick();
-            self.publish_cache_stats();
+            self.publish_state();
         }
     }
 
-    /// The batch's, the queue's and the cache's state for `/metrics` (preempted sequences wait).
-    fn publish_load(&self) {
-        let usage = self.pool.as_ref().map(|pool| {
-            let stats = pool.lock().unwrap_or_else(|p| p.into_inner()).stats();
-            stats.in_use as f64 / stats.total.max(1) as f64
-        });
+    /// The pool's block counts, for [`super::Engine::cache_stats`], and the batch's, the
+    /// queue's and the cache's state for `/metrics` (preempted sequences wait).
+    fn publish_state(&self) {
+        let stats = self.pool.as_ref().map(|pool| pool.lock().unwrap_or_else(|p| p.into_inner()).stats());
+        if stats.is_some() {
+            *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+        }
+        let usage = stats.map(|s| s.in_use as f64 / s.total.max(1) as f64);
         let waiting = self.shared.queued.load(Ordering::Relaxed) + self.preempted.len();
         self.metrics.load(self.running.len(), waiting, usage);
-    }
-
-    /// The pool's block counts, for [`super::Engine::cache_stats`], and the load for `/metrics`.
-    fn publish_cache_stats(&self) {
-        if let Some(pool) = &self.pool {
-            let stats = pool.lock().unwrap_or_else(|p| p.into_inner()).stats();
-            *self.shared.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
-        }
-        self.publish_load();
     }
 
     /// Blocks sequences could take now (unbounded without a pool).
