@@ -89,7 +89,15 @@ fn run_round(model: &EmbeddingModel, round: Vec<(u64, Vec<Vec<u32>>)>) -> Vec<(u
     let ids: Vec<(u64, usize)> = round.iter().map(|(id, seqs)| (*id, seqs.len())).collect();
     let all: Vec<Vec<u32>> = round.into_iter().flat_map(|(_, seqs)| seqs).collect();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed(&all)))
-        .unwrap_or_else(|_| Err(EncoderError::Execution("the encoder panicked".into())));
+        .unwrap_or_else(|_| Err(EncoderError::Execution("the encoder panicked".into())))
+        .and_then(|vectors| {
+            // Split below by count: a short answer must fail the round, not the splitting.
+            if vectors.len() == all.len() {
+                Ok(vectors)
+            } else {
+                Err(EncoderError::Execution(format!("{} vectors for {} inputs", vectors.len(), all.len())))
+            }
+        });
     match result {
         Ok(mut vectors) => {
             let mut outcomes = Vec::with_capacity(ids.len());
