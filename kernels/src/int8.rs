@@ -152,7 +152,8 @@ impl Int8Matrix {
     }
 
     /// The portable product, whatever the CPU (for tests of the fast kernel).
-    pub fn matmul_portable(&self, x: &[f32], tokens: usize) -> Vec<f32> {
+    #[cfg(test)]
+    fn matmul_portable(&self, x: &[f32], tokens: usize) -> Vec<f32> {
         assert_eq!(x.len(), tokens * self.cols, "activations of the wrong width");
         let mut y = vec![0f32; tokens * self.rows];
         portable_tokens(self, &Int8Activations::quantize(x), tokens, &mut y);
