@@ -17,7 +17,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
-use crate::DeviceBlocks;
+use crate::{DeviceBlocks, Packing};
 
 /// Units that share one output row of a product.
 pub const LANES: usize = 8;
@@ -61,7 +61,7 @@ pub trait DecodeOps: Backend {
         scales: FloatTensor<Self>,
         offsets: FloatTensor<Self>,
         eps: f32,
-        bytes: bool,
+        packing: Packing,
         norm: bool,
         add: bool,
     ) -> FloatTensor<Self>;
@@ -76,7 +76,7 @@ pub trait DecodeOps: Backend {
         scales: FloatTensor<Self>,
         offsets: FloatTensor<Self>,
         eps: f32,
-        bytes: bool,
+        packing: Packing,
     ) -> FloatTensor<Self>;
 
     /// One sequence's token in a step: `qkv` `[tokens, (heads + 2·kv_heads)·head_dim]` as the
@@ -134,7 +134,7 @@ impl DeviceBlocks {
             self.scales.clone().into_dispatch(),
             self.offsets.clone().into_dispatch(),
             norm.map_or(0.0, |n| n.eps),
-            self.packing.is_bytes(),
+            self.packing,
             norm.is_some(),
             add,
         ))
@@ -150,22 +150,25 @@ impl DeviceBlocks {
             self.scales.clone().into_dispatch(),
             self.offsets.clone().into_dispatch(),
             norm.eps,
-            self.packing.is_bytes(),
+            self.packing,
         ))
     }
 
-    /// The matrices' rows one after another, as one matrix (same packing and width), or `None`.
+    /// The matrices' rows one after another, as one matrix of the widest of their packings
+    /// (the others [widened](DeviceBlocks::widen) to it), or `None` when their widths differ.
     pub fn stack(parts: &[&DeviceBlocks]) -> Option<DeviceBlocks> {
         let first = parts.first()?;
-        if parts.iter().any(|p| p.packing != first.packing || p.scales.dims()[1] != first.scales.dims()[1]) {
+        if parts.iter().any(|p| p.dims()[1] != first.dims()[1]) {
             return None;
         }
-        let cat2 = |f: &dyn Fn(&DeviceBlocks) -> Tensor<2>| Tensor::cat(parts.iter().map(|p| f(p)).collect(), 0);
+        let packing = parts.iter().map(|p| p.packing).max()?;
+        let parts: Vec<DeviceBlocks> = parts.iter().map(|p| p.widen(packing)).collect();
+        let cat2 = |f: &dyn Fn(&DeviceBlocks) -> Tensor<2>| Tensor::cat(parts.iter().map(f).collect(), 0);
         Some(DeviceBlocks {
             words: Tensor::cat(parts.iter().map(|p| p.words.clone()).collect(), 0),
             scales: cat2(&|p| p.scales.clone()),
             offsets: cat2(&|p| p.offsets.clone()),
-            packing: first.packing,
+            packing,
         })
     }
 }

@@ -9,6 +9,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
+use crate::Packing;
 use crate::decode::{ATTENTION_UNITS, AttentionDims, CANDIDATES, DecodeOps, LANES, MAX_HEAD_DIM, ROWS, SELECT_UNITS};
 use crate::kernels::row_dot;
 
@@ -67,7 +68,7 @@ fn fused_block_matmul_kernel(
     offsets: &Tensor<f32>,
     out: &mut Tensor<f32>,
     eps: f32,
-    #[comptime] bytes: bool,
+    #[comptime] packing: Packing,
     #[comptime] norm: bool,
     #[comptime] add: bool,
 ) {
@@ -83,7 +84,7 @@ fn fused_block_matmul_kernel(
     let mut squares = Shared::<[f32]>::new_slice(comptime!(LANES * ROWS));
     let mut partial = 0.0f32;
     if row < rows {
-        partial = row_dot(x, xb, norm_w, words, scales, offsets, row, lane, LANES, norm, bytes);
+        partial = row_dot(x, xb, norm_w, words, scales, offsets, row, lane, LANES, norm, packing);
     }
     sh[unit] = partial;
     if comptime!(norm) {
@@ -117,7 +118,7 @@ fn fused_gate_up_kernel(
     offsets: &Tensor<f32>,
     out: &mut Tensor<f32>,
     eps: f32,
-    #[comptime] bytes: bool,
+    #[comptime] packing: Packing,
 ) {
     let lane = UNIT_POS_X as usize;
     let slot = UNIT_POS_Y as usize;
@@ -133,8 +134,8 @@ fn fused_gate_up_kernel(
     let mut g = 0.0f32;
     let mut u = 0.0f32;
     if row < n {
-        g = row_dot(x, xb, norm_w, words, scales, offsets, row, lane, LANES, true, bytes);
-        u = row_dot(x, xb, norm_w, words, scales, offsets, row + n, lane, LANES, true, bytes);
+        g = row_dot(x, xb, norm_w, words, scales, offsets, row, lane, LANES, true, packing);
+        u = row_dot(x, xb, norm_w, words, scales, offsets, row + n, lane, LANES, true, packing);
     }
     gate[unit] = g;
     up[unit] = u;
@@ -463,7 +464,7 @@ impl DecodeOps for CubeBackend {
         scales: FloatTensor<Self>,
         offsets: FloatTensor<Self>,
         eps: f32,
-        bytes: bool,
+        packing: Packing,
         norm: bool,
         add: bool,
     ) -> FloatTensor<Self> {
@@ -490,7 +491,7 @@ impl DecodeOps for CubeBackend {
                 offsets.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 eps,
-                bytes,
+                packing,
                 norm,
                 add,
             );
@@ -505,7 +506,7 @@ impl DecodeOps for CubeBackend {
         scales: FloatTensor<Self>,
         offsets: FloatTensor<Self>,
         eps: f32,
-        bytes: bool,
+        packing: Packing,
     ) -> FloatTensor<Self> {
         let [x, norm_w, words, scales, offsets] = [x, norm_w, words, scales, offsets].map(into_contiguous);
         let tokens = x.meta.shape()[0];
@@ -526,7 +527,7 @@ impl DecodeOps for CubeBackend {
                 offsets.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 eps,
-                bytes,
+                packing,
             );
         }
         out

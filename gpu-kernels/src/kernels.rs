@@ -10,15 +10,15 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
-use crate::{BLOCK, QuantOps};
+use crate::{BLOCK, Packing, QuantOps};
 
 /// Integer `i` of a block from its words: element `4k + i` of a byte block is byte `i` of word
 /// `k`, sign-extended; a nibble block's element `j < 16` is the low nibble of byte `j`, `j + 16`
 /// its high nibble. The words hold u32 bits in i32 lanes: every shift is masked, so the sign of
 /// a lane never leaks in.
 #[cube]
-fn block_value(words: &Tensor<i32>, base: usize, e: usize, #[comptime] bytes: bool) -> f32 {
-    if comptime!(bytes) {
+fn block_value(words: &Tensor<i32>, base: usize, e: usize, #[comptime] packing: Packing) -> f32 {
+    if comptime!(packing != Packing::Nibbles) {
         let w = words[base + e / 4];
         let byte = (w >> (8 * (e % 4)) as i32) & 255;
         // Bytes ≥ 128 are negative: subtract 256 for them.
@@ -40,7 +40,7 @@ fn block_matmul_kernel(
     scales: &Tensor<f32>,
     offsets: &Tensor<f32>,
     out: &mut Tensor<f32>,
-    #[comptime] bytes: bool,
+    #[comptime] packing: Packing,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
@@ -49,13 +49,13 @@ fn block_matmul_kernel(
     let rows = out.shape(1);
     let (t, r) = (pos / rows, pos % rows);
     // `x` stands in for the norm weight, which is not read.
-    out[pos] = row_dot(x, t * x.shape(1), x, words, scales, offsets, r, 0usize, 1usize, false, bytes);
+    out[pos] = row_dot(x, t * x.shape(1), x, words, scales, offsets, r, 0usize, 1usize, false, packing);
 }
 
 /// Part of `Σ_c W[row, c] · x[xb + c] (· norm_w[c])` over the row's blocks `first`,
 /// `first + step`, … (all of them from 0 by 1; a lane's share when `step` lanes split a row):
-/// each block as `scale · Σ q·x + offset · Σ x`, each word read once and its bytes taken apart
-/// by unrolled shifts.
+/// each block as `scale · Σ q·x + offset · Σ x` (split bytes: a scale for each half's `Σ q·x`),
+/// each word read once and its bytes taken apart by unrolled shifts.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn row_dot(
@@ -69,17 +69,20 @@ pub(crate) fn row_dot(
     first: usize,
     #[comptime] step: usize,
     #[comptime] norm: bool,
-    #[comptime] bytes: bool,
+    #[comptime] packing: Packing,
 ) -> f32 {
-    let blocks = scales.shape(1);
+    let blocks = offsets.shape(1);
+    let split = comptime!(packing == Packing::SplitBytes);
     let mut acc = 0.0f32;
     let mut b = first;
     while b < blocks {
         let s = row * blocks + b;
         let c0 = b * 32;
         let mut dot = 0.0f32;
+        // The second half's `Σ q·x` when the halves have their own scales.
+        let mut dot_high = 0.0f32;
         let mut sum = 0.0f32;
-        if comptime!(bytes) {
+        if comptime!(packing != Packing::Nibbles) {
             #[unroll]
             for k in 0..8usize {
                 let w = words[s * 8 + k];
@@ -92,7 +95,12 @@ pub(crate) fn row_dot(
                     }
                     let byte = (w >> comptime!(8 * i as i32)) & 255;
                     // Bytes ≥ 128 are negative: subtract 256 for them.
-                    dot += (f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7)) * xv;
+                    let term = (f32::cast_from(byte) - 256.0 * f32::cast_from(byte >> 7)) * xv;
+                    if comptime!(split && k >= 4) {
+                        dot_high += term;
+                    } else {
+                        dot += term;
+                    }
                     // The 5-bit formats' blocks have an offset too.
                     sum += xv;
                 }
@@ -116,7 +124,11 @@ pub(crate) fn row_dot(
                 }
             }
         }
-        acc += scales[s] * dot + offsets[s] * sum;
+        if comptime!(split) {
+            acc += scales[2 * s] * dot + scales[2 * s + 1] * dot_high + offsets[s] * sum;
+        } else {
+            acc += scales[s] * dot + offsets[s] * sum;
+        }
         b += step;
     }
     acc
@@ -129,7 +141,7 @@ fn block_dequantize_transposed_kernel(
     scales: &Tensor<f32>,
     offsets: &Tensor<f32>,
     out: &mut Tensor<f32>,
-    #[comptime] bytes: bool,
+    #[comptime] packing: Packing,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
@@ -137,11 +149,13 @@ fn block_dequantize_transposed_kernel(
     }
     let rows = out.shape(1);
     let (c, r) = (pos / rows, pos % rows);
-    let blocks = scales.shape(1);
-    let per_block = comptime!(if bytes { 8usize } else { 4usize });
+    let blocks = offsets.shape(1);
+    let per_block = comptime!(packing.words());
+    let halves = comptime!(packing.scales_per_block());
     let (b, e) = (c / 32, c % 32);
     let s = r * blocks + b;
-    out[pos] = scales[s] * block_value(words, s * per_block, e, bytes) + offsets[s];
+    let scale = scales[s * halves + e * halves / 32];
+    out[pos] = scale * block_value(words, s * per_block, e, packing) + offsets[s];
 }
 
 /// An f32 output of `shape` on the device of `like`, and the grid of one unit per value.
@@ -158,7 +172,7 @@ impl QuantOps for CubeBackend {
         words: IntTensor<Self>,
         scales: FloatTensor<Self>,
         offsets: FloatTensor<Self>,
-        bytes: bool,
+        packing: Packing,
     ) -> FloatTensor<Self> {
         let (x, words, scales, offsets) =
             (into_contiguous(x), into_contiguous(words), into_contiguous(scales), into_contiguous(offsets));
@@ -179,7 +193,7 @@ impl QuantOps for CubeBackend {
                 scales.into_tensor_arg(),
                 offsets.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                bytes,
+                packing,
             );
         }
         out
@@ -189,10 +203,10 @@ impl QuantOps for CubeBackend {
         words: IntTensor<Self>,
         scales: FloatTensor<Self>,
         offsets: FloatTensor<Self>,
-        bytes: bool,
+        packing: Packing,
     ) -> FloatTensor<Self> {
         let (words, scales, offsets) = (into_contiguous(words), into_contiguous(scales), into_contiguous(offsets));
-        let [rows, blocks] = [scales.meta.shape()[0], scales.meta.shape()[1]];
+        let [rows, blocks] = [offsets.meta.shape()[0], offsets.meta.shape()[1]];
         let (out, cube_count, cube_dim) = output(&scales, Shape::new([blocks * BLOCK, rows]));
         // SAFETY: unit `c·rows + r` (checked against the output's length) reads block
         // `r·blocks + c/32` of planes `DeviceBlocks::new` sized.
@@ -205,7 +219,7 @@ impl QuantOps for CubeBackend {
                 scales.into_tensor_arg(),
                 offsets.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                bytes,
+                packing,
             );
         }
         out

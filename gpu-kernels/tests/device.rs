@@ -24,7 +24,8 @@ fn random(packing: Packing, rows: usize, cols: usize, seed: u64) -> (Vec<u32>, V
     };
     let blocks = rows * cols / BLOCK;
     let words: Vec<u32> = (0..blocks * packing.words()).map(|_| next()).collect();
-    let scales: Vec<f32> = (0..blocks).map(|_| (next() % 1000) as f32 / 20000.0 + 0.001).collect();
+    let halves = packing.scales_per_block();
+    let scales: Vec<f32> = (0..blocks * halves).map(|_| (next() % 1000) as f32 / 20000.0 + 0.001).collect();
     // Bytes blocks have offsets too (Q5_1, Q5_K), not only nibble blocks.
     let offsets: Vec<f32> = (0..blocks).map(|_| (next() % 1000) as f32 / 10000.0 - 0.05).collect();
     let mut dense = Vec::with_capacity(rows * cols);
@@ -33,20 +34,22 @@ fn random(packing: Packing, rows: usize, cols: usize, seed: u64) -> (Vec<u32>, V
         let byte = |j: usize| (w[j / 4] >> (8 * (j % 4))) & 0xFF;
         for e in 0..BLOCK {
             let q = match packing {
-                Packing::Bytes => f32::from(byte(e) as u8 as i8),
+                Packing::Bytes | Packing::SplitBytes => f32::from(byte(e) as u8 as i8),
                 Packing::Nibbles => ((byte(e % 16) >> (4 * (e / 16))) & 0x0F) as f32,
             };
-            dense.push(scales[b] * q + offsets[b]);
+            dense.push(scales[b * halves + e * halves / BLOCK] * q + offsets[b]);
         }
     }
     (words, scales, offsets, dense)
 }
 
+const PACKINGS: [Packing; 3] = [Packing::Bytes, Packing::Nibbles, Packing::SplitBytes];
+
 #[test]
 fn products_and_decoding_match_the_blocks_definition() {
     let device = device();
     let (rows, cols) = (37, 96);
-    for packing in [Packing::Bytes, Packing::Nibbles] {
+    for packing in PACKINGS {
         let (words, scales, offsets, dense) = random(packing, rows, cols, 3);
         let m = DeviceBlocks::new(packing, rows, cols, words, scales, offsets, &device).unwrap();
         assert_eq!(m.dims(), [rows, cols]);
@@ -112,7 +115,7 @@ fn close(got: &[f32], want: &[f32], what: &str) {
 fn fused_products_match_norm_then_product_then_add() {
     let device = device();
     let (rows, cols, tokens, eps) = (45, 128, 2, 1e-5);
-    for packing in [Packing::Bytes, Packing::Nibbles] {
+    for packing in PACKINGS {
         let (words, scales, offsets, dense) = random(packing, rows, cols, 5);
         let m = DeviceBlocks::new(packing, rows, cols, words, scales, offsets, &device).unwrap();
         let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 29 % 83) as f32 - 41.0) / 13.0).collect();
@@ -135,6 +138,44 @@ fn fused_products_match_norm_then_product_then_add() {
         let want: Vec<f32> = y.iter().map(|&v| v / (1.0 + (-v).exp()) * v).collect();
         close(&gated, &want, &format!("{packing:?} gate/up"));
     }
+}
+
+/// Matrices of different packings stack into the widest (a K-quant file's Q4_K query rows with
+/// its Q6_K value rows), each part's values and products unchanged.
+#[test]
+fn mixed_packings_stack_into_the_widest() {
+    let device = device();
+    let cols = 64;
+    let parts: Vec<(Packing, usize)> = vec![(Packing::Nibbles, 5), (Packing::SplitBytes, 3), (Packing::Bytes, 4)];
+    let mut dense = Vec::new();
+    let mut matrices = Vec::new();
+    for (i, &(packing, rows)) in parts.iter().enumerate() {
+        let (words, scales, offsets, values) = random(packing, rows, cols, 11 + i as u64);
+        matrices.push(DeviceBlocks::new(packing, rows, cols, words, scales, offsets, &device).unwrap());
+        dense.extend(values);
+    }
+    let refs: Vec<&DeviceBlocks> = matrices.iter().collect();
+    let stacked = DeviceBlocks::stack(&refs).unwrap();
+    assert_eq!(stacked.packing(), Packing::SplitBytes);
+    let rows = dense.len() / cols;
+    assert_eq!(stacked.dims(), [rows, cols]);
+    let decoded = host(stacked.dequantize_transposed());
+    for r in 0..rows {
+        for c in 0..cols {
+            assert_eq!(decoded[c * rows + r], dense[r * cols + c], "W[{r},{c}]");
+        }
+    }
+    let x: Vec<f32> = (0..cols).map(|i| ((i * 17 % 31) as f32 - 15.0) / 7.0).collect();
+    let y = host(stacked.norm_matmul(upload(x.clone(), [1, cols], &device), None, None));
+    close(&y, &product(&x, &dense, cols), "stacked product");
+    // Nibbles widen to bytes alone too.
+    let bytes = matrices[0].widen(Packing::Bytes);
+    assert_eq!(bytes.packing(), Packing::Bytes);
+    let want: Vec<f32> =
+        (0..cols).flat_map(|c| (0..5).map(move |r| (r, c))).map(|(r, c)| dense[r * cols + c]).collect();
+    assert_eq!(host(bytes.dequantize_transposed()), want);
+    // A matrix is never narrowed.
+    assert_eq!(matrices[1].widen(Packing::Nibbles).packing(), Packing::SplitBytes);
 }
 
 #[test]

@@ -3,10 +3,14 @@
 //! readback of at most 1 KiB, and the tokens chosen from the candidates that readback brings
 //! are the ones the whole row gives — greedily, and drawn with a seed, reproducibly.
 //!
-//! One test in its own binary: the counters are process-wide, and another test running beside
-//! it would add its own dispatches.
+//! The tests here take turns (`ONE_AT_A_TIME`), in their own binary: the counters are
+//! process-wide, and another test running beside one would add its own dispatches.
 
 mod common;
+#[path = "common/gguf_writer.rs"]
+mod gguf_writer;
+
+use std::sync::Mutex;
 
 use hearth::model::{self, BatchItem, DeviceChoice, KvCache, LoadedModel, LogitsFor, StepLogits};
 use hearth::sampling::{Sampler, SamplingParams};
@@ -20,6 +24,12 @@ fn step(m: &LoadedModel, cache: &mut KvCache, token: u32, candidates: Option<f32
 
 fn work() -> DeviceWork {
     counters::device_work().expect("wgpu counts its work")
+}
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `n` tokens sampled by `params` after `prompt`, each from the candidates when they decide.
@@ -46,6 +56,7 @@ fn generate(m: &LoadedModel, prompt: &[u32], params: SamplingParams, n: usize) -
 
 #[test]
 fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
+    let _alone = alone();
     let dev = model::device::select(DeviceChoice::Wgpu).expect("wgpu opens");
     let m = model::load(&common::smollm2(), &dev).expect("SmolLM2 loads");
     let layers = m.llama.config().num_layers as u64;
@@ -90,4 +101,66 @@ fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
     let sampled = SamplingParams { temperature: 0.8, top_p: 0.9, seed: Some(11), ..SamplingParams::default() };
     let first = generate(&m, &prompt, sampled.clone(), 16);
     assert_eq!(generate(&m, &prompt, sampled, 16), first, "seeded sampling is reproducible on wgpu");
+}
+
+/// A K-quant file mixes formats in one layer (llama.cpp's Q4_K_M: Q4_K query and key, Q6_K
+/// value and down projections and head): on a GPU they all stay block-quantized, the q/k/v and
+/// gate/up products stack (widened to the widest packing), and a token takes the fused step —
+/// with the numbers exact f32 arithmetic on the dequantized weights gives, as the CPU's
+/// prompt path computes them.
+#[test]
+fn mixed_k_quant_layers_take_the_fused_step() {
+    let _alone = alone();
+    let (hidden, ffn, kv) = (256, 256, 128);
+    let mut w = gguf_writer::tiny_llama();
+    w.tensors.retain(|t| t.name.contains("norm"));
+    w.k_quant_matrix("blk.0.attn_q.weight", hidden, hidden, 12, 1)
+        .k_quant_matrix("blk.0.attn_k.weight", kv, hidden, 12, 2)
+        .k_quant_matrix("blk.0.attn_v.weight", kv, hidden, 14, 3)
+        .k_quant_matrix("blk.0.attn_output.weight", hidden, hidden, 13, 4)
+        .k_quant_matrix("blk.0.ffn_gate.weight", ffn, hidden, 12, 5)
+        .k_quant_matrix("blk.0.ffn_up.weight", ffn, hidden, 13, 6)
+        .k_quant_matrix("blk.0.ffn_down.weight", hidden, ffn, 14, 7)
+        .k_quant_matrix("token_embd.weight", 4, hidden, 12, 8)
+        .k_quant_matrix("output.weight", 4, hidden, 14, 9);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tiny-k-quants.gguf");
+    w.write(&path);
+
+    let wgpu = model::device::select(DeviceChoice::Wgpu).expect("wgpu opens");
+    let flex = model::device::select(DeviceChoice::Flex).expect("flex opens");
+    let gpu = model::load(&path, &wgpu).expect("the K-quant file loads on wgpu");
+    let cpu = model::load(&path, &flex).expect("the K-quant file loads on flex");
+    let tokens = [0u32, 2, 1, 3, 2, 0];
+    let (last, head) = tokens.split_last().expect("tokens");
+
+    let mut warm = gpu.llama.new_cache(64);
+    gpu.llama.forward(head, &mut warm, LogitsFor::Last).expect("prefill");
+    let _ = gpu.llama.forward(&[*last], &mut warm, LogitsFor::Last).expect("step");
+
+    let mut cache = gpu.llama.new_cache(64);
+    // Read, so the prefill's queued kernels (burn's fusion runs lazily) are not counted below.
+    gpu.llama.forward(head, &mut cache, LogitsFor::Last).expect("prefill").into_data();
+    let before = work();
+    let stepped = gpu.llama.forward(&[*last], &mut cache, LogitsFor::Last).expect("step");
+    let stepped = stepped.into_data().try_to_vec::<f32>().expect("f32 logits");
+    let dispatches = work().dispatches - before.dispatches;
+    assert!(dispatches <= 6 + 2, "{dispatches} dispatches for a token of one layer: not the fused step");
+
+    // The references: the GPU's prompt path (the plain product kernel, burn's norm, rope and
+    // attention), which shares only the block decoding with the fused step; and, loosely, the
+    // CPU's (its 8-bit activations differ by a few thousandths), whose block decoding the
+    // kernels crate pins — a half-block's scale or a nibble taken wrong is far off that.
+    let last_row = |m: &LoadedModel| {
+        let mut cache = m.llama.new_cache(64);
+        let logits = m.llama.forward(&tokens, &mut cache, LogitsFor::Last).expect("prompt");
+        logits.into_data().try_to_vec::<f32>().expect("f32 logits")
+    };
+    for (reference, tolerance, what) in [(last_row(&gpu), 1e-4, "wgpu's prompt path"), (last_row(&cpu), 2e-2, "flex")] {
+        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+        assert_eq!(stepped.len(), reference.len());
+        for (i, (got, want)) in stepped.iter().zip(&reference).enumerate() {
+            assert!((got - want).abs() <= tolerance * scale, "logit {i}: fused step {got}, {what} {want}");
+        }
+    }
 }

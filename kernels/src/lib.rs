@@ -94,7 +94,8 @@ pub enum QuantError {
     Mismatch,
 }
 
-/// A matrix split for a GPU (see [`QuantMatrix::planes`]): 32-value blocks in row-major order.
+/// A matrix split for a GPU (see [`QuantMatrix::planes`]): 32-value blocks in row-major order,
+/// [`PlaneWidth::scales_per_block`] scales and one offset per block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockPlanes {
     pub width: PlaneWidth,
@@ -110,6 +111,23 @@ pub enum PlaneWidth {
     Bytes,
     /// 32 nibbles in 4 words: byte `j` holds element `j` (low nibble) and `j + 16` (high).
     Nibbles,
+    /// 32 signed bytes in 8 words, each half of 16 with its own scale (Q6_K's sub-blocks).
+    SplitBytes,
+}
+
+impl PlaneWidth {
+    /// Words a block's integers take.
+    pub fn words_per_block(self) -> usize {
+        match self {
+            Self::Bytes | Self::SplitBytes => 8,
+            Self::Nibbles => 4,
+        }
+    }
+
+    /// Scales a block has: one, or one per half for [`Self::SplitBytes`].
+    pub fn scales_per_block(self) -> usize {
+        if self == Self::SplitBytes { 2 } else { 1 }
+    }
 }
 
 /// A `[rows, cols]` matrix of quantized blocks, row-major (blocks run along a row).
@@ -359,23 +377,23 @@ impl QuantMatrix {
     /// little-endian 32-bit words, its scale, and the offset that value `scale · q + offset`
     /// adds — the same numbers as [`blocks::dequantize_block`]'s, so nothing is rounded. Q8_0
     /// and the 5-bit formats (Q5_0, Q5_1, Q5_K, their integers centred as the format centres
-    /// them) go as bytes; Q4_0, Q4_1 and Q4_K as nibbles, Q4_0's offset `−8 · scale`. `None` for
-    /// Q6_K, whose 16-value sub-blocks each have their own scale.
-    pub fn planes(&self) -> Option<BlockPlanes> {
+    /// them) go as bytes; Q4_0, Q4_1 and Q4_K as nibbles, Q4_0's offset `−8 · scale`; Q6_K as
+    /// split bytes (its integers −32…31, a scale per 16-value sub-block, no offset).
+    pub fn planes(&self) -> BlockPlanes {
         let (width, raw) = match self.ty {
             QuantType::Q8_0 => (PlaneWidth::Bytes, Some((2, 32))),
             QuantType::Q4_0 => (PlaneWidth::Nibbles, Some((2, 16))),
             QuantType::Q4_1 => (PlaneWidth::Nibbles, Some((4, 16))),
             QuantType::Q4K => (PlaneWidth::Nibbles, None),
             QuantType::Q5_0 | QuantType::Q5_1 | QuantType::Q5K => (PlaneWidth::Bytes, None),
-            QuantType::Q6K => return None,
+            QuantType::Q6K => (PlaneWidth::SplitBytes, None),
         };
         let blocks = self.rows * self.cols / BLOCK;
-        let words_per_block = if width == PlaneWidth::Bytes { 8 } else { 4 };
+        let words_per_block = width.words_per_block();
         let mut planes = BlockPlanes {
             width,
             words: Vec::with_capacity(blocks * words_per_block),
-            scales: Vec::with_capacity(blocks),
+            scales: Vec::with_capacity(blocks * width.scales_per_block()),
             offsets: Vec::with_capacity(blocks),
         };
         let word = |b: [u8; 4]| u32::from_le_bytes(b);
@@ -395,12 +413,14 @@ impl QuantMatrix {
             }
             for j in 0..self.ty.block_values() / BLOCK {
                 let sub = blocks::sub_block(self.ty, block, j);
-                planes.scales.push(sub.scale[0]);
+                planes.scales.extend_from_slice(&sub.scale[..width.scales_per_block()]);
                 planes.offsets.push(sub.constant);
                 let mut bytes = [0u8; BLOCK];
                 match width {
-                    // Q5 integers are −16…15 or 0…31: a signed byte holds them.
-                    PlaneWidth::Bytes => bytes.iter_mut().zip(sub.w).for_each(|(b, w)| *b = w as i8 as u8),
+                    // Q5 integers are −16…15 or 0…31, Q6_K's −32…31: a signed byte holds them.
+                    PlaneWidth::Bytes | PlaneWidth::SplitBytes => {
+                        bytes.iter_mut().zip(sub.w).for_each(|(b, w)| *b = w as i8 as u8)
+                    }
                     // Q4_K's are 0…15.
                     PlaneWidth::Nibbles => {
                         for (i, b) in bytes.iter_mut().take(BLOCK / 2).enumerate() {
@@ -412,7 +432,7 @@ impl QuantMatrix {
                 planes.words.extend(used.chunks_exact(4).map(|w| word([w[0], w[1], w[2], w[3]])));
             }
         }
-        Some(planes)
+        planes
     }
 
     /// Row `r` as f32 (embedding lookups).
@@ -599,22 +619,28 @@ mod tests {
             QuantType::Q5_1,
             QuantType::Q4K,
             QuantType::Q5K,
+            QuantType::Q6K,
         ] {
             let (m, dense) = random_matrix(ty, 3, 512, 9);
-            let p = m.planes().unwrap();
-            let per_block = p.words.len() / p.scales.len();
+            let p = m.planes();
+            let per_block = p.width.words_per_block();
+            let scales = p.width.scales_per_block();
+            assert_eq!(
+                (p.words.len(), p.scales.len()),
+                (dense.len() / BLOCK * per_block, dense.len() / BLOCK * scales)
+            );
             for (i, want) in dense.iter().enumerate() {
                 let (b, e) = (i / BLOCK, i % BLOCK);
                 let word = |j: usize| p.words[b * per_block + j / 4] >> (8 * (j % 4)) & 0xFF;
                 let q = match p.width {
-                    PlaneWidth::Bytes => f32::from(word(e) as u8 as i8),
+                    PlaneWidth::Bytes | PlaneWidth::SplitBytes => f32::from(word(e) as u8 as i8),
                     PlaneWidth::Nibbles => ((word(e % 16) >> (4 * (e / 16))) & 0x0F) as f32,
                 };
-                let got = p.scales[b] * q + p.offsets[b];
+                let scale = p.scales[b * scales + e * scales / BLOCK];
+                let got = scale * q + p.offsets[b];
                 assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{ty:?}[{i}]: {got} vs {want}");
             }
         }
-        assert!(random_matrix(QuantType::Q6K, 1, 256, 1).0.planes().is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::ModelError;
 use super::cpu::{self, HostValues};
 use super::weights::{HostTensor, WeightError};
 use hearth_gpu_kernels::{DeviceBlocks, Packing};
-use hearth_kernels::{Int8Matrix, PlaneWidth, QuantMatrix, QuantType, ops};
+use hearth_kernels::{Int8Matrix, PlaneWidth, QuantMatrix, ops};
 
 /// From this many tokens a GPU product on block-quantized weights decodes the matrix to f32 and
 /// runs burn's tuned matmul; below it, the fused kernel reads each weight once per token.
@@ -60,8 +60,7 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// A projection `y = x W + b`. A dense `W` is kept as `[in, out]`: transposed once at load,
 /// because `x.matmul(w)` in that layout runs several times faster on wgpu than a transposed
 /// view. A block-quantized `W` stays quantized: on the CPU in host memory, multiplied by the
-/// kernels crate; on a GPU (every format but Q6_K) in device memory, decoded inside the GPU
-/// kernels.
+/// kernels crate; on a GPU in device memory, decoded inside the GPU kernels.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
@@ -170,20 +169,15 @@ impl Linear {
         }
     }
 
-    /// Whether the GPU kernels decode `ty` (the others go to a GPU as f32).
-    pub fn device_decodes(ty: QuantType) -> bool {
-        device_packing(ty).is_some()
-    }
-
     /// Builds the layer on a GPU from a block-quantized `[out, in]` weight, kept quantized on
-    /// the device when the kernels decode its format (all but Q6_K); `None` for the others.
+    /// the device (the kernels decode every format the kernels crate reads).
     pub fn device_blocks(
         name: &str,
         weight: &QuantMatrix,
         bias: Option<HostTensor>,
         expect: [usize; 2],
         device: &Device,
-    ) -> Result<Option<Self>, WeightError> {
+    ) -> Result<Self, WeightError> {
         let shape_err = |expected: String| WeightError::Shape {
             name: name.to_owned(),
             expected,
@@ -192,10 +186,11 @@ impl Linear {
         if [weight.rows(), weight.cols()] != expect {
             return Err(shape_err(format!("{expect:?}")));
         }
-        let Some(planes) = weight.planes() else { return Ok(None) };
+        let planes = weight.planes();
         let packing = match planes.width {
             PlaneWidth::Bytes => Packing::Bytes,
             PlaneWidth::Nibbles => Packing::Nibbles,
+            PlaneWidth::SplitBytes => Packing::SplitBytes,
         };
         let blocks = DeviceBlocks::new(
             packing,
@@ -208,7 +203,7 @@ impl Linear {
         )
         .map_err(|e| shape_err(e.to_string()))?;
         let bias = check_bias(name, bias, weight.rows(), device)?;
-        Ok(Some(Self { weight: LinearWeight::Device(blocks), bias }))
+        Ok(Self { weight: LinearWeight::Device(blocks), bias })
     }
 
     /// Builds the layer from a block-quantized `[out, in]` weight (CPU devices only).
@@ -296,16 +291,6 @@ impl Linear {
             Some(b) => y + b.clone(),
             None => y,
         })
-    }
-}
-
-/// How the GPU kernels hold blocks of `ty`, for the formats they decode (as
-/// [`QuantMatrix::planes`] packs them).
-fn device_packing(ty: QuantType) -> Option<Packing> {
-    match ty {
-        QuantType::Q8_0 | QuantType::Q5_0 | QuantType::Q5_1 | QuantType::Q5K => Some(Packing::Bytes),
-        QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q4K => Some(Packing::Nibbles),
-        QuantType::Q6K => None,
     }
 }
 

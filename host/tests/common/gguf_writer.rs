@@ -52,6 +52,35 @@ impl GgufWriter {
         self
     }
 
+    /// A `rows × cols` K-quant matrix (`ty` 12 = Q4_K, 13 = Q5_K, 14 = Q6_K) of random blocks
+    /// whose f16 scales are small (0.001, minimums 0.0005): every other byte is a valid value.
+    pub fn k_quant_matrix(&mut self, name: &str, rows: u64, cols: u64, ty: u32, seed: u64) -> &mut Self {
+        let (block_bytes, scale_at): (usize, &[usize]) = match ty {
+            12 => (144, &[0, 2]),
+            13 => (176, &[0, 2]),
+            14 => (210, &[208]),
+            _ => panic!("not a K-quant type: {ty}"),
+        };
+        let mut state = seed;
+        let blocks = (rows * cols / 256) as usize;
+        let mut data = Vec::with_capacity(blocks * block_bytes);
+        for _ in 0..blocks {
+            let mut block: Vec<u8> = (0..block_bytes)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            for (i, &at) in scale_at.iter().enumerate() {
+                let f16: u16 = if i == 0 { 0x1419 } else { 0x1019 };
+                block[at..at + 2].copy_from_slice(&f16.to_le_bytes());
+            }
+            data.extend(block);
+        }
+        let dims = if rows == 1 { vec![cols] } else { vec![cols, rows] };
+        self.raw(name, dims, ty, data)
+    }
+
     pub fn raw(&mut self, name: &str, dims: Vec<u64>, ty: u32, data: Vec<u8>) -> &mut Self {
         self.tensors.push(Tensor { name: name.to_owned(), dims, ty, data });
         self

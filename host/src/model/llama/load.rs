@@ -1,15 +1,15 @@
 //! Building a [`Llama`] from a checkpoint's weights, part by part (embedding, each block's
 //! attention and feed-forward, the head), every shape checked against the config. Block-quantized
-//! matrices stay quantized (4–7× less to read per token, no f32 copy in memory): on the CPU in
-//! every format the kernels crate computes on, on a GPU in every one but Q6_K; the token
-//! embedding in host memory on both, decoded a row per lookup.
+//! matrices stay quantized (3–7× less to read per token, no f32 copy in memory) in every format
+//! the kernels crate computes on, on the CPU and on a GPU; the token embedding in host memory
+//! on both, decoded a row per lookup.
 
 use std::sync::Arc;
 
 use hearth_gpu_kernels::decode::MAX_HEAD_DIM;
 use hearth_kernels::QuantMatrix;
 
-use super::{Attention, Block, Embedding, Head, Llama, Qkv, dense, head_chunks};
+use super::{Attention, Block, Embedding, Head, Llama, Qkv, head_chunks};
 use crate::model::ModelError;
 use crate::model::config::{Arch, LlamaConfig};
 use crate::model::device::ComputeDevice;
@@ -62,11 +62,7 @@ impl Parts<'_> {
         if self.compute.is_cpu() {
             return Ok(Linear::quantized(&name, Arc::new(q), bias, [out, inp], device)?);
         }
-        if let Some(l) = Linear::device_blocks(&name, &q, bias.clone(), [out, inp], device)? {
-            return Ok(l);
-        }
-        // A format the GPU kernels do not decode: f32 on the device, from the blocks read.
-        Ok(Linear::from_host(&name, dense(&q, q.rows()), bias, [out, inp], device)?)
+        Ok(Linear::device_blocks(&name, &q, bias, [out, inp], device)?)
     }
 
     /// The token embedding, at least the config's vocabulary and exactly its hidden size.
@@ -140,14 +136,9 @@ impl Parts<'_> {
             Some(q) if self.compute.is_cpu() => {
                 Head::Quantized(Linear::quantized(&name, q.clone(), None, head_rows(&q), device)?)
             }
-            Some(q) if Linear::device_decodes(q.quant_type()) => Head::Quantized(
-                Linear::device_blocks(&name, &q, None, head_rows(&q), device)?.ok_or(WeightError::Missing(name))?,
-            ),
-            _ => {
-                let output = match head_q {
-                    Some(q) => Some(dense(&q, q.rows().min(c.vocab_size))),
-                    None => self.read_opt(Weight::Output)?,
-                };
+            Some(q) => Head::Quantized(Linear::device_blocks(&name, &q, None, head_rows(&q), device)?),
+            None => {
+                let output = self.read_opt(Weight::Output)?;
                 let (shape, data): (Vec<usize>, &[f32]) = match (&output, embedding) {
                     (Some(o), _) => (o.shape.clone(), &o.data),
                     (None, Embedding::Dense { table, .. }) => (embedding.dims().to_vec(), table),

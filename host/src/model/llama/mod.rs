@@ -21,7 +21,6 @@ use super::cpu::{self, HostValues};
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, RowGroup, read_back, transpose, upload};
 use super::rope::{self, Rope};
-use super::weights::HostTensor;
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
 /// 128 MiB, so big vocabularies are split by rows.
@@ -621,16 +620,6 @@ fn bucket_len(n: usize) -> usize {
 }
 
 /// Splits a row-major `[vocab, hidden]` output matrix into `[hidden, rows]` device slices.
-/// The first `rows` rows of a block-quantized matrix as an f32 host tensor (for a device that
-/// does not compute on its format).
-fn dense(q: &QuantMatrix, rows: usize) -> HostTensor {
-    let mut data = Vec::with_capacity(rows * q.cols());
-    for r in 0..rows {
-        data.extend_from_slice(&q.row_f32(r));
-    }
-    HostTensor { shape: vec![rows, q.cols()], data }
-}
-
 fn head_chunks(data: &[f32], vocab: usize, hidden: usize, device: &Device) -> Vec<Tensor<2>> {
     let rows_per_chunk = (MAX_HEAD_CHUNK_BYTES / (hidden * 4)).clamp(1, vocab);
     (0..vocab)
