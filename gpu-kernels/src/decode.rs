@@ -6,7 +6,9 @@
 //!   and the down projection with their residual adds);
 //! - [`DeviceBlocks::norm_gate_up`]: RMS norm, the stacked gate/up product and SiLU·mul;
 //! - [`decode_attention`]: rotary embedding of the query and the new key, the key and value
-//!   written into the cache, and attention of the one query over the cache (online softmax).
+//!   written into the cache, and attention of the one query over the cache (online softmax);
+//!   past [`ATTENTION_CHUNK`] positions split across cubes (flash-decoding) and joined by a
+//!   second dispatch.
 //!
 //! Each product gives an output row to [`LANES`] units that split its blocks and add their
 //! partial sums in shared memory (a cooperative reduction, not one unit per output), and every
@@ -25,6 +27,12 @@ pub const LANES: usize = 8;
 pub const ROWS: usize = 32;
 /// Units of an attention cube (one query head), and positions it scores at a time.
 pub const ATTENTION_UNITS: usize = 64;
+/// Positions a cube of [`decode_attention`] reads at most (before [`MAX_ATTENTION_SPLITS`]
+/// caps the splits): a cache longer than this is split across cubes, their results joined by a
+/// second dispatch.
+pub const ATTENTION_CHUNK: usize = 256;
+/// Most splits of one head's positions (a 16k-position cache: 64 cubes a head).
+pub const MAX_ATTENTION_SPLITS: usize = 64;
 /// Largest head size [`decode_attention`] takes.
 pub const MAX_HEAD_DIM: usize = 256;
 /// Candidates [`top_candidates`] returns per row: with the two normalisers, 1,016 bytes to read

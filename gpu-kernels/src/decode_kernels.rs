@@ -10,7 +10,10 @@ use cubecl::prelude::*;
 use cubecl::{CubeCount, CubeDim};
 
 use crate::Packing;
-use crate::decode::{ATTENTION_UNITS, AttentionDims, CANDIDATES, DecodeOps, LANES, MAX_HEAD_DIM, ROWS, SELECT_UNITS};
+use crate::decode::{
+    ATTENTION_CHUNK, ATTENTION_UNITS, AttentionDims, CANDIDATES, DecodeOps, LANES, MAX_ATTENTION_SPLITS, MAX_HEAD_DIM,
+    ROWS, SELECT_UNITS,
+};
 use crate::kernels::row_dot;
 
 /// `SELECT_UNITS` as a power of two.
@@ -152,12 +155,16 @@ fn fused_gate_up_kernel(
     }
 }
 
-/// Cube `h` is query head `h` of step row `row`; see `DecodeOps::fused_decode_attention`. The
-/// query and the new
-/// key are rotated (rotate-half form) into shared memory; the first head of each key/value
-/// group writes the new key and value into the cache, and every head reads position `start`
-/// from shared memory rather than from the cache, which another cube may not have written yet.
-/// Scores go `ATTENTION_UNITS` positions at a time, one per unit, under an online softmax.
+/// Cube `(h, s)` is query head `h` of step row `row` over split `s` of the positions (`chunk`
+/// of them; one split when the cache is short); see `DecodeOps::fused_decode_attention`. The
+/// query and the new key are rotated (rotate-half form) into shared memory; in the last split
+/// the first head of each key/value group writes the new key and value into the cache, and
+/// every head reads position `start` from shared memory rather than from the cache, which
+/// another cube may not have written yet. Scores go `ATTENTION_UNITS` positions at a time, one
+/// per unit, under an online softmax. One split writes the head's output; several each write
+/// their running maximum, normaliser and unnormalised output to `partial` for
+/// [`combine_splits_kernel`] (flash-decoding: a long cache is read by many cubes at once, not
+/// by one cube per head).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn fused_decode_attention_kernel(
@@ -167,15 +174,19 @@ fn fused_decode_attention_kernel(
     cos: &Tensor<f32>,
     sin: &Tensor<f32>,
     out: &mut Tensor<f32>,
+    partial: &mut Tensor<f32>,
     row: u32,
     start: u32,
     kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    chunk: u32,
 ) {
     let u = UNIT_POS_X as usize;
     let h = CUBE_POS_X as usize;
     let heads = CUBE_COUNT_X as usize;
+    let split = CUBE_POS_Y as usize;
+    let splits = CUBE_COUNT_Y as usize;
     let hd = head_dim as usize;
     let half = hd / 2;
     let groups = kv_heads as usize;
@@ -185,6 +196,8 @@ fn fused_decode_attention_kernel(
     let writer = h % (heads / groups) == 0;
     let start = start as usize;
     let len = start + 1;
+    let first = split * chunk as usize;
+    let end = len.min(first + chunk as usize);
     let cap = keys.shape(1);
     let q_dim = heads * hd;
     let kv_dim = groups * hd;
@@ -213,7 +226,7 @@ fn fused_decode_attention_kernel(
         let v = qkv[kb + kv_dim + d];
         k_s[d] = k;
         v_s[d] = v;
-        if writer {
+        if writer && split + 1 == splits {
             let at = (g * cap + start) * hd + d;
             keys[at] = k;
             values[at] = v;
@@ -227,12 +240,12 @@ fn fused_decode_attention_kernel(
     let mut m = 0.0f32;
     m -= 3.0e38;
     let mut l = 0.0f32;
-    let mut p0 = 0usize;
-    while p0 < len {
+    let mut p0 = first;
+    while p0 < end {
         let p = p0 + u;
         let mut s = 0.0f32;
         s -= 3.0e38;
-        if p < len {
+        if p < end {
             let mut dot = 0.0f32;
             if p < start {
                 let base = (g * cap + p) * hd;
@@ -258,7 +271,7 @@ fn fused_decode_attention_kernel(
         // Every unit has read the scores before they are replaced by weights.
         sync_cube();
         let mut w = 0.0f32;
-        if p < len {
+        if p < end {
             w = (s - top).exp();
         }
         sc[u] = w;
@@ -274,7 +287,8 @@ fn fused_decode_attention_kernel(
             let mut a = acc[d] * carry;
             for j in 0..ATTENTION_UNITS {
                 let pj = p0 + j;
-                if pj < start {
+                // Positions past `end` are another split's (their weight here is 0).
+                if pj < start && pj < end {
                     a += sc[j] * values[(g * cap + pj) * hd + d];
                 } else if pj == start {
                     a += sc[j] * v_s[d];
@@ -289,8 +303,58 @@ fn fused_decode_attention_kernel(
         p0 += ATTENTION_UNITS;
     }
     let mut d = u;
+    if splits == 1 {
+        while d < hd {
+            out[ob + d] = acc[d] / l;
+            d += ATTENTION_UNITS;
+        }
+    } else {
+        let pb = (h * splits + split) * (hd + 2);
+        while d < hd {
+            partial[pb + d] = acc[d];
+            d += ATTENTION_UNITS;
+        }
+        if u == 0 {
+            partial[pb + hd] = m;
+            partial[pb + hd + 1] = l;
+        }
+    }
+}
+
+/// Cube `h` joins head `h`'s splits from `partial` (`[heads, splits, head_dim + 2]`: output
+/// sums, maximum, normaliser) into its output in row `row` of `out`: each split's sums and
+/// normaliser rescaled to the largest maximum, as the online softmax does within a split.
+#[cube(launch_unchecked)]
+fn combine_splits_kernel(partial: &Tensor<f32>, out: &mut Tensor<f32>, row: u32, head_dim: u32) {
+    let u = UNIT_POS_X as usize;
+    let h = CUBE_POS_X as usize;
+    let heads = CUBE_COUNT_X as usize;
+    let hd = head_dim as usize;
+    let splits = partial.shape(1);
+    let width = hd + 2;
+    let hb = h * splits * width;
+    let mut top = 0.0f32;
+    top -= 3.0e38;
+    for s in 0..splits {
+        let m = partial[hb + s * width + hd];
+        if m > top {
+            top = m;
+        }
+    }
+    let mut total = 0.0f32;
+    for s in 0..splits {
+        let b = hb + s * width;
+        total += partial[b + hd + 1] * (partial[b + hd] - top).exp();
+    }
+    let ob = row as usize * heads * hd + h * hd;
+    let mut d = u;
     while d < hd {
-        out[ob + d] = acc[d] / l;
+        let mut a = 0.0f32;
+        for s in 0..splits {
+            let b = hb + s * width;
+            a += partial[b + d] * (partial[b + hd] - top).exp();
+        }
+        out[ob + d] = a / total;
         d += ATTENTION_UNITS;
     }
 }
@@ -547,6 +611,11 @@ impl DecodeOps for CubeBackend {
         let [qkv, cos, sin] = [qkv, cos, sin].map(into_contiguous);
         let (keys, values, out) = (writable(keys), writable(values), writable(out));
         let scale = 1.0 / (dims.head_dim as f32).sqrt();
+        let splits = (start + 1).div_ceil(ATTENTION_CHUNK).min(MAX_ATTENTION_SPLITS);
+        let chunk = (start + 1).div_ceil(splits);
+        // One split writes the output itself; `partial` is then never read or written.
+        let partial =
+            empty_like(&qkv, Shape::new([dims.heads, splits, if splits > 1 { dims.head_dim + 2 } else { 1 }]));
         // SAFETY: the caller (`decode_attention`'s user, the model) gives `qkv` of rows of
         // `(heads + 2·kv_heads)·head_dim` values, rope tables and `out` (`heads·head_dim`
         // wide) with a row `row`, caches of `[kv_heads, capacity > start, head_dim]` and
@@ -555,7 +624,7 @@ impl DecodeOps for CubeBackend {
         unsafe {
             fused_decode_attention_kernel::launch_unchecked(
                 &out.client,
-                CubeCount::Static(dims.heads as u32, 1, 1),
+                CubeCount::Static(dims.heads as u32, splits as u32, 1),
                 CubeDim::new_1d(ATTENTION_UNITS as u32),
                 qkv.into_tensor_arg(),
                 keys.clone().into_tensor_arg(),
@@ -563,12 +632,30 @@ impl DecodeOps for CubeBackend {
                 cos.into_tensor_arg(),
                 sin.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
+                partial.clone().into_tensor_arg(),
                 row as u32,
                 start as u32,
                 dims.kv_heads as u32,
                 dims.head_dim as u32,
                 scale,
+                chunk as u32,
             );
+        }
+        if splits > 1 {
+            // SAFETY: `partial` is `[heads, splits, head_dim + 2]` as allocated above, written
+            // whole by the attention cubes (every split holds at least one position); cube
+            // `h < heads` writes head `h`'s outputs in row `row` of `out`, as the attention did.
+            unsafe {
+                combine_splits_kernel::launch_unchecked(
+                    &out.client,
+                    CubeCount::Static(dims.heads as u32, 1, 1),
+                    CubeDim::new_1d(ATTENTION_UNITS as u32),
+                    partial.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    row as u32,
+                    dims.head_dim as u32,
+                );
+            }
         }
         (out, keys, values)
     }

@@ -2,7 +2,9 @@
 //! against the blocks' definition computed on the host.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use hearth_gpu_kernels::decode::{CANDIDATES, NormWeight, top_candidates};
+use hearth_gpu_kernels::decode::{
+    ATTENTION_CHUNK, AttentionDims, CANDIDATES, NormWeight, decode_attention, top_candidates,
+};
 use hearth_gpu_kernels::{BLOCK, DeviceBlocks, Packing};
 
 /// The one wgpu device of the process (wgpu's service initialises once).
@@ -176,6 +178,73 @@ fn mixed_packings_stack_into_the_widest() {
     assert_eq!(host(bytes.dequantize_transposed()), want);
     // A matrix is never narrowed.
     assert_eq!(matrices[1].widen(Packing::Nibbles).packing(), Packing::SplitBytes);
+}
+
+/// One query over a cache, as the definition computes it: rope (rotate-half) on the query and
+/// the new key, the new key and value written at `start`, softmax attention over `0..=start` —
+/// for a short cache (one cube a head) and long ones (split across cubes, then joined).
+#[test]
+fn decode_attention_matches_the_definition_split_or_not() {
+    let device = device();
+    let dims = AttentionDims { heads: 4, kv_heads: 2, head_dim: 64 };
+    let (hd, half, cap) = (dims.head_dim, dims.head_dim / 2, 3 * ATTENTION_CHUNK);
+    let width = (dims.heads + 2 * dims.kv_heads) * hd;
+    let wave = |i: usize, k: usize| ((i * k % 211) as f32 / 211.0 - 0.5) * 2.0;
+    for start in [5, ATTENTION_CHUNK, ATTENTION_CHUNK + 44, 2 * ATTENTION_CHUNK + 190] {
+        let keys: Vec<f32> = (0..dims.kv_heads * cap * hd).map(|i| wave(i, 37)).collect();
+        let values: Vec<f32> = (0..dims.kv_heads * cap * hd).map(|i| wave(i, 53)).collect();
+        let qkv: Vec<f32> = (0..width).map(|i| wave(i, 71)).collect();
+        let angle: Vec<f32> = (0..hd).map(|d| start as f32 * 0.9f32.powi((d % half) as i32)).collect();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = angle.iter().map(|a| (a.cos(), a.sin())).unzip();
+        let (out, k_cache, v_cache) = decode_attention(
+            upload(qkv.clone(), [1, width], &device),
+            upload(keys.clone(), [dims.kv_heads, cap, hd], &device),
+            upload(values.clone(), [dims.kv_heads, cap, hd], &device),
+            upload(cos.clone(), [1, hd], &device),
+            upload(sin.clone(), [1, hd], &device),
+            upload(vec![0.0; dims.heads * hd], [1, dims.heads * hd], &device),
+            0,
+            start,
+            dims,
+        );
+        let (out, k_cache, v_cache) = (
+            host(out),
+            host(k_cache.reshape([dims.kv_heads * cap, hd])),
+            host(v_cache.reshape([dims.kv_heads * cap, hd])),
+        );
+
+        let rope = |x: &[f32]| -> Vec<f32> {
+            (0..hd)
+                .map(|d| {
+                    let rotated = if d < half { -x[d + half] } else { x[d - half] };
+                    x[d] * cos[d] + rotated * sin[d]
+                })
+                .collect()
+        };
+        let per_group = dims.heads / dims.kv_heads;
+        for h in 0..dims.heads {
+            let g = h / per_group;
+            let q = rope(&qkv[h * hd..(h + 1) * hd]);
+            let kb = (dims.heads + g) * hd;
+            let k_new = rope(&qkv[kb..kb + hd]);
+            let vb = (dims.heads + dims.kv_heads + g) * hd;
+            let v_new = &qkv[vb..vb + hd];
+            let at = (g * cap + start) * hd;
+            close(&k_cache[at..at + hd], &k_new, &format!("start {start}: key written for group {g}"));
+            close(&v_cache[at..at + hd], v_new, &format!("start {start}: value written for group {g}"));
+            let key = |p: usize| if p == start { &k_new[..] } else { &keys[(g * cap + p) * hd..][..hd] };
+            let value = |p: usize| if p == start { v_new } else { &values[(g * cap + p) * hd..][..hd] };
+            let scores: Vec<f32> = (0..=start)
+                .map(|p| q.iter().zip(key(p)).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt())
+                .collect();
+            let max = scores.iter().copied().fold(f32::MIN, f32::max);
+            let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f32 = weights.iter().sum();
+            let want: Vec<f32> =
+                (0..hd).map(|d| (0..=start).map(|p| weights[p] * value(p)[d]).sum::<f32>() / total).collect();
+            close(&out[h * hd..(h + 1) * hd], &want, &format!("start {start}: head {h}"));
+        }
+    }
 }
 
 #[test]

@@ -106,13 +106,14 @@ fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
 /// A K-quant file mixes formats in one layer (llama.cpp's Q4_K_M: Q4_K query and key, Q6_K
 /// value and down projections and head): on a GPU they all stay block-quantized, the q/k/v and
 /// gate/up products stack (widened to the widest packing), and a token takes the fused step —
-/// with the numbers exact f32 arithmetic on the dequantized weights gives, as the CPU's
-/// prompt path computes them.
+/// with the numbers of the other paths, after a cache long enough that its attention splits
+/// across cubes.
 #[test]
 fn mixed_k_quant_layers_take_the_fused_step() {
     let _alone = alone();
     let (hidden, ffn, kv) = (256, 256, 128);
     let mut w = gguf_writer::tiny_llama();
+    w.meta("llama.context_length", gguf_writer::Meta::U32(512));
     w.tensors.retain(|t| t.name.contains("norm"));
     w.k_quant_matrix("blk.0.attn_q.weight", hidden, hidden, 12, 1)
         .k_quant_matrix("blk.0.attn_k.weight", kv, hidden, 12, 2)
@@ -131,14 +132,15 @@ fn mixed_k_quant_layers_take_the_fused_step() {
     let flex = model::device::select(DeviceChoice::Flex).expect("flex opens");
     let gpu = model::load(&path, &wgpu).expect("the K-quant file loads on wgpu");
     let cpu = model::load(&path, &flex).expect("the K-quant file loads on flex");
-    let tokens = [0u32, 2, 1, 3, 2, 0];
+    // Past ATTENTION_CHUNK positions: the step's attention is split and joined.
+    let tokens: Vec<u32> = (0..hearth_gpu_kernels::decode::ATTENTION_CHUNK as u32 + 40).map(|i| i * 7 % 3).collect();
     let (last, head) = tokens.split_last().expect("tokens");
 
-    let mut warm = gpu.llama.new_cache(64);
+    let mut warm = gpu.llama.new_cache(512);
     gpu.llama.forward(head, &mut warm, LogitsFor::Last).expect("prefill");
     let _ = gpu.llama.forward(&[*last], &mut warm, LogitsFor::Last).expect("step");
 
-    let mut cache = gpu.llama.new_cache(64);
+    let mut cache = gpu.llama.new_cache(512);
     // Read, so the prefill's queued kernels (burn's fusion runs lazily) are not counted below.
     gpu.llama.forward(head, &mut cache, LogitsFor::Last).expect("prefill").into_data();
     let before = work();
@@ -152,7 +154,7 @@ fn mixed_k_quant_layers_take_the_fused_step() {
     // CPU's (its 8-bit activations differ by a few thousandths), whose block decoding the
     // kernels crate pins — a half-block's scale or a nibble taken wrong is far off that.
     let last_row = |m: &LoadedModel| {
-        let mut cache = m.llama.new_cache(64);
+        let mut cache = m.llama.new_cache(512);
         let logits = m.llama.forward(&tokens, &mut cache, LogitsFor::Last).expect("prompt");
         logits.into_data().try_to_vec::<f32>().expect("f32 logits")
     };
