@@ -109,12 +109,12 @@ pub trait DecodeOps: Backend {
         dims: AttentionDims,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Per row of `logits` `[rows, vocab]`: `[lse, lse_t, top logits…, their ids…]` where
-    /// `lse` is the log-sum-exp of the row, `lse_t` that of the row divided by `temperature`,
-    /// and the `CANDIDATES` largest logits are sorted, most likely first (ties: lower id first),
-    /// their ids given as exact f32 integers.
+    /// Per row `r` of `logits` `[rows, vocab]`: `[lse, lse_t, top logits…, their ids…]` where
+    /// `lse` is the log-sum-exp of the row, `lse_t` that of the row times `inv_temperatures[r]`
+    /// (`[rows]`), and the `CANDIDATES` largest logits are sorted, most likely first (ties:
+    /// lower id first), their ids given as exact f32 integers.
     #[fusion(dtype = logits, shape = Shape::new([logits[0], 2 + 2 * CANDIDATES]))]
-    fn top_candidates(logits: FloatTensor<Self>, temperature: f32) -> FloatTensor<Self>;
+    fn top_candidates(logits: FloatTensor<Self>, inv_temperatures: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// An RMS norm's weight and epsilon.
@@ -210,7 +210,11 @@ pub fn decode_attention(
 }
 
 /// The log-normalisers and the [`CANDIDATES`] most likely tokens of each row of `logits`, in
-/// one dispatch; see [`DecodeOps::top_candidates`].
-pub fn top_candidates(logits: Tensor<2>, temperature: f32) -> Tensor<2> {
-    Tensor::from_dispatch(burn::backend::Dispatch::top_candidates(logits.into_dispatch(), temperature))
+/// one dispatch, row `r`'s second normaliser at `temperatures[r]` (one per row); see
+/// [`DecodeOps::top_candidates`].
+pub fn top_candidates(logits: Tensor<2>, temperatures: &[f32]) -> Tensor<2> {
+    let inverse: Vec<f32> = temperatures.iter().map(|t| 1.0 / t).collect();
+    let inverse =
+        Tensor::<1>::from_data(burn::tensor::TensorData::new(inverse, [temperatures.len()]), &logits.device());
+    Tensor::from_dispatch(burn::backend::Dispatch::top_candidates(logits.into_dispatch(), inverse.into_dispatch()))
 }

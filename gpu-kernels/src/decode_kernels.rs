@@ -369,9 +369,10 @@ fn ranks_before(v: f32, i: u32, w: f32, j: u32) -> bool {
 /// reductions over the cube; the candidates are `CANDIDATES` rounds of a cube-wide arg-max
 /// among the entries ranked after the previous round's pick (so ties come out lower id first).
 #[cube(launch_unchecked)]
-fn top_candidates_kernel(logits: &Tensor<f32>, out: &mut Tensor<f32>, inv_temperature: f32) {
+fn top_candidates_kernel(logits: &Tensor<f32>, inv_temperatures: &Tensor<f32>, out: &mut Tensor<f32>) {
     let u = UNIT_POS_X as usize;
     let r = CUBE_POS_X as usize;
+    let inv_temperature = inv_temperatures[r];
     let vocab = logits.shape(1);
     let base = r * vocab;
     let ob = r * (2 + 2 * CANDIDATES);
@@ -501,20 +502,22 @@ fn writable(cache: CubeTensor) -> CubeTensor {
 }
 
 impl DecodeOps for CubeBackend {
-    fn top_candidates(logits: FloatTensor<Self>, temperature: f32) -> FloatTensor<Self> {
-        let logits = into_contiguous(logits);
+    fn top_candidates(logits: FloatTensor<Self>, inv_temperatures: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (logits, inv_temperatures) = (into_contiguous(logits), into_contiguous(inv_temperatures));
         let rows = logits.meta.shape()[0];
+        assert_eq!(inv_temperatures.meta.shape().num_elements(), rows, "a temperature for each row");
         let out = empty_like(&logits, Shape::new([rows, 2 + 2 * CANDIDATES]));
         // SAFETY: cube `r < rows` reads row `r` of `logits` (its width read in the kernel) and
-        // writes row `r` of `out`, `2 + 2·CANDIDATES` wide as allocated here.
+        // entry `r` of `inv_temperatures` (one per row, checked above), and writes row `r` of
+        // `out`, `2 + 2·CANDIDATES` wide as allocated here.
         unsafe {
             top_candidates_kernel::launch_unchecked(
                 &out.client,
                 CubeCount::Static(rows as u32, 1, 1),
                 CubeDim::new_1d(SELECT_UNITS as u32),
                 logits.into_tensor_arg(),
+                inv_temperatures.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                1.0 / temperature,
             );
         }
         out

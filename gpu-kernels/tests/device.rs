@@ -247,23 +247,30 @@ fn decode_attention_matches_the_definition_split_or_not() {
     }
 }
 
+/// Rows of a batched step in one dispatch, each at its own temperature.
 #[test]
 fn candidates_are_the_largest_logits_with_the_normalisers() {
     let device = device();
     let vocab = 3000;
     // Many ties, so the order among equal logits (lower id first) is checked.
-    let row: Vec<f32> = (0..vocab).map(|i| ((i * 7919) % 61) as f32 / 4.0 - 7.0).collect();
-    let out = host(top_candidates(upload(row.clone(), [1, vocab], &device), 0.5));
-    let lse = |t: f32| {
-        let max = row.iter().copied().fold(f32::MIN, f32::max) / t;
-        max + row.iter().map(|l| (l / t - max).exp()).sum::<f32>().ln()
-    };
-    assert!((out[0] - lse(1.0)).abs() < 1e-4 && (out[1] - lse(0.5)).abs() < 1e-4, "normalisers {:?}", &out[..2]);
-    let mut order: Vec<usize> = (0..vocab).collect();
-    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    for k in 0..CANDIDATES {
-        assert_eq!(out[2 + CANDIDATES + k] as usize, order[k], "candidate {k}'s id");
-        assert_eq!(out[2 + k], row[order[k]], "candidate {k}'s logit");
+    let rows: Vec<Vec<f32>> =
+        [7919usize, 104_729].iter().map(|&k| (0..vocab).map(|i| ((i * k) % 61) as f32 / 4.0 - 7.0).collect()).collect();
+    let temperatures = [0.5, 1.7];
+    let all = host(top_candidates(upload(rows.concat(), [2, vocab], &device), &temperatures));
+    let width = 2 + 2 * CANDIDATES;
+    assert_eq!(all.len(), 2 * width);
+    for ((row, out), t) in rows.iter().zip(all.chunks(width)).zip(temperatures) {
+        let lse = |t: f32| {
+            let max = row.iter().copied().fold(f32::MIN, f32::max) / t;
+            max + row.iter().map(|l| (l / t - max).exp()).sum::<f32>().ln()
+        };
+        assert!((out[0] - lse(1.0)).abs() < 1e-4 && (out[1] - lse(t)).abs() < 1e-4, "normalisers {:?}", &out[..2]);
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for k in 0..CANDIDATES {
+            assert_eq!(out[2 + CANDIDATES + k] as usize, order[k], "candidate {k}'s id");
+            assert_eq!(out[2 + k], row[order[k]], "candidate {k}'s logit");
+        }
     }
 }
 

@@ -97,6 +97,42 @@ fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
         token = chosen;
     }
 
+    // A batched step of three sequences, each at its own temperature: one readback brings every
+    // row's candidates, each the same as its sequence's step alone.
+    let temperatures = [1.0, 0.7, 1.3];
+    let prefilled = |len: usize| {
+        let mut c = m.llama.new_cache(512);
+        m.llama.forward(&head[..len], &mut c, LogitsFor::Last).expect("prefill").into_data();
+        c
+    };
+    let lengths = [head.len(), head.len() - 1, head.len() - 2];
+    let mut batched: Vec<KvCache> = lengths.iter().map(|&n| prefilled(n)).collect();
+    let mut alone: Vec<KvCache> = lengths.iter().map(|&n| prefilled(n)).collect();
+    let before = work();
+    let mut items: Vec<BatchItem> = batched
+        .iter_mut()
+        .zip(temperatures)
+        .map(|(cache, t)| BatchItem {
+            tokens: std::slice::from_ref(last),
+            cache,
+            logits: LogitsFor::Last,
+            prompt_rows: 0,
+            candidates: Some(t),
+        })
+        .collect();
+    let outs = m.llama.forward_step(&mut items).expect("batched step");
+    let after = work();
+    assert_eq!(after.readbacks - before.readbacks, 1, "one readback for the step's three tokens");
+    assert!(after.readback_bytes - before.readback_bytes <= 3 * 1024, "at most 1 KiB a token");
+    for ((out, cache), t) in outs.into_iter().zip(&mut alone).zip(temperatures) {
+        let (StepLogits::Top(together), StepLogits::Top(by_itself)) = (out, step(&m, cache, *last, Some(t))) else {
+            panic!("steps asking for candidates read back candidates")
+        };
+        assert_eq!(together.candidates.ids, by_itself.candidates.ids, "temperature {t}: the same candidates");
+        let (a, b) = (together.candidates.log_norm_t, by_itself.candidates.log_norm_t);
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "temperature {t}: normaliser {a} batched, {b} alone");
+    }
+
     // Drawn with a seed: the same tokens twice.
     let sampled = SamplingParams { temperature: 0.8, top_p: 0.9, seed: Some(11), ..SamplingParams::default() };
     let first = generate(&m, &prompt, sampled.clone(), 16);

@@ -287,6 +287,8 @@ impl Llama {
         let fused: Vec<bool> =
             items.iter().map(|i| self.fused_decode && i.tokens.len() == 1 && i.logits == LogitsFor::Last).collect();
         let mut rows: Vec<Option<Tensor<2>>> = vec![None; items.len()];
+        // The fused step's logits, all its rows, when it ran for several tokens.
+        let mut fused_logits = None;
         if fused.iter().filter(|&&f| f).count() > 1 {
             let mut steps: Vec<(u32, &mut KvCache)> =
                 items.iter_mut().zip(&fused).filter(|(_, f)| **f).map(|(i, _)| (i.tokens[0], &mut *i.cache)).collect();
@@ -296,20 +298,46 @@ impl Llama {
             for (slot, _) in rows.iter_mut().zip(&fused).filter(|(_, f)| **f) {
                 *slot = next.next();
             }
+            fused_logits = Some(logits);
         }
-        let mut out = Vec::with_capacity(items.len());
+        let mut logits = Vec::with_capacity(items.len());
         for (item, row) in items.iter_mut().zip(rows) {
-            let logits = match row {
+            logits.push(match row {
                 Some(row) => row,
                 None => rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?,
+            });
+        }
+
+        // Every row that asks for candidates gets them from one dispatch and one readback.
+        let asking: Vec<(usize, f32)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match (item.candidates, item.logits) {
+                (Some(temperature), LogitsFor::Last) => Some((i, temperature)),
+                _ => None,
+            })
+            .collect();
+        let mut tops: Vec<Option<TopCandidates>> = vec![None; items.len()];
+        if !asking.is_empty() {
+            let fused_rows: Vec<usize> = (0..items.len()).filter(|&i| fused_logits.is_some() && fused[i]).collect();
+            let asked: Vec<usize> = asking.iter().map(|&(i, _)| i).collect();
+            let stacked = match fused_logits {
+                // The common case, every decode token of the step asking: the step's own logits.
+                Some(all) if asked == fused_rows => all,
+                _ => Tensor::cat(asked.iter().map(|&i| logits[i].clone()).collect(), 0),
             };
-            out.push(match (item.candidates, item.logits) {
-                (Some(temperature), LogitsFor::Last) => {
-                    let top = read_back(top_candidates(logits.clone(), temperature))?;
-                    let candidates = TopCandidates::from_device_row(&top);
-                    StepLogits::Top(Box::new(TopLogits { candidates, row: logits }))
-                }
-                _ => StepLogits::Full(read_back(logits)?),
+            let temperatures: Vec<f32> = asking.iter().map(|&(_, t)| t).collect();
+            let flat = read_back(top_candidates(stacked, &temperatures))?;
+            let width = flat.len() / asking.len();
+            for (&i, row) in asked.iter().zip(flat.chunks(width)) {
+                tops[i] = Some(TopCandidates::from_device_row(row));
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (row, top) in logits.into_iter().zip(tops) {
+            out.push(match top {
+                Some(candidates) => StepLogits::Top(Box::new(TopLogits { candidates, row })),
+                None => StepLogits::Full(read_back(row)?),
             });
         }
         Ok(out)
