@@ -107,7 +107,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         tracing::info!("shutting down");
         shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
     });
@@ -146,5 +146,30 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             handle.shutdown();
             Err(err)
         }
+    }
+}
+
+/// Ctrl-C (SIGINT), or on Unix SIGTERM: what `docker stop` and Kubernetes send. As a
+/// container's PID 1 a process without a SIGTERM handler would ignore it until killed.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch for SIGTERM ({e}); Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

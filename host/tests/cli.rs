@@ -145,3 +145,21 @@ fn a_missing_gpu_driver_is_a_clear_error() {
     assert!(!err.contains("panicked"), "no panic:\n{err}");
     assert!(err.contains("no wgpu adapter") && err.contains("--device flex"), "{err}");
 }
+
+/// SIGTERM (what `docker stop` and Kubernetes send) stops the server as Ctrl-C does: it drains
+/// and exits 0, also as a container's PID 1, which ignores signals it has no handler for.
+#[test]
+fn sigterm_stops_the_server() {
+    let server = common::Server::start(&["--device", "flex"]);
+    server.signal(libc::SIGTERM);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = server.exit_status() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "still running 20 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}; stderr:\n{}", server.log());
+    assert!(server.wait_for_log("shutting down", std::time::Duration::from_secs(5)), "{}", server.log());
+}

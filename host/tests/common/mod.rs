@@ -205,6 +205,14 @@ impl Server {
         false
     }
 
+    /// Sends `signal` (`libc::SIGTERM`, …) to the process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = self.child.lock().unwrap().as_ref() {
+            // SAFETY: kill(2) on our own child's pid touches no memory of ours.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.kill();
