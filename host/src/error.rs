@@ -24,13 +24,16 @@ pub struct ApiError {
 }
 
 /// The JSON body of an error.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorResponse)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
 }
 
-/// The `error` object.
-#[derive(Debug, Serialize)]
+/// The `error` object: OpenAI's `message`, `type`, `param` (the request field at fault, where
+/// one is) and `code`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorDetail<'a> {
     pub message: &'a str,
     #[serde(rename = "type")]

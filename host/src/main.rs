@@ -48,6 +48,9 @@ struct ServeCli {
     /// Serve /metrics without the API key (for a Prometheus scraping without credentials).
     #[arg(long)]
     metrics_public: bool,
+    /// Serve neither /openapi.json nor /docs.
+    #[arg(long)]
+    no_docs: bool,
     /// TLS private key (PEM); `OPENEDAI_KEY_PATH` wins.
     #[arg(long)]
     ssl_keyfile: Option<PathBuf>,
@@ -186,6 +189,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         admin_key: cli.admin_key,
         cors_allow_origins: (!cli.cors_allow_origins.is_empty()).then_some(cli.cors_allow_origins),
         metrics_public: cli.metrics_public.then_some(true),
+        docs: cli.no_docs.then_some(false),
         ssl_keyfile: cli.ssl_keyfile,
         ssl_certfile: cli.ssl_certfile,
         model: cli.model,

@@ -84,6 +84,9 @@ pub struct Settings {
     /// `/metrics` answers without the API key (`--metrics-public`): for a Prometheus that
     /// scrapes without credentials. Off: it follows the key like every route.
     pub metrics_public: bool,
+    /// `/openapi.json` (the API's OpenAPI document) and `/docs` (Swagger UI, its assets built
+    /// in) are served, without the API key: they hold no user data. Off with `--no-docs`.
+    pub docs: bool,
     /// TLS private key, PEM (`--ssl-keyfile`, `OPENEDAI_KEY_PATH`).
     pub ssl_keyfile: Option<PathBuf>,
     /// TLS certificate chain, PEM (`--ssl-certfile`, `OPENEDAI_CERT_PATH`).
@@ -239,6 +242,7 @@ impl Default for Settings {
             admin_key: None,
             cors_allow_origins: Vec::new(),
             metrics_public: false,
+            docs: true,
             ssl_keyfile: None,
             ssl_certfile: None,
             model: None,
@@ -289,6 +293,9 @@ pub struct CliSettings {
     /// `--metrics-public`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_public: Option<bool>,
+    /// `--no-docs` (as `false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docs: Option<bool>,
     /// `--ssl-keyfile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssl_keyfile: Option<PathBuf>,

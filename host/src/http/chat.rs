@@ -24,7 +24,7 @@ use super::types::{
 };
 use super::validate::{self, GenerationPlan};
 use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
 use crate::prompt::character::{Character, DEFAULT_CHARACTER, DEFAULT_USER_NAME};
 use crate::prompt::modes::{self, ChatMode, ModeError, ModePrompt, Persona};
 use crate::prompt::reasoning::ReasoningSplitter;
@@ -239,6 +239,13 @@ fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// A chat completion: the whole answer, or with `stream: true` server-sent events, each a
+/// `chat.completion.chunk` (the `ChatChunk` schema), then `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "chat", request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true` an event stream of `ChatChunk`s",
+            content((ChatCompletion = "application/json"), (super::sse::StreamEvent = "text/event-stream"))),
+        (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse), (status = 429, description = "The queue is full: try again (Retry-After)", body = ErrorResponse), (status = 503, description = "No model is ready", body = ErrorResponse)))]
 pub async fn chat_completions(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,

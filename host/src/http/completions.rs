@@ -17,7 +17,7 @@ use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices
 use super::types::{ApiFinishReason, Completion, CompletionChoice, CompletionRequest, PromptField, Usage};
 use super::validate;
 use crate::engine::{CachedTokens, LogprobsQuery, TokenLogprob};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
 use crate::serving::unix_now;
 use crate::tokenizer::TextTokenizer;
 
@@ -69,6 +69,13 @@ fn prompts(field: Option<PromptField>, tokenizer: &TextTokenizer, add_bos: bool)
     }
 }
 
+/// A text completion of a raw prompt: the whole answer, or with `stream: true` server-sent
+/// events, each a `text_completion` (the `Completion` schema), then `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/completions", tag = "completions", request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true` an event stream of `Completion`s",
+            content((Completion = "application/json"), (super::sse::StreamEvent = "text/event-stream"))),
+        (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse), (status = 429, description = "The queue is full: try again (Retry-After)", body = ErrorResponse), (status = 503, description = "No model is ready", body = ErrorResponse)))]
 pub async fn completions(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,

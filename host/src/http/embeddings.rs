@@ -8,20 +8,23 @@ use axum::extract::State;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::body::JsonBody;
 use super::state::SharedState;
 use crate::embedding_service::{EmbeddingError, EmbeddingInput};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
 
 /// OpenAI's limit on inputs per request.
 const MAX_INPUTS: usize = 2048;
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/embeddings`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsRequest {
     /// Required; optional here so that a request without it is a 400 naming it.
     #[serde(default)]
+    #[schema(value_type = InputForms, required = true)]
     pub input: Option<Value>,
     #[serde(default)]
     pub model: Option<String>,
@@ -33,7 +36,21 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `input`'s forms: a text, texts, token ids, or lists of token ids (at most 2,048 items). The
+/// field is read by [`parse_input`], so that each wrong form gets its own message; only this
+/// schema uses the type.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = EmbeddingInput)]
+#[allow(dead_code)]
+enum InputForms {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingFormat {
     Float,
@@ -76,7 +93,7 @@ fn parse_input(input: &Value) -> Result<Vec<EmbeddingInput>, ApiError> {
 }
 
 /// The response, serialised straight from the vectors: f32s print in their shortest form.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingsResponse {
     object: &'static str,
     data: Vec<EmbeddingItem>,
@@ -84,21 +101,23 @@ pub struct EmbeddingsResponse {
     usage: Usage,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct EmbeddingItem {
     object: &'static str,
     index: usize,
     embedding: Vector,
 }
 
-#[derive(Debug, Serialize)]
+/// Floats, or with `encoding_format: base64` their little-endian f32 bytes in base64.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 enum Vector {
     Float(Vec<f32>),
     Base64(String),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EmbeddingUsage)]
 struct Usage {
     prompt_tokens: usize,
     total_tokens: usize,
@@ -118,6 +137,10 @@ fn base64_of(v: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Sentence embeddings from the embedding model (loaded on first use).
+#[utoipa::path(post, path = "/v1/embeddings", tag = "embeddings", request_body = EmbeddingsRequest,
+    responses((status = 200, description = "One vector per input, in order", body = EmbeddingsResponse), (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
+        (status = 503, description = "No embedding model is installed or it failed to load", body = ErrorResponse)))]
 pub async fn embeddings(
     State(state): State<SharedState>,
     JsonBody(req): JsonBody<EmbeddingsRequest>,

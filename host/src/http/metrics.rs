@@ -6,7 +6,10 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// The metrics, as Prometheus scrapes them.
+/// The metrics, as Prometheus scrapes them (the API key applies unless `--metrics-public`).
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus' text exposition format", content_type = "text/plain", body = String),
+        (status = 401, description = "The API key is missing or wrong", body = crate::error::ErrorBody)))]
 pub async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::telemetry::render())
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model_admin;
 pub mod models;
 pub mod moderations;
+pub mod openapi;
 pub mod plugins;
 pub mod samplers;
 pub mod sse;
@@ -91,7 +92,7 @@ pub fn app(state: SharedState) -> Router {
         .layer(keys());
     let api = Router::new()
         .route("/health", get(health::health))
-        .route("/v1/internal/health", get(health::health))
+        .route("/v1/internal/health", get(health::internal_health))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/v1/chat/completions", post(chat::chat_completions))
@@ -117,6 +118,7 @@ pub fn app(state: SharedState) -> Router {
     let metrics = if state.settings.metrics_public { metrics } else { metrics.layer(keys()) };
     api.merge(admin)
         .merge(metrics)
+        .merge(openapi::routes(&state))
         .layer(axum::middleware::from_fn(metrics::count_requests))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::host_guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::origin_guard))

@@ -11,20 +11,22 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::body::{IgnoredBody, JsonBody};
 use super::state::{ModelState, SharedState};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
 use crate::model::DeviceChoice;
 use crate::prompt::ChatTemplate;
 
 /// `POST /v1/internal/model/load`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
     /// A file or folder name in the model dir (`.gguf` may be left off).
     pub model_name: String,
     /// Loader settings: `ctx_size`, `device`, and textgen's `flash_attn` / `cache_type`.
+    #[schema(value_type = Option<Object>)]
     pub args: Option<Map<String, Value>>,
     /// A template name under `user_data/instruction-templates/`: the default for later requests.
     pub instruction_template: Option<String>,
@@ -98,7 +100,11 @@ impl Drop for LoadSlot<'_> {
     }
 }
 
-/// Loads `model_name` and serves it once ready → `"OK"`.
+/// Loads `model_name` and serves it once ready → `"OK"` (the admin key, where one is set).
+#[utoipa::path(post, path = "/v1/internal/model/load", tag = "internal", request_body = LoadRequest,
+    responses((status = 200, description = "Done", body = String, example = json!("OK")), (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
+        (status = 404, description = "No such model in the model dir", body = ErrorResponse),
+        (status = 503, description = "Another model is being loaded", body = ErrorResponse)))]
 pub async fn load(
     State(state): State<SharedState>,
     JsonBody(req): JsonBody<LoadRequest>,
@@ -162,6 +168,8 @@ pub async fn load(
 }
 
 /// Stops serving the model → `"OK"`; generation requests then get 503 until one is loaded.
+#[utoipa::path(post, path = "/v1/internal/model/unload", tag = "internal",
+    responses((status = 200, description = "Done", body = String, example = json!("OK")), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse)))]
 pub async fn unload(State(state): State<SharedState>, _body: IgnoredBody) -> Json<&'static str> {
     state.set_model(ModelState::None);
     tracing::info!("model unloaded");

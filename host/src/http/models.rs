@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 
 use super::state::SharedState;
 use super::types::{ModelList, ModelObject};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
 use crate::serving::unix_now;
 
 fn object(id: String, created: u64) -> ModelObject {
@@ -28,10 +28,18 @@ fn all_models(state: &SharedState) -> Vec<ModelObject> {
     out
 }
 
+/// The served model first, then every other model in the model dir.
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "The models", body = ModelList), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse)))]
 pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
     Json(ModelList { object: "list", data: all_models(&state) })
 }
 
+/// One model by its id.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "The model's id, as `/v1/models` lists it")),
+    responses((status = 200, description = "The model", body = ModelObject),
+        (status = 404, description = "No such model", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse)))]
 pub async fn retrieve(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
     all_models(&state).into_iter().find(|m| m.id == id).map(Json).ok_or_else(|| ApiError::model_not_found(&id))
 }

@@ -1,24 +1,27 @@
 //! `POST /v1/moderations` (SPEC §8), answered by the first enabled moderation plugin.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::body::JsonBody;
 use super::state::SharedState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
 use crate::plugins::{PluginError, PluginKind};
 
 /// `input`: one text or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ModerationInput {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/moderations`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModerationRequest {
     pub input: ModerationInput,
@@ -29,10 +32,31 @@ pub struct ModerationRequest {
 /// Most texts in one request.
 const MAX_INPUTS: usize = 256;
 
+/// The verdicts, one per input, from the plugin named in `model`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModerationResponse {
+    id: String,
+    model: String,
+    results: Vec<ModerationResult>,
+}
+
+/// One input's verdict: each of the plugin's categories, flagged or not, with its score.
+#[derive(Debug, Serialize, ToSchema)]
+struct ModerationResult {
+    flagged: bool,
+    categories: BTreeMap<String, bool>,
+    category_scores: BTreeMap<String, f32>,
+    category_applied_input_types: BTreeMap<String, Vec<String>>,
+}
+
+/// Classifies texts with the first enabled moderation plugin (or the one `model` names).
+#[utoipa::path(post, path = "/v1/moderations", tag = "moderations", request_body = ModerationRequest,
+    responses((status = 200, description = "One verdict per input", body = ModerationResponse), (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
+        (status = 503, description = "No moderation plugin is enabled", body = ErrorResponse)))]
 pub async fn moderations(
     State(state): State<SharedState>,
     JsonBody(req): JsonBody<ModerationRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModerationResponse>, ApiError> {
     let inputs = match req.input {
         ModerationInput::One(s) => vec![s],
         ModerationInput::Many(v) => v,
@@ -71,28 +95,27 @@ pub async fn moderations(
     .await
     .map_err(|_| ApiError::internal("the plugin call was aborted"))??;
     crate::telemetry::moderated(&plugin.name);
-    let results: Vec<Value> = verdicts
+    let results = verdicts
         .into_iter()
         .map(|v| {
-            let mut categories = Map::new();
-            let mut scores = Map::new();
-            let mut applied = Map::new();
+            let mut result = ModerationResult {
+                flagged: v.flagged,
+                categories: BTreeMap::new(),
+                category_scores: BTreeMap::new(),
+                category_applied_input_types: BTreeMap::new(),
+            };
             for c in v.categories {
-                categories.insert(c.name.into(), Value::Bool(c.flagged));
-                scores.insert(c.name.into(), json!(c.score));
-                applied.insert(c.name.into(), json!(["text"]));
+                let name: String = c.name.into();
+                result.categories.insert(name.clone(), c.flagged);
+                result.category_scores.insert(name.clone(), c.score);
+                result.category_applied_input_types.insert(name, vec!["text".to_owned()]);
             }
-            json!({
-                "flagged": v.flagged,
-                "categories": categories,
-                "category_scores": scores,
-                "category_applied_input_types": applied,
-            })
+            result
         })
         .collect();
-    Ok(Json(json!({
-        "id": format!("modr-{}", uuid::Uuid::new_v4().simple()),
-        "model": &*plugin.name,
-        "results": results,
-    })))
+    Ok(Json(ModerationResponse {
+        id: format!("modr-{}", uuid::Uuid::new_v4().simple()),
+        model: plugin.name.to_string(),
+        results,
+    }))
 }

@@ -19,8 +19,9 @@ use crate::tokenizer::{TextTokenizer, in_vocabulary};
 /// spells them, from one list: a field cannot be added to one and forgotten in the other.
 macro_rules! sampler_fields {
     ($($(#[$doc:meta])* $name:ident: $ty:ty,)*) => {
-        /// Every sampler field a request (or a preset) may set; `None` where it does not.
-        #[derive(Debug, Clone, Default, Deserialize)]
+        /// text-generation-webui's sampler fields, accepted on chat, completions and
+        /// `/v1/internal/logits` (and in presets); each may be left out or `null`.
+        #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
         #[serde(default)]
         pub struct SamplerFields {
             $($(#[$doc])* pub $name: Option<$ty>,)*
@@ -32,43 +33,75 @@ macro_rules! sampler_fields {
 }
 
 sampler_fields! {
+    #[schema(minimum = 0.0, maximum = 5.0)]
     temperature: f32,
     dynamic_temperature: bool,
+    #[schema(minimum = 0.01, maximum = 5.0)]
     dynatemp_low: f32,
+    #[schema(minimum = 0.01, maximum = 5.0)]
     dynatemp_high: f32,
+    #[schema(minimum = 0.01, maximum = 5.0)]
     dynatemp_exponent: f32,
+    #[schema(minimum = 0.0, maximum = 10.0)]
     smoothing_factor: f32,
+    #[schema(minimum = 1.0, maximum = 10.0)]
     smoothing_curve: f32,
     /// textgen: 0 (or -1) disables.
+    #[schema(minimum = -1)]
     top_k: i64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     top_p: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     min_p: f32,
+    /// Above 0; 1 switches it off.
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     typical_p: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     tfs: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     top_a: f32,
+    #[schema(minimum = 0.0, maximum = 100.0)]
     top_n_sigma: f32,
     /// In units of 1e-4, as textgen.
+    #[schema(minimum = 0.0, maximum = 9999.0)]
     epsilon_cutoff: f32,
     /// In units of 1e-4, as textgen.
+    #[schema(minimum = 0.0, maximum = 9999.0)]
     eta_cutoff: f32,
+    #[schema(minimum = 0.01, maximum = 10.0)]
     repetition_penalty: f32,
+    #[schema(minimum = 0)]
     repetition_penalty_range: i64,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     presence_penalty: f32,
+    #[schema(minimum = -2.0, maximum = 2.0)]
     frequency_penalty: f32,
+    #[schema(minimum = 0.01, maximum = 10.0)]
     encoder_repetition_penalty: f32,
+    #[schema(minimum = 0, maximum = 1000)]
     no_repeat_ngram_size: i64,
+    #[schema(minimum = 0.0, maximum = 10.0)]
     dry_multiplier: f32,
+    #[schema(minimum = 1.0, maximum = 10.0)]
     dry_base: f32,
+    #[schema(minimum = 1, maximum = 1000)]
     dry_allowed_length: i64,
     /// textgen's `"\n", ":", "\"", "*"` (a JSON list without brackets), or a JSON list.
     dry_sequence_breakers: Value,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     xtc_threshold: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     xtc_probability: f32,
     /// 0 off, 1 mirostat 1.0, 2 mirostat 2.0.
+    #[schema(minimum = 0, maximum = 2)]
     mirostat_mode: i64,
+    #[schema(minimum = 0.0, maximum = 20.0)]
     mirostat_tau: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     mirostat_eta: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     adaptive_target: f32,
+    #[schema(minimum = 0.0, maximum = 0.99)]
     adaptive_decay: f32,
     /// textgen: `false` samples greedily.
     do_sample: bool,

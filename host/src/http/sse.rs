@@ -10,6 +10,16 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 
+/// One server-sent event of a streamed answer, as OpenAPI describes an event stream's items:
+/// `data` holds a chunk as JSON (a `ChatChunk` for chat, a `Completion` for completions), and
+/// the stream's last event's `data` is `[DONE]`. Only its schema is used: the framing is
+/// written by this module's functions.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    data: String,
+}
+
 /// One JSON event.
 pub fn json_event<T: Serialize>(value: &T) -> Event {
     match serde_json::to_string(value) {

@@ -3,11 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::engine::FinishReason;
 
 /// `stop`: one string or a list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum StopField {
     One(String),
@@ -23,7 +24,7 @@ impl StopField {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: Option<bool>,
@@ -57,8 +58,11 @@ macro_rules! request_with_common_params {
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty,)*
             pub model: Option<String>,
+            #[schema(minimum = 1)]
             pub max_tokens: Option<i64>,
             pub stop: Option<StopField>,
+            /// Choices to generate.
+            #[schema(minimum = 1, maximum = 16)]
             pub n: Option<i64>,
             pub stream: Option<bool>,
             pub stream_options: Option<StreamOptions>,
@@ -80,6 +84,7 @@ macro_rules! request_with_common_params {
             /// Everything else: the sampler fields (`samplers::take`), then checked by
             /// `validate` so nothing is silently ignored.
             #[serde(flatten)]
+            #[schema(value_type = crate::http::samplers::SamplerFields)]
             pub extra: Map<String, Value>,
         }
 
@@ -107,7 +112,7 @@ macro_rules! request_with_common_params {
 }
 
 /// One part of a message's content.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     Text { text: String },
@@ -118,14 +123,14 @@ pub enum ContentPart {
 }
 
 /// A message's content: text or parts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
@@ -149,7 +154,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatMessage {
     pub role: Role,
     #[serde(default)]
@@ -167,15 +172,20 @@ pub struct ChatMessage {
 
 request_with_common_params! {
     /// `POST /v1/chat/completions`.
-    #[derive(Debug, Clone, Deserialize)]
+    #[derive(Debug, Clone, Deserialize, ToSchema)]
     pub struct ChatCompletionRequest {
+        #[schema(min_items = 1)]
         pub messages: Vec<ChatMessage>,
+        #[schema(minimum = 1)]
         pub max_completion_tokens: Option<i64>,
         pub tools: Option<Vec<Value>>,
         pub tool_choice: Option<Value>,
         pub parallel_tool_calls: Option<bool>,
         pub logprobs: Option<bool>,
+        #[schema(minimum = 0, maximum = 20)]
         pub top_logprobs: Option<i64>,
+        /// Token id (as a string) → a bias from -100 to 100 added to its logit.
+        #[schema(value_type = Option<std::collections::HashMap<String, f64>>)]
         pub logit_bias: Option<Map<String, Value>>,
         pub response_format: Option<Value>,
         /// textgen: Jinja instruction template for this request.
@@ -183,6 +193,7 @@ request_with_common_params! {
         /// textgen: Jinja chat template (chat modes).
         pub chat_template_str: Option<String>,
         /// textgen: `instruct` (default), `chat`, `chat-instruct`.
+        #[schema(pattern = "^(instruct|chat|chat-instruct)$")]
         pub mode: Option<String>,
         /// textgen: a template name under `user_data/instruction-templates/`.
         pub instruction_template: Option<String>,
@@ -211,7 +222,7 @@ request_with_common_params! {
 }
 
 /// `prompt`: a string, strings, token ids, or lists of token ids.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PromptField {
     Text(String),
@@ -222,30 +233,37 @@ pub enum PromptField {
 
 request_with_common_params! {
     /// `POST /v1/internal/logits`: the next token's distribution for a raw prompt.
-    #[derive(Debug, Clone, Deserialize)]
+    #[derive(Debug, Clone, Deserialize, ToSchema)]
     pub struct LogitsRequest {
         pub prompt: String,
         pub use_samplers: Option<bool>,
+        /// Tokens to report (default 50).
+        #[schema(minimum = 1, maximum = 1000)]
         pub top_logits: Option<i64>,
     }
 }
 
 request_with_common_params! {
     /// `POST /v1/completions`.
-    #[derive(Debug, Clone, Deserialize)]
+    #[derive(Debug, Clone, Deserialize, ToSchema)]
     pub struct CompletionRequest {
+        /// Required.
+        #[schema(required = true)]
         pub prompt: Option<PromptField>,
         pub echo: Option<bool>,
         pub logprobs: Option<i64>,
+        /// Token id (as a string) → a bias from -100 to 100 added to its logit.
+        #[schema(value_type = Option<std::collections::HashMap<String, f64>>)]
         pub logit_bias: Option<Map<String, Value>>,
         pub suffix: Option<String>,
+        /// Only as many as `n`: Hearth does not rerank (another value is a 400).
         pub best_of: Option<i64>,
     }
 }
 
 // ---- responses ----
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -254,7 +272,7 @@ pub struct Usage {
 }
 
 /// How the prompt's tokens were processed.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, ToSchema)]
 pub struct PromptTokensDetails {
     /// Tokens whose keys and values came from the KV cache (an earlier request's prefix)
     /// instead of being computed.
@@ -278,7 +296,7 @@ impl Usage {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: Option<String>,
@@ -294,7 +312,7 @@ pub struct AssistantMessage {
 }
 
 /// A whole tool call in a `chat.completion`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ToolCall {
     pub id: String,
     #[serde(rename = "type")]
@@ -302,7 +320,7 @@ pub struct ToolCall {
     pub function: FunctionCall,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct FunctionCall {
     pub name: String,
     /// The arguments' JSON text (OpenAI sends a string, not an object).
@@ -311,7 +329,7 @@ pub struct FunctionCall {
 
 /// A piece of one tool call in a chunk: the first for an index has `id`, `type` and
 /// `function.name`; later ones only `function.arguments`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ToolCallChunk {
     pub index: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,7 +339,7 @@ pub struct ToolCallChunk {
     pub function: FunctionChunk,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct FunctionChunk {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -330,7 +348,7 @@ pub struct FunctionChunk {
 
 /// OpenAI's `finish_reason`: the engine's reasons, and `tool_calls` where a chat answer ended
 /// for its calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiFinishReason {
     Stop,
@@ -348,7 +366,7 @@ impl From<FinishReason> for ApiFinishReason {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: AssistantMessage,
@@ -356,7 +374,7 @@ pub struct ChatChoice {
     pub finish_reason: ApiFinishReason,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatCompletion {
     pub id: String,
     pub object: &'static str,
@@ -368,7 +386,7 @@ pub struct ChatCompletion {
     pub system_fingerprint: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, ToSchema)]
 pub struct ChunkDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
@@ -383,7 +401,7 @@ pub struct ChunkDelta {
     pub tool_calls: Option<Vec<ToolCallChunk>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChunkChoice {
     pub index: usize,
     pub delta: ChunkDelta,
@@ -393,7 +411,7 @@ pub struct ChunkChoice {
 
 /// One `chat.completion.chunk`. `usage` is omitted unless the client asked for usage, then it
 /// is `null` on every chunk but the last.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatChunk {
     pub id: String,
     pub object: &'static str,
@@ -406,7 +424,7 @@ pub struct ChatChunk {
     pub system_fingerprint: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
@@ -415,7 +433,7 @@ pub struct CompletionChoice {
 }
 
 /// A `text_completion` (also each streamed chunk, as OpenAI streams completions).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Completion {
     pub id: String,
     pub object: &'static str,
@@ -428,7 +446,7 @@ pub struct Completion {
     pub system_fingerprint: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelObject {
     pub id: String,
     pub object: &'static str,
@@ -436,7 +454,7 @@ pub struct ModelObject {
     pub owned_by: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<ModelObject>,
