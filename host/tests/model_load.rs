@@ -268,3 +268,48 @@ fn health_says_loading_with_progress_until_the_model_is_ready() {
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {progress:?}");
     assert!(server.log().contains("loading the model: 100%"), "{}", server.log());
 }
+
+/// On a terminal the load draws a progress bar (stderr a TTY: `script` gives the server one),
+/// and not the quarter lines a log gets.
+#[test]
+fn a_terminal_shows_the_load_as_a_progress_bar() {
+    use std::os::unix::process::CommandExt;
+    let model = common::smollm2();
+    let command = format!(
+        "{} --model {} --device flex --api-port 0",
+        env!("CARGO_BIN_EXE_hearth"),
+        model.to_str().expect("a UTF-8 path")
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("script (util-linux) runs");
+    let group = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = String::new();
+    while !seen.contains("is ready") && Instant::now() < deadline {
+        if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    // SAFETY: killpg(2) on the process group this test made for `script` and the server.
+    unsafe { libc::killpg(group, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(seen.contains("is ready"), "the server never became ready on a terminal:\n{seen}");
+    assert!(seen.contains("loading the model ["), "no progress bar on a terminal:\n{seen}");
+    assert!(seen.contains("32/32 parts (100%)"), "the bar ends whole:\n{seen}");
+    assert!(!seen.contains("loading the model: 25%"), "a terminal gets the bar, not the log's quarters:\n{seen}");
+}

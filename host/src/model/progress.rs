@@ -1,7 +1,13 @@
 //! How far a model load has come: parts read (the embedding, each block, the head) of the parts
-//! to read, for `/health` while the start-up model loads and for the log.
+//! to read, for `/health` while the start-up model loads, and for whoever watches the server
+//! start: a progress bar when stderr is a terminal, plain log lines at every quarter otherwise
+//! (a log file or a container's output gets no control sequences).
 
+use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shared between the loader and whoever reports on it.
 #[derive(Debug, Default)]
@@ -9,19 +15,40 @@ pub struct LoadProgress {
     done: AtomicUsize,
     /// 0 until the loader knows how many parts there are.
     total: AtomicUsize,
+    /// The terminal's bar, once the load has begun with stderr a terminal.
+    bar: OnceLock<ProgressBar>,
 }
 
 impl LoadProgress {
     /// The load has `total` parts to read.
     pub fn begin(&self, total: usize) {
+        let total = total.max(1);
         self.done.store(0, Ordering::Relaxed);
-        self.total.store(total.max(1), Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        if std::io::stderr().is_terminal() {
+            let bar = self.bar.get_or_init(|| {
+                let style = ProgressStyle::with_template("loading the model [{bar:40}] {pos}/{len} parts ({percent}%)")
+                    .map(|s| s.progress_chars("=> "))
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr()).with_style(style)
+            });
+            bar.set_length(total as u64);
+            bar.set_position(0);
+        }
     }
 
-    /// One more part read; the log says so at every quarter.
+    /// One more part read: the bar moves, or the log says so at every quarter.
     pub fn advance(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.total.load(Ordering::Relaxed).max(1);
+        if let Some(bar) = self.bar.get() {
+            bar.inc(1);
+            if done >= total {
+                // Left on screen, whole: the log's next line says the model is ready.
+                bar.finish();
+            }
+            return;
+        }
         let quarter = |n: usize| n * 4 / total;
         if quarter(done) > quarter(done - 1) {
             tracing::info!("loading the model: {}% ({done} of {total} parts)", done * 100 / total);
