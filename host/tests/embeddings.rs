@@ -106,6 +106,8 @@ fn very_long_and_empty_inputs_embed() {
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(v.len() == 384 && (norm - 1.0).abs() < 1e-3, "a unit 384-d vector: {norm}");
     }
+    // The first use loaded the model, and the log followed it layer by layer.
+    assert!(minilm().log().contains("loading the embedding model: 100% (7 of 7 parts)"), "{}", minilm().log());
 }
 
 /// f32 (`OPENEDAI_EMBEDDING_PRECISION=f32`) within 1e-4 of sentence-transformers; the default

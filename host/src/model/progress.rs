@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shared between the loader and whoever reports on it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoadProgress {
+    /// What loads, as the log and the bar name it: "the model", "the embedding model".
+    what: &'static str,
     done: AtomicUsize,
     /// 0 until the loader knows how many parts there are.
     total: AtomicUsize,
@@ -19,7 +21,18 @@ pub struct LoadProgress {
     bar: OnceLock<ProgressBar>,
 }
 
+impl Default for LoadProgress {
+    fn default() -> Self {
+        Self::new("the model")
+    }
+}
+
 impl LoadProgress {
+    /// The progress of loading `what` ("the model").
+    pub fn new(what: &'static str) -> Self {
+        Self { what, done: AtomicUsize::new(0), total: AtomicUsize::new(0), bar: OnceLock::new() }
+    }
+
     /// The load has `total` parts to read.
     pub fn begin(&self, total: usize) {
         let total = total.max(1);
@@ -27,10 +40,12 @@ impl LoadProgress {
         self.total.store(total, Ordering::Relaxed);
         if std::io::stderr().is_terminal() {
             let bar = self.bar.get_or_init(|| {
-                let style = ProgressStyle::with_template("loading the model [{bar:40}] {pos}/{len} parts ({percent}%)")
+                let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} parts ({percent}%)")
                     .map(|s| s.progress_chars("=> "))
                     .unwrap_or_else(|_| ProgressStyle::default_bar());
-                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr()).with_style(style)
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
+                    .with_style(style)
+                    .with_message(format!("loading {}", self.what))
             });
             bar.set_length(total as u64);
             bar.set_position(0);
@@ -51,7 +66,7 @@ impl LoadProgress {
         }
         let quarter = |n: usize| n * 4 / total;
         if quarter(done) > quarter(done - 1) {
-            tracing::info!("loading the model: {}% ({done} of {total} parts)", done * 100 / total);
+            tracing::info!("loading {}: {}% ({done} of {total} parts)", self.what, done * 100 / total);
         }
     }
 

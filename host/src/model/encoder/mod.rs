@@ -65,7 +65,8 @@ impl EmbeddingModel {
     pub fn load(dir: &Path, device: &ComputeDevice, precision: EmbeddingPrecision) -> Result<Self, EncoderError> {
         let layout = EmbeddingLayout::read(dir)?;
         let weights = SafetensorsWeights::open(&layout.transformer_dir)?;
-        let encoder = Encoder::load(&layout.config, &weights, &device.device, precision)?;
+        let progress = super::progress::LoadProgress::new("the embedding model");
+        let encoder = Encoder::load(&layout.config, &weights, &device.device, precision, &progress)?;
         let tokenizer_path = layout.transformer_dir.join("tokenizer.json");
         let tok_err = |e: String| EncoderError::Tokenizer(format!("{}: {e}", tokenizer_path.display()));
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| tok_err(e.to_string()))?;

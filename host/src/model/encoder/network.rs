@@ -11,6 +11,7 @@ use super::EncoderError;
 use super::layout::{Activation, EncoderArch, EncoderConfig};
 use crate::model::cpu::{self, HostValues};
 use crate::model::layers::{LayerNorm, Linear, is_flex, upload};
+use crate::model::progress::LoadProgress;
 use crate::model::weights::{HostTensor, SafetensorsWeights, WeightError};
 use hearth_kernels::ops::{self, EncoderBatch, Projected};
 use hearth_kernels::{INT8_BLOCK, int8_available};
@@ -172,8 +173,11 @@ impl Encoder {
         weights: &SafetensorsWeights,
         device: &Device,
         precision: EmbeddingPrecision,
+        progress: &LoadProgress,
     ) -> Result<Self, EncoderError> {
         let c = config;
+        // The embeddings, then each layer.
+        progress.begin(c.num_layers + 1);
         let prefix = ["", "bert.", "mpnet.", "model."]
             .into_iter()
             .find(|p| weights.names().any(|n| n == format!("{p}embeddings.word_embeddings.weight")))
@@ -209,6 +213,7 @@ impl Encoder {
             }
             EncoderArch::Bert => None,
         };
+        progress.advance();
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let l = format!("encoder.layer.{i}");
@@ -236,6 +241,7 @@ impl Encoder {
                 down: names.linear(&format!("{l}.output.dense"), [h, c.intermediate_size], device)?,
                 ffn_norm: names.norm(&format!("{l}.output.LayerNorm"), c, device)?,
             });
+            progress.advance();
         }
         Ok(Self {
             config: c.clone(),
