@@ -321,9 +321,11 @@ impl Llama {
         if !asking.is_empty() {
             let fused_rows: Vec<usize> = (0..items.len()).filter(|&i| fused_logits.is_some() && fused[i]).collect();
             let asked: Vec<usize> = asking.iter().map(|&(i, _)| i).collect();
-            let stacked = match fused_logits {
+            let stacked = match (fused_logits, asked.as_slice()) {
                 // The common case, every decode token of the step asking: the step's own logits.
-                Some(all) if asked == fused_rows => all,
+                (Some(all), _) if asked == fused_rows => all,
+                // One row (a lone sequence's step) is read as it is: a copy would cost a dispatch.
+                (_, &[only]) => logits[only].clone(),
                 _ => Tensor::cat(asked.iter().map(|&i| logits[i].clone()).collect(), 0),
             };
             let temperatures: Vec<f32> = asking.iter().map(|&(_, t)| t).collect();
