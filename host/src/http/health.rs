@@ -28,17 +28,21 @@ enum HealthState {
     Error,
 }
 
+/// The answers of both health routes, documented once (only their schema is used).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum HealthResponses {
+    /// A model is served (or none was asked for)
+    #[response(status = 200)]
+    Ready(HealthStatus),
+    /// The model is loading, or loading failed
+    #[response(status = 503)]
+    NotReady(HealthStatus),
+}
+
 /// Whether the server is ready: 200 once a model is served (or when none was asked for), 503
 /// while it loads (with its progress) or after loading failed.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "server",
-    responses(
-        (status = 200, description = "A model is served (or none was asked for)", body = HealthStatus),
-        (status = 503, description = "The model is loading, or loading failed", body = HealthStatus),
-    )
-)]
+#[utoipa::path(get, path = "/health", tag = "server", responses(HealthResponses))]
 pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<HealthStatus>) {
     let (code, status, progress, message) = match state.health() {
         Health::Ok => (StatusCode::OK, HealthState::Ok, None, None),
@@ -49,15 +53,7 @@ pub async fn health(State(state): State<SharedState>) -> (StatusCode, Json<Healt
 }
 
 /// text-generation-webui's name for `/health`.
-#[utoipa::path(
-    get,
-    path = "/v1/internal/health",
-    tag = "internal",
-    responses(
-        (status = 200, description = "A model is served (or none was asked for)", body = HealthStatus),
-        (status = 503, description = "The model is loading, or loading failed", body = HealthStatus),
-    )
-)]
+#[utoipa::path(get, path = "/v1/internal/health", tag = "internal", responses(HealthResponses))]
 pub async fn internal_health(state: State<SharedState>) -> (StatusCode, Json<HealthStatus>) {
     health(state).await
 }

@@ -48,6 +48,8 @@ use crate::plugins::PluginKind;
         health::internal_health,
         metrics::metrics,
     ),
+    // Referenced through `health`'s response enum, which does not collect it as a body would.
+    components(schemas(health::HealthStatus)),
     tags(
         (name = "chat", description = "OpenAI's chat completions, with text-generation-webui's fields"),
         (name = "completions", description = "OpenAI's text completions, with text-generation-webui's fields"),
