@@ -15,6 +15,7 @@ pub mod panics;
 pub mod plugin_services;
 pub mod plugins;
 pub mod prompt;
+pub mod responses;
 pub mod sampling;
 pub mod server;
 pub mod serving;

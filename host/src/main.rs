@@ -96,6 +96,9 @@ struct ServeCli {
     /// moderation, token tools); only those the settings list.
     #[arg(long)]
     no_default_plugins: bool,
+    /// Days a stored /v1/responses response is kept (default 30; 0 keeps it until deleted).
+    #[arg(long, value_name = "DAYS")]
+    responses_retention_days: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,6 +205,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         prefill_chunk: cli.prefill_chunk,
         cache_size: cli.cache_size,
         default_plugins: cli.no_default_plugins.then_some(false),
+        responses_retention_days: cli.responses_retention_days,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

@@ -145,6 +145,9 @@ pub struct Settings {
     /// matched against the model name (case-insensitive substring; the longest match wins),
     /// values name a loaded tool-parser plugin.
     pub tool_parsers: std::collections::BTreeMap<String, String>,
+    /// Days a stored `/v1/responses` response is kept (`--responses-retention-days`); older ones
+    /// are deleted. 0 keeps them until they are deleted through the API.
+    pub responses_retention_days: u32,
 }
 
 /// A plugin `path` that starts with this names a first-party component built into the binary
@@ -265,6 +268,7 @@ impl Default for Settings {
             plugin_cache_dir: None,
             plugin_max_instances: 128,
             tool_parsers: Default::default(),
+            responses_retention_days: 30,
         }
     }
 }
@@ -332,6 +336,9 @@ pub struct CliSettings {
     /// `--no-default-plugins` (as `Some(false)`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_plugins: Option<bool>,
+    /// `--responses-retention-days`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responses_retention_days: Option<u32>,
 }
 
 /// Settings that cannot be loaded.
