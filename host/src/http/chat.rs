@@ -239,19 +239,22 @@ fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// A chat completion: the whole answer, or with `stream: true` server-sent events, each a
-/// `chat.completion.chunk` (the `ChatChunk` schema), then `data: [DONE]`.
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "chat", request_body = ChatCompletionRequest,
-    responses(
-        (status = 200, description = "The answer; with `stream: true` an event stream of `ChatChunk`s",
-            content((ChatCompletion = "application/json"), (super::sse::StreamEvent = "text/event-stream"))),
-        (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse), (status = 429, description = "The queue is full: try again (Retry-After)", body = ErrorResponse), (status = 503, description = "No model is ready", body = ErrorResponse)))]
-pub async fn chat_completions(
-    State(state): State<SharedState>,
-    Extension(caller): Extension<Caller>,
-    JsonBody(req): JsonBody<ChatCompletionRequest>,
-) -> Result<Response, ApiError> {
-    let served = state.ready()?;
+/// A chat request started: its plan, and one run per choice.
+pub struct StartedChat {
+    pub plan: GenerationPlan,
+    pub runs: Vec<ChatRun>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the KV cache (counted once for all choices).
+    pub cached: CachedTokens,
+}
+
+/// Checks and renders a chat request, then submits its choices (shared with `/v1/responses`).
+pub async fn start(
+    state: &SharedState,
+    served: &Arc<ServedModel>,
+    caller: &Caller,
+    req: ChatCompletionRequest,
+) -> Result<StartedChat, ApiError> {
     let (rendered, constraint, ids) = {
         let (state, served) = (state.clone(), served.clone());
         blocking::off_runtime("rendering the prompt", move || {
@@ -273,25 +276,41 @@ pub async fn chat_completions(
     if state.settings.debug {
         tracing::info!(prompt = %prompt, "chat prompt");
     }
-    let tokenizer = served.engine.tokenizer().clone();
-    let mut sub = size_generation(&served, &state.settings, &plan, ids)?;
+    let mut sub = size_generation(served, &state.settings, &plan, ids)?;
     sub.constraint = constraint;
     let prompt_tokens = sub.prompt.len();
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let created = unix_now();
-    let model = served.name.clone();
-
-    let runs = submit_choices(&served, &plan, &sub, plan.n, &caller.owner)?;
+    let submitted = submit_choices(served, &plan, &sub, plan.n, &caller.owner)?;
     // The prompt is counted once however many choices share it: so are its cached tokens.
-    let cached = runs.first().map(ChoiceRun::cached_tokens).unwrap_or_default();
-    let mut choices = Vec::with_capacity(runs.len());
-    for run in runs {
+    let cached = submitted.first().map(ChoiceRun::cached_tokens).unwrap_or_default();
+    let mut runs = Vec::with_capacity(submitted.len());
+    for run in submitted {
         let reasoning = ReasoningSplitter::for_prompt(&prompt);
-        choices.push(match &tools {
+        runs.push(match &tools {
             Some(setup) => ChatRun::with_tools(run, reasoning, state.plugins.clone(), setup).await?,
             None => ChatRun::plain(run, reasoning),
         });
     }
+    Ok(StartedChat { plan, runs, prompt_tokens, cached })
+}
+
+/// A chat completion: the whole answer, or with `stream: true` server-sent events, each a
+/// `chat.completion.chunk` (the `ChatChunk` schema), then `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "chat", request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true` an event stream of `ChatChunk`s",
+            content((ChatCompletion = "application/json"), (super::sse::StreamEvent = "text/event-stream"))),
+        (status = 400, description = "A field is invalid", body = ErrorResponse), (status = 401, description = "The API key is missing or wrong", body = ErrorResponse), (status = 429, description = "The queue is full: try again (Retry-After)", body = ErrorResponse), (status = 503, description = "No model is ready", body = ErrorResponse)))]
+pub async fn chat_completions(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let served = state.ready()?;
+    let StartedChat { plan, runs: choices, prompt_tokens, cached, .. } = start(&state, &served, &caller, req).await?;
+    let tokenizer = served.engine.tokenizer().clone();
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    let model = served.name.clone();
 
     if plan.stream {
         let chunks = ChunkWriter {
