@@ -196,6 +196,7 @@ def parse_sse(body: bytes) -> list[str]:
 
 
 # --------------------------------------------------------------------------- validation
+RESPONSE_EVENTS = "<each Responses event against its own schema>"
 SCHEMAS = {
     # path (exact or regex) -> (schema for a JSON body, schema for each SSE chunk)
     "/v1/chat/completions": ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"),
@@ -204,7 +205,34 @@ SCHEMAS = {
     r"/v1/models/.+": ("Model", None),
     "/v1/moderations": ("CreateModerationResponse", None),
     "/v1/embeddings": ("CreateEmbeddingResponse", None),
+    # The Responses API streams typed events (each validated against its own event schema) and
+    # ends with its terminal event, not `data: [DONE]`.
+    "/v1/responses": ("Response", RESPONSE_EVENTS),
+    r"/v1/responses/[^/]+": ("Response", None),
+    r"/v1/responses/[^/]+/cancel": ("Response", None),
+    r"/v1/responses/[^/]+/input_items": ("ResponseItemList", None),
 }
+
+# Each Responses stream event type -> its schema in OpenAI's document.
+RESPONSE_EVENT_SCHEMAS = {
+    "response.created": "ResponseCreatedEvent",
+    "response.in_progress": "ResponseInProgressEvent",
+    "response.output_item.added": "ResponseOutputItemAddedEvent",
+    "response.output_item.done": "ResponseOutputItemDoneEvent",
+    "response.content_part.added": "ResponseContentPartAddedEvent",
+    "response.content_part.done": "ResponseContentPartDoneEvent",
+    "response.output_text.delta": "ResponseTextDeltaEvent",
+    "response.output_text.done": "ResponseTextDoneEvent",
+    "response.reasoning_text.delta": "ResponseReasoningTextDeltaEvent",
+    "response.reasoning_text.done": "ResponseReasoningTextDoneEvent",
+    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
+    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
+    "response.completed": "ResponseCompletedEvent",
+    "response.incomplete": "ResponseIncompleteEvent",
+    "response.failed": "ResponseFailedEvent",
+    "error": "ResponseErrorEvent",
+}
+RESPONSE_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
 def _schemas_for(path: str):
@@ -222,6 +250,9 @@ def check_exchange(ex: Exchange) -> Any:
     if not ex.complete and not sse:
         fail(f"{ex.describe()}: the client did not read the response to its end (test bug?)")
     body_schema, chunk_schema = _schemas_for(ex.path)
+    if ex.method == "DELETE" and body_schema == "Response":
+        # OpenAI's document gives the deletion no schema: {"id", "object": "response.deleted", "deleted"}.
+        body_schema = None
     if ex.status >= 400:
         expect("application/json" in ex.content_type, f"{ex.describe()} Content-Type",
                "application/json for an error", ex.content_type)
@@ -231,6 +262,8 @@ def check_exchange(ex: Exchange) -> Any:
         except openapi_check.SchemaError as e:
             raise Failure(f"{ex.describe()}: error body is not OpenAI-shaped (SPEC §2): {e}") from None
         return obj
+    if sse and chunk_schema == RESPONSE_EVENTS:
+        return check_response_events(ex)
     if sse:
         expect(chunk_schema is not None, f"{ex.describe()}", "a JSON body", "an event stream")
         payloads = parse_sse(bytes(ex.body))
@@ -267,6 +300,54 @@ def check_exchange(ex: Exchange) -> Any:
             expect(choice["message"].get("annotations") == [], f"{ex.describe()}: message.annotations",
                    "[] (current OpenAI message fields)", choice["message"].get("annotations", "absent"))
     return obj
+
+
+def parse_sse_named(body: bytes) -> list[tuple[str | None, str]]:
+    """(event name, data) of each event, in order."""
+    text = body.decode("utf-8")
+    events, name, data = [], None, []
+    for line in re.split(r"\r\n|\r|\n", text) + [""]:
+        if line == "":
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    return events
+
+
+def check_response_events(ex: Exchange) -> list[Any]:
+    """A streamed Responses answer: every event valid against its type's schema, its SSE
+    `event:` name equal to its `type`, `sequence_number` 0, 1, 2, …, `response.created` first,
+    and one terminal event (`response.completed` / `.incomplete` / `.failed`) last."""
+    events = []
+    for i, (name, payload) in enumerate(parse_sse_named(bytes(ex.body))):
+        obj = _json(ex, payload.encode(), f"SSE event #{i}")
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        schema = RESPONSE_EVENT_SCHEMAS.get(kind)
+        expect(schema is not None, f"{ex.describe()}: SSE event #{i} type", "a Responses event type", kind)
+        expect(name == kind, f"{ex.describe()}: SSE event #{i} `event:` name", kind, name)
+        expect(obj.get("sequence_number") == i, f"{ex.describe()}: SSE event #{i} sequence_number", i,
+               obj.get("sequence_number"))
+        try:
+            openapi_check.validate(schema, obj)
+        except openapi_check.SchemaError as e:
+            raise Failure(f"{ex.describe()}: SSE event #{i} ({kind}): {e}") from None
+        events.append(obj)
+    expect(bool(events) and events[0]["type"] == "response.created", f"{ex.describe()}: first event",
+           "response.created", events[0]["type"] if events else "no events")
+    terminal = [e["type"] for e in events if e["type"] in RESPONSE_TERMINAL]
+    expect(len(terminal) == 1 and events[-1]["type"] in RESPONSE_TERMINAL, f"{ex.describe()}: terminal events",
+           "exactly one, last", [e["type"] for e in events[-3:]])
+    return events
 
 
 def _as_floats(ex: Exchange, obj: Any) -> Any:

@@ -20,6 +20,11 @@ pub mod models;
 pub mod moderations;
 pub mod openapi;
 pub mod plugins;
+pub mod query;
+pub mod responses;
+pub mod responses_input;
+pub mod responses_output;
+pub mod responses_types;
 pub mod samplers;
 pub mod sse;
 pub mod state;
@@ -97,6 +102,10 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{response_id}", get(responses::retrieve).delete(responses::delete))
+        .route("/v1/responses/{response_id}/cancel", post(responses::cancel))
+        .route("/v1/responses/{response_id}/input_items", get(responses::input_items))
         .route("/v1/internal/encode", post(internal::encode))
         .route("/v1/internal/decode", post(internal::decode))
         .route("/v1/internal/token-count", post(internal::token_count))

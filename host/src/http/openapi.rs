@@ -13,7 +13,7 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, R
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::state::SharedState;
-use super::{chat, completions, embeddings, health, internal, metrics, model_admin, models, moderations};
+use super::{chat, completions, embeddings, health, internal, metrics, model_admin, models, moderations, responses};
 use crate::plugins::PluginKind;
 
 /// The routes and types Hearth itself defines.
@@ -30,6 +30,11 @@ use crate::plugins::PluginKind;
     paths(
         chat::chat_completions,
         completions::completions,
+        responses::create,
+        responses::retrieve,
+        responses::delete,
+        responses::cancel,
+        responses::input_items,
         embeddings::embeddings,
         moderations::moderations,
         models::list,
@@ -53,6 +58,7 @@ use crate::plugins::PluginKind;
     tags(
         (name = "chat", description = "OpenAI's chat completions, with text-generation-webui's fields"),
         (name = "completions", description = "OpenAI's text completions, with text-generation-webui's fields"),
+        (name = "responses", description = "OpenAI's Responses API: stored, continued with `previous_response_id`, streamed as typed events"),
         (name = "embeddings", description = "Sentence embeddings"),
         (name = "moderations", description = "Moderation, answered by moderation plugins"),
         (name = "models", description = "The models Hearth can serve"),

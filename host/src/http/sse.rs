@@ -28,6 +28,14 @@ pub fn json_event<T: Serialize>(value: &T) -> Event {
     }
 }
 
+/// One JSON event with an `event:` name (the Responses API names each event by its type).
+pub fn named_json_event<T: Serialize>(name: &'static str, value: &T) -> Event {
+    match serde_json::to_string(value) {
+        Ok(text) => Event::default().event(name).data(text),
+        Err(e) => error_event(&ApiError::internal(format!("cannot serialize an event: {e}"))),
+    }
+}
+
 /// The event that reports a failure mid-stream.
 pub fn error_event(err: &ApiError) -> Event {
     Event::default().data(err.to_json().to_string())

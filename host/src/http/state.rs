@@ -55,6 +55,10 @@ pub struct AppState {
     pub loading: std::sync::atomic::AtomicBool,
     /// The embedding model, loaded on first use.
     pub embeddings: Arc<EmbeddingService>,
+    /// Stored `/v1/responses` responses.
+    pub responses: Arc<crate::responses::ResponseStore>,
+    /// Responses being generated now (`cancel` stops a background one).
+    pub running: Arc<crate::responses::RunningResponses>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -63,6 +67,11 @@ impl AppState {
     pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {
         let state = Self {
             embeddings: Arc::new(EmbeddingService::new(&settings)),
+            responses: Arc::new(crate::responses::ResponseStore::in_user_data(
+                &settings.user_data_dir,
+                settings.responses_retention_days,
+            )),
+            running: Default::default(),
             settings: Arc::new(settings),
             plugins,
             model: RwLock::new(model),
