@@ -15,6 +15,12 @@ sequence numbers, one terminal event):
   not, answered with a `function_call_output` item (chained, and stateless with the whole
   conversation as input items and `store: false`);
 - `text.format` json_schema: the answer validates with jsonschema, streamed and not;
+- `include: ["message.output_text.logprobs"]` with `top_logprobs`: one score per answer token,
+  spelling its text, greedy choices on top, the same streamed;
+- a conversation longer than the context: a 400 (`context_length_exceeded`, `input`), and with
+  `truncation: auto` an answer from its newest items;
+- a thinking answer: a `reasoning` item before the message, `reasoning_text` deltas, counted
+  `reasoning_tokens`, and a next turn continuing from it;
 - `store: false` is not retrievable; `background: true` streams to completion and is stored,
   another is cancelled;
 - errors: an unknown previous id, a foreign/unknown id (404), a chat-only field, an unsupported
@@ -216,6 +222,82 @@ def json_schema(client, model):
     ok(f"text.format json_schema: {r.output_text} / {final.output_text}")
 
 
+def truncation(client, model):
+    # A conversation longer than the server's 2048-token context.
+    filler = " ".join(["The lighthouse keeper counted the waves again."] * 12)
+    items = []
+    for i in range(24):
+        items += [{"role": "user", "content": f"Note {i}: {filler}"}, {"role": "assistant", "content": "Noted."}]
+    items.append({"role": "user", "content": "How many notes were there?"})
+    try:
+        client.responses.create(model=model, input=items, max_output_tokens=16)
+        H.fail("a conversation longer than the context was accepted without truncation")
+    except openai.BadRequestError as e:
+        body = H.check_last(client)
+        expect(body["error"]["code"] == "context_length_exceeded" and body["error"]["param"] == "input",
+               "the error", "context_length_exceeded about `input`", body)
+    r = client.responses.create(model=model, input=items, max_output_tokens=16, truncation="auto",
+                                instructions=INSTRUCTIONS)
+    H.check_last(client, "/v1/responses")
+    status_ok(r, "truncation: auto")
+    expect(r.truncation == "auto" and r.usage.input_tokens < 2048, "a truncated prompt", "within the context",
+           r.usage.input_tokens)
+    ok(f"truncation: disabled → 400, auto → {r.usage.input_tokens} input tokens")
+
+
+def logprobs(client, model):
+    include = ["message.output_text.logprobs"]
+    r = client.responses.create(model=model, input="Name a color.", max_output_tokens=16, temperature=0,
+                                include=include, top_logprobs=3)
+    H.check_last(client, "/v1/responses")
+    part = r.output[0].content[0]
+    expect(len(part.logprobs) == r.usage.output_tokens, "one score per answer token", r.usage.output_tokens,
+           len(part.logprobs))
+    expect("".join(lp.token for lp in part.logprobs) == part.text, "the scored tokens", "spelling the text",
+           [lp.token for lp in part.logprobs])
+    expect(all(1 <= len(lp.top_logprobs) <= 3 and lp.logprob <= 0 for lp in part.logprobs), "top_logprobs",
+           "1 to 3 alternatives, log-probabilities ≤ 0", part.logprobs[:2])
+    # Greedy: each chosen token is its position's most likely one.
+    expect(all(abs(lp.top_logprobs[0].logprob - lp.logprob) < 1e-4 for lp in part.logprobs), "greedy choices",
+           "the top alternative", part.logprobs[:2])
+    raw = client.responses.create(model=model, input="Name a color.", max_output_tokens=16, temperature=0,
+                                  include=include, top_logprobs=3, stream=True)
+    streamed = [lp["token"] for e in raw if e.type == "response.output_text.delta" for lp in e.to_dict()["logprobs"]]
+    H.check_last(client, "/v1/responses")
+    expect(streamed == [lp.token for lp in part.logprobs], "streamed scores", "the same tokens", streamed)
+    plain = client.responses.create(model=model, input="Name a color.", max_output_tokens=8)
+    H.check_last(client, "/v1/responses")
+    expect(plain.output[0].content[0].logprobs == [], "without include", "no scores", plain.output[0].content[0])
+    ok(f"logprobs: {len(part.logprobs)} tokens scored, streamed alike")
+
+
+def reasoning(client, model):
+    # A grammar (text-generation-webui's `grammar_string`, passed through) makes SmolLM2 think.
+    grammar = r'''root ::= "<think>" [a-z ]{5,40} "</think>" "\n\n" [A-Z] [a-z ]{3,30} "." '''
+    extra = {"grammar_string": grammar}
+    r = client.responses.create(model=model, input="Is fire hot?", max_output_tokens=60, temperature=0,
+                                extra_body=extra)
+    H.check_last(client, "/v1/responses")
+    kinds = [o.type for o in r.output]
+    expect(kinds == ["reasoning", "message"], "output items of a thinking answer", "reasoning, message", kinds)
+    thought = r.output[0].content[0].text
+    expect(thought and "think>" not in thought and "think>" not in r.output_text, "reasoning text",
+           "the thinking, without its markers", (thought, r.output_text))
+    expect(0 < r.usage.output_tokens_details.reasoning_tokens < r.usage.output_tokens, "reasoning_tokens",
+           "part of the output tokens", r.usage)
+    with client.responses.stream(model=model, input="Is fire hot?", max_output_tokens=60, temperature=0,
+                                 extra_body=extra) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.reasoning_text.delta"]
+        final = stream.get_final_response()
+    H.check_last(client, "/v1/responses")
+    expect("".join(deltas) == thought and final.output_text == r.output_text, "streamed reasoning",
+           "the same thinking and answer", ("".join(deltas), final.output_text))
+    follow = client.responses.create(model=model, previous_response_id=r.id, input="Why?", max_output_tokens=16)
+    H.check_last(client, "/v1/responses")
+    status_ok(follow, "a turn after a reasoning item")
+    ok(f"reasoning item {thought!r}, answer {r.output_text!r}")
+
+
 def storage_and_background(client, model):
     r = client.responses.create(model=model, input="Hi", store=False, max_output_tokens=16)
     H.check_last(client)
@@ -288,6 +370,9 @@ def main():
     streaming(client, model)
     function_calls(client, model)
     json_schema(client, model)
+    reasoning(client, model)
+    logprobs(client, model)
+    truncation(client, model)
     storage_and_background(client, model)
     errors(client, model)
 

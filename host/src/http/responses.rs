@@ -127,11 +127,12 @@ fn prepare(
             ));
         }
     };
+    let mut scored = false;
     for (i, inc) in req.include.iter().flatten().enumerate() {
         match inc.as_str() {
             // Reasoning items carry their text in `content`, which round-trips as it is.
             Some("reasoning.encrypted_content") => {}
-            Some("message.output_text.logprobs") => return Err(ApiError::unsupported_param("include")),
+            Some("message.output_text.logprobs") => scored = true,
             // Outputs of tools Hearth does not run: nothing to include.
             Some(
                 "file_search_call.results"
@@ -146,8 +147,10 @@ fn prepare(
             }
         }
     }
-    if req.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(ApiError::unsupported_param("top_logprobs"));
+    if let Some(n) = req.top_logprobs
+        && !(0..=20).contains(&n)
+    {
+        return Err(ApiError::invalid_param("top_logprobs", "`top_logprobs` must be from 0 to 20"));
     }
     let items = input::input_items(req.input.as_ref())?;
     let mut tools = input::tools(req.tools.as_deref())?;
@@ -185,6 +188,8 @@ fn prepare(
     set("parallel_tool_calls", req.parallel_tool_calls.map(Value::from));
     set("response_format", response_format);
     set("reasoning_effort", effort.clone().map(Value::from));
+    set("logprobs", scored.then_some(Value::Bool(true)));
+    set("top_logprobs", req.top_logprobs.filter(|_| scored).map(Value::from));
     let chat: ChatCompletionRequest = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::bad_request(format!("the request does not fit a chat request: {e}")))?;
 
@@ -215,6 +220,7 @@ fn prepare(
         usage: None,
         user: req.user,
         metadata,
+        top_logprobs: req.top_logprobs,
     };
     Ok(Prepared { chat, response, items, history, system, auto_truncate, stream: req.stream.unwrap_or(false) })
 }
@@ -408,9 +414,10 @@ pub async fn create(
     };
     let Prepared { chat, response, items, history, system, auto_truncate, stream } =
         prepare(&state, &served, req, previous)?;
-    let StartedChat { mut runs, prompt_tokens, cached, .. } =
+    let StartedChat { mut runs, prompt_tokens, cached, plan } =
         start_chat(&state, &served, &caller, chat, system.is_some(), auto_truncate).await.map_err(rename_param)?;
     let run = runs.pop().ok_or_else(|| ApiError::internal("the chat started no choice"))?;
+    let texts = plan.logprobs.map(|_| super::logprobs::TokenTexts::new(served.engine.tokenizer().clone()));
 
     let background = response.background;
     let stored = response.store.then(|| {
@@ -431,7 +438,7 @@ pub async fn create(
     let queued = response.clone();
     let job = Job {
         run: Some(run),
-        writer: ResponseWriter::new(response),
+        writer: ResponseWriter::new(response, texts),
         stored,
         guard,
         cancel,

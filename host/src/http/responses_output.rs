@@ -5,15 +5,27 @@
 
 use std::collections::HashMap;
 
+use serde_json::Value;
+
 use super::chat_run::ChatEvent;
+use super::logprobs::{self, TokenTexts};
 use super::responses_input::new_id;
 use super::responses_types::{
     IncompleteDetails, ItemContent, ItemStatus, OutputItem, ResponseEvent, ResponseFailure, ResponseObject,
     ResponseStatus, ResponseUsage, SequencedEvent,
 };
 use super::types::ApiFinishReason;
+use crate::engine::TokenLogprob;
 use crate::error::ApiError;
 use crate::serving::unix_now;
+
+/// A `LogProb` as the text events carry it (`ResponseLogProb`: no `bytes`).
+fn delta_logprob(entry: &Value) -> Value {
+    let top = entry.get("top_logprobs").and_then(Value::as_array).map(|top| {
+        top.iter().map(|t| serde_json::json!({"token": t["token"], "logprob": t["logprob"]})).collect::<Vec<_>>()
+    });
+    serde_json::json!({"token": entry["token"], "logprob": entry["logprob"], "top_logprobs": top.unwrap_or_default()})
+}
 
 /// Builds one response.
 pub struct ResponseWriter {
@@ -23,11 +35,28 @@ pub struct ResponseWriter {
     open: Option<usize>,
     /// Chat's call index → output index.
     calls: HashMap<u32, usize>,
+    /// Set when the answer's tokens are scored (`include: ["message.output_text.logprobs"]`).
+    texts: Option<TokenTexts>,
+    /// Scores of the tokens whose text comes next.
+    scored: Vec<TokenLogprob>,
 }
 
 impl ResponseWriter {
-    pub fn new(response: ResponseObject) -> Self {
-        Self { response, sequence: 0, open: None, calls: HashMap::new() }
+    /// `texts` names the tokens when the answer's text carries log-probabilities.
+    pub fn new(response: ResponseObject, texts: Option<TokenTexts>) -> Self {
+        Self { response, sequence: 0, open: None, calls: HashMap::new(), texts, scored: Vec::new() }
+    }
+
+    /// The scores waiting for the text they made, in OpenAI's `LogProb` shape.
+    fn take_scores(&mut self) -> Vec<Value> {
+        let scored = std::mem::take(&mut self.scored);
+        match (&self.texts, scored.is_empty()) {
+            (Some(texts), false) => match logprobs::chat(&scored, texts).get_mut("content").map(Value::take) {
+                Some(Value::Array(entries)) => entries,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
     }
 
     fn out(&mut self, event: ResponseEvent) -> SequencedEvent {
@@ -65,6 +94,8 @@ impl ResponseWriter {
                         arguments: String::new(),
                         status: ItemStatus::InProgress,
                     };
+                    // A call's tokens are not answer text: their scores are not reported.
+                    self.scored.clear();
                     let index = self.add(&mut events, item);
                     self.calls.insert(chunk.index, index);
                     self.arguments(&mut events, index, chunk.function.arguments);
@@ -75,8 +106,11 @@ impl ResponseWriter {
                     }
                 }
             },
-            // Responses carry no log-probabilities here (`include` does not offer them yet).
-            ChatEvent::Logprobs(_) => {}
+            ChatEvent::Logprobs(scored) => {
+                if self.texts.is_some() {
+                    self.scored.extend(scored);
+                }
+            }
             // The handler ends the response with the usage it knows.
             ChatEvent::Finished { .. } => {}
         }
@@ -129,12 +163,20 @@ impl ResponseWriter {
             events.push(self.out(added));
         }
         let Some(index) = self.open else { return };
+        // Thinking tokens' scores are not reported (OpenAI reports those of `output_text` only).
+        let scores = if reasoning {
+            self.scored.clear();
+            Vec::new()
+        } else {
+            self.take_scores()
+        };
         let item = &mut self.response.output[index];
         let item_id = item.id().to_owned();
         if let OutputItem::Reasoning { content, .. } | OutputItem::Message { content, .. } = item
             && let Some(part) = content.last_mut()
         {
             part.push(&delta);
+            part.add_logprobs(&scores);
         }
         let event = if reasoning {
             ResponseEvent::ReasoningTextDelta { item_id, output_index: index, content_index: 0, delta }
@@ -144,7 +186,7 @@ impl ResponseWriter {
                 output_index: index,
                 content_index: 0,
                 delta,
-                logprobs: Vec::new(),
+                logprobs: scores.iter().map(delta_logprob).collect(),
             }
         };
         events.push(self.out(event));
@@ -177,12 +219,12 @@ impl ResponseWriter {
                             content_index,
                             text,
                         },
-                        ItemContent::OutputText { .. } => ResponseEvent::OutputTextDone {
+                        ItemContent::OutputText { logprobs, .. } => ResponseEvent::OutputTextDone {
                             item_id: item_id.clone(),
                             output_index: index,
                             content_index,
                             text,
-                            logprobs: Vec::new(),
+                            logprobs: logprobs.iter().map(delta_logprob).collect(),
                         },
                     };
                     events.push(self.out(done));
@@ -265,33 +307,37 @@ mod tests {
     use crate::http::types::{FunctionChunk, ToolCallChunk};
 
     fn writer() -> ResponseWriter {
-        ResponseWriter::new(ResponseObject {
-            id: "resp_1".into(),
-            object: "response",
-            created_at: 0,
-            status: ResponseStatus::Queued,
-            completed_at: None,
-            background: false,
-            error: None,
-            incomplete_details: None,
-            instructions: None,
-            max_output_tokens: None,
-            model: "m".into(),
-            output: Vec::new(),
-            parallel_tool_calls: true,
-            previous_response_id: None,
-            reasoning: serde_json::json!({"effort": null, "summary": null}),
-            store: true,
-            temperature: None,
-            text: serde_json::json!({"format": {"type": "text"}}),
-            tool_choice: serde_json::json!("auto"),
-            tools: Vec::new(),
-            top_p: None,
-            truncation: "disabled",
-            usage: None,
-            user: None,
-            metadata: Default::default(),
-        })
+        ResponseWriter::new(
+            ResponseObject {
+                id: "resp_1".into(),
+                object: "response",
+                created_at: 0,
+                status: ResponseStatus::Queued,
+                completed_at: None,
+                background: false,
+                error: None,
+                incomplete_details: None,
+                instructions: None,
+                max_output_tokens: None,
+                model: "m".into(),
+                output: Vec::new(),
+                parallel_tool_calls: true,
+                previous_response_id: None,
+                reasoning: serde_json::json!({"effort": null, "summary": null}),
+                store: true,
+                temperature: None,
+                text: serde_json::json!({"format": {"type": "text"}}),
+                tool_choice: serde_json::json!("auto"),
+                tools: Vec::new(),
+                top_p: None,
+                truncation: "disabled",
+                usage: None,
+                user: None,
+                metadata: Default::default(),
+                top_logprobs: None,
+            },
+            None,
+        )
     }
 
     fn usage() -> ResponseUsage {

@@ -165,6 +165,13 @@ impl ItemContent {
     pub fn push(&mut self, more: &str) {
         self.text_mut().push_str(more);
     }
+
+    /// Adds the scores of the text just pushed (answer text only).
+    pub fn add_logprobs(&mut self, scores: &[Value]) {
+        if let Self::OutputText { logprobs, .. } = self {
+            logprobs.extend_from_slice(scores);
+        }
+    }
 }
 
 /// One item of a response's `output`.
@@ -239,6 +246,9 @@ pub struct ResponseObject {
     pub user: Option<String>,
     #[schema(value_type = std::collections::HashMap<String, String>)]
     pub metadata: Map<String, Value>,
+    /// Alternatives reported for each answer token (with `include: ["message.output_text.logprobs"]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<i64>,
 }
 
 /// One event of a streamed response (`event: <type>` and this as `data`).
