@@ -175,24 +175,7 @@ def openai_client():
 # --------------------------------------------------------------------------- SSE
 def parse_sse(body: bytes) -> list[str]:
     """The `data` payload of each event, in order (comments and other fields skipped)."""
-    text = body.decode("utf-8")  # a stream that is not UTF-8 is a failure in itself
-    events, data = [], []
-    for line in re.split(r"\r\n|\r|\n", text):
-        if line == "":
-            if data:
-                events.append("\n".join(data))
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-    if data:
-        events.append("\n".join(data))
-    return events
+    return [data for _, data in parse_sse_named(body)]
 
 
 # --------------------------------------------------------------------------- validation

@@ -33,16 +33,9 @@ import openai
 
 import hearth_common as H
 from hearth_common import expect, ok
+# The weather tool's parameters, as the chat tool test declares them.
+from openai_tools import WEATHER
 
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 40},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Current weather in a city",
           "parameters": WEATHER, "strict": True}]
 CITY = {
