@@ -24,6 +24,7 @@ pub mod query;
 pub mod responses;
 pub mod responses_input;
 pub mod responses_output;
+pub mod responses_running;
 pub mod responses_types;
 pub mod samplers;
 pub mod sse;

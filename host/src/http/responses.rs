@@ -24,6 +24,7 @@ use super::chat_run::{ChatEvent, ChatRun};
 use super::query::QueryPairs;
 use super::responses_input::{self as input, new_id};
 use super::responses_output::ResponseWriter;
+use super::responses_running::RunningGuard;
 use super::responses_types::{
     CreateResponseRequest, DeletedResponse, InputItemList, InputTokensDetails, OutputTokensDetails, ResponseObject,
     ResponseStatus, ResponseUsage, SequencedEvent,
@@ -33,9 +34,8 @@ use super::state::SharedState;
 use super::types::ChatCompletionRequest;
 use crate::engine::CachedTokens;
 use crate::error::{ApiError, ErrorBody as ErrorResponse};
-use crate::responses::running::RunningGuard;
-use crate::responses::{ResponseStore, StoreError, StoredResponse};
 use crate::serving::{ServedModel, unix_now};
+use crate::store::{ResponseStore, StoreError, StoredResponse};
 use crate::tokenizer::TextTokenizer;
 
 impl From<StoreError> for ApiError {

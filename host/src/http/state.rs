@@ -56,9 +56,9 @@ pub struct AppState {
     /// The embedding model, loaded on first use.
     pub embeddings: Arc<EmbeddingService>,
     /// Stored `/v1/responses` responses.
-    pub responses: Arc<crate::responses::ResponseStore>,
+    pub responses: Arc<crate::store::ResponseStore>,
     /// Responses being generated now (`cancel` stops a background one).
-    pub running: Arc<crate::responses::RunningResponses>,
+    pub running: Arc<super::responses_running::RunningResponses>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -67,7 +67,7 @@ impl AppState {
     pub fn new(settings: Settings, plugins: Arc<PluginRegistry>, model: ModelState) -> Self {
         let state = Self {
             embeddings: Arc::new(EmbeddingService::new(&settings)),
-            responses: Arc::new(crate::responses::ResponseStore::in_user_data(
+            responses: Arc::new(crate::store::ResponseStore::in_user_data(
                 &settings.user_data_dir,
                 settings.responses_retention_days,
             )),

@@ -1,5 +1,5 @@
-//! Background responses running now, by id: `POST /v1/responses/{id}/cancel` stops one and
-//! waits until its final state is stored.
+//! Responses being generated now, by id: `POST /v1/responses/{id}/cancel` stops a background
+//! one (and `DELETE` any one) and waits until its final state is stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
