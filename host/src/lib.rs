@@ -1,6 +1,7 @@
 //! Hearth: a local, private, OpenAI-compatible inference server. The library holds everything;
 //! `main.rs` only parses the command line.
 
+pub mod audio;
 pub mod constraint;
 pub mod decoded_stream;
 pub mod embedding_batches;

