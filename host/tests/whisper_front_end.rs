@@ -75,3 +75,53 @@ fn whisper_tiny_en_reads_from_ctranslate2s_model_bin() {
     // Not a chat model: the model list leaves it out.
     assert!(!hearth::http::state::list_model_dir(&common::model_dir()).iter().any(|m| m.contains("whisper")));
 }
+
+/// Whisper tiny.en on `device`: each greedy step's logits against CTranslate2's on the same
+/// `model.bin` and features (`make_whisper_reference.py`), and the same tokens.
+fn whisper_matches_ctranslate2(device: hearth_settings::DeviceChoice) {
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("whisper_reference.json")).unwrap()).unwrap();
+    let raw = std::fs::read(fixture("clip.f32")).unwrap();
+    let samples: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let device = hearth::model::device::select(device).expect("device opens");
+    let file = Ct2Model::open(&common::model_dir().join("whisper-tiny.en/model.bin")).unwrap();
+    let whisper = hearth::audio::whisper::Whisper::load_ct2(&file, &device.device).unwrap();
+    let mel = MelFrontEnd::new(whisper.dims.mel_bands).log_mel(&samples, WINDOW_SAMPLES);
+    let audio = whisper.encode(&mel).unwrap();
+    let context = whisper.audio_context(&audio).unwrap();
+
+    let ids = |v: &Value| v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect::<Vec<_>>();
+    let mut tokens = ids(&reference["prompt"]);
+    let expected = ids(&reference["tokens"]);
+    let every = reference["sampled_every"].as_u64().unwrap() as usize;
+    let mut worst = 0.0f32;
+    let mut decoded = Vec::new();
+    for step in reference["steps"].as_array().unwrap() {
+        let logits = whisper.next_logits(&context, &tokens).unwrap();
+        let pairs = ids(&step["top_ids"]).into_iter().zip(step["top_logits"].as_array().unwrap());
+        let sampled =
+            step["sampled_logits"].as_array().unwrap().iter().enumerate().map(|(i, v)| ((i * every) as u32, v));
+        for (id, want) in pairs.chain(sampled) {
+            worst = worst.max((logits[id as usize] - want.as_f64().unwrap() as f32).abs());
+        }
+        let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap() as u32;
+        if next == 50256 {
+            break;
+        }
+        decoded.push(next);
+        tokens.push(next);
+    }
+    eprintln!("whisper ({}): largest logit difference from CTranslate2 {worst:.2e}", device.description);
+    assert!(worst <= 1e-3, "largest logit difference {worst}");
+    assert_eq!(decoded, expected, "greedy tokens");
+}
+
+#[test]
+fn whisper_tiny_en_matches_ctranslate2_on_flex() {
+    whisper_matches_ctranslate2(hearth_settings::DeviceChoice::Flex);
+}
+
+#[test]
+fn whisper_tiny_en_matches_ctranslate2_on_wgpu() {
+    whisper_matches_ctranslate2(hearth_settings::DeviceChoice::Wgpu);
+}

@@ -4,6 +4,7 @@
 
 pub mod ctranslate2;
 pub mod mel;
+pub mod whisper;
 
 use std::path::Path;
 

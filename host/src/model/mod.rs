@@ -8,7 +8,7 @@ pub mod device;
 pub mod encoder;
 pub mod kv_cache;
 pub mod kv_pool;
-mod layers;
+pub(crate) mod layers;
 pub mod llama;
 mod loader;
 pub mod progress;
