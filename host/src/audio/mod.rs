@@ -3,6 +3,7 @@
 //! ([`mel`]) — and telling a speech model's folder from a chat model's.
 
 pub mod ctranslate2;
+pub mod decode;
 pub mod mel;
 pub mod whisper;
 
