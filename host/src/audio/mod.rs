@@ -5,6 +5,7 @@
 pub mod ctranslate2;
 pub mod decode;
 pub mod mel;
+pub mod transcribe;
 pub mod whisper;
 
 use std::path::Path;
