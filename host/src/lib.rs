@@ -23,3 +23,4 @@ pub mod store;
 pub mod telemetry;
 pub mod threads;
 pub mod tokenizer;
+pub mod transcription_service;

@@ -99,6 +99,13 @@ struct ServeCli {
     /// Days a stored /v1/responses response is kept (default 30; 0 keeps it until deleted).
     #[arg(long, value_name = "DAYS")]
     responses_retention_days: Option<u32>,
+    /// The Whisper model for /v1/audio/transcriptions: a folder in the model dir or a path
+    /// (default: the first Whisper folder there).
+    #[arg(long, value_name = "NAME")]
+    whisper_model: Option<String>,
+    /// Longest audio a transcription takes (default 3600 s).
+    #[arg(long, value_name = "SECONDS")]
+    max_audio_seconds: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,6 +213,8 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         cache_size: cli.cache_size,
         default_plugins: cli.no_default_plugins.then_some(false),
         responses_retention_days: cli.responses_retention_days,
+        whisper_model: cli.whisper_model,
+        max_audio_seconds: cli.max_audio_seconds,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

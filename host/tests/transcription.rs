@@ -87,3 +87,60 @@ fn word_error_rate_counts_edits() {
     assert!((word_error_rate("the cat sat on the mat", "the cat sat on mat") - 1.0 / 6.0).abs() < 1e-9);
     assert_eq!(word_error_rate("a b", "c d e"), 1.5);
 }
+
+#[test]
+fn openai_python_transcriptions() {
+    common::run_python("openai_transcriptions.py", common::Server::shared());
+}
+
+/// A multipart body with the audio in `file` and `model` set (ureq has no multipart builder).
+fn multipart(audio: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "hearth-test-boundary-7d1f";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n").as_bytes(),
+    );
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(audio);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn audio_past_the_cap_is_a_413_and_the_server_goes_on() {
+    let model = common::smollm2();
+    let server = common::Server::start(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "flex",
+        "--max-audio-seconds",
+        "2",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let long = std::fs::read(spoken(SENTENCES[6], dir.path(), "long")).unwrap();
+    let (kind, body) = multipart(&long);
+    let mut resp = common::agent()
+        .post(&server.url("/v1/audio/transcriptions"))
+        .header("Content-Type", &kind)
+        .send(&body[..])
+        .expect("request sent");
+    assert_eq!(resp.status().as_u16(), 413);
+    let err: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(err["error"]["param"], "file", "{err}");
+    let short = std::fs::read(spoken("Hello.", dir.path(), "short")).unwrap();
+    let (kind, body) = multipart(&short);
+    let mut resp = common::agent()
+        .post(&server.url("/v1/audio/transcriptions"))
+        .header("Content-Type", &kind)
+        .send(&body[..])
+        .expect("request sent");
+    assert_eq!(resp.status().as_u16(), 200);
+    let out: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(out["text"].as_str().unwrap().to_lowercase().contains("hello"), "{out}");
+}

@@ -148,6 +148,14 @@ pub struct Settings {
     /// Days a stored `/v1/responses` response is kept (`--responses-retention-days`); older ones
     /// are deleted. 0 keeps them until they are deleted through the API.
     pub responses_retention_days: u32,
+    /// The Whisper model of `/v1/audio/transcriptions` (`--whisper-model`): a folder under
+    /// `model_dir` or a path (CTranslate2's layout, as faster-whisper uses). `None`: the first
+    /// Whisper folder in `model_dir`. Loaded on first use.
+    pub whisper_model: Option<String>,
+    /// Longest audio a transcription takes, in seconds (`--max-audio-seconds`); longer is a 413.
+    pub max_audio_seconds: u64,
+    /// Largest audio upload, in bytes (413 above it; OpenAI's limit is 25 MB).
+    pub max_audio_bytes: usize,
 }
 
 /// A plugin `path` that starts with this names a first-party component built into the binary
@@ -269,6 +277,9 @@ impl Default for Settings {
             plugin_max_instances: 128,
             tool_parsers: Default::default(),
             responses_retention_days: 30,
+            whisper_model: None,
+            max_audio_seconds: 3600,
+            max_audio_bytes: 25 << 20,
         }
     }
 }
@@ -339,6 +350,12 @@ pub struct CliSettings {
     /// `--responses-retention-days`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub responses_retention_days: Option<u32>,
+    /// `--whisper-model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whisper_model: Option<String>,
+    /// `--max-audio-seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_audio_seconds: Option<u64>,
 }
 
 /// Settings that cannot be loaded.

@@ -2,6 +2,7 @@
 //! route and the layers around them (browser origins and CORS, keys, Host guard, body limit,
 //! panic guard).
 
+pub mod audio;
 pub mod auth;
 pub mod blocking;
 pub mod body;
@@ -114,6 +115,7 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/chat-prompt", post(internal::chat_prompt))
         .route("/v1/internal/stop-generation", post(internal::stop_generation))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions))
         .route("/v1/moderations", post(moderations::moderations))
         .route("/v1/plugins/{name}", any(plugins::handle_root))
         .route("/v1/plugins/{name}/", any(plugins::handle_root))

@@ -13,7 +13,9 @@ use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, R
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::state::SharedState;
-use super::{chat, completions, embeddings, health, internal, metrics, model_admin, models, moderations, responses};
+use super::{
+    audio, chat, completions, embeddings, health, internal, metrics, model_admin, models, moderations, responses,
+};
 use crate::plugins::PluginKind;
 
 /// The routes and types Hearth itself defines.
@@ -36,6 +38,7 @@ use crate::plugins::PluginKind;
         responses::cancel,
         responses::input_items,
         embeddings::embeddings,
+        audio::transcriptions,
         moderations::moderations,
         models::list,
         models::retrieve,
@@ -60,6 +63,7 @@ use crate::plugins::PluginKind;
         (name = "completions", description = "OpenAI's text completions, with text-generation-webui's fields"),
         (name = "responses", description = "OpenAI's Responses API: stored, continued with `previous_response_id`, streamed as typed events"),
         (name = "embeddings", description = "Sentence embeddings"),
+        (name = "audio", description = "Speech to text with a Whisper model"),
         (name = "moderations", description = "Moderation, answered by moderation plugins"),
         (name = "models", description = "The models Hearth can serve"),
         (name = "internal", description = "text-generation-webui's internal routes"),

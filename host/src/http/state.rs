@@ -57,6 +57,8 @@ pub struct AppState {
     pub embeddings: Arc<EmbeddingService>,
     /// Stored `/v1/responses` responses.
     pub responses: Arc<crate::store::ResponseStore>,
+    /// The Whisper model, loaded on first use.
+    pub transcription: Arc<crate::transcription_service::TranscriptionService>,
     /// Responses being generated now (`cancel` stops a background one).
     pub running: Arc<super::responses_running::RunningResponses>,
 }
@@ -72,6 +74,7 @@ impl AppState {
                 settings.responses_retention_days,
             )),
             running: Default::default(),
+            transcription: Arc::new(crate::transcription_service::TranscriptionService::new(&settings)),
             settings: Arc::new(settings),
             plugins,
             model: RwLock::new(model),

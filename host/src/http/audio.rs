@@ -1,0 +1,261 @@
+//! `POST /v1/audio/transcriptions`: a multipart upload (`file`, `model`, `language`, `prompt`,
+//! `response_format`, `temperature`), decoded and transcribed by the Whisper model
+//! (`transcription_service`), answered as `json`, `text`, `srt` or `vtt`. The upload is read
+//! field by field with a byte cap, so an oversized file is refused before it is all in memory.
+
+use axum::extract::{Multipart, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::blocking;
+use super::state::SharedState;
+use crate::audio::decode::{DecodeError, decode};
+use crate::audio::transcribe::{Segment, Transcript};
+use crate::error::{ApiError, ErrorBody as ErrorResponse};
+use crate::transcription_service::TranscriptionError;
+
+/// How the transcript is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+}
+
+/// The request's fields, as read from the form.
+#[derive(Default)]
+struct Form {
+    file: Option<(Vec<u8>, Option<String>)>,
+    model: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+    format: Option<String>,
+    temperature: Option<String>,
+}
+
+/// `usage` of a transcription: the audio's length.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DurationUsage {
+    /// `duration`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub seconds: f64,
+}
+
+/// `response_format: json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TranscriptionJson {
+    pub text: String,
+    pub usage: DurationUsage,
+}
+
+/// The multipart form, for the OpenAPI document (the handler reads the form itself).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TranscriptionForm {
+    /// The audio: WAV, FLAC, MP3 or Ogg/Vorbis, at most `max_audio_bytes` and `max_audio_seconds`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Any name (`whisper-1` too): the server's Whisper model answers.
+    model: String,
+    /// ISO-639-1; English-only models take `en` only.
+    language: Option<String>,
+    /// Text the audio continues (Whisper's previous-text prompt).
+    prompt: Option<String>,
+    /// `json` (default), `text`, `srt` or `vtt`.
+    response_format: Option<String>,
+    /// 0 only: decoding is greedy.
+    temperature: Option<f64>,
+}
+
+fn too_large(what: &str) -> ApiError {
+    ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, ..ApiError::invalid_param("file", what.to_owned()) }
+}
+
+async fn read_form(mut multipart: Multipart, max_bytes: usize) -> Result<Form, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request(format!("the multipart form cannot be read: {e}"))
+    };
+    let mut form = Form::default();
+    let mut total = 0usize;
+    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let file_name = field.file_name().map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            total += chunk.len();
+            if total > max_bytes {
+                return Err(too_large(&format!("the upload is larger than the {max_bytes} bytes this server takes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = || {
+            String::from_utf8(bytes.clone())
+                .map_err(|_| ApiError::invalid_param(&name, format!("`{name}` must be text")))
+        };
+        match name.as_str() {
+            "file" => {
+                let extension =
+                    file_name.as_deref().and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
+                form.file = Some((bytes, extension));
+            }
+            "model" => form.model = Some(text()?),
+            "language" => form.language = Some(text()?),
+            "prompt" => form.prompt = Some(text()?),
+            "response_format" => form.format = Some(text()?),
+            "temperature" => form.temperature = Some(text()?),
+            // Segment timestamps are what this server gives; word ones are not built.
+            "timestamp_granularities[]" | "timestamp_granularities" => {
+                if text()? != "segment" {
+                    return Err(ApiError::unsupported_param("timestamp_granularities"));
+                }
+            }
+            "stream" => {
+                if text()? == "true" {
+                    return Err(ApiError::unsupported_param("stream"));
+                }
+            }
+            "include[]" | "include" | "chunking_strategy" | "known_speaker_names[]" | "known_speaker_references[]" => {
+                return Err(ApiError::unsupported_param(name.trim_end_matches("[]")));
+            }
+            other => return Err(ApiError::unknown_param(other)),
+        }
+    }
+    Ok(form)
+}
+
+/// `HH:MM:SS` and milliseconds after `separator`.
+fn timestamp(seconds: f64, separator: char) -> String {
+    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!("{:02}:{:02}:{:02}{separator}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
+fn cues(segments: &[Segment], separator: char) -> Vec<(String, &str)> {
+    segments
+        .iter()
+        .filter(|s| !s.text.is_empty())
+        .map(|s| (format!("{} --> {}", timestamp(s.start, separator), timestamp(s.end, separator)), s.text.as_str()))
+        .collect()
+}
+
+fn render(transcript: &Transcript, format: Format) -> Response {
+    let plain = |body: String, kind: &'static str| ([(header::CONTENT_TYPE, kind)], body).into_response();
+    match format {
+        Format::Json => axum::Json(TranscriptionJson {
+            text: transcript.text.clone(),
+            usage: DurationUsage { kind: "duration", seconds: transcript.duration },
+        })
+        .into_response(),
+        Format::Text => plain(format!("{}\n", transcript.text), "text/plain; charset=utf-8"),
+        Format::Srt => {
+            let body = cues(&transcript.segments, ',')
+                .iter()
+                .enumerate()
+                .map(|(i, (time, text))| format!("{}\n{time}\n{text}\n\n", i + 1))
+                .collect::<String>();
+            plain(body, "application/x-subrip; charset=utf-8")
+        }
+        Format::Vtt => {
+            let body = cues(&transcript.segments, '.')
+                .iter()
+                .map(|(time, text)| format!("{time}\n{text}\n\n"))
+                .collect::<String>();
+            plain(format!("WEBVTT\n\n{body}"), "text/vtt; charset=utf-8")
+        }
+    }
+}
+
+/// Speech to text.
+#[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "audio",
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The transcript: JSON, or text/srt/vtt as `response_format` asks", body = TranscriptionJson),
+        (status = 400, description = "A field is invalid, or the file is not audio", body = ErrorResponse),
+        (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
+        (status = 413, description = "The file is too large or too long", body = ErrorResponse),
+        (status = 503, description = "No Whisper model is installed", body = ErrorResponse)))]
+pub async fn transcriptions(
+    State(state): State<SharedState>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let multipart = multipart.map_err(|e| {
+        ApiError::bad_request(format!("the request must be a multipart/form-data upload with the audio in `file`: {e}"))
+    })?;
+    let form = read_form(multipart, state.settings.max_audio_bytes).await?;
+    let (bytes, extension) =
+        form.file.ok_or_else(|| ApiError::invalid_param("file", "`file` (the audio) is required"))?;
+    if form.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
+        return Err(ApiError::invalid_param(
+            "model",
+            "`model` is required (any name: this server's Whisper model answers)",
+        ));
+    }
+    let format = match form.format.as_deref().unwrap_or("json") {
+        "json" => Format::Json,
+        "text" => Format::Text,
+        "srt" => Format::Srt,
+        "vtt" => Format::Vtt,
+        "verbose_json" | "diarized_json" => return Err(ApiError::unsupported_param("response_format")),
+        other => {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                format!("`response_format` must be `json`, `text`, `srt` or `vtt`, got `{other}`"),
+            ));
+        }
+    };
+    if let Some(t) = &form.temperature {
+        match t.trim().parse::<f64>() {
+            Ok(0.0) => {}
+            Ok(v) if (0.0..=1.0).contains(&v) => return Err(ApiError::unsupported_param("temperature")),
+            _ => return Err(ApiError::invalid_param("temperature", "`temperature` must be a number from 0 to 1")),
+        }
+    }
+    let max_seconds = state.settings.max_audio_seconds;
+    let service = state.transcription.clone();
+    let (language, prompt) = (form.language, form.prompt);
+    let transcript = blocking::off_runtime("transcribing", move || {
+        let audio = decode(&bytes, extension.as_deref(), max_seconds).map_err(|e| match e {
+            DecodeError::TooLong(_) => too_large(&e.to_string()),
+            other => ApiError::invalid_param("file", other.to_string()),
+        })?;
+        let (_, transcript) =
+            service.transcribe(&audio, language.as_deref(), prompt.as_deref()).map_err(|e| match e {
+                TranscriptionError::NotInstalled(msg) => ApiError::unavailable(msg),
+                TranscriptionError::Load { .. } => ApiError::unavailable(e.to_string()),
+                TranscriptionError::Transcribe(crate::audio::transcribe::TranscribeError::Language(_)) => {
+                    ApiError::invalid_param("language", e.to_string())
+                }
+                TranscriptionError::Transcribe(other) => ApiError::internal(other.to_string()),
+            })?;
+        Ok(transcript)
+    })
+    .await?;
+    Ok(render(&transcript, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtitle_times_read_as_srt_and_vtt_spell_them() {
+        assert_eq!(timestamp(3723.4567, ','), "01:02:03,457");
+        assert_eq!(timestamp(0.0, '.'), "00:00:00.000");
+        let transcript = Transcript {
+            text: "Hello there.".into(),
+            language: "en".into(),
+            duration: 2.5,
+            segments: vec![Segment {
+                start: 0.0,
+                end: 2.5,
+                text: "Hello there.".into(),
+                tokens: vec![],
+                avg_logprob: -0.1,
+            }],
+        };
+        let srt = render(&transcript, Format::Srt);
+        assert_eq!(srt.headers()[header::CONTENT_TYPE], "application/x-subrip; charset=utf-8");
+    }
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""openai-python's `client.audio.transcriptions.create` against Hearth (`/v1/audio/transcriptions`,
+Whisper tiny.en), on speech no one recorded for it: sentences spoken by espeak-ng.
+
+    HEARTH_BASE_URL=http://127.0.0.1:5000 .venv/bin/python tests/clients/openai_transcriptions.py
+
+Checks: the word error rate over the sentences is at most 15 %; `json` validates against OpenAI's
+CreateTranscriptionResponseJson (with `usage.seconds` the clip's length); `text` is the same
+text; `srt` and `vtt` parse as subtitles whose cue holds that text and whose times cover the clip;
+bad input (not audio, an empty file, no file, `verbose_json`, an unknown field, a JSON body)
+is a 400 naming the field, and the server keeps answering.
+"""
+import re
+import subprocess
+import tempfile
+import wave
+
+import openai
+
+import hearth_common as H
+from hearth_common import expect, ok
+
+SENTENCES = [
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "The box was thrown beside the parked truck.",
+    "The quick brown fox jumps over the lazy dog.",
+    "The weather today is sunny with a light breeze from the west.",
+]
+
+
+def speak(text, path):
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-g", "4", "-w", path, text], check=True)
+    with wave.open(path) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def words(s):
+    return [w for w in (re.sub(r"[^a-z0-9']", "", t.lower()) for t in s.split()) if w]
+
+
+def edits(ref, hyp):
+    row = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        prev, row[0] = row[0], i
+        for j in range(1, len(hyp) + 1):
+            cur = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (ref[i - 1] != hyp[j - 1]))
+            prev = cur
+    return row[len(hyp)]
+
+
+def main():
+    client = H.openai_client()
+    tmp = tempfile.mkdtemp()
+    errors = total = 0
+    for i, sentence in enumerate(SENTENCES):
+        path = f"{tmp}/s{i}.wav"
+        seconds = speak(sentence, path)
+        with open(path, "rb") as f:
+            result = client.audio.transcriptions.create(model="whisper-1", file=f)
+        body = H.check_last(client, "/v1/audio/transcriptions")
+        expect(abs(body["usage"]["seconds"] - seconds) < 0.05, "usage.seconds", seconds, body["usage"])
+        e = edits(words(sentence), words(result.text))
+        errors, total = errors + e, total + len(words(sentence))
+        print(f"  {sentence!r} → {result.text!r}")
+    wer = errors / total
+    expect(wer <= 0.15, "word error rate", "≤ 0.15", wer)
+    ok(f"{len(SENTENCES)} espeak-ng sentences, word error rate {wer:.3f}")
+
+    path = f"{tmp}/s0.wav"
+    with open(path, "rb") as f:
+        as_json = client.audio.transcriptions.create(model="whisper-1", file=f).text
+    H.check_last(client)
+    with open(path, "rb") as f:
+        text = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="text")
+    H.check_last(client)
+    expect(text.strip() == as_json, "response_format text", as_json, text)
+    seconds = speak(SENTENCES[0], path)
+    for fmt, sep in (("srt", ","), ("vtt", ".")):
+        with open(path, "rb") as f:
+            subs = client.audio.transcriptions.create(model="whisper-1", file=f, response_format=fmt)
+        H.check_last(client)
+        times = re.findall(rf"(\d\d):(\d\d):(\d\d){re.escape(sep)}(\d\d\d) --> (\d\d):(\d\d):(\d\d){re.escape(sep)}(\d\d\d)", subs)
+        expect(len(times) == 1, f"{fmt} cues", 1, subs)
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = map(int, times[0])
+        start, end = h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
+        expect(start == 0 and abs(end - seconds) < 0.01, f"{fmt} cue times", f"0 → {seconds:.3f}", (start, end))
+        expect(as_json in subs, f"{fmt} text", as_json, subs)
+        if fmt == "vtt":
+            expect(subs.startswith("WEBVTT"), "vtt header", "WEBVTT", subs[:20])
+        else:
+            expect(subs.startswith("1\n"), "srt numbering", "1", subs[:20])
+    ok("json, text, srt and vtt agree")
+
+    def expect_400(call, param, what):
+        try:
+            call()
+            H.fail(f"{what}: succeeded")
+        except openai.BadRequestError as e:
+            body = H.check_last(client)
+            expect(body["error"]["param"] == param, f"{what}: error.param", param, body["error"])
+    expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("notes.txt", b"not audio at all")),
+               "file", "a text file")
+    expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("empty.wav", b"")), "file",
+               "an empty file")
+    with open(path, "rb") as f:
+        data = f.read()
+    expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", data),
+                                                          response_format="verbose_json"),
+               "response_format", "verbose_json (not built)")
+    expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", data),
+                                                          extra_body={"colour": "blue"}), "colour", "an unknown field")
+    try:
+        client.post("/audio/transcriptions", cast_to=object, body={"model": "whisper-1"})
+        H.fail("a JSON body: succeeded")
+    except openai.BadRequestError:
+        H.check_last(client)
+    ok("bad input is a 400 naming the field")
+
+
+if __name__ == "__main__":
+    H.run(main)
