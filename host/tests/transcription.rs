@@ -114,14 +114,8 @@ fn multipart(audio: &[u8]) -> (String, Vec<u8>) {
 #[test]
 fn audio_past_the_cap_is_a_413_and_the_server_goes_on() {
     let model = common::smollm2();
-    let server = common::Server::start(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--device",
-        "flex",
-        "--max-audio-seconds",
-        "2",
-    ]);
+    let server =
+        common::Server::start(&["--model", model.to_str().unwrap(), "--device", "flex", "--max-audio-seconds", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let long = std::fs::read(spoken(SENTENCES[6], dir.path(), "long")).unwrap();
     let (kind, body) = multipart(&long);

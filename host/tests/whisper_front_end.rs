@@ -76,8 +76,9 @@ fn whisper_tiny_en_reads_from_ctranslate2s_model_bin() {
     assert!(!hearth::http::state::list_model_dir(&common::model_dir()).iter().any(|m| m.contains("whisper")));
 }
 
-/// Whisper tiny.en on `device`: each greedy step's logits against CTranslate2's on the same
-/// `model.bin` and features (`make_whisper_reference.py`), and the same tokens.
+/// Whisper tiny.en on `device`: each greedy step's logits (decoded through the KV cache, and
+/// equal to the whole prefix computed from scratch) against CTranslate2's on the same `model.bin` and features
+/// (`make_whisper_reference.py`), and the same tokens.
 fn whisper_matches_ctranslate2(device: hearth_settings::DeviceChoice) {
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("whisper_reference.json")).unwrap()).unwrap();
@@ -92,12 +93,17 @@ fn whisper_matches_ctranslate2(device: hearth_settings::DeviceChoice) {
 
     let ids = |v: &Value| v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect::<Vec<_>>();
     let mut tokens = ids(&reference["prompt"]);
+    let mut cache = hearth::audio::whisper::DecoderCache::default();
+    let mut feed = tokens.clone();
     let expected = ids(&reference["tokens"]);
     let every = reference["sampled_every"].as_u64().unwrap() as usize;
     let mut worst = 0.0f32;
     let mut decoded = Vec::new();
     for step in reference["steps"].as_array().unwrap() {
-        let logits = whisper.next_logits(&context, &tokens).unwrap();
+        let logits = whisper.decode(&context, &mut cache, &feed).unwrap();
+        let scratch = whisper.next_logits(&context, &tokens).unwrap();
+        let apart = logits.iter().zip(&scratch).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(apart < 1e-4, "cached and from-scratch logits differ by {apart} after {} tokens", tokens.len());
         let pairs = ids(&step["top_ids"]).into_iter().zip(step["top_logits"].as_array().unwrap());
         let sampled =
             step["sampled_logits"].as_array().unwrap().iter().enumerate().map(|(i, v)| ((i * every) as u32, v));
@@ -110,6 +116,7 @@ fn whisper_matches_ctranslate2(device: hearth_settings::DeviceChoice) {
         }
         decoded.push(next);
         tokens.push(next);
+        feed = vec![next];
     }
     eprintln!("whisper ({}): largest logit difference from CTranslate2 {worst:.2e}", device.description);
     assert!(worst <= 1e-3, "largest logit difference {worst}");

@@ -5,8 +5,8 @@
 //! blank or immediate-end starts refused, as Whisper decodes.
 //!
 //! Not yet: timestamp tokens (segments are the 30 s windows), the temperature fallback, the
-//! no-speech probability, language detection (multilingual models assume the given language,
-//! else English), and a decoder KV cache.
+//! no-speech probability, and language detection (multilingual models assume the given
+//! language, else English).
 
 use std::path::Path;
 
@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::ctranslate2::Ct2Model;
 use super::decode::Audio;
 use super::mel::{MelFrontEnd, WINDOW_SAMPLES};
-use super::whisper::{Whisper, WhisperError};
+use super::whisper::{DecoderCache, Whisper, WhisperError};
 
 /// Most tokens decoded in one window (Whisper's `sample_len`: half the text context).
 const MAX_WINDOW_TOKENS: usize = 224;
@@ -154,11 +154,12 @@ impl Transcriber {
             let mel = self.front.log_mel(window, WINDOW_SAMPLES);
             let encoded = self.whisper.encode(&mel)?;
             let context = self.whisper.audio_context(&encoded)?;
-            let mut tokens = prompt.clone();
+            let mut cache = DecoderCache::default();
+            let mut feed = prompt.clone();
             let mut decoded = Vec::new();
             let mut logprob_sum = 0.0f64;
             for step in 0..room {
-                let mut logits = self.whisper.next_logits(&context, &tokens)?;
+                let mut logits = self.whisper.decode(&context, &mut cache, &feed)?;
                 for &id in self.suppress.iter().chain(if step == 0 { &self.suppress_at_start[..] } else { &[] }) {
                     if let Some(l) = logits.get_mut(id as usize) {
                         *l = f32::NEG_INFINITY;
@@ -176,7 +177,7 @@ impl Transcriber {
                     break;
                 }
                 decoded.push(next);
-                tokens.push(next);
+                feed = vec![next];
             }
             let text = self.tokenizer.decode(&decoded, true).unwrap_or_default().trim().to_owned();
             let start = (w * WINDOW_SAMPLES) as f64 / super::mel::SAMPLE_RATE as f64;

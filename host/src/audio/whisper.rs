@@ -4,8 +4,9 @@
 //! embeddings, pre-norm blocks of causal self-attention, cross-attention to the audio and a GELU
 //! feed-forward, the output projection tied to the embedding).
 //!
-//! The decoder recomputes the whole prefix each step (no KV cache yet): correct, and cheap for
-//! tiny models' short windows, but not yet what long transcriptions want.
+//! Decoding keeps each layer's self-attention keys and values ([`DecoderCache`]), so a step
+//! computes only its new token; [`Whisper::next_logits`] recomputes a whole prefix (the
+//! reference the cached path is tested against).
 
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor};
@@ -79,6 +80,24 @@ struct DecoderBlock {
 /// The audio's keys and values for every decoder layer (`[heads, frames, head_dim]` each).
 pub struct AudioContext {
     layers: Vec<(Tensor<3>, Tensor<3>)>,
+}
+
+/// The decoder's self-attention keys and values so far (`[heads, tokens, head_dim]` a layer).
+#[derive(Default)]
+pub struct DecoderCache {
+    layers: Vec<(Tensor<3>, Tensor<3>)>,
+    len: usize,
+}
+
+impl DecoderCache {
+    /// Tokens already decoded into it.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 pub struct Whisper {
@@ -305,14 +324,17 @@ impl Whisper {
         x.reshape([len, heads, dim]).swap_dims(0, 1)
     }
 
-    /// Scaled dot-product attention over heads; `causal` masks later keys.
+    /// Scaled dot-product attention over heads; `causal` masks keys after each query's own
+    /// position (the queries are the last `len` of the keys' positions).
     fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, causal: bool) -> Tensor<2> {
         let [heads, len, dim] = q.dims();
         let keys = k.dims()[1];
         let mut scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (dim as f64).sqrt());
         if causal && len > 1 {
-            let mask: Vec<f32> =
-                (0..len).flat_map(|i| (0..keys).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+            let before = keys - len;
+            let mask: Vec<f32> = (0..len)
+                .flat_map(|i| (0..keys).map(move |j| if j > before + i { f32::NEG_INFINITY } else { 0.0 }))
+                .collect();
             scores = scores + upload(mask, [1, len, keys], &self.device);
         }
         softmax(scores, 2).matmul(v).swap_dims(0, 1).reshape([len, heads * dim])
@@ -331,14 +353,32 @@ impl Whisper {
         f.down.forward(gelu(f.up.forward(f.norm.forward(x))?))
     }
 
-    /// The next token's logits after `tokens` (the prompt and what was decoded so far).
+    /// The next token's logits after `tokens` (the prompt and what was decoded so far),
+    /// computed from scratch.
     pub fn next_logits(&self, audio: &AudioContext, tokens: &[u32]) -> Result<Vec<f32>, WhisperError> {
+        self.decode(audio, &mut DecoderCache::default(), tokens)
+    }
+
+    /// Feeds `tokens` after what `cache` holds and returns the next token's logits; the cache
+    /// then holds them too.
+    pub fn decode(
+        &self,
+        audio: &AudioContext,
+        cache: &mut DecoderCache,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, WhisperError> {
         let d = self.dims;
-        if tokens.is_empty() || tokens.len() > d.text_positions {
-            return Err(WhisperError::Shape(format!("{} tokens (1 to {} fit)", tokens.len(), d.text_positions)));
+        let start = cache.len;
+        if tokens.is_empty() || start + tokens.len() > d.text_positions {
+            return Err(WhisperError::Shape(format!(
+                "{} tokens after {start} (1 to {} fit)",
+                tokens.len(),
+                d.text_positions
+            )));
         }
         let mut rows = Vec::with_capacity(tokens.len() * d.width);
-        for (pos, &t) in tokens.iter().enumerate() {
+        for (i, &t) in tokens.iter().enumerate() {
+            let pos = start + i;
             let t = t as usize;
             if t >= d.vocab {
                 return Err(WhisperError::Shape(format!("token {t} is outside the vocabulary of {}", d.vocab)));
@@ -348,13 +388,29 @@ impl Whisper {
             rows.extend(embedding.iter().zip(position).map(|(e, p)| e + p));
         }
         let mut x = upload(rows, [tokens.len(), d.width], &self.device);
-        for (block, (k, v)) in self.decoder.iter().zip(&audio.layers) {
-            x = x.clone() + self.self_attention(&block.attention, x, true)?;
+        let w = d.width;
+        for (layer, (block, (k, v))) in self.decoder.iter().zip(&audio.layers).enumerate() {
+            let a = &block.attention;
+            let qkv = a.qkv.forward(a.norm.forward(x.clone()))?;
+            let len = tokens.len();
+            let part = |i: usize| self.heads(qkv.clone().slice([0..len, i * w..(i + 1) * w]));
+            let (q, mut keys, mut values) = (part(0), part(1), part(2));
+            if let Some((past_k, past_v)) = cache.layers.get(layer) {
+                keys = Tensor::cat(vec![past_k.clone(), keys], 1);
+                values = Tensor::cat(vec![past_v.clone(), values], 1);
+            }
+            let attended = a.out.forward(self.attend(q, keys.clone(), values.clone(), true))?;
+            match cache.layers.get_mut(layer) {
+                Some(slot) => *slot = (keys, values),
+                None => cache.layers.push((keys, values)),
+            }
+            x = x + attended;
             let c = &block.cross;
             let q = self.heads(c.query.forward(c.norm.forward(x.clone()))?);
             x = x + c.out.forward(self.attend(q, k.clone(), v.clone(), false))?;
             x = x.clone() + self.feed_forward(&block.ffn, x)?;
         }
+        cache.len = start + tokens.len();
         let last = self.decoder_norm.forward(x.slice([tokens.len() - 1..tokens.len(), 0..d.width]));
         Ok(read_back(self.projection.forward(last)?)?)
     }
