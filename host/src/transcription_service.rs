@@ -87,15 +87,17 @@ impl TranscriptionService {
         Ok((name, t))
     }
 
-    /// Transcribes `audio`; the model's name with the transcript.
+    /// Transcribes `audio`, handing `on_text` the text as it is decoded (false stops it); the
+    /// model's name with the transcript.
     pub fn transcribe(
         &self,
         audio: &Audio,
         language: Option<&str>,
         prompt: Option<&str>,
+        on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, Transcript), TranscriptionError> {
         let (name, transcriber) = self.transcriber()?;
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((name, transcriber.transcribe(audio, language, prompt)?))
+        Ok((name, transcriber.transcribe_streaming(audio, language, prompt, on_text)?))
     }
 }

@@ -138,3 +138,44 @@ fn audio_past_the_cap_is_a_413_and_the_server_goes_on() {
     let out: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert!(out["text"].as_str().unwrap().to_lowercase().contains("hello"), "{out}");
 }
+
+/// Speech longer than one 30 s window: two windows, two segments back to back, and the streamed
+/// pieces join to the transcript's text.
+#[test]
+fn long_speech_runs_window_by_window_and_streams_the_same_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
+    let transcriber = Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device).unwrap();
+    let mut samples = Vec::new();
+    for (i, sentence) in SENTENCES.iter().enumerate() {
+        let bytes = std::fs::read(spoken(sentence, dir.path(), &format!("l{i}"))).unwrap();
+        samples.extend(decode(&bytes, Some("wav"), 600).unwrap().samples);
+        samples.extend(std::iter::repeat_n(0.0, 8_000));
+    }
+    let audio = hearth::audio::decode::Audio { samples };
+    assert!((30.0..60.0).contains(&audio.seconds()), "{} s", audio.seconds());
+    let mut pieces = Vec::new();
+    let transcript = transcriber
+        .transcribe_streaming(&audio, None, None, &mut |p| {
+            pieces.push(p.to_owned());
+            true
+        })
+        .unwrap();
+    assert_eq!(transcript.segments.len(), 2);
+    assert_eq!((transcript.segments[0].start, transcript.segments[0].end), (0.0, 30.0));
+    assert_eq!(transcript.segments[1].start, 30.0);
+    assert!((transcript.segments[1].end - audio.seconds()).abs() < 1e-9);
+    assert_eq!(pieces.concat(), transcript.text);
+    let heard = ["planks", "sheet", "truck", "chicken", "weather", "store"];
+    let text = transcript.text.to_lowercase();
+    assert!(heard.iter().filter(|w| text.contains(*w)).count() >= 5, "{text}");
+    // A listener that goes away stops the transcription at once.
+    let mut calls = 0;
+    let partial = transcriber
+        .transcribe_streaming(&audio, None, None, &mut |_| {
+            calls += 1;
+            false
+        })
+        .unwrap();
+    assert_eq!((calls, partial.segments.len()), (1, 1));
+}

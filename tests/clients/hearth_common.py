@@ -189,7 +189,7 @@ SCHEMAS = {
     "/v1/moderations": ("CreateModerationResponse", None),
     "/v1/embeddings": ("CreateEmbeddingResponse", None),
     # response_format json; text, srt and vtt answers are plain text (checked by the script).
-    "/v1/audio/transcriptions": ("CreateTranscriptionResponseJson", None),
+    "/v1/audio/transcriptions": ("CreateTranscriptionResponseJson", "CreateTranscriptionResponseStreamEvent"),
     # The Responses API streams typed events (each validated against its own event schema) and
     # ends with its terminal event, not `data: [DONE]`.
     "/v1/responses": ("Response", RESPONSE_EVENTS),

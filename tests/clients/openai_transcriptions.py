@@ -6,7 +6,7 @@ Whisper tiny.en), on speech no one recorded for it: sentences spoken by espeak-n
 
 Checks: the word error rate over the sentences is at most 15 %; `json` validates against OpenAI's
 CreateTranscriptionResponseJson (with `usage.seconds` the clip's length); `text` is the same
-text; `srt` and `vtt` parse as subtitles whose cue holds that text and whose times cover the clip;
+text; `stream=true` sends deltas that join to the done event's text; `srt` and `vtt` parse as subtitles whose cue holds that text and whose times cover the clip;
 bad input (not audio, an empty file, no file, `verbose_json`, an unknown field, a JSON body)
 is a 400 naming the field, and the server keeps answering.
 """
@@ -92,6 +92,17 @@ def main():
         else:
             expect(subs.startswith("1\n"), "srt numbering", "1", subs[:20])
     ok("json, text, srt and vtt agree")
+
+    with open(path, "rb") as f:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=f, stream=True))
+    chunks = H.check_last(client, "/v1/audio/transcriptions")
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    done = [e for e in events if e.type == "transcript.text.done"]
+    expect(len(done) == 1 and events[-1].type == "transcript.text.done", "the stream's end", "one done event, last",
+           [e.type for e in events])
+    expect(len(deltas) > 1 and "".join(deltas) == done[0].text == as_json, "streamed text",
+           "deltas joining to the done text, the JSON answer's", (deltas, done[0].text))
+    ok(f"stream=true: {len(deltas)} deltas, {len(chunks)} events")
 
     def expect_400(call, param, what):
         try:

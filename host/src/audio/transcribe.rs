@@ -146,6 +146,21 @@ impl Transcriber {
         language: Option<&str>,
         previous: Option<&str>,
     ) -> Result<Transcript, TranscribeError> {
+        self.transcribe_streaming(audio, language, previous, &mut |_| true)
+    }
+
+    /// Transcribes `audio`, handing `on_text` each piece of text as it is decoded: the pieces
+    /// join to the transcript's `text`. `on_text` returning false stops the transcription (the
+    /// listener went away); what was decoded so far is returned.
+    pub fn transcribe_streaming(
+        &self,
+        audio: &Audio,
+        language: Option<&str>,
+        previous: Option<&str>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Transcript, TranscribeError> {
+        let mut listening = true;
+        let mut said_anything = false;
         let language = language.unwrap_or("en").to_ascii_lowercase();
         let prompt = self.prompt(&language, previous)?;
         let room = self.whisper.dims.text_positions.saturating_sub(prompt.len()).min(MAX_WINDOW_TOKENS);
@@ -158,7 +173,13 @@ impl Transcriber {
             let mut feed = prompt.clone();
             let mut decoded = Vec::new();
             let mut logprob_sum = 0.0f64;
+            // This window's text sent so far (leading blanks dropped, trailing ones held back, as
+            // the window's final text is trimmed).
+            let mut sent = String::new();
             for step in 0..room {
+                if !listening {
+                    break;
+                }
                 let mut logits = self.whisper.decode(&context, &mut cache, &feed)?;
                 for &id in self.suppress.iter().chain(if step == 0 { &self.suppress_at_start[..] } else { &[] }) {
                     if let Some(l) = logits.get_mut(id as usize) {
@@ -178,12 +199,34 @@ impl Transcriber {
                 }
                 decoded.push(next);
                 feed = vec![next];
+                let text = self.tokenizer.decode(&decoded, true).unwrap_or_default();
+                let text = text.trim();
+                // A character split across tokens waits for its last byte.
+                if !text.ends_with('\u{FFFD}') && text.len() > sent.len() && text.starts_with(sent.as_str()) {
+                    let mut piece = String::new();
+                    if sent.is_empty() && said_anything {
+                        piece.push(' ');
+                    }
+                    piece.push_str(&text[sent.len()..]);
+                    sent = text.to_owned();
+                    said_anything = true;
+                    listening = on_text(&piece);
+                }
             }
             let text = self.tokenizer.decode(&decoded, true).unwrap_or_default().trim().to_owned();
+            // Whatever the pieces missed (a decode that rewrote earlier text) goes out last.
+            if listening && text.len() > sent.len() && text.starts_with(sent.as_str()) {
+                let lead = if sent.is_empty() && said_anything { " " } else { "" };
+                listening = on_text(&format!("{lead}{}", &text[sent.len()..]));
+                said_anything = true;
+            }
             let start = (w * WINDOW_SAMPLES) as f64 / super::mel::SAMPLE_RATE as f64;
             let end = (start + window.len() as f64 / super::mel::SAMPLE_RATE as f64).min(audio.seconds());
             let avg_logprob = logprob_sum / (decoded.len() + 1) as f64;
             segments.push(Segment { start, end, text, tokens: decoded, avg_logprob });
+            if !listening {
+                break;
+            }
         }
         let text = segments.iter().map(|s| s.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
         Ok(Transcript { text, language, duration: audio.seconds(), segments })

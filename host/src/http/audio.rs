@@ -1,7 +1,9 @@
 //! `POST /v1/audio/transcriptions`: a multipart upload (`file`, `model`, `language`, `prompt`,
 //! `response_format`, `temperature`), decoded and transcribed by the Whisper model
-//! (`transcription_service`), answered as `json`, `text`, `srt` or `vtt`. The upload is read
-//! field by field with a byte cap, so an oversized file is refused before it is all in memory.
+//! (`transcription_service`), answered as `json`, `text`, `srt` or `vtt`, or with `stream=true`
+//! as OpenAI streams a transcript (`transcript.text.delta` events as the text is decoded, then
+//! `transcript.text.done`). The upload is read field by field with a byte cap, so an oversized
+//! file is refused before it is all in memory.
 
 use axum::extract::{Multipart, State};
 use axum::http::{StatusCode, header};
@@ -9,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::blocking;
+use super::sse;
 use super::state::SharedState;
 use crate::audio::decode::{DecodeError, decode};
 use crate::audio::transcribe::{Segment, Transcript};
@@ -33,6 +36,7 @@ struct Form {
     prompt: Option<String>,
     format: Option<String>,
     temperature: Option<String>,
+    stream: bool,
 }
 
 /// `usage` of a transcription: the audio's length.
@@ -68,6 +72,18 @@ pub struct TranscriptionForm {
     response_format: Option<String>,
     /// 0 only: decoding is greedy.
     temperature: Option<f64>,
+    /// Stream `transcript.text.delta` events, then `transcript.text.done`.
+    stream: Option<bool>,
+}
+
+/// A streamed transcript's events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type")]
+pub enum TranscriptEvent {
+    #[serde(rename = "transcript.text.delta")]
+    Delta { delta: String },
+    #[serde(rename = "transcript.text.done")]
+    Done { text: String },
 }
 
 fn too_large(what: &str) -> ApiError {
@@ -113,8 +129,10 @@ async fn read_form(mut multipart: Multipart, max_bytes: usize) -> Result<Form, A
                 }
             }
             "stream" => {
-                if text()? == "true" {
-                    return Err(ApiError::unsupported_param("stream"));
+                form.stream = match text()?.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(ApiError::invalid_param("stream", "`stream` must be `true` or `false`")),
                 }
             }
             "include[]" | "include" | "chunking_strategy" | "known_speaker_names[]" | "known_speaker_references[]" => {
@@ -171,7 +189,8 @@ fn render(transcript: &Transcript, format: Format) -> Response {
 #[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "audio",
     request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The transcript: JSON, or text/srt/vtt as `response_format` asks", body = TranscriptionJson),
+        (status = 200, description = "The transcript: JSON, text/srt/vtt as `response_format` asks, or with `stream=true` an event stream of `TranscriptEvent`s",
+            content((TranscriptionJson = "application/json"), (TranscriptEvent = "text/event-stream"))),
         (status = 400, description = "A field is invalid, or the file is not audio", body = ErrorResponse),
         (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
         (status = 413, description = "The file is too large or too long", body = ErrorResponse),
@@ -215,24 +234,51 @@ pub async fn transcriptions(
     let max_seconds = state.settings.max_audio_seconds;
     let service = state.transcription.clone();
     let (language, prompt) = (form.language, form.prompt);
-    let transcript = blocking::off_runtime("transcribing", move || {
-        let audio = decode(&bytes, extension.as_deref(), max_seconds).map_err(|e| match e {
+    // Decoded before anything is streamed, so a bad file is still a plain 400.
+    let audio = blocking::off_runtime("decoding audio", move || {
+        decode(&bytes, extension.as_deref(), max_seconds).map_err(|e| match e {
             DecodeError::TooLong(_) => too_large(&e.to_string()),
             other => ApiError::invalid_param("file", other.to_string()),
-        })?;
-        let (_, transcript) =
-            service.transcribe(&audio, language.as_deref(), prompt.as_deref()).map_err(|e| match e {
-                TranscriptionError::NotInstalled(msg) => ApiError::unavailable(msg),
-                TranscriptionError::Load { .. } => ApiError::unavailable(e.to_string()),
-                TranscriptionError::Transcribe(crate::audio::transcribe::TranscribeError::Language(_)) => {
-                    ApiError::invalid_param("language", e.to_string())
-                }
-                TranscriptionError::Transcribe(other) => ApiError::internal(other.to_string()),
-            })?;
+        })
+    })
+    .await?;
+    if form.stream {
+        if format != Format::Json {
+            return Err(ApiError::invalid_param("response_format", "a streamed transcript is JSON events"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::task::spawn_blocking(move || {
+            let mut on_text =
+                |piece: &str| tx.send(sse::json_event(&TranscriptEvent::Delta { delta: piece.to_owned() })).is_ok();
+            let last = match service.transcribe(&audio, language.as_deref(), prompt.as_deref(), &mut on_text) {
+                Ok((_, t)) => sse::json_event(&TranscriptEvent::Done { text: t.text }),
+                Err(e) => sse::error_event(&transcription_error(e)),
+            };
+            let _ = tx.send(last);
+            let _ = tx.send(sse::done_event());
+        });
+        return Ok(sse::respond(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)));
+    }
+    let transcript = blocking::off_runtime("transcribing", move || {
+        let (_, transcript) = service
+            .transcribe(&audio, language.as_deref(), prompt.as_deref(), &mut |_| true)
+            .map_err(transcription_error)?;
         Ok(transcript)
     })
     .await?;
     Ok(render(&transcript, format))
+}
+
+/// A transcription's failure as the client sees it.
+fn transcription_error(e: TranscriptionError) -> ApiError {
+    match e {
+        TranscriptionError::NotInstalled(msg) => ApiError::unavailable(msg),
+        TranscriptionError::Load { .. } => ApiError::unavailable(e.to_string()),
+        TranscriptionError::Transcribe(crate::audio::transcribe::TranscribeError::Language(_)) => {
+            ApiError::invalid_param("language", e.to_string())
+        }
+        TranscriptionError::Transcribe(other) => ApiError::internal(other.to_string()),
+    }
 }
 
 #[cfg(test)]
