@@ -87,17 +87,19 @@ impl TranscriptionService {
         Ok((name, t))
     }
 
-    /// Transcribes `audio`, handing `on_text` the text as it is decoded (false stops it); the
-    /// model's name with the transcript.
+    /// Transcribes `audio` (`timestamps`: segments from Whisper's timestamp tokens), handing
+    /// `on_text` the text as it is decoded (false stops it); the model's name with the
+    /// transcript.
     pub fn transcribe(
         &self,
         audio: &Audio,
         language: Option<&str>,
         prompt: Option<&str>,
+        timestamps: bool,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, Transcript), TranscriptionError> {
         let (name, transcriber) = self.transcriber()?;
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((name, transcriber.transcribe_streaming(audio, language, prompt, on_text)?))
+        Ok((name, transcriber.transcribe_streaming(audio, language, prompt, timestamps, on_text)?))
     }
 }

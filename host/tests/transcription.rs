@@ -156,7 +156,7 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
     assert!((30.0..60.0).contains(&audio.seconds()), "{} s", audio.seconds());
     let mut pieces = Vec::new();
     let transcript = transcriber
-        .transcribe_streaming(&audio, None, None, &mut |p| {
+        .transcribe_streaming(&audio, None, None, false, &mut |p| {
             pieces.push(p.to_owned());
             true
         })
@@ -172,10 +172,29 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
     // A listener that goes away stops the transcription at once.
     let mut calls = 0;
     let partial = transcriber
-        .transcribe_streaming(&audio, None, None, &mut |_| {
+        .transcribe_streaming(&audio, None, None, false, &mut |_| {
             calls += 1;
             false
         })
         .unwrap();
     assert_eq!((calls, partial.segments.len()), (1, 1));
+
+    // With Whisper's timestamps: timed segments in order, windows starting where the last
+    // complete segment ended, the same words.
+    let mut pieces = Vec::new();
+    let timed = transcriber
+        .transcribe_streaming(&audio, None, None, true, &mut |p| {
+            pieces.push(p.to_owned());
+            true
+        })
+        .unwrap();
+    assert_eq!(pieces.concat(), timed.text);
+    assert!(timed.segments.len() >= 4, "{:?}", timed.segments);
+    for pair in timed.segments.windows(2) {
+        assert!(pair[0].start < pair[0].end && pair[0].end <= pair[1].start + 1e-9, "{pair:?}");
+    }
+    let last = timed.segments.last().unwrap();
+    assert!(last.end <= audio.seconds() + 1e-9, "{last:?}");
+    let text = timed.text.to_lowercase();
+    assert!(heard.iter().filter(|w| text.contains(*w)).count() >= 5, "{text}");
 }

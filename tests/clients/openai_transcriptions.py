@@ -82,11 +82,17 @@ def main():
             subs = client.audio.transcriptions.create(model="whisper-1", file=f, response_format=fmt)
         H.check_last(client)
         times = re.findall(rf"(\d\d):(\d\d):(\d\d){re.escape(sep)}(\d\d\d) --> (\d\d):(\d\d):(\d\d){re.escape(sep)}(\d\d\d)", subs)
-        expect(len(times) == 1, f"{fmt} cues", 1, subs)
-        h1, m1, s1, ms1, h2, m2, s2, ms2 = map(int, times[0])
-        start, end = h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
-        expect(start == 0 and abs(end - seconds) < 0.01, f"{fmt} cue times", f"0 → {seconds:.3f}", (start, end))
-        expect(as_json in subs, f"{fmt} text", as_json, subs)
+        expect(len(times) >= 1, f"{fmt} cues", "at least one", subs)
+        spans = [(h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000)
+                 for h1, m1, s1, ms1, h2, m2, s2, ms2 in (map(int, t) for t in times)]
+        # Whisper's timed segments: from within the first second, in order, inside the clip.
+        expect(spans[0][0] <= 1.0 and all(a < b for a, b in spans) and spans[-1][1] <= seconds + 0.02
+               and all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)),
+               f"{fmt} cue times", f"ordered spans within 0 → {seconds:.2f} s", spans)
+        cue_text = " ".join(line for line in subs.splitlines()
+                            if line and "-->" not in line and not line.isdigit() and line != "WEBVTT")
+        e = edits(words(as_json), words(cue_text)) / max(1, len(words(as_json)))
+        expect(e <= 0.3, f"{fmt} text", as_json, cue_text)
         if fmt == "vtt":
             expect(subs.startswith("WEBVTT"), "vtt header", "WEBVTT", subs[:20])
         else:

@@ -4,9 +4,10 @@
 //! on multilingual models, `<|notimestamps|>`), with the model's suppressed tokens masked and
 //! blank or immediate-end starts refused, as Whisper decodes.
 //!
-//! Not yet: timestamp tokens (segments are the 30 s windows), the temperature fallback, the
-//! no-speech probability, and language detection (multilingual models assume the given
-//! language, else English).
+//! Segments come from Whisper's timestamp tokens, and a window that ends mid-segment is decoded
+//! again from that segment's start. Not yet: the temperature fallback, the no-speech
+//! probability, and language detection (multilingual models assume the given language, else
+//! English).
 
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 use super::ctranslate2::Ct2Model;
 use super::decode::Audio;
-use super::mel::{MelFrontEnd, WINDOW_SAMPLES};
+use super::mel::{MelFrontEnd, SAMPLE_RATE, WINDOW_SAMPLES};
 use super::whisper::{DecoderCache, Whisper, WhisperError};
 
 /// Most tokens decoded in one window (Whisper's `sample_len`: half the text context).
@@ -110,7 +111,7 @@ impl Transcriber {
     }
 
     /// The prompt of every window: the caller's text as previous context, then Whisper's
-    /// start tokens.
+    /// start tokens (without `<|notimestamps|>`: windows are decoded with timestamps).
     fn prompt(&self, language: &str, previous: Option<&str>) -> Result<Vec<u32>, TranscribeError> {
         let mut tokens = Vec::new();
         if let (Some(text), Some(prev)) = (previous.filter(|t| !t.trim().is_empty()), self.specials.previous) {
@@ -135,7 +136,6 @@ impl Transcriber {
         } else if language != "en" {
             return Err(TranscribeError::Language(language.to_owned()));
         }
-        tokens.push(self.specials.no_timestamps);
         Ok(tokens)
     }
 
@@ -146,45 +146,78 @@ impl Transcriber {
         language: Option<&str>,
         previous: Option<&str>,
     ) -> Result<Transcript, TranscribeError> {
-        self.transcribe_streaming(audio, language, previous, &mut |_| true)
+        self.transcribe_streaming(audio, language, previous, false, &mut |_| true)
     }
 
     /// Transcribes `audio`, handing `on_text` each piece of text as it is decoded: the pieces
     /// join to the transcript's `text`. `on_text` returning false stops the transcription (the
     /// listener went away); what was decoded so far is returned.
+    ///
+    /// With `timestamps`, Whisper's timestamp decoding: each window's text comes in segments
+    /// between timestamp tokens, which must come in pairs and never go back; the first may be
+    /// at most 1 s in. When the window ends inside a segment, the next window starts at that
+    /// segment's start, so no word is cut at a window's edge; a piece of text goes out when the
+    /// timestamp that ends its segment is decoded (or the window ends keeping it). Without,
+    /// `<|notimestamps|>`: each 30 s window is one segment and text goes out token by token.
+    /// (On the espeak-ng test speech tiny.en makes fewer word errors without timestamps: 11.5 %
+    /// against 17.9 %.)
     pub fn transcribe_streaming(
         &self,
         audio: &Audio,
         language: Option<&str>,
         previous: Option<&str>,
+        timestamps: bool,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Transcript, TranscribeError> {
-        let mut listening = true;
-        let mut said_anything = false;
         let language = language.unwrap_or("en").to_ascii_lowercase();
-        let prompt = self.prompt(&language, previous)?;
+        let mut prompt = self.prompt(&language, previous)?;
+        if !timestamps {
+            prompt.push(self.specials.no_timestamps);
+        }
         let room = self.whisper.dims.text_positions.saturating_sub(prompt.len()).min(MAX_WINDOW_TOKENS);
+        let ts_begin = self.specials.no_timestamps + 1;
+        let is_ts = |t: u32| t >= ts_begin;
+        let mut out = StreamedText { on_text, listening: true, text: String::new() };
         let mut segments = Vec::new();
-        for (w, window) in audio.samples.chunks(WINDOW_SAMPLES).enumerate() {
+        let mut seek = 0usize;
+        let total = audio.samples.len();
+        while seek < total && out.listening {
+            let window = &audio.samples[seek..(seek + WINDOW_SAMPLES).min(total)];
+            let window_start = seek as f64 / SAMPLE_RATE as f64;
             let mel = self.front.log_mel(window, WINDOW_SAMPLES);
             let encoded = self.whisper.encode(&mel)?;
             let context = self.whisper.audio_context(&encoded)?;
             let mut cache = DecoderCache::default();
             let mut feed = prompt.clone();
-            let mut decoded = Vec::new();
+            let mut tokens: Vec<u32> = Vec::new();
             let mut logprob_sum = 0.0f64;
-            // This window's text sent so far (leading blanks dropped, trailing ones held back, as
-            // the window's final text is trimmed).
-            let mut sent = String::new();
+            // Where the text not yet sent starts.
+            let mut unsent = 0usize;
+            // Without timestamps: the window's text sent so far.
+            let mut window_sent = String::new();
+            let mut ended = false;
             for step in 0..room {
-                if !listening {
+                if !out.listening {
                     break;
                 }
                 let mut logits = self.whisper.decode(&context, &mut cache, &feed)?;
-                for &id in self.suppress.iter().chain(if step == 0 { &self.suppress_at_start[..] } else { &[] }) {
-                    if let Some(l) = logits.get_mut(id as usize) {
-                        *l = f32::NEG_INFINITY;
+                let masked = |logits: &mut Vec<f32>, ids: &mut dyn Iterator<Item = u32>| {
+                    for id in ids {
+                        if let Some(l) = logits.get_mut(id as usize) {
+                            *l = f32::NEG_INFINITY;
+                        }
                     }
+                };
+                masked(&mut logits, &mut self.suppress.iter().copied());
+                if step == 0 {
+                    masked(&mut logits, &mut self.suppress_at_start.iter().copied());
+                }
+                if timestamps {
+                    masked(&mut logits, &mut std::iter::once(self.specials.no_timestamps));
+                    timestamp_rules(&mut logits, &tokens, ts_begin, self.specials.end);
+                } else {
+                    let vocab = logits.len() as u32;
+                    masked(&mut logits, &mut (ts_begin..vocab));
                 }
                 let (next, best) = logits
                     .iter()
@@ -195,40 +228,213 @@ impl Transcriber {
                 let norm = logits.iter().map(|&l| ((l - best) as f64).exp()).sum::<f64>().ln();
                 logprob_sum -= norm;
                 if next == self.specials.end {
+                    ended = true;
                     break;
                 }
-                decoded.push(next);
+                // A timestamp after text ends a segment: its text goes out.
+                if is_ts(next) && tokens.last().is_some_and(|&t| !is_ts(t)) {
+                    out.send(&self.text_of(&tokens[unsent..]));
+                    unsent = tokens.len() + 1;
+                }
+                tokens.push(next);
                 feed = vec![next];
-                let text = self.tokenizer.decode(&decoded, true).unwrap_or_default();
-                let text = text.trim();
-                // A character split across tokens waits for its last byte.
-                if !text.ends_with('\u{FFFD}') && text.len() > sent.len() && text.starts_with(sent.as_str()) {
-                    let mut piece = String::new();
-                    if sent.is_empty() && said_anything {
-                        piece.push(' ');
-                    }
-                    piece.push_str(&text[sent.len()..]);
-                    sent = text.to_owned();
-                    said_anything = true;
-                    listening = on_text(&piece);
+                if !timestamps {
+                    out.grow(&mut window_sent, &self.text_of(&tokens));
                 }
             }
-            let text = self.tokenizer.decode(&decoded, true).unwrap_or_default().trim().to_owned();
-            // Whatever the pieces missed (a decode that rewrote earlier text) goes out last.
-            if listening && text.len() > sent.len() && text.starts_with(sent.as_str()) {
-                let lead = if sent.is_empty() && said_anything { " " } else { "" };
-                listening = on_text(&format!("{lead}{}", &text[sent.len()..]));
-                said_anything = true;
+            if !timestamps {
+                out.grow(&mut window_sent, &self.text_of(&tokens));
+                unsent = tokens.len();
             }
-            let start = (w * WINDOW_SAMPLES) as f64 / super::mel::SAMPLE_RATE as f64;
-            let end = (start + window.len() as f64 / super::mel::SAMPLE_RATE as f64).min(audio.seconds());
-            let avg_logprob = logprob_sum / (decoded.len() + 1) as f64;
-            segments.push(Segment { start, end, text, tokens: decoded, avg_logprob });
-            if !listening {
-                break;
+            // Whisper's segmentation of the window.
+            let at = |t: u32| window_start + (t - ts_begin) as f64 * TIME_PER_TIMESTAMP;
+            let window_end = window_start + window.len() as f64 / SAMPLE_RATE as f64;
+            let n = tokens.len();
+            let single_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
+            let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i])).collect();
+            let avg_logprob = logprob_sum / (n + 1) as f64;
+            let before = segments.len();
+            let advance;
+            if consecutive.is_empty() {
+                // One segment: the window, or up to its last timestamp.
+                let end = tokens
+                    .iter()
+                    .rev()
+                    .find(|&&t| is_ts(t) && t != ts_begin)
+                    .map_or(window_end, |&t| at(t).min(window_end));
+                let text = self.text_of(&tokens);
+                segments.push(Segment { start: window_start, end, text, tokens: tokens.clone(), avg_logprob });
+                out.send(&self.text_of(&tokens[unsent.min(n)..]));
+                advance = window.len();
+            } else {
+                let mut cuts = consecutive.clone();
+                // A window that ends mid-segment (no end of text, no closing timestamp) is
+                // decoded again from that segment's start; one that ran out of tokens keeps all.
+                let keeps_all = single_ending || (!ended && n >= room);
+                if keeps_all {
+                    cuts.push(n);
+                }
+                let mut last = 0;
+                for &cut in &cuts {
+                    let slice = &tokens[last..cut];
+                    let (start, end) = match (slice.first(), slice.iter().rev().find(|&&t| is_ts(t))) {
+                        (Some(&s), Some(&e)) if is_ts(s) => (at(s), at(e)),
+                        _ => (window_start, window_end),
+                    };
+                    segments.push(Segment {
+                        start,
+                        end: end.min(window_end),
+                        text: self.text_of(slice),
+                        tokens: slice.to_vec(),
+                        avg_logprob,
+                    });
+                    last = cut;
+                }
+                if keeps_all {
+                    out.send(&self.text_of(&tokens[unsent.min(n)..]));
+                    advance = window.len();
+                } else {
+                    // The last complete segment's end timestamp.
+                    let end_ts = tokens[last - 1];
+                    advance = ((end_ts - ts_begin) as usize * SAMPLES_PER_TIMESTAMP).min(window.len());
+                }
             }
+            let window_segments = segments.split_off(before);
+            segments.extend(window_segments.into_iter().filter(|s| !s.text.is_empty()));
+            // Never stand still: a window that produced nothing to keep is passed.
+            seek += if advance == 0 { window.len() } else { advance };
         }
-        let text = segments.iter().map(|s| s.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
-        Ok(Transcript { text, language, duration: audio.seconds(), segments })
+        Ok(Transcript { text: out.text, language, duration: audio.seconds(), segments })
+    }
+
+    /// The text of `tokens`' text tokens (timestamps and special tokens, all numbered from
+    /// `<|endoftext|>` up, left out), trimmed.
+    fn text_of(&self, tokens: &[u32]) -> String {
+        let text: Vec<u32> = tokens.iter().copied().filter(|&t| t < self.specials.end).collect();
+        self.tokenizer.decode(&text, true).unwrap_or_default().trim().to_owned()
+    }
+}
+
+/// Seconds one timestamp token stands for.
+const TIME_PER_TIMESTAMP: f64 = 0.02;
+/// Samples one timestamp token stands for.
+const SAMPLES_PER_TIMESTAMP: usize = 320;
+/// The first timestamp may be at most this many steps in (1 s, Whisper's `max_initial_timestamp`).
+const MAX_INITIAL_TIMESTAMP: u32 = 50;
+
+/// The text sent to the listener so far.
+struct StreamedText<'a> {
+    on_text: &'a mut dyn FnMut(&str) -> bool,
+    listening: bool,
+    text: String,
+}
+
+impl StreamedText<'_> {
+    /// Sends what `window` (the text of a window so far) adds to `sent` (what went out of it),
+    /// once it is whole characters and extends what went out.
+    fn grow(&mut self, sent: &mut String, window: &str) {
+        if window.ends_with('\u{FFFD}') || window.len() <= sent.len() || !window.starts_with(sent.as_str()) {
+            return;
+        }
+        let piece = &window[sent.len()..];
+        let piece = if sent.is_empty() && !self.text.is_empty() { format!(" {piece}") } else { piece.to_owned() };
+        *sent = window.to_owned();
+        if !self.listening {
+            return;
+        }
+        self.text.push_str(&piece);
+        self.listening = (self.on_text)(&piece);
+    }
+
+    /// Sends one segment's text (a space before it when something came earlier).
+    fn send(&mut self, piece: &str) {
+        if piece.is_empty() || !self.listening {
+            return;
+        }
+        let piece = if self.text.is_empty() { piece.to_owned() } else { format!(" {piece}") };
+        self.text.push_str(&piece);
+        self.listening = (self.on_text)(&piece);
+    }
+}
+
+/// Whisper's rules for timestamp tokens (`ApplyTimestampRules`), applied to the next token's
+/// logits given the window's tokens so far.
+fn timestamp_rules(logits: &mut [f32], tokens: &[u32], ts_begin: u32, end: u32) {
+    let ts = ts_begin as usize;
+    let is_ts = |t: u32| t >= ts_begin;
+    let last_ts = tokens.last().is_some_and(|&t| is_ts(t));
+    let penultimate_ts = tokens.len() < 2 || is_ts(tokens[tokens.len() - 2]);
+    let forbid = |logits: &mut [f32], range: std::ops::Range<usize>| {
+        let range = range.start.min(logits.len())..range.end.min(logits.len());
+        logits[range].iter_mut().for_each(|l| *l = f32::NEG_INFINITY);
+    };
+    if last_ts {
+        if penultimate_ts {
+            // A pair just closed: text (or the end) comes next.
+            forbid(logits, ts..logits.len());
+        } else {
+            // A segment's end: its closing timestamp (or the end) comes next.
+            forbid(logits, 0..end as usize);
+        }
+    }
+    // Timestamps never go back.
+    if let Some(&latest) = tokens.iter().rev().find(|&&t| is_ts(t)) {
+        let floor = if last_ts && !penultimate_ts { latest } else { latest + 1 };
+        forbid(logits, ts..floor as usize);
+    }
+    if tokens.is_empty() {
+        // The window starts with a timestamp, at most 1 s in.
+        forbid(logits, 0..ts);
+        forbid(logits, ts + MAX_INITIAL_TIMESTAMP as usize + 1..logits.len());
+    }
+    // When timestamps together are likelier than any text token, a timestamp comes next.
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max.is_finite() && logits.len() > ts {
+        let log_sum = |xs: &[f32]| {
+            let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if m.is_finite() {
+                m as f64 + xs.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln()
+            } else {
+                f64::NEG_INFINITY
+            }
+        };
+        let timestamps = log_sum(&logits[ts..]);
+        let best_text = logits[..ts].iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        if timestamps > best_text {
+            forbid(logits, 0..ts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TS: u32 = 100;
+    const END: u32 = 90;
+
+    fn allowed(tokens: &[u32]) -> Vec<usize> {
+        let mut logits = vec![0.0f32; 200];
+        // Text likelier than timestamps, so the last rule stays out of the way.
+        logits[..TS as usize].iter_mut().for_each(|l| *l = 5.0);
+        timestamp_rules(&mut logits, tokens, TS, END);
+        (0..200).filter(|&i| logits[i].is_finite()).collect()
+    }
+
+    #[test]
+    fn timestamps_come_in_pairs_and_never_go_back() {
+        // The start: a timestamp within the first second.
+        assert_eq!(allowed(&[]), (100..=150).collect::<Vec<_>>());
+        // After a start timestamp and text: text, or a timestamp at or after the start.
+        // (A segment cannot end where it starts.)
+        let after_text = allowed(&[110, 5]);
+        assert!(after_text.contains(&5) && after_text.contains(&111) && !after_text.contains(&110));
+        // After a segment's end timestamp: its pair (not earlier), or the end of text.
+        let after_end = allowed(&[110, 5, 120]);
+        assert!(after_end.contains(&120) && after_end.contains(&(END as usize)) && !after_end.contains(&5));
+        assert!(!after_end.contains(&119));
+        // After a pair: text only.
+        let after_pair = allowed(&[110, 5, 120, 120]);
+        assert!(after_pair.contains(&5) && !after_pair.iter().any(|&t| t >= 100));
     }
 }

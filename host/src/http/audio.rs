@@ -250,7 +250,7 @@ pub async fn transcriptions(
         tokio::task::spawn_blocking(move || {
             let mut on_text =
                 |piece: &str| tx.send(sse::json_event(&TranscriptEvent::Delta { delta: piece.to_owned() })).is_ok();
-            let last = match service.transcribe(&audio, language.as_deref(), prompt.as_deref(), &mut on_text) {
+            let last = match service.transcribe(&audio, language.as_deref(), prompt.as_deref(), false, &mut on_text) {
                 Ok((_, t)) => sse::json_event(&TranscriptEvent::Done { text: t.text }),
                 Err(e) => sse::error_event(&transcription_error(e)),
             };
@@ -261,7 +261,14 @@ pub async fn transcriptions(
     }
     let transcript = blocking::off_runtime("transcribing", move || {
         let (_, transcript) = service
-            .transcribe(&audio, language.as_deref(), prompt.as_deref(), &mut |_| true)
+            // Subtitles want Whisper's timed segments; plain text reads better without them.
+            .transcribe(
+                &audio,
+                language.as_deref(),
+                prompt.as_deref(),
+                matches!(format, Format::Srt | Format::Vtt),
+                &mut |_| true,
+            )
             .map_err(transcription_error)?;
         Ok(transcript)
     })
