@@ -198,3 +198,25 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
     let text = timed.text.to_lowercase();
     assert!(heard.iter().filter(|w| text.contains(*w)).count() >= 5, "{text}");
 }
+
+/// Five seconds of faint noise: the window's no-speech probability is high and its tokens
+/// unlikely, so it is silence, with no text (where tiny.en alone would say "You").
+#[test]
+fn faint_noise_is_silence() {
+    use rand::{Rng, SeedableRng};
+    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
+    let transcriber = Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let samples = (0..5 * 16_000).map(|_| (0..4).map(|_| rng.random_range(-0.008f32..0.008)).sum::<f32>()).collect();
+    let audio = hearth::audio::decode::Audio { samples };
+    for timestamps in [false, true] {
+        let mut pieces = 0;
+        let t = transcriber
+            .transcribe_streaming(&audio, None, None, timestamps, &mut |_| {
+                pieces += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!((t.text.as_str(), t.segments.len(), pieces), ("", 0, 0), "timestamps: {timestamps}");
+    }
+}

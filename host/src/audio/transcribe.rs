@@ -5,8 +5,9 @@
 //! blank or immediate-end starts refused, as Whisper decodes.
 //!
 //! Segments come from Whisper's timestamp tokens, and a window that ends mid-segment is decoded
-//! again from that segment's start. Not yet: the temperature fallback, the no-speech
-//! probability, and language detection (multilingual models assume the given language, else
+//! again from that segment's start; a window Whisper would call silence (its no-speech
+//! probability and average log-probability) gives no text. Not yet: the temperature fallback
+//! and language detection (multilingual models assume the given language, else
 //! English).
 
 use std::path::Path;
@@ -59,6 +60,8 @@ struct Specials {
     previous: Option<u32>,
     no_timestamps: u32,
     transcribe: Option<u32>,
+    /// `<|nospeech|>` (`<|nocaptions|>` in older vocabularies).
+    no_speech: Option<u32>,
 }
 
 pub struct Transcriber {
@@ -99,6 +102,7 @@ impl Transcriber {
             previous: token("<|startofprev|>"),
             no_timestamps: need("<|notimestamps|>")?,
             transcribe: token("<|transcribe|>"),
+            no_speech: token("<|nospeech|>").or_else(|| token("<|nocaptions|>")),
         };
         // English-only checkpoints have one token fewer than multilingual ones (51,864).
         let multilingual = whisper.dims.vocab >= 51_865;
@@ -188,7 +192,15 @@ impl Transcriber {
             let encoded = self.whisper.encode(&mel)?;
             let context = self.whisper.audio_context(&encoded)?;
             let mut cache = DecoderCache::default();
-            let mut feed = prompt.clone();
+            // The no-speech probability is read where <|startoftranscript|> is fed.
+            let sot = prompt.iter().position(|&t| t == self.specials.start).unwrap_or(0);
+            let at_sot = self.whisper.decode(&context, &mut cache, &prompt[..=sot])?;
+            let no_speech = self.specials.no_speech.map_or(0.0, |id| probability(&at_sot, id as usize));
+            // Likely silence: the window's text waits for its average log-probability, and is
+            // dropped as Whisper drops it (`no_speech_threshold` 0.6, `logprob_threshold` -1).
+            let holding = no_speech > NO_SPEECH_THRESHOLD;
+            let mut first_logits = (sot + 1 == prompt.len()).then_some(at_sot);
+            let mut feed = prompt[sot + 1..].to_vec();
             let mut tokens: Vec<u32> = Vec::new();
             let mut logprob_sum = 0.0f64;
             // Where the text not yet sent starts.
@@ -200,7 +212,10 @@ impl Transcriber {
                 if !out.listening {
                     break;
                 }
-                let mut logits = self.whisper.decode(&context, &mut cache, &feed)?;
+                let mut logits = match first_logits.take() {
+                    Some(l) => l,
+                    None => self.whisper.decode(&context, &mut cache, &feed)?,
+                };
                 let masked = |logits: &mut Vec<f32>, ids: &mut dyn Iterator<Item = u32>| {
                     for id in ids {
                         if let Some(l) = logits.get_mut(id as usize) {
@@ -232,15 +247,21 @@ impl Transcriber {
                     break;
                 }
                 // A timestamp after text ends a segment: its text goes out.
-                if is_ts(next) && tokens.last().is_some_and(|&t| !is_ts(t)) {
+                if !holding && is_ts(next) && tokens.last().is_some_and(|&t| !is_ts(t)) {
                     out.send(&self.text_of(&tokens[unsent..]));
                     unsent = tokens.len() + 1;
                 }
                 tokens.push(next);
                 feed = vec![next];
-                if !timestamps {
+                if !timestamps && !holding {
                     out.grow(&mut window_sent, &self.text_of(&tokens));
                 }
+            }
+            let avg_logprob = logprob_sum / (tokens.len() + 1) as f64;
+            tracing::debug!(window_start, no_speech, avg_logprob, tokens = tokens.len(), "whisper window");
+            if holding && avg_logprob < LOGPROB_THRESHOLD {
+                seek += window.len();
+                continue;
             }
             if !timestamps {
                 out.grow(&mut window_sent, &self.text_of(&tokens));
@@ -252,7 +273,6 @@ impl Transcriber {
             let n = tokens.len();
             let single_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
             let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i])).collect();
-            let avg_logprob = logprob_sum / (n + 1) as f64;
             let before = segments.len();
             let advance;
             if consecutive.is_empty() {
@@ -264,7 +284,9 @@ impl Transcriber {
                     .map_or(window_end, |&t| at(t).min(window_end));
                 let text = self.text_of(&tokens);
                 segments.push(Segment { start: window_start, end, text, tokens: tokens.clone(), avg_logprob });
-                out.send(&self.text_of(&tokens[unsent.min(n)..]));
+                if !holding {
+                    out.send(&self.text_of(&tokens[unsent.min(n)..]));
+                }
                 advance = window.len();
             } else {
                 let mut cuts = consecutive.clone();
@@ -291,7 +313,9 @@ impl Transcriber {
                     last = cut;
                 }
                 if keeps_all {
-                    out.send(&self.text_of(&tokens[unsent.min(n)..]));
+                    if !holding {
+                        out.send(&self.text_of(&tokens[unsent.min(n)..]));
+                    }
                     advance = window.len();
                 } else {
                     // The last complete segment's end timestamp.
@@ -301,6 +325,12 @@ impl Transcriber {
             }
             let window_segments = segments.split_off(before);
             segments.extend(window_segments.into_iter().filter(|s| !s.text.is_empty()));
+            // Held text that turned out to be speech goes out now, segment by segment.
+            if holding && timestamps {
+                for segment in &segments[before.min(segments.len())..] {
+                    out.send(&segment.text);
+                }
+            }
             // Never stand still: a window that produced nothing to keep is passed.
             seek += if advance == 0 { window.len() } else { advance };
         }
@@ -313,6 +343,18 @@ impl Transcriber {
         let text: Vec<u32> = tokens.iter().copied().filter(|&t| t < self.specials.end).collect();
         self.tokenizer.decode(&text, true).unwrap_or_default().trim().to_owned()
     }
+}
+
+/// Whisper's `no_speech_threshold` and `logprob_threshold`: a window whose no-speech
+/// probability is above the first and whose tokens average below the second is silence.
+const NO_SPEECH_THRESHOLD: f64 = 0.6;
+const LOGPROB_THRESHOLD: f64 = -1.0;
+
+/// The softmax probability of `id` in `logits`.
+fn probability(logits: &[f32], id: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    logits.get(id).map_or(0.0, |&l| ((l - max) as f64).exp() / total)
 }
 
 /// Seconds one timestamp token stands for.
