@@ -1,5 +1,5 @@
 //! The Whisper model behind `/v1/audio/transcriptions`: `whisper_model` (or the first Whisper
-//! folder in the model dir), loaded on first use onto the CPU and kept. One transcription runs
+//! folder in the model dir), loaded on first use onto the server's `--device` and kept. One transcription runs
 //! at a time (each already uses every compute thread). Blocking: call from `spawn_blocking`.
 
 use std::path::PathBuf;
@@ -10,7 +10,6 @@ use hearth_settings::Settings;
 use crate::audio::decode::Audio;
 use crate::audio::is_speech_folder;
 use crate::audio::transcribe::{TranscribeError, Transcriber, Transcript};
-use crate::model::device::ComputeDevice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptionError {
@@ -26,6 +25,7 @@ pub enum TranscriptionError {
 pub struct TranscriptionService {
     requested: Option<String>,
     model_dir: PathBuf,
+    device: hearth_settings::DeviceChoice,
     loaded: Mutex<Option<(String, Arc<Transcriber>)>>,
     /// Held while a transcription runs.
     running: Mutex<()>,
@@ -36,6 +36,7 @@ impl TranscriptionService {
         Self {
             requested: settings.whisper_model.clone(),
             model_dir: settings.model_dir.clone(),
+            device: settings.device,
             loaded: Mutex::new(None),
             running: Mutex::new(()),
         }
@@ -78,8 +79,9 @@ impl TranscriptionService {
             return Ok((name.clone(), t.clone()));
         }
         let (name, path) = self.folder()?;
-        tracing::info!(model = %name, "loading the Whisper model");
-        let device = ComputeDevice::flex();
+        let device = crate::model::device::select(self.device)
+            .map_err(|e| TranscriptionError::Load { name: name.clone(), reason: e.to_string() })?;
+        tracing::info!(model = %name, device = %device.description, "loading the Whisper model");
         let t = Transcriber::load(&path, &device.device)
             .map_err(|e| TranscriptionError::Load { name: name.clone(), reason: e.to_string() })?;
         let t = Arc::new(t);
