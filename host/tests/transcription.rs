@@ -93,8 +93,9 @@ fn openai_python_transcriptions() {
     common::run_python("openai_transcriptions.py", common::Server::shared());
 }
 
-/// A multipart body with the audio in `file` and `model` set (ureq has no multipart builder).
-fn multipart(audio: &[u8]) -> (String, Vec<u8>) {
+/// POSTs `audio` as a multipart upload (`file`, `model`; ureq has no multipart builder):
+/// the status and the JSON body.
+fn post_audio(server: &common::Server, audio: &[u8]) -> (u16, serde_json::Value) {
     let boundary = "hearth-test-boundary-7d1f";
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -108,7 +109,13 @@ fn multipart(audio: &[u8]) -> (String, Vec<u8>) {
     );
     body.extend_from_slice(audio);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+    let mut resp = common::agent()
+        .post(&server.url("/v1/audio/transcriptions"))
+        .header("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
+        .send(&body[..])
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    (status, serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap())
 }
 
 #[test]
@@ -117,25 +124,10 @@ fn audio_past_the_cap_is_a_413_and_the_server_goes_on() {
     let server =
         common::Server::start(&["--model", model.to_str().unwrap(), "--device", "flex", "--max-audio-seconds", "2"]);
     let dir = tempfile::tempdir().unwrap();
-    let long = std::fs::read(spoken(SENTENCES[6], dir.path(), "long")).unwrap();
-    let (kind, body) = multipart(&long);
-    let mut resp = common::agent()
-        .post(&server.url("/v1/audio/transcriptions"))
-        .header("Content-Type", &kind)
-        .send(&body[..])
-        .expect("request sent");
-    assert_eq!(resp.status().as_u16(), 413);
-    let err: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!(err["error"]["param"], "file", "{err}");
-    let short = std::fs::read(spoken("Hello.", dir.path(), "short")).unwrap();
-    let (kind, body) = multipart(&short);
-    let mut resp = common::agent()
-        .post(&server.url("/v1/audio/transcriptions"))
-        .header("Content-Type", &kind)
-        .send(&body[..])
-        .expect("request sent");
-    assert_eq!(resp.status().as_u16(), 200);
-    let out: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let (status, err) = post_audio(&server, &std::fs::read(spoken(SENTENCES[6], dir.path(), "long")).unwrap());
+    assert_eq!((status, &err["error"]["param"]), (413, &serde_json::json!("file")), "{err}");
+    let (status, out) = post_audio(&server, &std::fs::read(spoken("Hello.", dir.path(), "short")).unwrap());
+    assert_eq!(status, 200);
     assert!(out["text"].as_str().unwrap().to_lowercase().contains("hello"), "{out}");
 }
 
