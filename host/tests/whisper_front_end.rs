@@ -132,3 +132,107 @@ fn whisper_tiny_en_matches_ctranslate2_on_flex() {
 fn whisper_tiny_en_matches_ctranslate2_on_wgpu() {
     whisper_matches_ctranslate2(hearth_settings::DeviceChoice::Wgpu);
 }
+
+/// Writes tiny.en as a Hugging Face folder (`model.safetensors` under transformers' names, the
+/// stacked projections split back into `q_proj`/`k_proj`/`v_proj`, no key bias; `config.json`,
+/// `generation_config.json`, `tokenizer.json`) and checks both layouts give the same model.
+#[test]
+fn a_hugging_face_folder_reads_as_the_same_whisper() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let ct2_dir = common::model_dir().join("whisper-tiny.en");
+    let ct2 = Ct2Model::open(&ct2_dir.join("model.bin")).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut put = |name: String, shape: Vec<usize>, data: Vec<f32>| tensors.push((name, shape, data));
+    for name in ct2.names() {
+        let Ok((shape, data)) = ct2.floats(name) else { continue };
+        if shape.is_empty() {
+            continue;
+        }
+        let (side, rest) = name.split_once('/').unwrap();
+        let root = format!("model.{side}");
+        let param = |leaf: &str| if leaf == "gamma" || leaf == "weight" { "weight" } else { "bias" };
+        let split = |parts: &[&str], prefix: &str, leaf: &str, put: &mut dyn FnMut(String, Vec<usize>, Vec<f32>)| {
+            let rows = shape[0] / parts.len();
+            let cols: usize = shape[1..].iter().product();
+            for (i, part) in parts.iter().enumerate() {
+                let chunk = data[i * rows * cols..(i + 1) * rows * cols].to_vec();
+                if leaf == "bias" && *part == "k_proj" {
+                    assert!(chunk.iter().all(|&v| v == 0.0), "Whisper's key has no bias");
+                    continue;
+                }
+                let mut s = vec![rows];
+                s.extend(&shape[1..]);
+                put(format!("{prefix}.{part}.{leaf}"), s, chunk);
+            }
+        };
+        match rest {
+            "position_encodings/encodings" => put(format!("{root}.embed_positions.weight"), shape, data),
+            "embeddings/weight" => put(format!("{root}.embed_tokens.weight"), shape, data),
+            "layer_norm/gamma" | "layer_norm/beta" => {
+                put(format!("{root}.layer_norm.{}", param(rest.rsplit('/').next().unwrap())), shape, data)
+            }
+            r if r.starts_with("conv") => put(format!("{root}.{}", r.replace('/', ".")), shape, data),
+            r => {
+                let (layer, part) = r.strip_prefix("layer_").unwrap().split_once('/').unwrap();
+                let (module, leaf) = part.rsplit_once('/').unwrap();
+                let (l, p) = (format!("{root}.layers.{layer}"), param(leaf));
+                match module {
+                    "self_attention/layer_norm" => put(format!("{l}.self_attn_layer_norm.{p}"), shape, data),
+                    "self_attention/linear_0" => {
+                        split(&["q_proj", "k_proj", "v_proj"], &format!("{l}.self_attn"), p, &mut put)
+                    }
+                    "self_attention/linear_1" => put(format!("{l}.self_attn.out_proj.{p}"), shape, data),
+                    "attention/layer_norm" => put(format!("{l}.encoder_attn_layer_norm.{p}"), shape, data),
+                    "attention/linear_0" => put(format!("{l}.encoder_attn.q_proj.{p}"), shape, data),
+                    "attention/linear_1" => split(&["k_proj", "v_proj"], &format!("{l}.encoder_attn"), p, &mut put),
+                    "attention/linear_2" => put(format!("{l}.encoder_attn.out_proj.{p}"), shape, data),
+                    "ffn/layer_norm" => put(format!("{l}.final_layer_norm.{p}"), shape, data),
+                    "ffn/linear_0" => put(format!("{l}.fc1.{p}"), shape, data),
+                    "ffn/linear_1" => put(format!("{l}.fc2.{p}"), shape, data),
+                    other => panic!("unmapped {other}"),
+                }
+            }
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(n, s, d)| (n, s, d.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, TensorView)> =
+        bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let ct2_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(ct2_dir.join("config.json")).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::json!({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"],
+            "encoder_attention_heads": 6, "decoder_attention_heads": 6, "d_model": 384, "num_mel_bins": 80})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        serde_json::json!({"suppress_tokens": ct2_config["suppress_ids"], "begin_suppress_tokens": ct2_config["suppress_ids_begin"]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::copy(ct2_dir.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    assert!(hearth::audio::is_speech_folder(dir.path()));
+
+    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
+    let from_ct2 = hearth::audio::whisper::Whisper::load_ct2(&ct2, &device.device).unwrap();
+    let hf = hearth::audio::hf_whisper::HfWhisper::open(dir.path()).unwrap();
+    let from_hf = hearth::audio::whisper::Whisper::load(&hf, &device.device).unwrap();
+    assert_eq!(from_hf.dims, from_ct2.dims);
+    let raw = std::fs::read(fixture("clip.f32")).unwrap();
+    let samples: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let mel = MelFrontEnd::new(80).log_mel(&samples, WINDOW_SAMPLES);
+    let logits = |w: &hearth::audio::whisper::Whisper| {
+        let audio = w.encode(&mel).unwrap();
+        w.next_logits(&w.audio_context(&audio).unwrap(), &[50257, 50362]).unwrap()
+    };
+    assert_eq!(logits(&from_hf), logits(&from_ct2), "the same numbers from either layout");
+    let t = hearth::audio::transcribe::Transcriber::load(dir.path(), &device.device).unwrap();
+    let audio = hearth::audio::decode::Audio { samples };
+    let reference = hearth::audio::transcribe::Transcriber::load(&ct2_dir, &device.device).unwrap();
+    assert_eq!(t.transcribe(&audio, None, None).unwrap(), reference.transcribe(&audio, None, None).unwrap());
+}

@@ -4,6 +4,7 @@
 
 pub mod ctranslate2;
 pub mod decode;
+pub mod hf_whisper;
 pub mod mel;
 pub mod transcribe;
 pub mod whisper;

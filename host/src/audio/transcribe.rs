@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::ctranslate2::Ct2Model;
 use super::decode::Audio;
+use super::hf_whisper::HfWhisper;
 use super::mel::{MelFrontEnd, SAMPLE_RATE, WINDOW_SAMPLES};
 use super::whisper::{DecoderCache, Whisper, WhisperError};
 
@@ -76,17 +77,31 @@ pub struct Transcriber {
 }
 
 impl Transcriber {
-    /// Loads `dir` (`model.bin`, `tokenizer.json`, `config.json`).
+    /// Loads `dir`: CTranslate2's layout (`model.bin`, `config.json` with `suppress_ids`) or
+    /// Hugging Face's (`*.safetensors`, `config.json`, `generation_config.json` with
+    /// `suppress_tokens`), with `tokenizer.json` in both.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, TranscribeError> {
         let folder = |reason: String| TranscribeError::Folder { path: dir.display().to_string(), reason };
-        let model = Ct2Model::open(&dir.join("model.bin")).map_err(|e| folder(e.to_string()))?;
-        let whisper = Whisper::load_ct2(&model, device)?;
+        let json = |name: &str| -> Value {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null)
+        };
+        let ct2 = dir.join("model.bin");
+        let (whisper, config, [suppress_key, begin_key]) = if ct2.is_file() {
+            let model = Ct2Model::open(&ct2).map_err(|e| folder(e.to_string()))?;
+            (Whisper::load_ct2(&model, device)?, json("config.json"), ["suppress_ids", "suppress_ids_begin"])
+        } else {
+            let model = HfWhisper::open(dir)?;
+            (
+                Whisper::load(&model, device)?,
+                json("generation_config.json"),
+                ["suppress_tokens", "begin_suppress_tokens"],
+            )
+        };
         let tokenizer =
             tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| folder(e.to_string()))?;
-        let config: Value = std::fs::read_to_string(dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
         let ids = |key: &str| -> Vec<u32> {
             config
                 .get(key)
@@ -107,11 +122,11 @@ impl Transcriber {
         // English-only checkpoints have one token fewer than multilingual ones (51,864).
         let multilingual = whisper.dims.vocab >= 51_865;
         let front = MelFrontEnd::new(whisper.dims.mel_bands);
-        let suppress_at_start = match ids("suppress_ids_begin") {
+        let suppress_at_start = match ids(begin_key) {
             v if v.is_empty() => vec![specials.end],
             v => v,
         };
-        Ok(Self { whisper, tokenizer, front, specials, suppress: ids("suppress_ids"), suppress_at_start, multilingual })
+        Ok(Self { whisper, tokenizer, front, specials, suppress: ids(suppress_key), suppress_at_start, multilingual })
     }
 
     /// The prompt of every window: the caller's text as previous context, then Whisper's

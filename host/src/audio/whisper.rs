@@ -1,5 +1,6 @@
 //! Whisper in burn, the same code on flex and wgpu, with weights read from CTranslate2's
-//! `model.bin`: the encoder (two GELU convolutions over the log-mel frames, the second halving
+//! `model.bin` or a Hugging Face folder ([`WhisperWeights`], named as CTranslate2 names them):
+//! the encoder (two GELU convolutions over the log-mel frames, the second halving
 //! them, sinusoidal positions, pre-norm blocks) and the decoder (token and learned position
 //! embeddings, pre-norm blocks of causal self-attention, cross-attention to the audio and a GELU
 //! feed-forward, the output projection tied to the embedding).
@@ -116,9 +117,34 @@ pub struct Whisper {
     device: Device,
 }
 
+/// Whisper's weights by CTranslate2's names (`encoder/layer_0/self_attention/linear_0/weight`:
+/// query, key and value stacked; `decoder/layer_0/attention/linear_1`: the cross-attention's key
+/// and value stacked), whatever layout they are stored in.
+pub trait WhisperWeights {
+    /// A float tensor and its shape.
+    fn floats(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), WhisperError>;
+    fn has(&self, name: &str) -> bool;
+    /// Attention heads, when the weights say.
+    fn heads(&self) -> Option<usize>;
+}
+
+impl WhisperWeights for Ct2Model {
+    fn floats(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), WhisperError> {
+        Ok(Ct2Model::floats(self, name)?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.variable(name).is_some()
+    }
+
+    fn heads(&self) -> Option<usize> {
+        self.int_scalar("encoder/num_heads").map(|h| h as usize)
+    }
+}
+
 /// Reads tensors by name, checking shapes.
 struct Reader<'a> {
-    model: &'a Ct2Model,
+    model: &'a dyn WhisperWeights,
     device: &'a Device,
     width: usize,
 }
@@ -130,9 +156,9 @@ impl Reader<'_> {
     }
 
     fn linear(&self, name: &str, out_in: [usize; 2]) -> Result<Linear, WhisperError> {
-        let bias = match self.model.variable(&format!("{name}/bias")) {
-            Some(_) => Some(self.host(&format!("{name}/bias"))?),
-            None => None,
+        let bias = match self.model.has(&format!("{name}/bias")) {
+            true => Some(self.host(&format!("{name}/bias"))?),
+            false => None,
         };
         Ok(Linear::from_host(name, self.host(&format!("{name}/weight"))?, bias, out_in, self.device)?)
     }
@@ -162,8 +188,8 @@ impl Reader<'_> {
 }
 
 /// Counts `prefix{i}/…` layers.
-fn count_layers(model: &Ct2Model, prefix: &str) -> usize {
-    (0..).take_while(|i| model.variable(&format!("{prefix}{i}/ffn/linear_0/weight")).is_some()).count()
+fn count_layers(model: &dyn WhisperWeights, prefix: &str) -> usize {
+    (0..).take_while(|i| model.has(&format!("{prefix}{i}/ffn/linear_0/weight"))).count()
 }
 
 impl Whisper {
@@ -172,11 +198,16 @@ impl Whisper {
         if model.spec != "WhisperSpec" {
             return Err(WhisperError::Shape(format!("a `{}` model, not Whisper", model.spec)));
         }
+        Self::load(model, device)
+    }
+
+    /// Loads Whisper from weights in any layout.
+    pub fn load(model: &dyn WhisperWeights, device: &Device) -> Result<Self, WhisperError> {
         let (conv1_shape, conv1_weight) = model.floats("encoder/conv1/weight")?;
         let [width, mel_bands, 3] = conv1_shape[..] else {
             return Err(WhisperError::Shape(format!("encoder/conv1/weight is {conv1_shape:?}, not [width, bands, 3]")));
         };
-        let heads = model.int_scalar("encoder/num_heads").unwrap_or(6) as usize;
+        let heads = model.heads().unwrap_or(6);
         if heads == 0 || !width.is_multiple_of(heads) {
             return Err(WhisperError::Shape(format!("{heads} heads for width {width}")));
         }
