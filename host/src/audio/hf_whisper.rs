@@ -97,18 +97,22 @@ impl WhisperWeights for HfWhisper {
             Source::Stacked(parts) => {
                 let present: Vec<_> =
                     parts.iter().flatten().map(|n| self.weights.read_named(n)).collect::<Result<_, _>>()?;
-                let rows_each = present.first().map(|t| t.shape[0]).ok_or_else(missing)?;
-                let cols: usize = present[0].shape[1..].iter().product();
-                let mut data = Vec::with_capacity(parts.len() * rows_each * cols);
+                // Every part has the first one's shape; the stack has their rows one after another.
+                let part_shape = present.first().map(|t| t.shape.clone()).ok_or_else(missing)?;
+                if present.iter().any(|t| t.shape != part_shape) {
+                    return Err(WhisperError::Shape(format!("the projections stacked as `{name}` differ in shape")));
+                }
+                let size: usize = part_shape.iter().product();
+                let mut data = Vec::with_capacity(parts.len() * size);
                 let mut present = present.into_iter();
                 for part in &parts {
                     match part {
                         Some(_) => data.extend(present.next().ok_or_else(missing)?.data),
-                        None => data.extend(std::iter::repeat_n(0.0, rows_each * cols)),
+                        None => data.extend(std::iter::repeat_n(0.0, size)),
                     }
                 }
-                let mut shape = vec![parts.len() * rows_each];
-                shape.extend(std::iter::repeat_n(cols, usize::from(cols > 1 || name.ends_with("weight"))));
+                let mut shape = part_shape;
+                shape[0] *= parts.len();
                 Ok((shape, data))
             }
         }
