@@ -58,11 +58,32 @@ pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
     row[h.len()] as f64 / r.len().max(1) as f64
 }
 
+/// Whisper tiny.en (`scripts/fetch-models`) on flex.
+fn tiny_en() -> Transcriber {
+    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
+    Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device).unwrap()
+}
+
+/// A transcript and the pieces streamed on the way to it.
+fn streamed(
+    transcriber: &Transcriber,
+    audio: &hearth::audio::decode::Audio,
+    timestamps: bool,
+) -> (hearth::audio::transcribe::Transcript, Vec<String>) {
+    let mut pieces = Vec::new();
+    let transcript = transcriber
+        .transcribe_streaming(audio, None, None, timestamps, &mut |p| {
+            pieces.push(p.to_owned());
+            true
+        })
+        .unwrap();
+    (transcript, pieces)
+}
+
 #[test]
 fn espeak_sentences_transcribe_back() {
     let dir = tempfile::tempdir().unwrap();
-    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
-    let transcriber = Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device).unwrap();
+    let transcriber = tiny_en();
     let (mut errors, mut words) = (0.0, 0.0);
     for (i, sentence) in SENTENCES.iter().enumerate() {
         let bytes = std::fs::read(spoken(sentence, dir.path(), &format!("s{i}"))).unwrap();
@@ -136,8 +157,7 @@ fn audio_past_the_cap_is_a_413_and_the_server_goes_on() {
 #[test]
 fn long_speech_runs_window_by_window_and_streams_the_same_text() {
     let dir = tempfile::tempdir().unwrap();
-    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
-    let transcriber = Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device).unwrap();
+    let transcriber = tiny_en();
     let mut samples = Vec::new();
     for (i, sentence) in SENTENCES.iter().enumerate() {
         let bytes = std::fs::read(spoken(sentence, dir.path(), &format!("l{i}"))).unwrap();
@@ -146,13 +166,7 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
     }
     let audio = hearth::audio::decode::Audio { samples };
     assert!((30.0..60.0).contains(&audio.seconds()), "{} s", audio.seconds());
-    let mut pieces = Vec::new();
-    let transcript = transcriber
-        .transcribe_streaming(&audio, None, None, false, &mut |p| {
-            pieces.push(p.to_owned());
-            true
-        })
-        .unwrap();
+    let (transcript, pieces) = streamed(&transcriber, &audio, false);
     assert_eq!(transcript.segments.len(), 2);
     assert_eq!((transcript.segments[0].start, transcript.segments[0].end), (0.0, 30.0));
     assert_eq!(transcript.segments[1].start, 30.0);
@@ -173,13 +187,7 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
 
     // With Whisper's timestamps: timed segments in order, windows starting where the last
     // complete segment ended, the same words.
-    let mut pieces = Vec::new();
-    let timed = transcriber
-        .transcribe_streaming(&audio, None, None, true, &mut |p| {
-            pieces.push(p.to_owned());
-            true
-        })
-        .unwrap();
+    let (timed, pieces) = streamed(&transcriber, &audio, true);
     assert_eq!(pieces.concat(), timed.text);
     assert!(timed.segments.len() >= 4, "{:?}", timed.segments);
     for pair in timed.segments.windows(2) {
@@ -196,19 +204,12 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
 #[test]
 fn faint_noise_is_silence() {
     use rand::{Rng, SeedableRng};
-    let device = hearth::model::device::select(hearth_settings::DeviceChoice::Flex).unwrap();
-    let transcriber = Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device).unwrap();
+    let transcriber = tiny_en();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let samples = (0..5 * 16_000).map(|_| (0..4).map(|_| rng.random_range(-0.008f32..0.008)).sum::<f32>()).collect();
     let audio = hearth::audio::decode::Audio { samples };
     for timestamps in [false, true] {
-        let mut pieces = 0;
-        let t = transcriber
-            .transcribe_streaming(&audio, None, None, timestamps, &mut |_| {
-                pieces += 1;
-                true
-            })
-            .unwrap();
-        assert_eq!((t.text.as_str(), t.segments.len(), pieces), ("", 0, 0), "timestamps: {timestamps}");
+        let (t, pieces) = streamed(&transcriber, &audio, timestamps);
+        assert_eq!((t.text.as_str(), t.segments.len(), pieces.len()), ("", 0, 0), "timestamps: {timestamps}");
     }
 }
