@@ -1,12 +1,18 @@
-//! Speech: the pieces `/v1/audio/*` is built from. So far the readers and front end Whisper
-//! needs — CTranslate2's `model.bin` ([`ctranslate2`]) and Whisper's log-mel spectrogram
-//! ([`mel`]) — and telling a speech model's folder from a chat model's.
+//! Speech: the pieces `/v1/audio/*` is built from — Whisper for transcription (CTranslate2's
+//! `model.bin` or a Hugging Face folder, the log-mel front end, decoding) and Piper's VITS for
+//! speech (the `.onnx` weights, espeak-ng phonemes, the model) — and telling a speech model's
+//! folder from a chat model's.
 
 pub mod ctranslate2;
 pub mod decode;
+pub mod espeak;
 pub mod hf_whisper;
 pub mod mel;
+pub mod onnx;
+pub mod piper_voice;
+pub mod spline;
 pub mod transcribe;
+pub mod vits;
 pub mod whisper;
 
 use std::path::Path;
