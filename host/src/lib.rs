@@ -19,6 +19,7 @@ pub mod prompt;
 pub mod sampling;
 pub mod server;
 pub mod serving;
+pub mod speech_service;
 pub mod store;
 pub mod telemetry;
 pub mod threads;

@@ -106,6 +106,10 @@ struct ServeCli {
     /// Longest audio a transcription takes (default 3600 s).
     #[arg(long, value_name = "SECONDS")]
     max_audio_seconds: Option<u64>,
+    /// The Piper voice for /v1/audio/speech: a voice name in the model dir (the .onnx file's
+    /// stem) or a path to its .onnx (default: the first voice there).
+    #[arg(long, value_name = "NAME")]
+    piper_voice: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -215,6 +219,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         responses_retention_days: cli.responses_retention_days,
         whisper_model: cli.whisper_model,
         max_audio_seconds: cli.max_audio_seconds,
+        piper_voice: cli.piper_voice,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

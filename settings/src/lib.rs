@@ -156,6 +156,10 @@ pub struct Settings {
     pub max_audio_seconds: u64,
     /// Largest audio upload, in bytes (413 above it; OpenAI's limit is 25 MB).
     pub max_audio_bytes: usize,
+    /// The Piper voice of `/v1/audio/speech` (`--piper-voice`): a voice's name (the `.onnx`
+    /// file's stem, in `model_dir` or a folder there) or a path to its `.onnx`. `None`: the first
+    /// voice in `model_dir`. OpenAI's voice names (`alloy`, …) speak with it. Loaded on first use.
+    pub piper_voice: Option<String>,
 }
 
 /// A plugin `path` that starts with this names a first-party component built into the binary
@@ -280,6 +284,7 @@ impl Default for Settings {
             whisper_model: None,
             max_audio_seconds: 3600,
             max_audio_bytes: 25 << 20,
+            piper_voice: None,
         }
     }
 }
@@ -356,6 +361,9 @@ pub struct CliSettings {
     /// `--max-audio-seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_audio_seconds: Option<u64>,
+    /// `--piper-voice`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piper_voice: Option<String>,
 }
 
 /// Settings that cannot be loaded.

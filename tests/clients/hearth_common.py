@@ -274,6 +274,10 @@ def check_exchange(ex: Exchange) -> Any:
         return chunks
     if ex.path == "/v1/audio/transcriptions" and not ex.content_type.startswith("application/json"):
         return bytes(ex.body).decode("utf-8")
+    if ex.path == "/v1/audio/speech":
+        # Audio bytes, checked by the script; the type must say which audio.
+        expect(ex.content_type.startswith("audio/"), f"{ex.describe()} Content-Type", "audio/…", ex.content_type)
+        return bytes(ex.body)
     obj = _json(ex, bytes(ex.body))
     expect("application/json" in ex.content_type, f"{ex.describe()} Content-Type",
            "application/json", ex.content_type)

@@ -80,6 +80,8 @@ pub fn decode(bytes: &[u8], extension: Option<&str>, max_seconds: u64) -> Result
             Ok(d) => d,
             // A damaged packet is skipped, as players do.
             Err(SymphoniaError::DecodeError(_)) => continue,
+            // A last packet cut short ends the audio, as players end it.
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(unreadable(e)),
         };
         let spec = *decoded.spec();
@@ -95,15 +97,17 @@ pub fn decode(bytes: &[u8], extension: Option<&str>, max_seconds: u64) -> Result
     if mono.is_empty() || rate == 0 {
         return Err(DecodeError::Silent);
     }
-    Ok(Audio { samples: resample(mono, rate)? })
+    let samples = resample(mono, rate, SAMPLE_RATE)
+        .map_err(|e| DecodeError::Unreadable(format!("resampling from {rate} Hz: {e}")))?;
+    Ok(Audio { samples })
 }
 
-/// `samples` at `rate` → 16 kHz.
-fn resample(samples: Vec<f32>, rate: usize) -> Result<Vec<f32>, DecodeError> {
-    if rate == SAMPLE_RATE {
+/// `samples` at `rate` → `target` Hz (rubato's windowed-sinc resampler), the timing kept.
+pub fn resample(samples: Vec<f32>, rate: usize, target: usize) -> Result<Vec<f32>, String> {
+    if rate == target {
         return Ok(samples);
     }
-    let ratio = SAMPLE_RATE as f64 / rate as f64;
+    let ratio = target as f64 / rate as f64;
     let params = SincInterpolationParameters {
         sinc_len: 256,
         f_cutoff: 0.95,
@@ -111,9 +115,8 @@ fn resample(samples: Vec<f32>, rate: usize) -> Result<Vec<f32>, DecodeError> {
         oversampling_factor: 256,
         window: WindowFunction::BlackmanHarris2,
     };
-    let failed = |e: String| DecodeError::Unreadable(format!("resampling from {rate} Hz: {e}"));
     let chunk = 1024;
-    let mut resampler = SincFixedIn::<f32>::new(ratio, 1.0, params, chunk, 1).map_err(|e| failed(e.to_string()))?;
+    let mut resampler = SincFixedIn::<f32>::new(ratio, 1.0, params, chunk, 1).map_err(|e| e.to_string())?;
     let delay = resampler.output_delay();
     let expected = (samples.len() as f64 * ratio).round() as usize;
     let mut out = Vec::with_capacity(expected + delay + chunk);
@@ -124,11 +127,11 @@ fn resample(samples: Vec<f32>, rate: usize) -> Result<Vec<f32>, DecodeError> {
         } else {
             resampler.process_partial(Some(&[block]), None)
         };
-        out.extend_from_slice(&produced.map_err(|e| failed(e.to_string()))?[0]);
+        out.extend_from_slice(&produced.map_err(|e| e.to_string())?[0]);
     }
     // Flush what the filter still holds, then drop its delay so the timing is the input's.
     while out.len() < expected + delay {
-        let tail = resampler.process_partial::<&[f32]>(None, None).map_err(|e| failed(e.to_string()))?;
+        let tail = resampler.process_partial::<&[f32]>(None, None).map_err(|e| e.to_string())?;
         if tail[0].is_empty() {
             break;
         }

@@ -10,9 +10,11 @@ pub mod hf_whisper;
 pub mod mel;
 pub mod onnx;
 pub mod piper_voice;
+pub mod speech_format;
 pub mod spline;
 pub mod transcribe;
 pub mod vits;
+pub mod voice;
 pub mod whisper;
 
 use std::path::Path;

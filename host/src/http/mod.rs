@@ -28,6 +28,7 @@ pub mod responses_output;
 pub mod responses_running;
 pub mod responses_types;
 pub mod samplers;
+pub mod speech;
 pub mod sse;
 pub mod state;
 pub mod tools;
@@ -116,6 +117,7 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/internal/stop-generation", post(internal::stop_generation))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/audio/transcriptions", post(audio::transcriptions))
+        .route("/v1/audio/speech", post(speech::speech))
         .route("/v1/moderations", post(moderations::moderations))
         .route("/v1/plugins/{name}", any(plugins::handle_root))
         .route("/v1/plugins/{name}/", any(plugins::handle_root))

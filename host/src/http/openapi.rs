@@ -15,6 +15,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::state::SharedState;
 use super::{
     audio, chat, completions, embeddings, health, internal, metrics, model_admin, models, moderations, responses,
+    speech,
 };
 use crate::plugins::PluginKind;
 
@@ -39,6 +40,7 @@ use crate::plugins::PluginKind;
         responses::input_items,
         embeddings::embeddings,
         audio::transcriptions,
+        speech::speech,
         moderations::moderations,
         models::list,
         models::retrieve,
@@ -63,7 +65,7 @@ use crate::plugins::PluginKind;
         (name = "completions", description = "OpenAI's text completions, with text-generation-webui's fields"),
         (name = "responses", description = "OpenAI's Responses API: stored, continued with `previous_response_id`, streamed as typed events"),
         (name = "embeddings", description = "Sentence embeddings"),
-        (name = "audio", description = "Speech to text with a Whisper model"),
+        (name = "audio", description = "Speech to text with a Whisper model, text to speech with a Piper voice"),
         (name = "moderations", description = "Moderation, answered by moderation plugins"),
         (name = "models", description = "The models Hearth can serve"),
         (name = "internal", description = "text-generation-webui's internal routes"),

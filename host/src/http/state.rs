@@ -59,6 +59,7 @@ pub struct AppState {
     pub responses: Arc<crate::store::ResponseStore>,
     /// The Whisper model, loaded on first use.
     pub transcription: Arc<crate::transcription_service::TranscriptionService>,
+    pub speech: Arc<crate::speech_service::SpeechService>,
     /// Responses being generated now (`cancel` stops a background one).
     pub running: Arc<super::responses_running::RunningResponses>,
 }
@@ -75,6 +76,7 @@ impl AppState {
             )),
             running: Default::default(),
             transcription: Arc::new(crate::transcription_service::TranscriptionService::new(&settings)),
+            speech: Arc::new(crate::speech_service::SpeechService::new(&settings)),
             settings: Arc::new(settings),
             plugins,
             model: RwLock::new(model),
