@@ -42,6 +42,7 @@ pub struct SpeechRequest {
     /// Any name (`tts-1`, `gpt-4o-mini-tts` too): the server's Piper voices answer.
     pub model: String,
     /// The text to speak, 1 to 4096 characters.
+    #[schema(min_length = 1, max_length = 4096)]
     pub input: String,
     /// An installed Piper voice (`en_US-joe-medium`), or one of OpenAI's names (`alloy`, …),
     /// which speak with the default voice. Left out: the default voice.
@@ -55,15 +56,18 @@ pub struct SpeechRequest {
     pub response_format: Option<String>,
     /// 0.25 to 4.0 (default 1).
     #[serde(default)]
+    #[schema(minimum = 0.25, maximum = 4.0)]
     pub speed: Option<f64>,
     /// `audio` only.
     #[serde(default)]
     pub stream_format: Option<String>,
     /// Piper's phoneme noise, 0 to 2 (default: the voice's; 0 is deterministic).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub noise_scale: Option<f32>,
     /// Piper's duration noise, 0 to 2 (default: the voice's; 0 is deterministic).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub noise_w: Option<f32>,
     /// Seeds the noise, so the same request gives the same audio.
     #[serde(default)]
