@@ -22,6 +22,17 @@ pub enum TranscriptionError {
     Transcribe(#[from] TranscribeError),
 }
 
+/// How finely a transcript is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// One segment per 30 s window, decoded without timestamps.
+    Text,
+    /// Whisper's timed segments.
+    Segments,
+    /// Timed segments and words.
+    Words,
+}
+
 pub struct TranscriptionService {
     requested: Option<String>,
     model_dir: PathBuf,
@@ -89,19 +100,24 @@ impl TranscriptionService {
         Ok((name, t))
     }
 
-    /// Transcribes `audio` (`timestamps`: segments from Whisper's timestamp tokens), handing
-    /// `on_text` the text as it is decoded (false stops it); the model's name with the
-    /// transcript.
+    /// Transcribes `audio` (`timestamps`: segments from Whisper's timestamp tokens; `words`:
+    /// each word timed too), handing `on_text` the text as it is decoded (false stops it); the
+    /// model's name with the transcript.
     pub fn transcribe(
         &self,
         audio: &Audio,
         language: Option<&str>,
         prompt: Option<&str>,
-        timestamps: bool,
+        timing: Timing,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, Transcript), TranscriptionError> {
         let (name, transcriber) = self.transcriber()?;
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((name, transcriber.transcribe_streaming(audio, language, prompt, timestamps, on_text)?))
+        let timestamps = timing != Timing::Text;
+        let mut transcript = transcriber.transcribe_streaming(audio, language, prompt, timestamps, on_text)?;
+        if timing == Timing::Words {
+            transcriber.add_word_timings(audio, &mut transcript)?;
+        }
+        Ok((name, transcript))
     }
 }

@@ -7,7 +7,10 @@ Whisper tiny.en), on speech no one recorded for it: sentences spoken by espeak-n
 Checks: the word error rate over the sentences is at most 15 %; `json` validates against OpenAI's
 CreateTranscriptionResponseJson (with `usage.seconds` the clip's length); `text` is the same
 text; `stream=true` sends deltas that join to the done event's text; `srt` and `vtt` parse as subtitles whose cue holds that text and whose times cover the clip;
-FLAC, Ogg/Vorbis and MP3 transcribe too (Ogg/Opus is a 400: no decoder is built in); bad input (not audio, an empty file, no file, `verbose_json`, an unknown field, a JSON body)
+FLAC, Ogg/Vorbis and MP3 transcribe too (Ogg/Opus is a 400: no decoder is built in); `verbose_json` validates against CreateTranscriptionResponseVerboseJson (`english`, the clip's
+duration, timed segments, and with `timestamp_granularities=["word"]` timed words in order that
+spell the text); bad input (not audio, an empty file, no file, word timestamps without
+`verbose_json`, an unknown field, a JSON body)
 is a 400 naming the field, and the server keeps answering.
 """
 import re
@@ -100,6 +103,40 @@ def main():
     ok("json, text, srt and vtt agree")
 
     with open(path, "rb") as f:
+        verbose = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+    body = H.check_last(client, "/v1/audio/transcriptions")
+    import openapi_check
+    openapi_check.validate("CreateTranscriptionResponseVerboseJson", body)
+    expect(body["language"] == "english" and abs(body["duration"] - seconds) < 0.05 and "words" not in body,
+           "verbose_json", f"english, {seconds:.2f} s, segments only", {k: body[k] for k in ("language", "duration")})
+    segs = body["segments"]
+    expect(len(segs) >= 1 and all(s["start"] < s["end"] for s in segs) and segs[-1]["end"] <= seconds + 0.02
+           and [s["id"] for s in segs] == list(range(len(segs)))
+           and all(0 < s["compression_ratio"] < 2.4 and 0 <= s["no_speech_prob"] <= 1 for s in segs),
+           "verbose_json segments", "numbered, timed, scored", segs)
+    expect(edits(words(verbose.text), words(" ".join(s["text"] for s in segs))) == 0, "segments' text",
+           verbose.text, [s["text"] for s in segs])
+    with open(path, "rb") as f:
+        timed = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                                   timestamp_granularities=["word", "segment"])
+    body = H.check_last(client, "/v1/audio/transcriptions")
+    openapi_check.validate("CreateTranscriptionResponseVerboseJson", body)
+    ws = body["words"]
+    expect(len(ws) >= 5 and all(0 <= w["start"] <= w["end"] <= seconds + 0.05 for w in ws)
+           and all(a["end"] <= b["start"] + 1e-6 for a, b in zip(ws, ws[1:])), "timed words",
+           "in order, inside the clip", ws)
+    expect(edits(words(timed.text), words(" ".join(w["word"] for w in ws))) == 0 and len(body["segments"]) >= 1,
+           "the words", timed.text, [w["word"] for w in ws])
+    with open(path, "rb") as f:
+        only_words = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                                        timestamp_granularities=["word"])
+    body = H.check_last(client)
+    expect("segments" not in body and [w["word"] for w in body["words"]] == [w["word"] for w in ws],
+           "words only", "the same words, no segments", list(body))
+    ok(f"verbose_json: {len(segs)} segment(s); word timestamps: {len(ws)} words, "
+       f"{ws[0]['word']!r} at {ws[0]['start']:.2f} s … {ws[-1]['word']!r} ending {ws[-1]['end']:.2f} s")
+
+    with open(path, "rb") as f:
         events = list(client.audio.transcriptions.create(model="whisper-1", file=f, stream=True))
     chunks = H.check_last(client, "/v1/audio/transcriptions")
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
@@ -153,8 +190,8 @@ def main():
     with open(path, "rb") as f:
         data = f.read()
     expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", data),
-                                                          response_format="verbose_json"),
-               "response_format", "verbose_json (not built)")
+                                                          timestamp_granularities=["word"]),
+               "timestamp_granularities", "word timestamps without verbose_json")
     expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", data),
                                                           extra_body={"colour": "blue"}), "colour", "an unknown field")
     try:

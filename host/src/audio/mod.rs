@@ -16,6 +16,7 @@ pub mod transcribe;
 pub mod vits;
 pub mod voice;
 pub mod whisper;
+pub mod word_timing;
 
 use std::path::Path;
 

@@ -20,6 +20,7 @@ use super::decode::Audio;
 use super::hf_whisper::HfWhisper;
 use super::mel::{MelFrontEnd, SAMPLE_RATE, WINDOW_SAMPLES};
 use super::whisper::{DecoderCache, Whisper, WhisperError};
+use super::word_timing::{self, SegmentSpan, WordTiming};
 
 /// Most tokens decoded in one window (Whisper's `sample_len`: half the text context).
 const MAX_WINDOW_TOKENS: usize = 224;
@@ -43,6 +44,14 @@ pub struct Segment {
     pub tokens: Vec<u32>,
     /// Mean log-probability of the window's tokens.
     pub avg_logprob: f64,
+    /// Where the segment's window starts, in mel frames (10 ms), as Whisper reports `seek`.
+    pub seek: usize,
+    /// The window's no-speech probability.
+    pub no_speech_prob: f64,
+    /// The temperature the window was decoded at.
+    pub temperature: f64,
+    /// Each word's times, when asked for ([`Transcriber::add_word_timings`]).
+    pub words: Vec<WordTiming>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +83,8 @@ pub struct Transcriber {
     suppress_at_start: Vec<u32>,
     /// Multilingual models take a language token; English-only ones do not.
     multilingual: bool,
+    /// The (layer, head) pairs of cross-attention that follow the speech, for word timings.
+    alignment_heads: Vec<(usize, usize)>,
 }
 
 impl Transcriber {
@@ -126,7 +137,31 @@ impl Transcriber {
             v if v.is_empty() => vec![specials.end],
             v => v,
         };
-        Ok(Self { whisper, tokenizer, front, specials, suppress: ids(suppress_key), suppress_at_start, multilingual })
+        // The model's own list, else Whisper's default: every head of the decoder's later half.
+        let alignment_heads = config
+            .get("alignment_heads")
+            .and_then(Value::as_array)
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .filter_map(|p| Some((p.get(0)?.as_u64()? as usize, p.get(1)?.as_u64()? as usize)))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                let d = whisper.dims;
+                (d.decoder_layers / 2..d.decoder_layers).flat_map(|l| (0..d.heads).map(move |h| (l, h))).collect()
+            });
+        Ok(Self {
+            whisper,
+            tokenizer,
+            front,
+            specials,
+            suppress: ids(suppress_key),
+            suppress_at_start,
+            multilingual,
+            alignment_heads,
+        })
     }
 
     /// The prompt of every window: the caller's text as previous context, then Whisper's
@@ -298,7 +333,17 @@ impl Transcriber {
                     .find(|&&t| is_ts(t) && t != ts_begin)
                     .map_or(window_end, |&t| at(t).min(window_end));
                 let text = self.text_of(&tokens);
-                segments.push(Segment { start: window_start, end, text, tokens: tokens.clone(), avg_logprob });
+                segments.push(Segment {
+                    start: window_start,
+                    end,
+                    text,
+                    tokens: tokens.clone(),
+                    avg_logprob,
+                    seek: seek / SAMPLES_PER_FRAME,
+                    no_speech_prob: no_speech,
+                    temperature: 0.0,
+                    words: Vec::new(),
+                });
                 if !holding {
                     out.send(&self.text_of(&tokens[unsent.min(n)..]));
                 }
@@ -324,6 +369,10 @@ impl Transcriber {
                         text: self.text_of(slice),
                         tokens: slice.to_vec(),
                         avg_logprob,
+                        seek: seek / SAMPLES_PER_FRAME,
+                        no_speech_prob: no_speech,
+                        temperature: 0.0,
+                        words: Vec::new(),
                     });
                     last = cut;
                 }
@@ -352,6 +401,92 @@ impl Transcriber {
         Ok(Transcript { text: out.text, language, duration: audio.seconds(), segments })
     }
 
+    /// Times each word of a transcript made with timestamps, as Whisper does: window by window,
+    /// the decoder's cross-attention over the window's text aligned to its audio
+    /// ([`word_timing`]); segments' starts and ends move to their words where Whisper moves them.
+    pub fn add_word_timings(&self, audio: &Audio, transcript: &mut Transcript) -> Result<(), TranscribeError> {
+        let language = transcript.language.clone();
+        let sot_sequence = self.prompt(&language, None)?;
+        let sot_len = sot_sequence.len();
+        let mut last_speech = 0.0;
+        let mut first = 0;
+        while first < transcript.segments.len() {
+            let seek = transcript.segments[first].seek;
+            let count = transcript.segments[first..].iter().take_while(|s| s.seek == seek).count();
+            let window = &mut transcript.segments[first..first + count];
+            first += count;
+            let start = (seek * SAMPLES_PER_FRAME).min(audio.samples.len());
+            let samples = &audio.samples[start..(start + WINDOW_SAMPLES).min(audio.samples.len())];
+            let text_per_segment: Vec<Vec<u32>> =
+                window.iter().map(|s| s.tokens.iter().copied().filter(|&t| t < self.specials.end).collect()).collect();
+            let text: Vec<u32> = text_per_segment.concat();
+            if text.is_empty() {
+                continue;
+            }
+            let mel = self.front.log_mel(samples, WINDOW_SAMPLES);
+            let context = self.whisper.audio_context(&self.whisper.encode(&mel)?)?;
+            let mut tokens = sot_sequence.clone();
+            tokens.push(self.specials.no_timestamps);
+            tokens.extend_from_slice(&text);
+            tokens.push(self.specials.end);
+            let all_frames = self.whisper.dims.audio_positions;
+            let scores = self.whisper.cross_attention_scores(&context, &tokens, &self.alignment_heads)?;
+            let frames = (samples.len() / SAMPLES_PER_FRAME / 2).clamp(1, all_frames);
+            let matrix =
+                word_timing::alignment_matrix(&scores, self.alignment_heads.len(), tokens.len(), all_frames, frames);
+            // The rows of <|notimestamps|> and the text's tokens (each predicts the next).
+            let rows = text.len() + 1;
+            let cost: Vec<f32> = matrix[sot_len * frames..(sot_len + rows) * frames].iter().map(|v| -v).collect();
+            let (text_indices, time_indices) = word_timing::dtw(&cost, rows, frames);
+            let mut with_end = text.clone();
+            with_end.push(self.specials.end);
+            let alignment = word_timing::time_words(self.split_words(&with_end), &text_indices, &time_indices);
+            let spans: Vec<SegmentSpan> = window
+                .iter()
+                .zip(&text_per_segment)
+                .map(|(s, t)| SegmentSpan { start: s.start, end: s.end, text_tokens: t.len() })
+                .collect();
+            let offset = start as f64 / SAMPLE_RATE as f64;
+            for (segment, (s, e, words)) in
+                window.iter_mut().zip(word_timing::place_words(alignment, &spans, offset, &mut last_speech))
+            {
+                (segment.start, segment.end, segment.words) = (s, e, words);
+            }
+        }
+        Ok(())
+    }
+
+    /// `tokens` in words as Whisper splits languages that space their words: a piece of whole
+    /// characters starting with a space, or punctuation, or a special token, starts a word.
+    fn split_words(&self, tokens: &[u32]) -> Vec<(String, Vec<u32>)> {
+        const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+        let mut pieces: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut current = Vec::new();
+        for &t in tokens {
+            current.push(t);
+            let decoded = self.tokenizer.decode(&current, false).unwrap_or_default();
+            if !decoded.contains('\u{FFFD}') {
+                pieces.push((decoded, std::mem::take(&mut current)));
+            }
+        }
+        if !current.is_empty() {
+            pieces.push((self.tokenizer.decode(&current, false).unwrap_or_default(), current));
+        }
+        let mut words: Vec<(String, Vec<u32>)> = Vec::new();
+        for (piece, ids) in pieces {
+            let special = ids[0] >= self.specials.end;
+            let starts_word = special || piece.starts_with(' ') || PUNCTUATION.contains(piece.trim());
+            match words.last_mut() {
+                Some((word, word_ids)) if !starts_word => {
+                    word.push_str(&piece);
+                    word_ids.extend(ids);
+                }
+                _ => words.push((piece, ids)),
+            }
+        }
+        words
+    }
+
     /// The text of `tokens`' text tokens (timestamps and special tokens, all numbered from
     /// `<|endoftext|>` up, left out), trimmed.
     fn text_of(&self, tokens: &[u32]) -> String {
@@ -365,6 +500,50 @@ impl Transcriber {
 const NO_SPEECH_THRESHOLD: f64 = 0.6;
 const LOGPROB_THRESHOLD: f64 = -1.0;
 
+/// Whisper's compression ratio of a text: its UTF-8 length over its zlib-compressed length
+/// (level 6, as Python's `zlib.compress`). Repetition loops compress well; above 2.4 Whisper
+/// distrusts a window.
+pub fn compression_ratio(text: &str) -> f64 {
+    use std::io::Write;
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let compressed = encoder.write_all(bytes).and_then(|()| encoder.finish()).map_or(0, |c| c.len());
+    if compressed == 0 { 0.0 } else { bytes.len() as f64 / compressed as f64 }
+}
+
+/// Whisper's language names by code, the order of its language tokens.
+#[rustfmt::skip]
+pub const LANGUAGES: &[(&str, &str)] = &[
+    ("en", "english"), ("zh", "chinese"), ("de", "german"), ("es", "spanish"), ("ru", "russian"),
+    ("ko", "korean"), ("fr", "french"), ("ja", "japanese"), ("pt", "portuguese"), ("tr", "turkish"),
+    ("pl", "polish"), ("ca", "catalan"), ("nl", "dutch"), ("ar", "arabic"), ("sv", "swedish"),
+    ("it", "italian"), ("id", "indonesian"), ("hi", "hindi"), ("fi", "finnish"), ("vi", "vietnamese"),
+    ("he", "hebrew"), ("uk", "ukrainian"), ("el", "greek"), ("ms", "malay"), ("cs", "czech"),
+    ("ro", "romanian"), ("da", "danish"), ("hu", "hungarian"), ("ta", "tamil"), ("no", "norwegian"),
+    ("th", "thai"), ("ur", "urdu"), ("hr", "croatian"), ("bg", "bulgarian"), ("lt", "lithuanian"),
+    ("la", "latin"), ("mi", "maori"), ("ml", "malayalam"), ("cy", "welsh"), ("sk", "slovak"),
+    ("te", "telugu"), ("fa", "persian"), ("lv", "latvian"), ("bn", "bengali"), ("sr", "serbian"),
+    ("az", "azerbaijani"), ("sl", "slovenian"), ("kn", "kannada"), ("et", "estonian"), ("mk", "macedonian"),
+    ("br", "breton"), ("eu", "basque"), ("is", "icelandic"), ("hy", "armenian"), ("ne", "nepali"),
+    ("mn", "mongolian"), ("bs", "bosnian"), ("kk", "kazakh"), ("sq", "albanian"), ("sw", "swahili"),
+    ("gl", "galician"), ("mr", "marathi"), ("pa", "punjabi"), ("si", "sinhala"), ("km", "khmer"),
+    ("sn", "shona"), ("yo", "yoruba"), ("so", "somali"), ("af", "afrikaans"), ("oc", "occitan"),
+    ("ka", "georgian"), ("be", "belarusian"), ("tg", "tajik"), ("sd", "sindhi"), ("gu", "gujarati"),
+    ("am", "amharic"), ("yi", "yiddish"), ("lo", "lao"), ("uz", "uzbek"), ("fo", "faroese"),
+    ("ht", "haitian creole"), ("ps", "pashto"), ("tk", "turkmen"), ("nn", "nynorsk"), ("mt", "maltese"),
+    ("sa", "sanskrit"), ("lb", "luxembourgish"), ("my", "myanmar"), ("bo", "tibetan"), ("tl", "tagalog"),
+    ("mg", "malagasy"), ("as", "assamese"), ("tt", "tatar"), ("haw", "hawaiian"), ("ln", "lingala"),
+    ("ha", "hausa"), ("ba", "bashkir"), ("jw", "javanese"), ("su", "sundanese"), ("yue", "cantonese"),
+];
+
+/// A language's name as OpenAI's `verbose_json` gives it (`english`); the code when unknown.
+pub fn language_name(code: &str) -> &str {
+    LANGUAGES.iter().find(|(c, _)| *c == code).map_or(code, |(_, name)| name)
+}
+
 /// The softmax probability of `id` in `logits`.
 fn probability(logits: &[f32], id: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -376,6 +555,8 @@ fn probability(logits: &[f32], id: usize) -> f64 {
 const TIME_PER_TIMESTAMP: f64 = 0.02;
 /// Samples one timestamp token stands for.
 const SAMPLES_PER_TIMESTAMP: usize = 320;
+/// Samples per mel frame (10 ms).
+const SAMPLES_PER_FRAME: usize = 160;
 /// The first timestamp may be at most this many steps in (1 s, Whisper's `max_initial_timestamp`).
 const MAX_INITIAL_TIMESTAMP: u32 = 50;
 

@@ -237,7 +237,7 @@ struct ConvFlow {
 
 enum DurationStep {
     Flip,
-    Spline(ConvFlow),
+    Spline(Box<ConvFlow>),
     /// `(x - m) · e^{-logs}` per channel.
     Affine {
         shift: [f32; 2],
@@ -247,9 +247,26 @@ enum DurationStep {
 
 enum DurationPredictor {
     /// The stochastic one, run backwards: noise through the flows to log-durations.
-    Stochastic { pre: Conv, dds: DdsConv, proj: Conv, steps: Vec<DurationStep> },
+    Stochastic(Box<StochasticDurations>),
     /// The deterministic one some VITS voices use.
-    Plain { conv1: Conv, norm1: ChannelNorm, conv2: Conv, norm2: ChannelNorm, proj: Conv },
+    Plain(Box<PlainDurations>),
+}
+
+/// The stochastic duration predictor's layers, and its flows in the order they run backwards.
+struct StochasticDurations {
+    pre: Conv,
+    dds: DdsConv,
+    proj: Conv,
+    steps: Vec<DurationStep>,
+}
+
+/// The deterministic duration predictor's layers.
+struct PlainDurations {
+    conv1: Conv,
+    norm1: ChannelNorm,
+    conv2: Conv,
+    norm2: ChannelNorm,
+    proj: Conv,
 }
 
 /// WaveNet-style layers inside a coupling flow.
@@ -389,13 +406,13 @@ impl Vits {
         if w.has_conv("dp.conv_1") {
             let conv1 = Conv::load(w, "dp.conv_1", Some(hidden), None, device)?;
             let filter = conv1.out_channels;
-            return Ok(DurationPredictor::Plain {
+            return Ok(DurationPredictor::Plain(Box::new(PlainDurations {
                 conv1,
                 norm1: ChannelNorm::load(w, "dp.norm_1", filter, device)?,
                 conv2: Conv::load(w, "dp.conv_2", Some(filter), Some(filter), device)?,
                 norm2: ChannelNorm::load(w, "dp.norm_2", filter, device)?,
                 proj: Conv::load(w, "dp.proj", Some(filter), Some(1), device)?,
-            });
+            })));
         }
         let pre = Conv::load(w, "dp.pre", Some(hidden), None, device)?;
         let filter = pre.out_channels;
@@ -417,7 +434,13 @@ impl Vits {
             }
             let bins = proj.out_channels.div_ceil(3);
             steps.push(DurationStep::Flip);
-            steps.push(DurationStep::Spline(ConvFlow { pre, dds, proj, bins, scale: (filter as f32).sqrt() }));
+            steps.push(DurationStep::Spline(Box::new(ConvFlow {
+                pre,
+                dds,
+                proj,
+                bins,
+                scale: (filter as f32).sqrt(),
+            })));
         }
         steps.push(DurationStep::Flip);
         let shift = w.tensor("dp.flows.0.m")?;
@@ -438,7 +461,7 @@ impl Vits {
             shift: pair(&shift, "dp.flows.0.m")?,
             inverse_scale: pair(&inverse_scale, "dp.flows.0.logs")?,
         });
-        Ok(DurationPredictor::Stochastic { pre, dds, proj, steps })
+        Ok(DurationPredictor::Stochastic(Box::new(StochasticDurations { pre, dds, proj, steps })))
     }
 
     fn load_flow(w: &OnnxWeights, _hidden: usize, device: &Device) -> Result<Vec<Coupling>, VitsError> {
@@ -477,7 +500,7 @@ impl Vits {
         let mut channels = pre.out_channels;
         let n_ups = w.count("dec.ups", "");
         let n_blocks = w.count("dec.resblocks", ".convs.0") + w.count("dec.resblocks", ".convs1.0");
-        if n_ups == 0 || n_blocks == 0 || n_blocks % n_ups != 0 {
+        if n_ups == 0 || n_blocks == 0 || !n_blocks.is_multiple_of(n_ups) {
             return Err(VitsError::Shape(format!("{n_ups} upsamplings and {n_blocks} residual blocks")));
         }
         let kernels = n_blocks / n_ups;
@@ -633,12 +656,12 @@ impl Vits {
     fn log_durations(&self, x: Tensor<3>, noise_w: f32, rng: &mut impl Rng) -> Result<Vec<f32>, VitsError> {
         let [_, _, t] = x.dims();
         let (pre, dds, proj, steps) = match &self.durations {
-            DurationPredictor::Plain { conv1, norm1, conv2, norm2, proj } => {
-                let y = norm1.forward(relu(conv1.forward(x)));
-                let y = norm2.forward(relu(conv2.forward(y)));
-                return Ok(read_back(proj.forward(y))?);
+            DurationPredictor::Plain(p) => {
+                let y = p.norm1.forward(relu(p.conv1.forward(x)));
+                let y = p.norm2.forward(relu(p.conv2.forward(y)));
+                return Ok(read_back(p.proj.forward(y))?);
             }
-            DurationPredictor::Stochastic { pre, dds, proj, steps } => (pre, dds, proj, steps),
+            DurationPredictor::Stochastic(s) => (&s.pre, &s.dds, &s.proj, &s.steps),
         };
         let g = proj.forward(dds.forward(pre.forward(x), None));
         // The two channels of the flows' variable, on the host.

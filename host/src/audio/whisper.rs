@@ -398,6 +398,50 @@ impl Whisper {
         cache: &mut DecoderCache,
         tokens: &[u32],
     ) -> Result<Vec<f32>, WhisperError> {
+        let x = self.decoder_states(audio, cache, tokens, &[], &mut Vec::new())?;
+        let d = self.dims;
+        let last = self.decoder_norm.forward(x.slice([tokens.len() - 1..tokens.len(), 0..d.width]));
+        Ok(read_back(self.projection.forward(last)?)?)
+    }
+
+    /// The cross-attention scores (`q·k / √d`, before the softmax) of `heads` — (layer, head)
+    /// pairs — for every token of `tokens` fed from the start: `[heads.len(), tokens, frames]`
+    /// on the host, in `heads`' order. Word timestamps align text to audio with them.
+    pub fn cross_attention_scores(
+        &self,
+        audio: &AudioContext,
+        tokens: &[u32],
+        heads: &[(usize, usize)],
+    ) -> Result<Vec<f32>, WhisperError> {
+        for &(layer, head) in heads {
+            if layer >= self.dims.decoder_layers || head >= self.dims.heads {
+                return Err(WhisperError::Shape(format!("alignment head ({layer}, {head}) is not in the model")));
+            }
+        }
+        let mut scores = Vec::new();
+        self.decoder_states(audio, &mut DecoderCache::default(), tokens, heads, &mut scores)?;
+        // Layer by layer as computed; `heads`' order is asked for.
+        let mut computed: Vec<(usize, usize)> = heads.to_vec();
+        computed.sort_unstable();
+        let mut out = Vec::new();
+        for pair in heads {
+            let i = computed.iter().position(|p| p == pair).unwrap_or(0);
+            out.extend(read_back(scores[i].clone())?);
+        }
+        Ok(out)
+    }
+
+    /// The decoder's hidden states for `tokens` fed after what `cache` holds, which then holds
+    /// them too; the cross-attention scores of `capture`'s heads are pushed to `scores` in
+    /// (layer, head) order, each `[tokens, frames]`.
+    fn decoder_states(
+        &self,
+        audio: &AudioContext,
+        cache: &mut DecoderCache,
+        tokens: &[u32],
+        capture: &[(usize, usize)],
+        scores: &mut Vec<Tensor<2>>,
+    ) -> Result<Tensor<2>, WhisperError> {
         let d = self.dims;
         let start = cache.len;
         if tokens.is_empty() || start + tokens.len() > d.text_positions {
@@ -438,11 +482,18 @@ impl Whisper {
             x = x + attended;
             let c = &block.cross;
             let q = self.heads(c.query.forward(c.norm.forward(x.clone()))?);
+            let mut wanted: Vec<usize> = capture.iter().filter(|(l, _)| *l == layer).map(|&(_, h)| h).collect();
+            wanted.sort_unstable();
+            for head in wanted {
+                let [_, frames, dim] = k.dims();
+                let qh = q.clone().slice([head..head + 1, 0..len, 0..dim]).reshape([len, dim]);
+                let kh = k.clone().slice([head..head + 1, 0..frames, 0..dim]).reshape([frames, dim]);
+                scores.push(qh.matmul(kh.transpose()).mul_scalar(1.0 / (dim as f64).sqrt()));
+            }
             x = x + c.out.forward(self.attend(q, k.clone(), v.clone(), false))?;
             x = x.clone() + self.feed_forward(&block.ffn, x)?;
         }
         cache.len = start + tokens.len();
-        let last = self.decoder_norm.forward(x.slice([tokens.len() - 1..tokens.len(), 0..d.width]));
-        Ok(read_back(self.projection.forward(last)?)?)
+        Ok(x)
     }
 }

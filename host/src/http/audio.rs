@@ -15,13 +15,15 @@ use super::sse;
 use super::state::SharedState;
 use crate::audio::decode::{DecodeError, decode};
 use crate::audio::transcribe::{Segment, Transcript};
+use crate::audio::word_timing::WordTiming;
 use crate::error::{ApiError, ErrorBody as ErrorResponse};
-use crate::transcription_service::TranscriptionError;
+use crate::transcription_service::{Timing, TranscriptionError};
 
 /// How the transcript is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Json,
+    VerboseJson,
     Text,
     Srt,
     Vtt,
@@ -37,6 +39,9 @@ struct Form {
     format: Option<String>,
     temperature: Option<String>,
     stream: bool,
+    /// `timestamp_granularities[]` named `word`, and `segment`.
+    words: bool,
+    segments: bool,
 }
 
 /// `usage` of a transcription: the audio's length.
@@ -55,6 +60,49 @@ pub struct TranscriptionJson {
     pub usage: DurationUsage,
 }
 
+/// One segment of `verbose_json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerboseSegment {
+    pub id: usize,
+    /// Where the segment's 30 s window starts, in 10 ms frames.
+    pub seek: usize,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub temperature: f64,
+    pub avg_logprob: f64,
+    pub compression_ratio: f64,
+    pub no_speech_prob: f64,
+}
+
+/// A timed word of `verbose_json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerboseWord {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// `response_format: verbose_json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TranscriptionVerboseJson {
+    /// `transcribe`.
+    pub task: &'static str,
+    /// The language's name (`english`).
+    pub language: String,
+    /// Seconds of audio.
+    pub duration: f64,
+    pub text: String,
+    /// With `timestamp_granularities[]=segment` (the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<VerboseSegment>>,
+    /// With `timestamp_granularities[]=word`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<VerboseWord>>,
+    pub usage: DurationUsage,
+}
+
 /// The multipart form, for the OpenAPI document (the handler reads the form itself).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -68,12 +116,15 @@ pub struct TranscriptionForm {
     language: Option<String>,
     /// Text the audio continues (Whisper's previous-text prompt).
     prompt: Option<String>,
-    /// `json` (default), `text`, `srt` or `vtt`.
+    /// `json` (default), `verbose_json` (with timed segments), `text`, `srt` or `vtt`.
     response_format: Option<String>,
     /// 0 only: decoding is greedy.
     temperature: Option<f64>,
     /// Stream `transcript.text.delta` events, then `transcript.text.done`.
     stream: Option<bool>,
+    /// With `verbose_json`: `segment` (the default) and/or `word` (each word timed).
+    #[schema(rename = "timestamp_granularities[]")]
+    timestamp_granularities: Option<Vec<String>>,
 }
 
 /// A streamed transcript's events.
@@ -122,12 +173,19 @@ async fn read_form(mut multipart: Multipart, max_bytes: usize) -> Result<Form, A
             "prompt" => form.prompt = Some(text()?),
             "response_format" => form.format = Some(text()?),
             "temperature" => form.temperature = Some(text()?),
-            // Segment timestamps are what this server gives; word ones are not built.
-            "timestamp_granularities[]" | "timestamp_granularities" => {
-                if text()? != "segment" {
-                    return Err(ApiError::unsupported_param("timestamp_granularities"));
+            "timestamp_granularities[]" | "timestamp_granularities" => match text()?.as_str() {
+                "segment" => form.segments = true,
+                "word" => form.words = true,
+                other => {
+                    return Err(ApiError::invalid_param(
+                        "timestamp_granularities",
+                        format!(
+                            "`timestamp_granularities` holds `segment` or `word`, got `{}`",
+                            other.chars().take(40).collect::<String>()
+                        ),
+                    ));
                 }
-            }
+            },
             "stream" => {
                 form.stream = match text()?.as_str() {
                     "true" => true,
@@ -158,11 +216,57 @@ fn cues(segments: &[Segment], separator: char) -> Vec<(String, &str)> {
         .collect()
 }
 
-fn render(transcript: &Transcript, format: Format) -> Response {
+/// The transcript's segments as `verbose_json` gives them.
+fn verbose_segments(transcript: &Transcript) -> Vec<VerboseSegment> {
+    transcript
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(id, s)| VerboseSegment {
+            id,
+            seek: s.seek,
+            start: s.start,
+            end: s.end,
+            // Whisper's segment text keeps the space its tokens begin with.
+            text: format!(" {}", s.text),
+            tokens: s.tokens.clone(),
+            temperature: s.temperature,
+            avg_logprob: s.avg_logprob,
+            compression_ratio: crate::audio::transcribe::compression_ratio(&s.text),
+            no_speech_prob: s.no_speech_prob,
+        })
+        .collect()
+}
+
+/// Which timings `verbose_json` carries.
+#[derive(Debug, Clone, Copy)]
+struct Granularities {
+    segments: bool,
+    words: bool,
+}
+
+fn render(transcript: &Transcript, format: Format, granularities: Granularities) -> Response {
     let plain = |body: String, kind: &'static str| ([(header::CONTENT_TYPE, kind)], body).into_response();
     match format {
         Format::Json => axum::Json(TranscriptionJson {
             text: transcript.text.clone(),
+            usage: DurationUsage { kind: "duration", seconds: transcript.duration },
+        })
+        .into_response(),
+        Format::VerboseJson => axum::Json(TranscriptionVerboseJson {
+            task: "transcribe",
+            language: crate::audio::transcribe::language_name(&transcript.language).to_owned(),
+            duration: transcript.duration,
+            text: transcript.text.clone(),
+            segments: granularities.segments.then(|| verbose_segments(transcript)),
+            words: granularities.words.then(|| {
+                transcript
+                    .segments
+                    .iter()
+                    .flat_map(|s| &s.words)
+                    .map(|w: &WordTiming| VerboseWord { word: w.word.trim().to_owned(), start: w.start, end: w.end })
+                    .collect()
+            }),
             usage: DurationUsage { kind: "duration", seconds: transcript.duration },
         })
         .into_response(),
@@ -189,7 +293,7 @@ fn render(transcript: &Transcript, format: Format) -> Response {
 #[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "audio",
     request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "The transcript: JSON, text/srt/vtt as `response_format` asks, or with `stream=true` an event stream of `TranscriptEvent`s",
+        (status = 200, description = "The transcript: JSON (`TranscriptionJson`, or `TranscriptionVerboseJson` for `verbose_json`), text/srt/vtt as `response_format` asks, or with `stream=true` an event stream of `TranscriptEvent`s",
             content((TranscriptionJson = "application/json"), (TranscriptEvent = "text/event-stream"))),
         (status = 400, description = "A field is invalid, or the file is not audio", body = ErrorResponse),
         (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
@@ -216,11 +320,12 @@ pub async fn transcriptions(
         "text" => Format::Text,
         "srt" => Format::Srt,
         "vtt" => Format::Vtt,
-        "verbose_json" | "diarized_json" => return Err(ApiError::unsupported_param("response_format")),
+        "verbose_json" => Format::VerboseJson,
+        "diarized_json" => return Err(ApiError::unsupported_param("response_format")),
         other => {
             return Err(ApiError::invalid_param(
                 "response_format",
-                format!("`response_format` must be `json`, `text`, `srt` or `vtt`, got `{other}`"),
+                format!("`response_format` must be `json`, `verbose_json`, `text`, `srt` or `vtt`, got `{other}`"),
             ));
         }
     };
@@ -231,6 +336,19 @@ pub async fn transcriptions(
             _ => return Err(ApiError::invalid_param("temperature", "`temperature` must be a number from 0 to 1")),
         }
     }
+    if form.words && format != Format::VerboseJson {
+        return Err(ApiError::invalid_param(
+            "timestamp_granularities",
+            "`timestamp_granularities` needs `response_format: verbose_json`",
+        ));
+    }
+    // Segments unless only words were asked for.
+    let granularities = Granularities { segments: form.segments || !form.words, words: form.words };
+    let timing = match format {
+        Format::VerboseJson if form.words => Timing::Words,
+        Format::Srt | Format::Vtt | Format::VerboseJson => Timing::Segments,
+        Format::Json | Format::Text => Timing::Text,
+    };
     let max_seconds = state.settings.max_audio_seconds;
     let service = state.transcription.clone();
     let (language, prompt) = (form.language, form.prompt);
@@ -250,10 +368,11 @@ pub async fn transcriptions(
         tokio::task::spawn_blocking(move || {
             let mut on_text =
                 |piece: &str| tx.send(sse::json_event(&TranscriptEvent::Delta { delta: piece.to_owned() })).is_ok();
-            let last = match service.transcribe(&audio, language.as_deref(), prompt.as_deref(), false, &mut on_text) {
-                Ok((_, t)) => sse::json_event(&TranscriptEvent::Done { text: t.text }),
-                Err(e) => sse::error_event(&transcription_error(e)),
-            };
+            let last =
+                match service.transcribe(&audio, language.as_deref(), prompt.as_deref(), Timing::Text, &mut on_text) {
+                    Ok((_, t)) => sse::json_event(&TranscriptEvent::Done { text: t.text }),
+                    Err(e) => sse::error_event(&transcription_error(e)),
+                };
             let _ = tx.send(last);
             let _ = tx.send(sse::done_event());
         });
@@ -261,19 +380,14 @@ pub async fn transcriptions(
     }
     let transcript = blocking::off_runtime("transcribing", move || {
         let (_, transcript) = service
-            // Subtitles want Whisper's timed segments; plain text reads better without them.
-            .transcribe(
-                &audio,
-                language.as_deref(),
-                prompt.as_deref(),
-                matches!(format, Format::Srt | Format::Vtt),
-                &mut |_| true,
-            )
+            // Subtitles and verbose_json want Whisper's timed segments; plain text reads better
+            // without them.
+            .transcribe(&audio, language.as_deref(), prompt.as_deref(), timing, &mut |_| true)
             .map_err(transcription_error)?;
         Ok(transcript)
     })
     .await?;
-    Ok(render(&transcript, format))
+    Ok(render(&transcript, format, granularities))
 }
 
 /// A transcription's failure as the client sees it.
@@ -306,9 +420,13 @@ mod tests {
                 text: "Hello there.".into(),
                 tokens: vec![],
                 avg_logprob: -0.1,
+                seek: 0,
+                no_speech_prob: 0.01,
+                temperature: 0.0,
+                words: vec![],
             }],
         };
-        let srt = render(&transcript, Format::Srt);
+        let srt = render(&transcript, Format::Srt, Granularities { segments: true, words: false });
         assert_eq!(srt.headers()[header::CONTENT_TYPE], "application/x-subrip; charset=utf-8");
     }
 }

@@ -59,7 +59,7 @@ use crate::plugins::PluginKind;
         metrics::metrics,
     ),
     // Referenced through `health`'s response enum, which does not collect it as a body would.
-    components(schemas(health::HealthStatus)),
+    components(schemas(health::HealthStatus, audio::TranscriptionVerboseJson)),
     tags(
         (name = "chat", description = "OpenAI's chat completions, with text-generation-webui's fields"),
         (name = "completions", description = "OpenAI's text completions, with text-generation-webui's fields"),
