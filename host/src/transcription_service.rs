@@ -9,7 +9,7 @@ use hearth_settings::Settings;
 
 use crate::audio::decode::Audio;
 use crate::audio::is_speech_folder;
-use crate::audio::transcribe::{TranscribeError, Transcriber, Transcript};
+use crate::audio::transcribe::{Temperature, TranscribeError, Transcriber, Transcript};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptionError {
@@ -109,12 +109,14 @@ impl TranscriptionService {
         language: Option<&str>,
         prompt: Option<&str>,
         timing: Timing,
+        temperature: Temperature,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, Transcript), TranscriptionError> {
         let (name, transcriber) = self.transcriber()?;
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let timestamps = timing != Timing::Text;
-        let mut transcript = transcriber.transcribe_streaming(audio, language, prompt, timestamps, on_text)?;
+        let mut transcript =
+            transcriber.transcribe_streaming(audio, language, prompt, timestamps, temperature, on_text)?;
         if timing == Timing::Words {
             transcriber.add_word_timings(audio, &mut transcript)?;
         }

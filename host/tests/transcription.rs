@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use hearth::audio::decode::decode;
-use hearth::audio::transcribe::Transcriber;
+use hearth::audio::transcribe::{Temperature, Transcriber};
 
 /// Harvard sentences (phonetically balanced, public domain) and two of everyday speech.
 pub const SENTENCES: &[&str] = &[
@@ -72,7 +72,7 @@ fn streamed(
 ) -> (hearth::audio::transcribe::Transcript, Vec<String>) {
     let mut pieces = Vec::new();
     let transcript = transcriber
-        .transcribe_streaming(audio, None, None, timestamps, &mut |p| {
+        .transcribe_streaming(audio, None, None, timestamps, Temperature::Fallback, &mut |p| {
             pieces.push(p.to_owned());
             true
         })
@@ -178,7 +178,7 @@ fn long_speech_runs_window_by_window_and_streams_the_same_text() {
     // A listener that goes away stops the transcription at once.
     let mut calls = 0;
     let partial = transcriber
-        .transcribe_streaming(&audio, None, None, false, &mut |_| {
+        .transcribe_streaming(&audio, None, None, false, Temperature::Fixed(0.0), &mut |_| {
             calls += 1;
             false
         })
@@ -212,4 +212,22 @@ fn faint_noise_is_silence() {
         let (t, pieces) = streamed(&transcriber, &audio, timestamps);
         assert_eq!((t.text.as_str(), t.segments.len(), pieces.len()), ("", 0, 0), "timestamps: {timestamps}");
     }
+}
+
+/// Sampling at a temperature: seeded per window, so the same audio gives the same text; the
+/// segments say the temperature; the fallback schedule starts greedy and, on clear speech, stays
+/// there (the same transcript as greedy alone).
+#[test]
+fn sampled_decoding_repeats_and_says_its_temperature() {
+    let dir = tempfile::tempdir().unwrap();
+    let transcriber = tiny_en();
+    let bytes = std::fs::read(spoken(SENTENCES[0], dir.path(), "t")).unwrap();
+    let audio = decode(&bytes, Some("wav"), 600).unwrap();
+    let run = |t| transcriber.transcribe_streaming(&audio, None, None, true, t, &mut |_| true).unwrap();
+    let hot = run(Temperature::Fixed(1.0));
+    assert_eq!(hot, run(Temperature::Fixed(1.0)));
+    assert!(hot.segments.iter().all(|s| s.temperature == 1.0), "{:?}", hot.segments);
+    let greedy = run(Temperature::Fallback);
+    assert!(greedy.segments.iter().all(|s| s.temperature == 0.0), "{:?}", greedy.segments);
+    assert_eq!(greedy, run(Temperature::Fixed(0.0)));
 }

@@ -253,7 +253,11 @@ fn word_timings_match_faster_whisper() {
     let t = hearth::audio::transcribe::Transcriber::load(&common::model_dir().join("whisper-tiny.en"), &device.device)
         .unwrap();
     let audio = hearth::audio::decode::Audio { samples };
-    let mut transcript = t.transcribe_streaming(&audio, None, None, true, &mut |_| true).unwrap();
+    let mut transcript = t
+        .transcribe_streaming(&audio, None, None, true, hearth::audio::transcribe::Temperature::Fixed(0.0), &mut |_| {
+            true
+        })
+        .unwrap();
     t.add_word_timings(&audio, &mut transcript).unwrap();
     let want = reference["segments"].as_array().unwrap();
     assert_eq!(transcript.segments.len(), want.len(), "{:?}", transcript.segments);

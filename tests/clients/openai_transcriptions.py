@@ -133,6 +133,11 @@ def main():
     body = H.check_last(client)
     expect("segments" not in body and [w["word"] for w in body["words"]] == [w["word"] for w in ws],
            "words only", "the same words, no segments", list(body))
+    with open(path, "rb") as f:
+        client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json", temperature=0.7)
+    body = H.check_last(client)
+    expect(all(s["temperature"] == 0.7 for s in body["segments"]), "temperature 0.7", "segments sampled at 0.7",
+           [s["temperature"] for s in body["segments"]])
     ok(f"verbose_json: {len(segs)} segment(s); word timestamps: {len(ws)} words, "
        f"{ws[0]['word']!r} at {ws[0]['start']:.2f} s … {ws[-1]['word']!r} ending {ws[-1]['end']:.2f} s")
 
@@ -194,6 +199,8 @@ def main():
                "timestamp_granularities", "word timestamps without verbose_json")
     expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", data),
                                                           extra_body={"colour": "blue"}), "colour", "an unknown field")
+    expect_400(lambda: client.audio.transcriptions.create(model="whisper-1", file=("a.wav", data), temperature=1.5),
+               "temperature", "temperature 1.5")
     try:
         client.post("/audio/transcriptions", cast_to=object, body={"model": "whisper-1"})
         H.fail("a JSON body: succeeded")

@@ -6,9 +6,10 @@
 //!
 //! Segments come from Whisper's timestamp tokens, and a window that ends mid-segment is decoded
 //! again from that segment's start; a window Whisper would call silence (its no-speech
-//! probability and average log-probability) gives no text. Not yet: the temperature fallback
-//! and language detection (multilingual models assume the given language, else
-//! English).
+//! probability and average log-probability) gives no text. A window whose text compresses too
+//! well (a repetition loop) or scores too low is decoded again hotter ([`Temperature`]), as
+//! Whisper does; words are timed from the cross-attention ([`super::word_timing`]). Not yet:
+//! language detection (multilingual models assume the given language, else English).
 
 use std::path::Path;
 
@@ -21,6 +22,8 @@ use super::hf_whisper::HfWhisper;
 use super::mel::{MelFrontEnd, SAMPLE_RATE, WINDOW_SAMPLES};
 use super::whisper::{DecoderCache, Whisper, WhisperError};
 use super::word_timing::{self, SegmentSpan, WordTiming};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Most tokens decoded in one window (Whisper's `sample_len`: half the text context).
 const MAX_WINDOW_TOKENS: usize = 224;
@@ -200,7 +203,7 @@ impl Transcriber {
         language: Option<&str>,
         previous: Option<&str>,
     ) -> Result<Transcript, TranscribeError> {
-        self.transcribe_streaming(audio, language, previous, false, &mut |_| true)
+        self.transcribe_streaming(audio, language, previous, false, Temperature::Fallback, &mut |_| true)
     }
 
     /// Transcribes `audio`, handing `on_text` each piece of text as it is decoded: the pieces
@@ -221,8 +224,10 @@ impl Transcriber {
         language: Option<&str>,
         previous: Option<&str>,
         timestamps: bool,
+        temperature: Temperature,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Transcript, TranscribeError> {
+        let temperatures = temperature.schedule();
         let language = language.unwrap_or("en").to_ascii_lowercase();
         let mut prompt = self.prompt(&language, previous)?;
         if !timestamps {
@@ -249,62 +254,108 @@ impl Transcriber {
             // Likely silence: the window's text waits for its average log-probability, and is
             // dropped as Whisper drops it (`no_speech_threshold` 0.6, `logprob_threshold` -1).
             let holding = no_speech > NO_SPEECH_THRESHOLD;
-            let mut first_logits = (sot + 1 == prompt.len()).then_some(at_sot);
-            let mut feed = prompt[sot + 1..].to_vec();
-            let mut tokens: Vec<u32> = Vec::new();
-            let mut logprob_sum = 0.0f64;
-            // Where the text not yet sent starts.
-            let mut unsent = 0usize;
-            // Without timestamps: the window's text sent so far.
-            let mut window_sent = String::new();
-            let mut ended = false;
-            for step in 0..room {
-                if !out.listening {
-                    break;
-                }
-                let mut logits = match first_logits.take() {
-                    Some(l) => l,
-                    None => self.whisper.decode(&context, &mut cache, &feed)?,
+            // Decoded at each temperature of the schedule until the text passes Whisper's checks
+            // (compression ratio, average log-probability) or the schedule ends. With more than
+            // one temperature the text is held until the window is accepted.
+            let direct = temperatures.len() == 1;
+            let mut attempt = 0usize;
+            let (tokens, logprob_sum, ended, unsent, temperature, listening, text, pieces) = loop {
+                let temperature = temperatures[attempt];
+                let mut rng = StdRng::seed_from_u64(((seek as u64) << 8) | attempt as u64);
+                let mut held: Vec<String> = Vec::new();
+                let mut hold = |p: &str| {
+                    held.push(p.to_owned());
+                    true
                 };
-                let masked = |logits: &mut Vec<f32>, ids: &mut dyn Iterator<Item = u32>| {
-                    for id in ids {
-                        if let Some(l) = logits.get_mut(id as usize) {
-                            *l = f32::NEG_INFINITY;
-                        }
+                let sink: &mut dyn FnMut(&str) -> bool = if direct { &mut *out.on_text } else { &mut hold };
+                let mut out = StreamedText { on_text: sink, listening: out.listening, text: out.text.clone() };
+                let mut cache = cache.clone();
+                let mut first_logits = (sot + 1 == prompt.len()).then(|| at_sot.clone());
+                let mut feed = prompt[sot + 1..].to_vec();
+                let mut tokens: Vec<u32> = Vec::new();
+                let mut logprob_sum = 0.0f64;
+                // Where the text not yet sent starts.
+                let mut unsent = 0usize;
+                // Without timestamps: the window's text sent so far.
+                let mut window_sent = String::new();
+                let mut ended = false;
+                for step in 0..room {
+                    if !out.listening {
+                        break;
                     }
-                };
-                masked(&mut logits, &mut self.suppress.iter().copied());
-                if step == 0 {
-                    masked(&mut logits, &mut self.suppress_at_start.iter().copied());
+                    let mut logits = match first_logits.take() {
+                        Some(l) => l,
+                        None => self.whisper.decode(&context, &mut cache, &feed)?,
+                    };
+                    let masked = |logits: &mut Vec<f32>, ids: &mut dyn Iterator<Item = u32>| {
+                        for id in ids {
+                            if let Some(l) = logits.get_mut(id as usize) {
+                                *l = f32::NEG_INFINITY;
+                            }
+                        }
+                    };
+                    masked(&mut logits, &mut self.suppress.iter().copied());
+                    if step == 0 {
+                        masked(&mut logits, &mut self.suppress_at_start.iter().copied());
+                    }
+                    if timestamps {
+                        masked(&mut logits, &mut std::iter::once(self.specials.no_timestamps));
+                        timestamp_rules(&mut logits, &tokens, ts_begin, self.specials.end);
+                    } else {
+                        let vocab = logits.len() as u32;
+                        masked(&mut logits, &mut (ts_begin..vocab));
+                    }
+                    let best = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let next = if temperature > 0.0 {
+                        sample(&logits, temperature, &mut rng).unwrap_or(self.specials.end)
+                    } else {
+                        logits
+                            .iter()
+                            .enumerate()
+                            .max_by(|a, b| a.1.total_cmp(b.1))
+                            .map_or(self.specials.end, |(i, _)| i as u32)
+                    };
+                    // The chosen token's log-probability under the unscaled logits, as Whisper sums it.
+                    let norm = logits.iter().map(|&l| ((l - best) as f64).exp()).sum::<f64>().ln();
+                    logprob_sum += (logits[next as usize] - best) as f64 - norm;
+                    if next == self.specials.end {
+                        ended = true;
+                        break;
+                    }
+                    // A timestamp after text ends a segment: its text goes out.
+                    if !holding && is_ts(next) && tokens.last().is_some_and(|&t| !is_ts(t)) {
+                        out.send(&self.text_of(&tokens[unsent..]));
+                        unsent = tokens.len() + 1;
+                    }
+                    tokens.push(next);
+                    feed = vec![next];
+                    if !timestamps && !holding {
+                        out.grow(&mut window_sent, &self.text_of(&tokens));
+                    }
                 }
-                if timestamps {
-                    masked(&mut logits, &mut std::iter::once(self.specials.no_timestamps));
-                    timestamp_rules(&mut logits, &tokens, ts_begin, self.specials.end);
-                } else {
-                    let vocab = logits.len() as u32;
-                    masked(&mut logits, &mut (ts_begin..vocab));
+                let avg_logprob = logprob_sum / (tokens.len() + 1) as f64;
+                let silence = no_speech > NO_SPEECH_THRESHOLD && avg_logprob < LOGPROB_THRESHOLD;
+                let distrusted = compression_ratio(&self.text_of(&tokens)) > COMPRESSION_RATIO_THRESHOLD
+                    || avg_logprob < LOGPROB_THRESHOLD;
+                if distrusted && !silence && attempt + 1 < temperatures.len() {
+                    tracing::debug!(window_start, temperature, avg_logprob, "whisper window decoded again hotter");
+                    attempt += 1;
+                    continue;
                 }
-                let (next, best) = logits
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, &l)| (i as u32, l))
-                    .unwrap_or((self.specials.end, 0.0));
-                let norm = logits.iter().map(|&l| ((l - best) as f64).exp()).sum::<f64>().ln();
-                logprob_sum -= norm;
-                if next == self.specials.end {
-                    ended = true;
-                    break;
-                }
-                // A timestamp after text ends a segment: its text goes out.
-                if !holding && is_ts(next) && tokens.last().is_some_and(|&t| !is_ts(t)) {
-                    out.send(&self.text_of(&tokens[unsent..]));
-                    unsent = tokens.len() + 1;
-                }
-                tokens.push(next);
-                feed = vec![next];
-                if !timestamps && !holding {
+                if !timestamps && !silence {
                     out.grow(&mut window_sent, &self.text_of(&tokens));
+                    unsent = tokens.len();
+                }
+                let (listening, text) = (out.listening, out.text);
+                break (tokens, logprob_sum, ended, unsent, temperature, listening, text, held);
+            };
+            // The accepted attempt's text: already out when it went straight to the listener,
+            // else sent now.
+            if direct {
+                (out.text, out.listening) = (text, listening);
+            } else {
+                for piece in &pieces {
+                    out.forward(piece);
                 }
             }
             let avg_logprob = logprob_sum / (tokens.len() + 1) as f64;
@@ -312,10 +363,6 @@ impl Transcriber {
             if holding && avg_logprob < LOGPROB_THRESHOLD {
                 seek += window.len();
                 continue;
-            }
-            if !timestamps {
-                out.grow(&mut window_sent, &self.text_of(&tokens));
-                unsent = tokens.len();
             }
             // Whisper's segmentation of the window.
             let at = |t: u32| window_start + (t - ts_begin) as f64 * TIME_PER_TIMESTAMP;
@@ -341,7 +388,7 @@ impl Transcriber {
                     avg_logprob,
                     seek: seek / SAMPLES_PER_FRAME,
                     no_speech_prob: no_speech,
-                    temperature: 0.0,
+                    temperature,
                     words: Vec::new(),
                 });
                 if !holding {
@@ -371,7 +418,7 @@ impl Transcriber {
                         avg_logprob,
                         seek: seek / SAMPLES_PER_FRAME,
                         no_speech_prob: no_speech,
-                        temperature: 0.0,
+                        temperature,
                         words: Vec::new(),
                     });
                     last = cut;
@@ -495,6 +542,47 @@ impl Transcriber {
     }
 }
 
+/// Whisper's `compression_ratio_threshold`: a window whose text compresses better than this is
+/// likely a repetition loop, decoded again at the next temperature.
+const COMPRESSION_RATIO_THRESHOLD: f64 = 2.4;
+
+/// How a window is decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Temperature {
+    /// Greedy first, then hotter (0.2, 0.4 … 1.0) while the text fails Whisper's checks, as
+    /// Whisper does for `temperature` 0.
+    Fallback,
+    /// At this temperature only (0: greedy).
+    Fixed(f64),
+}
+
+impl Temperature {
+    fn schedule(self) -> Vec<f64> {
+        match self {
+            Temperature::Fallback => vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            Temperature::Fixed(t) => vec![t.max(0.0)],
+        }
+    }
+}
+
+/// A token drawn from `softmax(logits / temperature)`.
+fn sample(logits: &[f32], temperature: f64, rng: &mut StdRng) -> Option<u32> {
+    let best = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !best.is_finite() {
+        return None;
+    }
+    let weights: Vec<f64> = logits.iter().map(|&l| (((l - best) as f64) / temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut target = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if target < *w {
+            return Some(i as u32);
+        }
+        target -= w;
+    }
+    weights.iter().rposition(|&w| w > 0.0).map(|i| i as u32)
+}
+
 /// Whisper's `no_speech_threshold` and `logprob_threshold`: a window whose no-speech
 /// probability is above the first and whose tokens average below the second is silence.
 const NO_SPEECH_THRESHOLD: f64 = 0.6;
@@ -582,6 +670,15 @@ impl StreamedText<'_> {
         }
         self.text.push_str(&piece);
         self.listening = (self.on_text)(&piece);
+    }
+
+    /// Sends a piece as it is (text held back, now accepted).
+    fn forward(&mut self, piece: &str) {
+        if !self.listening {
+            return;
+        }
+        self.text.push_str(piece);
+        self.listening = (self.on_text)(piece);
     }
 
     /// Sends one segment's text (a space before it when something came earlier).

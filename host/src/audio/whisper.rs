@@ -84,7 +84,7 @@ pub struct AudioContext {
 }
 
 /// The decoder's self-attention keys and values so far (`[heads, tokens, head_dim]` a layer).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct DecoderCache {
     layers: Vec<(Tensor<3>, Tensor<3>)>,
     len: usize,

@@ -14,6 +14,7 @@ use super::blocking;
 use super::sse;
 use super::state::SharedState;
 use crate::audio::decode::{DecodeError, decode};
+use crate::audio::transcribe::Temperature;
 use crate::audio::transcribe::{Segment, Transcript};
 use crate::audio::word_timing::WordTiming;
 use crate::error::{ApiError, ErrorBody as ErrorResponse};
@@ -118,7 +119,8 @@ pub struct TranscriptionForm {
     prompt: Option<String>,
     /// `json` (default), `verbose_json` (with timed segments), `text`, `srt` or `vtt`.
     response_format: Option<String>,
-    /// 0 only: decoding is greedy.
+    /// 0 (default): greedy, decoded again at 0.2 … 1.0 while the text fails Whisper's checks
+    /// (streams stay greedy); above 0: sampled at that temperature.
     temperature: Option<f64>,
     /// Stream `transcript.text.delta` events, then `transcript.text.done`.
     stream: Option<bool>,
@@ -329,13 +331,14 @@ pub async fn transcriptions(
             ));
         }
     };
-    if let Some(t) = &form.temperature {
-        match t.trim().parse::<f64>() {
-            Ok(0.0) => {}
-            Ok(v) if (0.0..=1.0).contains(&v) => return Err(ApiError::unsupported_param("temperature")),
-            _ => return Err(ApiError::invalid_param("temperature", "`temperature` must be a number from 0 to 1")),
-        }
-    }
+    // 0 (the default): greedy, decoded again hotter while the text fails Whisper's checks, as
+    // OpenAI documents it — but a stream stays greedy, so its text goes out as it is decoded.
+    let temperature = match form.temperature.as_deref().map(|t| t.trim().parse::<f64>()) {
+        None | Some(Ok(0.0)) if form.stream => Temperature::Fixed(0.0),
+        None | Some(Ok(0.0)) => Temperature::Fallback,
+        Some(Ok(v)) if v > 0.0 && v <= 1.0 => Temperature::Fixed(v),
+        _ => return Err(ApiError::invalid_param("temperature", "`temperature` must be a number from 0 to 1")),
+    };
     if form.words && format != Format::VerboseJson {
         return Err(ApiError::invalid_param(
             "timestamp_granularities",
@@ -368,11 +371,17 @@ pub async fn transcriptions(
         tokio::task::spawn_blocking(move || {
             let mut on_text =
                 |piece: &str| tx.send(sse::json_event(&TranscriptEvent::Delta { delta: piece.to_owned() })).is_ok();
-            let last =
-                match service.transcribe(&audio, language.as_deref(), prompt.as_deref(), Timing::Text, &mut on_text) {
-                    Ok((_, t)) => sse::json_event(&TranscriptEvent::Done { text: t.text }),
-                    Err(e) => sse::error_event(&transcription_error(e)),
-                };
+            let last = match service.transcribe(
+                &audio,
+                language.as_deref(),
+                prompt.as_deref(),
+                Timing::Text,
+                temperature,
+                &mut on_text,
+            ) {
+                Ok((_, t)) => sse::json_event(&TranscriptEvent::Done { text: t.text }),
+                Err(e) => sse::error_event(&transcription_error(e)),
+            };
             let _ = tx.send(last);
             let _ = tx.send(sse::done_event());
         });
@@ -382,7 +391,7 @@ pub async fn transcriptions(
         let (_, transcript) = service
             // Subtitles and verbose_json want Whisper's timed segments; plain text reads better
             // without them.
-            .transcribe(&audio, language.as_deref(), prompt.as_deref(), timing, &mut |_| true)
+            .transcribe(&audio, language.as_deref(), prompt.as_deref(), timing, temperature, &mut |_| true)
             .map_err(transcription_error)?;
         Ok(transcript)
     })
