@@ -20,7 +20,7 @@ use super::mel::SAMPLE_RATE;
 pub enum DecodeError {
     #[error("the file is empty")]
     Empty,
-    #[error("the file is not audio in a format this server reads (WAV, FLAC, MP3, Ogg/Vorbis): {0}")]
+    #[error("the file is not audio in a format this server reads (WAV, FLAC, MP3, Ogg/Vorbis, Ogg/Opus): {0}")]
     Unreadable(String),
     #[error("the audio is longer than the {0} s this server transcribes")]
     TooLong(u64),
@@ -45,6 +45,15 @@ impl Audio {
 pub fn decode(bytes: &[u8], extension: Option<&str>, max_seconds: u64) -> Result<Audio, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
+    }
+    // symphonia has no Opus; Ogg/Opus decodes straight at Whisper's rate.
+    if super::opus::is_ogg_opus(bytes) {
+        return match super::opus::decode(bytes, SAMPLE_RATE as u32, max_seconds) {
+            Ok(samples) if samples.is_empty() => Err(DecodeError::Silent),
+            Ok(samples) => Ok(Audio { samples }),
+            Err(super::opus::OpusError::TooLong(s)) => Err(DecodeError::TooLong(s)),
+            Err(e) => Err(DecodeError::Unreadable(format!("Ogg/Opus: {e}"))),
+        };
     }
     let unreadable = |e: SymphoniaError| DecodeError::Unreadable(e.to_string());
     let mut hint = Hint::new();

@@ -9,6 +9,7 @@ pub mod espeak;
 pub mod hf_whisper;
 pub mod mel;
 pub mod onnx;
+pub mod opus;
 pub mod piper_voice;
 pub mod speech_format;
 pub mod spline;

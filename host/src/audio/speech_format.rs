@@ -1,7 +1,8 @@
 //! Speech as `/v1/audio/speech` answers it: WAV (16-bit, the voice's rate), FLAC (the same
-//! samples, losslessly packed) or OpenAI's raw `pcm` (16-bit little-endian mono at 24 kHz,
-//! whatever the voice's rate, as OpenAI's clients assume). MP3, Opus and AAC need encoders
-//! that exist only as C libraries; they are refused by name rather than mislabelled.
+//! samples, losslessly packed), Ogg/Opus (24 kHz, [`super::opus`]) or OpenAI's raw `pcm`
+//! (16-bit little-endian mono at 24 kHz, whatever the voice's rate, as OpenAI's clients
+//! assume). MP3 and AAC need encoders that exist only as C libraries (LAME is LGPL); they are
+//! refused by name rather than mislabelled.
 
 use std::io::Cursor;
 
@@ -17,14 +18,15 @@ pub const PCM_RATE: u32 = 24_000;
 pub enum SpeechFormat {
     Wav,
     Flac,
+    Opus,
     Pcm,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("`{0}` audio needs an encoder Hearth does not have; ask for `wav`, `flac` or `pcm`")]
+    #[error("`{0}` audio needs an encoder Hearth does not have; ask for `wav`, `flac`, `opus` or `pcm`")]
     Unsupported(String),
-    #[error("`response_format` must be one of `wav`, `flac`, `pcm` (or OpenAI's `mp3`, `opus`, `aac`), got `{0}`")]
+    #[error("`response_format` must be one of `wav`, `flac`, `opus`, `pcm` (or OpenAI's `mp3`, `aac`), got `{0}`")]
     Unknown(String),
     #[error("encoding the audio failed: {0}")]
     Encode(String),
@@ -36,8 +38,9 @@ impl SpeechFormat {
         match name.unwrap_or("wav") {
             "wav" => Ok(Self::Wav),
             "flac" => Ok(Self::Flac),
+            "opus" => Ok(Self::Opus),
             "pcm" => Ok(Self::Pcm),
-            other @ ("mp3" | "opus" | "aac") => Err(FormatError::Unsupported(other.to_owned())),
+            other @ ("mp3" | "aac") => Err(FormatError::Unsupported(other.to_owned())),
             other => Err(FormatError::Unknown(other.chars().take(40).collect())),
         }
     }
@@ -46,6 +49,7 @@ impl SpeechFormat {
         match self {
             Self::Wav => "audio/wav",
             Self::Flac => "audio/flac",
+            Self::Opus => "audio/ogg",
             Self::Pcm => "audio/pcm",
         }
     }
@@ -89,6 +93,11 @@ pub fn encode(samples: &[f32], rate: u32, format: SpeechFormat) -> Result<Vec<u8
             conform_min_block_size(&mut bytes);
             Ok(bytes)
         }
+        SpeechFormat::Opus => {
+            let resampled =
+                resample(samples.to_vec(), rate as usize, super::opus::ENCODE_RATE as usize).map_err(failed)?;
+            super::opus::encode(&resampled, rate).map_err(|e| failed(e.to_string()))
+        }
         SpeechFormat::Pcm => {
             let resampled = resample(samples.to_vec(), rate as usize, PCM_RATE as usize).map_err(failed)?;
             Ok(resampled.iter().flat_map(|&s| to_i16(s).to_le_bytes()).collect())
@@ -120,11 +129,10 @@ mod tests {
     }
 
     #[test]
-    fn wav_and_flac_decode_back_to_the_same_sound() {
+    fn wav_flac_and_opus_decode_back_to_the_same_sound() {
         let samples = tone(22_050, 0.5);
-        for format in [SpeechFormat::Wav, SpeechFormat::Flac] {
+        for (format, ext) in [(SpeechFormat::Wav, "wav"), (SpeechFormat::Flac, "flac"), (SpeechFormat::Opus, "opus")] {
             let bytes = encode(&samples, 22_050, format).unwrap();
-            let ext = if format == SpeechFormat::Wav { "wav" } else { "flac" };
             // The transcription decoder reads it back (at 16 kHz): same duration, same tone.
             let back = decode(&bytes, Some(ext), 60).unwrap_or_else(|e| panic!("{format:?}: {e}"));
             assert!((back.seconds() - 0.5).abs() < 0.01, "{format:?}: {} s", back.seconds());
@@ -143,6 +151,7 @@ mod tests {
     fn formats_are_named_or_refused_by_name() {
         assert_eq!(SpeechFormat::parse(None).unwrap(), SpeechFormat::Wav);
         assert!(matches!(SpeechFormat::parse(Some("mp3")), Err(FormatError::Unsupported(_))));
+        assert_eq!(SpeechFormat::parse(Some("opus")).unwrap(), SpeechFormat::Opus);
         assert!(matches!(SpeechFormat::parse(Some("ogg")), Err(FormatError::Unknown(_))));
         assert_eq!(to_i16(f32::NAN), 0);
         assert_eq!(to_i16(3.0), 32767);

@@ -108,7 +108,8 @@ pub struct TranscriptionVerboseJson {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct TranscriptionForm {
-    /// The audio: WAV, FLAC, MP3 or Ogg/Vorbis, at most `max_audio_bytes` and `max_audio_seconds`.
+    /// The audio: WAV, FLAC, MP3, Ogg/Vorbis or Ogg/Opus, at most `max_audio_bytes` and
+    /// `max_audio_seconds`.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
     /// Any name (`whisper-1` too): the server's Whisper model answers.

@@ -1,13 +1,13 @@
 //! `POST /v1/audio/speech`: text to speech with a Piper voice (`speech_service`). OpenAI's
 //! fields — `model` (any name), `input` (at most 4096 characters), `voice` (an installed voice's
 //! name, or one of OpenAI's, which speak with the default voice), `response_format` (`wav`,
-//! `flac`, `pcm`; WAV when left out), `speed` (0.25–4) — and Piper's `noise_scale` and `noise_w`
+//! `flac`, `opus`, `pcm`; WAV when left out), `speed` (0.25–4) — and Piper's `noise_scale` and `noise_w`
 //! with a `seed` for the noise, so speech can be repeated exactly. `instructions` steer only
 //! OpenAI's gpt-4o voices and are ignored, as OpenAI ignores them for `tts-1`.
 //!
 //! The voice is loaded and the text phonemized before the answer starts, so those failures are
-//! plain errors. `pcm` is then streamed sentence by sentence as each is synthesized; WAV and
-//! FLAC are sent whole, their headers needing the length.
+//! plain errors. `pcm` is then streamed sentence by sentence as each is synthesized; WAV, FLAC
+//! and Opus are sent whole, their headers needing the length.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -51,7 +51,8 @@ pub struct SpeechRequest {
     /// Ignored: Piper voices cannot be steered by instructions.
     #[serde(default)]
     pub instructions: Option<String>,
-    /// `wav` (default), `flac` or `pcm` (16-bit little-endian mono at 24 kHz).
+    /// `wav` (default), `flac`, `opus` (Ogg, 24 kHz) or `pcm` (16-bit little-endian mono at
+    /// 24 kHz).
     #[serde(default)]
     pub response_format: Option<String>,
     /// 0.25 to 4.0 (default 1).
@@ -135,8 +136,8 @@ fn check(req: &SpeechRequest) -> Result<(Option<String>, SpeechFormat, SpeakOpti
 /// Text to speech.
 #[utoipa::path(post, path = "/v1/audio/speech", tag = "audio", request_body = SpeechRequest,
     responses(
-        (status = 200, description = "The audio, as `response_format` asks: `audio/wav`, `audio/flac` or `audio/pcm` (streamed)",
-            content((Vec<u8> = "audio/wav"), (Vec<u8> = "audio/flac"), (Vec<u8> = "audio/pcm"))),
+        (status = 200, description = "The audio, as `response_format` asks: `audio/wav`, `audio/flac`, `audio/ogg` (Opus) or `audio/pcm` (streamed)",
+            content((Vec<u8> = "audio/wav"), (Vec<u8> = "audio/flac"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/pcm"))),
         (status = 400, description = "A field is invalid, or the voice is not installed", body = ErrorResponse),
         (status = 401, description = "The API key is missing or wrong", body = ErrorResponse),
         (status = 503, description = "No Piper voice is installed, or espeak-ng is missing", body = ErrorResponse)))]
