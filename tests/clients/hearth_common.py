@@ -378,6 +378,24 @@ def check_last(client_or_rec, path: str | None = None) -> Any:
     return result
 
 
+# --------------------------------------------------------------------------- speech
+def words(s: str) -> list[str]:
+    """A transcript's words for scoring: lower case, letters, digits and apostrophes only."""
+    return [w for w in (re.sub(r"[^a-z0-9']", "", t.lower()) for t in s.split()) if w]
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    """Word-level edit distance (substitutions, insertions, deletions): a word error rate's numerator."""
+    row = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        prev, row[0] = row[0], i
+        for j in range(1, len(hyp) + 1):
+            cur = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (ref[i - 1] != hyp[j - 1]))
+            prev = cur
+    return row[len(hyp)]
+
+
 # --------------------------------------------------------------------------- model id
 _model: str | None = None
 

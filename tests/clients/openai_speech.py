@@ -14,7 +14,6 @@ name speak; bad input (empty or 5,000-character `input`, `mp3`, an unknown voice
 unknown field) is a 400 naming the field, and the server keeps answering.
 """
 import io
-import re
 import subprocess
 import tempfile
 import wave
@@ -24,7 +23,7 @@ import openai
 import soundfile
 
 import hearth_common as H
-from hearth_common import expect, ok
+from hearth_common import edits, expect, ok, words
 
 # Harvard sentences (phonetically balanced, public domain) and everyday speech.
 SENTENCES = [
@@ -40,21 +39,6 @@ SENTENCES = [
     "The weather today is sunny with a light breeze from the west.",
 ]
 VOICE = "en_US-joe-medium"
-
-
-def words(s):
-    return [w for w in (re.sub(r"[^a-z0-9']", "", t.lower()) for t in s.split()) if w]
-
-
-def edits(ref, hyp):
-    row = list(range(len(hyp) + 1))
-    for i in range(1, len(ref) + 1):
-        prev, row[0] = row[0], i
-        for j in range(1, len(hyp) + 1):
-            cur = row[j]
-            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (ref[i - 1] != hyp[j - 1]))
-            prev = cur
-    return row[len(hyp)]
 
 
 def speak(client, text, **kw):

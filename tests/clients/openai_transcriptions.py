@@ -21,7 +21,7 @@ import wave
 import openai
 
 import hearth_common as H
-from hearth_common import expect, ok
+from hearth_common import edits, expect, ok, words
 
 SENTENCES = [
     "The birch canoe slid on the smooth planks.",
@@ -36,21 +36,6 @@ def speak(text, path):
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "120", "-g", "4", "-w", path, text], check=True)
     with wave.open(path) as w:
         return w.getnframes() / w.getframerate()
-
-
-def words(s):
-    return [w for w in (re.sub(r"[^a-z0-9']", "", t.lower()) for t in s.split()) if w]
-
-
-def edits(ref, hyp):
-    row = list(range(len(hyp) + 1))
-    for i in range(1, len(ref) + 1):
-        prev, row[0] = row[0], i
-        for j in range(1, len(hyp) + 1):
-            cur = row[j]
-            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (ref[i - 1] != hyp[j - 1]))
-            prev = cur
-    return row[len(hyp)]
 
 
 def main():

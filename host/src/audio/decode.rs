@@ -152,6 +152,7 @@ pub fn resample(samples: Vec<f32>, rate: usize, target: usize) -> Result<Vec<f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::tone;
 
     /// A 16-bit PCM WAV of `samples` (one channel per inner vector, interleaved).
     fn wav(rate: u32, channels: &[Vec<f32>]) -> Vec<u8> {
@@ -177,12 +178,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn tone(rate: u32, hz: f32, seconds: f32) -> Vec<f32> {
-        (0..(rate as f32 * seconds) as usize)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin())
-            .collect()
     }
 
     #[test]

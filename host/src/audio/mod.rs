@@ -33,3 +33,11 @@ pub fn is_speech_folder(dir: &Path) -> bool {
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .is_some_and(|c| c.get("model_type").and_then(serde_json::Value::as_str) == Some("whisper"))
 }
+
+/// A sine of `hz` at half scale, `seconds` long at `rate`: the tests' test signal.
+#[cfg(test)]
+pub(crate) fn tone(rate: u32, hz: f32, seconds: f32) -> Vec<f32> {
+    (0..(rate as f32 * seconds) as usize)
+        .map(|i| 0.5 * (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin())
+        .collect()
+}

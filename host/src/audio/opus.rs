@@ -142,16 +142,11 @@ pub fn encode(samples: &[f32], input_rate: u32) -> Result<Vec<u8>, OpusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tone(rate: u32, seconds: f32) -> Vec<f32> {
-        (0..(rate as f32 * seconds) as usize)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin())
-            .collect()
-    }
+    use crate::audio::tone;
 
     #[test]
     fn speech_written_as_opus_reads_back_with_its_length_and_sound() {
-        let samples = tone(ENCODE_RATE, 1.0);
+        let samples = tone(ENCODE_RATE, 440.0, 1.0);
         let bytes = encode(&samples, 22_050).unwrap();
         assert!(is_ogg_opus(&bytes));
         let back = decode(&bytes, ENCODE_RATE, 60).unwrap();
@@ -174,7 +169,7 @@ mod tests {
     fn other_files_are_not_taken_for_opus() {
         assert!(!is_ogg_opus(b"RIFF....WAVEfmt "));
         assert!(!is_ogg_opus(b"OggS"));
-        let mut bytes = encode(&tone(ENCODE_RATE, 0.2), 24_000).unwrap();
+        let mut bytes = encode(&tone(ENCODE_RATE, 440.0, 0.2), 24_000).unwrap();
         bytes.truncate(60);
         assert!(decode(&bytes, 16_000, 60).is_err());
     }

@@ -121,16 +121,11 @@ fn conform_min_block_size(flac: &mut [u8]) {
 mod tests {
     use super::*;
     use crate::audio::decode::decode;
-
-    fn tone(rate: u32, seconds: f32) -> Vec<f32> {
-        (0..(rate as f32 * seconds) as usize)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / rate as f32).sin())
-            .collect()
-    }
+    use crate::audio::tone;
 
     #[test]
     fn wav_flac_and_opus_decode_back_to_the_same_sound() {
-        let samples = tone(22_050, 0.5);
+        let samples = tone(22_050, 440.0, 0.5);
         for (format, ext) in [(SpeechFormat::Wav, "wav"), (SpeechFormat::Flac, "flac"), (SpeechFormat::Opus, "opus")] {
             let bytes = encode(&samples, 22_050, format).unwrap();
             // The transcription decoder reads it back (at 16 kHz): same duration, same tone.
@@ -143,7 +138,7 @@ mod tests {
 
     #[test]
     fn pcm_is_24_khz_sixteen_bit() {
-        let bytes = encode(&tone(22_050, 1.0), 22_050, SpeechFormat::Pcm).unwrap();
+        let bytes = encode(&tone(22_050, 440.0, 1.0), 22_050, SpeechFormat::Pcm).unwrap();
         assert_eq!(bytes.len(), 2 * PCM_RATE as usize);
     }
 

@@ -326,7 +326,7 @@ impl Vits {
         let encoder = Self::load_encoder(w, device)?;
         let hidden = encoder.hidden;
         let durations = Self::load_durations(w, hidden, device)?;
-        let flow = Self::load_flow(w, hidden / 2 * 2, device)?;
+        let flow = Self::load_flow(w, device)?;
         let inter = encoder.proj.out_channels / 2;
         if flow.first().is_some_and(|c| c.half * 2 != inter) {
             return Err(VitsError::Shape("the flow's width differs from the prior's".into()));
@@ -464,7 +464,7 @@ impl Vits {
         Ok(DurationPredictor::Stochastic(Box::new(StochasticDurations { pre, dds, proj, steps })))
     }
 
-    fn load_flow(w: &OnnxWeights, _hidden: usize, device: &Device) -> Result<Vec<Coupling>, VitsError> {
+    fn load_flow(w: &OnnxWeights, device: &Device) -> Result<Vec<Coupling>, VitsError> {
         let mut flow = Vec::new();
         // Couplings sit at even indices, a flip after each.
         for i in (0..).step_by(2) {
