@@ -259,7 +259,7 @@ impl Transcriber {
             // one temperature the text is held until the window is accepted.
             let direct = temperatures.len() == 1;
             let mut attempt = 0usize;
-            let (tokens, logprob_sum, ended, unsent, temperature, listening, text, pieces) = loop {
+            let (tokens, avg_logprob, silence, ended, unsent, temperature, listening, text, pieces) = loop {
                 let temperature = temperatures[attempt];
                 let mut rng = StdRng::seed_from_u64(((seek as u64) << 8) | attempt as u64);
                 let mut held: Vec<String> = Vec::new();
@@ -334,7 +334,7 @@ impl Transcriber {
                     }
                 }
                 let avg_logprob = logprob_sum / (tokens.len() + 1) as f64;
-                let silence = no_speech > NO_SPEECH_THRESHOLD && avg_logprob < LOGPROB_THRESHOLD;
+                let silence = holding && avg_logprob < LOGPROB_THRESHOLD;
                 let distrusted = compression_ratio(&self.text_of(&tokens)) > COMPRESSION_RATIO_THRESHOLD
                     || avg_logprob < LOGPROB_THRESHOLD;
                 if distrusted && !silence && attempt + 1 < temperatures.len() {
@@ -347,7 +347,7 @@ impl Transcriber {
                     unsent = tokens.len();
                 }
                 let (listening, text) = (out.listening, out.text);
-                break (tokens, logprob_sum, ended, unsent, temperature, listening, text, held);
+                break (tokens, avg_logprob, silence, ended, unsent, temperature, listening, text, held);
             };
             // The accepted attempt's text: already out when it went straight to the listener,
             // else sent now.
@@ -358,9 +358,8 @@ impl Transcriber {
                     out.forward(piece);
                 }
             }
-            let avg_logprob = logprob_sum / (tokens.len() + 1) as f64;
             tracing::debug!(window_start, no_speech, avg_logprob, tokens = tokens.len(), "whisper window");
-            if holding && avg_logprob < LOGPROB_THRESHOLD {
+            if silence {
                 seek += window.len();
                 continue;
             }
