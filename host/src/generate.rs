@@ -87,6 +87,7 @@ pub fn run(args: &GenerateArgs, out: &mut dyn Write) -> Result<GenerateStats, Ge
         distribution: None,
         logprobs: None,
         cache_prompt: true,
+        media: Default::default(),
         prompt: prompt_ids.clone(),
         max_new_tokens: args.max_tokens,
         sampling: args.sampling.clone(),

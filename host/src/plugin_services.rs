@@ -56,6 +56,7 @@ impl HostServices for ModelServices {
             distribution: None,
             logprobs: None,
             cache_prompt: true,
+            media: Default::default(),
             prompt,
             max_new_tokens: (request.max_tokens.min(MAX_PLUGIN_TOKENS) as usize).min(room),
             sampling: SamplingParams { temperature, ..SamplingParams::default() },

@@ -18,7 +18,7 @@ use hearth_gpu_kernels::counters::{self, DeviceWork};
 
 /// One token after what `cache` holds, asking for candidates at `temperature`.
 fn step(m: &LoadedModel, cache: &mut KvCache, token: u32, candidates: Option<f32>) -> StepLogits {
-    let item = BatchItem { tokens: &[token], cache, logits: LogitsFor::Last, prompt_rows: 0, candidates };
+    let item = BatchItem { tokens: &[token], cache, logits: LogitsFor::Last, prompt_rows: 0, candidates, media: &[] };
     m.llama.forward_step(&mut [item]).expect("step").pop().expect("one sequence's output")
 }
 
@@ -118,6 +118,7 @@ fn a_decoded_token_is_a_few_dispatches_and_one_small_readback() {
             logits: LogitsFor::Last,
             prompt_rows: 0,
             candidates: Some(t),
+            media: &[],
         })
         .collect();
     let outs = m.llama.forward_step(&mut items).expect("batched step");

@@ -17,7 +17,7 @@ fn load() -> LoadedModel {
 
 /// The last position's logits after running `tokens`, the first `prompt_rows` as prompt.
 fn run(m: &LoadedModel, cache: &mut KvCache, tokens: &[u32], prompt_rows: usize) -> Vec<f32> {
-    let item = BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows, candidates: None };
+    let item = BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows, candidates: None, media: &[] };
     m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("one sequence's logits")
 }
 

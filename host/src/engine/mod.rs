@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::model::{LoadedModel, PoolStats};
+use crate::model::{LoadedModel, MediaSpan, PoolStats};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::TextTokenizer;
 
@@ -61,6 +61,8 @@ pub struct GenerationRequest {
     /// `cache_prompt`; on by default). The output is the same either way, bit for bit: only
     /// blocks holding the numbers this request would compute itself are reused.
     pub cache_prompt: bool,
+    /// Prompt positions whose input rows are given (images' embeddings), in prompt order.
+    pub media: Arc<[MediaSpan]>,
 }
 
 /// The log-probabilities a request wants reported, under the model's own distribution (before

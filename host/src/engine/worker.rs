@@ -27,6 +27,7 @@ use super::{FinishReason, Job, Shared, TokenEvent, TokenLogprob};
 use crate::constraint::Constraint;
 use crate::model::kv_pool::PAGE;
 use crate::model::{BatchItem, KvCache, KvPool, LogitsFor, ModelError, StepLogits};
+use crate::model::{MediaSpan, media};
 use crate::plugins::{PluginError, PluginRegistry, SamplerSession};
 use crate::sampling::{Candidates, HookedSampling, Sampled, Sampler, log_softmax_at, top_logprobs};
 use crate::telemetry::{EngineMetrics, Finished};
@@ -287,7 +288,8 @@ impl<M: StepModel> Worker<M> {
                 return;
             }
             let Some(mut seq) = self.preempted.pop_front() else { return };
-            let cached = seq.cache.adopt_prefix(&seq.context, seq.prompt_len);
+            let keys = media::cache_keys(&seq.context, 0, &seq.job.request.media);
+            let cached = seq.cache.adopt_prefix(&keys, seq.prompt_len);
             tracing::debug!(cached, recompute = seq.context.len() - cached, "resumed a preempted sequence");
             self.running.push(seq);
         }
@@ -397,6 +399,7 @@ impl<M: StepModel> Worker<M> {
                         logits: LogitsFor::Last,
                         prompt_rows: 0,
                         candidates,
+                        media: &seq.job.request.media,
                     });
                 } else if Some(i) == prefilling {
                     let end = seq.step_end(chunk);
@@ -405,7 +408,8 @@ impl<M: StepModel> Worker<M> {
                     let prompt_rows = seq.prompt_len.saturating_sub(done).min(tokens.len());
                     let candidates = seq.candidate_temperature();
                     let cache = &mut seq.cache;
-                    let item = BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows, candidates };
+                    let media = &seq.job.request.media;
+                    let item = BatchItem { tokens, cache, logits: LogitsFor::Last, prompt_rows, candidates, media };
                     chunk_item = Some((i, item));
                 }
             }
@@ -503,7 +507,7 @@ impl<M: StepModel> Worker<M> {
         let scores_prompt = job.request.logprobs.is_some_and(|q| q.prompt);
         let mut cached = 0;
         if job.request.cache_prompt && !scores_prompt {
-            cached = cache.adopt_prefix(&job.request.prompt, prompt_len);
+            cached = cache.adopt_prefix(&media::cache_keys(&job.request.prompt, 0, &job.request.media), prompt_len);
             job.cached_tokens.store(cached, Ordering::Relaxed);
         }
         self.metrics.admitted(job.submitted.elapsed(), prompt_len, cached);
@@ -534,10 +538,12 @@ impl<M: StepModel> Worker<M> {
         let seq = &mut self.running[i];
         seq.prompt_scored = true;
         let top = seq.job.request.logprobs.map_or(0, |q| q.top);
-        let ran = score_prompt(&self.model, &seq.context, &mut seq.cache, top).map(|(logits, scored)| {
-            let _ = seq.job.events.send(TokenEvent::PromptLogprobs(scored));
-            logits
-        });
+        let ran = score_prompt(&self.model, &seq.context, &seq.job.request.media, &mut seq.cache, top).map(
+            |(logits, scored)| {
+                let _ = seq.job.events.send(TokenEvent::PromptLogprobs(scored));
+                logits
+            },
+        );
         match ran {
             Ok(logits) => self.after_logits(i, logits),
             Err(e) => end(&self.running[i], TokenEvent::Failed(e.to_string())),
@@ -721,6 +727,7 @@ const SCORED_PROMPT_SLICE: usize = 128;
 fn score_prompt(
     model: &impl StepModel,
     prompt: &[u32],
+    media: &[MediaSpan],
     cache: &mut KvCache,
     top: usize,
 ) -> Result<(Vec<f32>, Vec<TokenLogprob>), ModelError> {
@@ -737,6 +744,7 @@ fn score_prompt(
             logits: LogitsFor::All,
             prompt_rows: slice.len(),
             candidates: None,
+            media,
         };
         let rows = match model.forward_step(&mut [item])?.pop() {
             Some(out) => out.into_full()?,
@@ -858,6 +866,7 @@ mod tests {
                 distribution: None,
                 logprobs: None,
                 cache_prompt: true,
+                media: Default::default(),
             };
             let job = Job {
                 request,

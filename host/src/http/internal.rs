@@ -157,6 +157,7 @@ pub async fn logits(
         distribution: Some(DistributionQuery { use_samplers: req.use_samplers.unwrap_or(false), top }),
         logprobs: None,
         cache_prompt: true,
+        media: Default::default(),
     };
     let mut stream = served.engine.submit(request, Some(caller.owner))?;
     loop {

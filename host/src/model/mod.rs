@@ -11,6 +11,7 @@ pub mod kv_pool;
 pub(crate) mod layers;
 pub mod llama;
 mod loader;
+pub mod media;
 pub mod progress;
 pub mod rope;
 mod top_candidates;
@@ -22,6 +23,7 @@ pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, PoolStats};
 pub use llama::{BatchItem, Llama, LogitsFor, StepLogits, TopLogits};
 pub use loader::{LoadError, LoadedModel, ModelFormat, load, load_with_progress, model_id};
+pub use media::MediaSpan;
 pub use progress::LoadProgress;
 pub use top_candidates::TopCandidates;
 

@@ -20,6 +20,7 @@ use super::config::LlamaConfig;
 use super::cpu::{self, HostValues};
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, RowGroup, read_back, transpose, upload};
+use super::media::{self, MediaSpan};
 use super::rope::{self, Rope};
 
 /// Largest slice of the output matrix kept in one device buffer: lavapipe caps storage buffers at
@@ -52,6 +53,8 @@ pub struct BatchItem<'a> {
     /// temperature (the request's, for its normaliser), when the sampler can choose from them;
     /// `None` reads back the logits.
     pub candidates: Option<f32>,
+    /// The sequence's media: positions whose input rows are given, not looked up.
+    pub media: &'a [MediaSpan],
 }
 
 /// One item's logits from [`Llama::forward_step`].
@@ -171,12 +174,21 @@ impl Embedding {
     }
 
     fn rows(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
+        self.rows_with(tokens, |_| None, device)
+    }
+
+    /// [`Self::rows`], with `given(i)`'s row instead of token `i`'s where it has one.
+    fn rows_with<'m>(&self, tokens: &[u32], given: impl Fn(usize) -> Option<&'m [f32]>, device: &Device) -> Tensor<2> {
         let hidden = match self {
             Self::Dense { hidden, .. } => *hidden,
             Self::Quantized(m) => m.cols(),
         };
         let mut data = Vec::with_capacity(tokens.len() * hidden);
-        for &t in tokens {
+        for (i, &t) in tokens.iter().enumerate() {
+            if let Some(row) = given(i).filter(|r| r.len() == hidden) {
+                data.extend_from_slice(row);
+                continue;
+            }
             match self {
                 Self::Dense { table, .. } => {
                     data.extend_from_slice(&table[t as usize * hidden..(t as usize + 1) * hidden])
@@ -249,7 +261,7 @@ impl Llama {
         if cache.is_host() {
             // A lone token runs as a decode step; several as a prompt.
             let prompt_rows = if tokens.len() > 1 { tokens.len() } else { 0 };
-            let mut item = [BatchItem { tokens, cache, logits: which, prompt_rows, candidates: None }];
+            let mut item = [BatchItem { tokens, cache, logits: which, prompt_rows, candidates: None, media: &[] }];
             let mut logits = self.forward_batch(&mut item)?;
             let rows = logits.pop().unwrap_or_default();
             let n = rows.len() / self.config.vocab_size.max(1);
@@ -258,7 +270,7 @@ impl Llama {
         // The whole step runs on one of the compute pool's threads: the CPU path's parallel
         // operations then start from inside the pool instead of each waking it from outside
         // (a thread hand-off per operation, ~150 a token).
-        rayon::scope(|_| self.forward_in_pool(tokens, cache, which))
+        rayon::scope(|_| self.forward_in_pool(tokens, cache, which, &[]))
     }
 
     /// Runs one step of several sequences and returns each one's logits on the host (`[rows,
@@ -284,8 +296,15 @@ impl Llama {
                 .collect());
         }
         // The decode tokens run as one fused step; prompts and scored rows one by one.
-        let fused: Vec<bool> =
-            items.iter().map(|i| self.fused_decode && i.tokens.len() == 1 && i.logits == LogitsFor::Last).collect();
+        let fused: Vec<bool> = items
+            .iter()
+            .map(|i| {
+                self.fused_decode
+                    && i.tokens.len() == 1
+                    && i.logits == LogitsFor::Last
+                    && !media::touches(i.media, i.cache.len(), 1)
+            })
+            .collect();
         let mut rows: Vec<Option<Tensor<2>>> = vec![None; items.len()];
         // The fused step's logits, all its rows, when it ran for several tokens.
         let mut fused_logits = None;
@@ -304,7 +323,7 @@ impl Llama {
         for (item, row) in items.iter_mut().zip(rows) {
             logits.push(match row {
                 Some(row) => row,
-                None => rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits))?,
+                None => rayon::scope(|_| self.forward_in_pool(item.tokens, item.cache, item.logits, item.media))?,
             });
         }
 
@@ -375,15 +394,24 @@ impl Llama {
             item.cache.reserve(end)?;
             tables.push(self.rope.host_tables(&(start..end).collect::<Vec<_>>()));
         }
-        let mut x = self.embedding.rows(&ids, &self.device);
+        // Each row's sequence and position, for the rows media gives.
+        let mut owner = Vec::with_capacity(ids.len());
+        for (k, (item, &start)) in items.iter().zip(&starts).enumerate() {
+            owner.extend((0..item.tokens.len()).map(|i| (k, start + i)));
+        }
+        let given = |r: usize| {
+            let (k, position) = owner[r];
+            media::row_at(items[k].media, position, hidden)
+        };
+        let mut x = self.embedding.rows_with(&ids, given, &self.device);
         for (layer, block) in self.blocks.iter().enumerate() {
             let normed = block.attn_norm.forward(x.clone())?;
             let attended = self.attention_host(layer, &block.attn, normed, items, &starts, &tables, &groups)?;
             let h = x + attended;
             x = h.clone() + block.mlp.forward_grouped(block.ffn_norm.forward(h)?, &groups)?;
         }
-        for item in items.iter_mut() {
-            item.cache.commit(item.tokens, item.prompt_rows);
+        for (item, &start) in items.iter_mut().zip(&starts) {
+            item.cache.commit(&media::cache_keys(item.tokens, start, item.media), item.prompt_rows);
         }
 
         // The rows whose logits are wanted, gathered, then normed and projected together.
@@ -431,13 +459,21 @@ impl Llama {
         Ok(HostValues::get(logits)?.values().into_owned())
     }
 
-    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor<2>, ModelError> {
+    fn forward_in_pool(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: LogitsFor,
+        media: &[MediaSpan],
+    ) -> Result<Tensor<2>, ModelError> {
         self.check_step(tokens, cache)?;
-        if let (true, &[token], LogitsFor::Last) = (self.fused_decode, tokens, which) {
+        let start = cache.len();
+        if let (true, &[token], LogitsFor::Last, false) =
+            (self.fused_decode, tokens, which, media::touches(media, start, 1))
+        {
             return self.decode_fused(&mut [(token, cache)]);
         }
         let n = tokens.len();
-        let start = cache.len();
         // Padding tokens only ever sit after the real ones, so causal masking keeps them from
         // influencing real positions; their cache entries are overwritten later.
         let padded = if self.bucket_prompts && n > 1 { bucket_len(n).min(cache.max_len() - start) } else { n };
@@ -448,7 +484,8 @@ impl Llama {
         let span = KvCache::span_for(end);
 
         let positions: Vec<usize> = (start..end).collect();
-        let mut x = self.embedding.rows(&ids, &self.device);
+        let hidden = self.config.hidden_size;
+        let mut x = self.embedding.rows_with(&ids, |i| media::row_at(media, start + i, hidden), &self.device);
         let (cos, sin) = self.rope.tables(&positions, &self.device);
         let mask = self.causal_mask(start, padded, span);
         for (i, block) in self.blocks.iter().enumerate() {
@@ -457,7 +494,7 @@ impl Llama {
             let h = x + attended;
             x = h.clone() + block.mlp.forward(block.ffn_norm.forward(h)?)?;
         }
-        cache.commit(tokens, tokens.len());
+        cache.commit(&media::cache_keys(tokens, start, media), tokens.len());
 
         let x = match which {
             LogitsFor::Last => x.slice([n - 1..n, 0..self.config.hidden_size]),
