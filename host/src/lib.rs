@@ -25,3 +25,4 @@ pub mod telemetry;
 pub mod threads;
 pub mod tokenizer;
 pub mod transcription_service;
+pub mod vision;

@@ -122,7 +122,8 @@ impl LlamaConfig {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_json(text: &str) -> Result<Self, ConfigError> {
-        let raw: HfConfig = serde_json::from_str(text)?;
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let raw: HfConfig = serde_json::from_value(text_config(value))?;
         let model_type = raw.model_type.clone().unwrap_or_default();
         let arch = match model_type.as_str() {
             "llama" | "mistral" => Arch::Llama,
@@ -158,7 +159,7 @@ impl LlamaConfig {
             num_kv_heads,
             head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta: raw.rope_theta.or(raw.rope_parameters.and_then(|p| p.rope_theta)).unwrap_or(10_000.0),
             rope_scaling,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
@@ -211,8 +212,48 @@ struct HfConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     rope_scaling: Option<HfRopeScaling>,
+    /// transformers 5 writes `rope_theta` and the scaling here.
+    rope_parameters: Option<HfRopeParameters>,
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
+}
+
+/// The decoder's part of a config: a multimodal model's `text_config` (a `llama` unless it says
+/// otherwise, with transformers' `LlamaConfig` defaults for what older LLaVA configs leave out),
+/// or the whole config of a text-only one.
+fn text_config(config: serde_json::Value) -> serde_json::Value {
+    let Some(mut text) = config.get("text_config").filter(|t| t.is_object()).cloned() else {
+        return config;
+    };
+    let Some(obj) = text.as_object_mut() else { return config };
+    let llama_defaults = [
+        ("model_type", serde_json::json!("llama")),
+        ("vocab_size", 32000.into()),
+        ("hidden_size", 4096.into()),
+        ("intermediate_size", 11008.into()),
+        ("num_hidden_layers", 32.into()),
+        ("num_attention_heads", 32.into()),
+        ("max_position_embeddings", 2048.into()),
+        ("rms_norm_eps", serde_json::json!(1e-6)),
+    ];
+    let is_llama = obj.get("model_type").and_then(|t| t.as_str()).is_none_or(|t| t == "llama");
+    for (key, value) in llama_defaults {
+        if is_llama && obj.get(key).is_none_or(|v| v.is_null()) {
+            obj.insert(key.to_owned(), value);
+        }
+    }
+    // A multimodal config may put the tie flag at its top level only.
+    if obj.get("tie_word_embeddings").is_none()
+        && let Some(tie) = config.get("tie_word_embeddings")
+    {
+        obj.insert("tie_word_embeddings".into(), tie.clone());
+    }
+    text
+}
+
+#[derive(Deserialize)]
+struct HfRopeParameters {
+    rope_theta: Option<f64>,
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ use super::progress::LoadProgress;
 use super::weights::{GgufWeights, SafetensorsWeights};
 use crate::gguf::GgufFile;
 use crate::tokenizer::TextTokenizer;
+use crate::vision::VisionModel;
 
 /// How the weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct LoadedModel {
     pub name: String,
     pub path: PathBuf,
     pub format: ModelFormat,
+    /// The vision side of a multimodal model.
+    pub vision: Option<Arc<VisionModel>>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -109,6 +112,7 @@ fn load_gguf(path: &Path, device: &ComputeDevice, progress: &LoadProgress) -> Re
         name: model_id(path),
         path: path.to_path_buf(),
         format: ModelFormat::Gguf,
+        vision: None,
     })
 }
 
@@ -124,13 +128,39 @@ fn load_hf_folder(dir: &Path, device: &ComputeDevice, progress: &LoadProgress) -
     let source = SafetensorsWeights::open(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
     let llama = Llama::load(&source, &config, device, progress)
         .map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
+    let vision = load_vision(dir, &text, &source, &config, &device.device)
+        .map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),
         name: model_id(dir),
         path: dir.to_path_buf(),
         format: ModelFormat::HfFolder,
+        vision,
     })
+}
+
+/// The folder's vision side, when its config has one; its image token must be in the vocabulary.
+fn load_vision(
+    dir: &Path,
+    config_text: &str,
+    weights: &SafetensorsWeights,
+    config: &LlamaConfig,
+    device: &burn::tensor::Device,
+) -> Result<Option<Arc<VisionModel>>, ModelError> {
+    let json: serde_json::Value = serde_json::from_str(config_text).map_err(|e| ModelError::Input(e.to_string()))?;
+    let vision = VisionModel::load_hf(dir, &json, weights, config.hidden_size, device)
+        .map_err(|e| ModelError::Input(format!("vision: {e}")))?;
+    if let Some(v) = &vision
+        && v.image_token() as usize >= config.vocab_size
+    {
+        return Err(ModelError::Input(format!(
+            "the image token {} is outside the vocabulary of {}",
+            v.image_token(),
+            config.vocab_size
+        )));
+    }
+    Ok(vision.map(Arc::new))
 }
 
 /// A tokenizer that could emit ids the model has no row for would crash a request later: added

@@ -270,8 +270,35 @@ pub fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
 /// `model.safetensors.index.json`.
 pub struct SafetensorsWeights {
     files: Vec<(PathBuf, Mmap)>,
-    /// Tensor name → index into `files`.
-    index: HashMap<String, usize>,
+    /// Tensor name → index into `files` and the name the file stores it under. A multimodal
+    /// checkpoint's tensors are also listed under their canonical names ([`canonical_name`]).
+    index: HashMap<String, (usize, String)>,
+}
+
+/// The name a multimodal checkpoint's tensor is read by: the decoder's as a text-only model
+/// names them (`model.layers.…`, `lm_head.…`), the vision tower's as `vision_tower.…`, the
+/// projector's as `multi_modal_projector.…` — whichever of transformers' layouts saved it
+/// (`language_model.model.…` in LLaVA checkpoints, `model.language_model.…` in transformers
+/// 5's own, `vision_tower.vision_model.…` for a CLIP tower).
+pub fn canonical_name(name: &str) -> Option<String> {
+    let inner = name.strip_prefix("model.").filter(|rest| {
+        ["language_model.", "vision_tower.", "multi_modal_projector."].iter().any(|p| rest.starts_with(p))
+    });
+    let name = inner.unwrap_or(name);
+    let renamed = if let Some(rest) = name.strip_prefix("language_model.model.") {
+        format!("model.{rest}")
+    } else if let Some(rest) = name.strip_prefix("language_model.lm_head.") {
+        format!("lm_head.{rest}")
+    } else if let Some(rest) = name.strip_prefix("language_model.") {
+        format!("model.{rest}")
+    } else if let Some(rest) = name.strip_prefix("vision_tower.vision_model.") {
+        format!("vision_tower.{rest}")
+    } else if inner.is_some() {
+        name.to_owned()
+    } else {
+        return None;
+    };
+    Some(renamed)
 }
 
 impl SafetensorsWeights {
@@ -298,7 +325,10 @@ impl SafetensorsWeights {
                 .into_keys()
                 .collect::<Vec<_>>();
             for name in names {
-                index.insert(name, files.len());
+                if let Some(canonical) = canonical_name(&name) {
+                    index.entry(canonical).or_insert((files.len(), name.clone()));
+                }
+                index.insert(name.clone(), (files.len(), name));
             }
             files.push((path, mmap));
         }
@@ -310,9 +340,15 @@ impl SafetensorsWeights {
         self.index.keys().map(String::as_str)
     }
 
+    /// Whether the folder holds `name`.
+    pub fn contains_named(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
     pub fn read_named(&self, name: &str) -> Result<HostTensor, WeightError> {
-        let &i = self.index.get(name).ok_or_else(|| WeightError::Missing(name.to_owned()))?;
-        let (path, mmap) = &self.files[i];
+        let (i, stored) = self.index.get(name).ok_or_else(|| WeightError::Missing(name.to_owned()))?;
+        let name = stored.as_str();
+        let (path, mmap) = &self.files[*i];
         let st = SafeTensors::deserialize(mmap)
             .map_err(|e| WeightError::Safetensors { path: path.clone(), reason: e.to_string() })?;
         let view =
@@ -347,6 +383,27 @@ impl WeightSource for SafetensorsWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multimodal_checkpoints_are_read_by_canonical_names() {
+        let c = |n: &str| canonical_name(n);
+        assert_eq!(
+            c("language_model.model.layers.0.mlp.up_proj.weight").as_deref(),
+            Some("model.layers.0.mlp.up_proj.weight")
+        );
+        assert_eq!(c("language_model.lm_head.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(c("model.language_model.norm.weight").as_deref(), Some("model.norm.weight"));
+        assert_eq!(
+            c("model.vision_tower.vision_model.pre_layrnorm.bias").as_deref(),
+            Some("vision_tower.pre_layrnorm.bias")
+        );
+        assert_eq!(c("multi_modal_projector.linear_1.weight").as_deref(), None);
+        assert_eq!(
+            c("model.multi_modal_projector.linear_1.weight").as_deref(),
+            Some("multi_modal_projector.linear_1.weight")
+        );
+        assert_eq!(c("model.layers.0.mlp.up_proj.weight"), None);
+    }
 
     /// llama.cpp's permute, as its converter applies it (HF → GGUF).
     fn permute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {

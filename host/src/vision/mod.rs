@@ -1,0 +1,144 @@
+//! Images in prompts: decoding and fetching what a request sends, the model's image processor,
+//! vision encoders in burn and the projectors that join them to the decoder, and the prompt
+//! layout that puts an image's rows where its marker was.
+
+pub mod fetch;
+pub mod image_input;
+mod llava;
+pub mod preprocess;
+pub mod prompt;
+pub mod resample;
+mod vit;
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde_json::Value;
+
+use crate::model::ModelError;
+use crate::model::weights::{SafetensorsWeights, WeightError};
+pub use image_input::DecodedImage;
+use llava::Llava;
+pub use preprocess::Pixels;
+
+/// Why an image could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum VisionError {
+    /// The request's image is not one (or not one this server reads).
+    #[error("{0}")]
+    Image(String),
+    /// The image's URL could not be read.
+    #[error("{0}")]
+    Fetch(String),
+    /// The model's vision config is unusable.
+    #[error("vision config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// An image's rows for the decoder: `[len, hidden]` row-major.
+#[derive(Debug, Clone)]
+pub struct ImageEmbedding {
+    pub rows: Vec<f32>,
+    pub len: usize,
+    pub hidden: usize,
+}
+
+/// A model's vision side.
+pub struct VisionModel {
+    family: Llava,
+    /// The text the model's chat template writes for an image (`<image>`).
+    marker: String,
+}
+
+impl std::fmt::Debug for VisionModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VisionModel").field("marker", &self.marker).finish()
+    }
+}
+
+impl VisionModel {
+    /// The vision side of the Hugging Face folder `dir` whose `config.json` is `config`, if it
+    /// has one (`None` for a text-only model).
+    pub fn load_hf(
+        dir: &Path,
+        config: &Value,
+        weights: &SafetensorsWeights,
+        text_hidden: usize,
+        device: &Device,
+    ) -> Result<Option<Self>, VisionError> {
+        let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(model_type, "llava") {
+            return Ok(None);
+        }
+        let processor = processor_config(dir)?;
+        let image = processor.get("image_processor").cloned().unwrap_or_else(|| processor.clone());
+        let family = Llava::load(config, weights, &image, text_hidden, device)?;
+        let marker = processor.get("image_token").and_then(Value::as_str).unwrap_or("<image>").to_owned();
+        Ok(Some(Self { family, marker }))
+    }
+
+    /// The text the chat template writes for an image.
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    /// The id that holds an image's positions in a prompt.
+    pub fn image_token(&self) -> u32 {
+        self.family.image_token
+    }
+
+    /// Rows one image becomes.
+    pub fn tokens_per_image(&self) -> usize {
+        self.family.tokens_per_image()
+    }
+
+    /// The pixel values the processor makes of `image`.
+    pub fn pixels(&self, image: &DecodedImage) -> Pixels {
+        self.family.processor().pixels(&image.rgb)
+    }
+
+    /// The rows `image` becomes.
+    pub fn embed(&self, image: &DecodedImage) -> Result<ImageEmbedding, VisionError> {
+        self.family.embed(&self.pixels(image))
+    }
+
+    /// The decoder's width.
+    pub fn hidden(&self) -> usize {
+        self.family.hidden
+    }
+}
+
+/// The processor's config: `processor_config.json` (transformers 5 puts the image processor
+/// inside it) or `preprocessor_config.json` (older folders), merged.
+fn processor_config(dir: &Path) -> Result<Value, VisionError> {
+    let read = |name: &str| -> Result<Option<Value>, VisionError> {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))
+    };
+    let processor = read("processor_config.json")?;
+    let preprocessor = read("preprocessor_config.json")?;
+    match (processor, preprocessor) {
+        (Some(mut p), Some(pre)) => {
+            if p.get("image_processor").is_none()
+                && let Some(obj) = p.as_object_mut()
+            {
+                obj.insert("image_processor".into(), pre);
+            }
+            Ok(p)
+        }
+        (Some(p), None) => Ok(p),
+        (None, Some(pre)) => Ok(serde_json::json!({ "image_processor": pre })),
+        (None, None) => {
+            Err(VisionError::Config("the folder has neither processor_config.json nor preprocessor_config.json".into()))
+        }
+    }
+}

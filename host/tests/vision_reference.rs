@@ -1,0 +1,122 @@
+//! Vision pinned to transformers: the tiny LLaVA-1.5-style model (`tests/fixtures/vision/`,
+//! made by `make_tiny_llava.py` with random weights, every norm and bias random) gets the
+//! Hugging Face processor's pixel values for `pattern.png` (≤ 1e-5), the processor's token ids
+//! for the chat prompt, the next-token logits (≤ 1e-3) and the same greedy continuation — on
+//! flex and on wgpu.
+
+mod common;
+
+use std::sync::Arc;
+
+use hearth::model::{self, BatchItem, DeviceChoice, LoadedModel, LogitsFor, MediaSpan};
+use hearth::vision::{image_input, prompt};
+use serde_json::Value;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::repo_root().join("tests/fixtures/vision").join(name)
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixture("llava_reference.json")).expect("reference");
+    serde_json::from_str(&text).expect("reference json")
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+fn load(device: DeviceChoice) -> LoadedModel {
+    let dev = model::device::select(device).expect("device opens");
+    model::load(&fixture("tiny-llava"), &dev).expect("tiny LLaVA loads")
+}
+
+/// The prompt's ids and image spans, as a request's would be made.
+fn prompt_for(m: &LoadedModel, reference: &Value) -> (Vec<u32>, Vec<MediaSpan>) {
+    let vision = m.vision.as_ref().expect("a vision side");
+    let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
+    let embedding = vision.embed(&image).expect("embeds");
+    let text = reference["prompt"].as_str().expect("prompt");
+    assert_eq!(prompt::count_markers(text, vision.marker()), 1);
+    let made =
+        prompt::assemble(text, vision.marker(), &m.tokenizer, true, vision.image_token(), vec![(embedding, image.key)])
+            .expect("assembles");
+    (made.ids, made.media)
+}
+
+fn matches_transformers(device: DeviceChoice) {
+    let reference = reference();
+    let m = load(device);
+    let vision = m.vision.as_ref().expect("a vision side");
+
+    let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
+    let pixels = vision.pixels(&image);
+    let shape: Vec<usize> =
+        reference["pixel_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(vec![3, pixels.height, pixels.width], shape);
+    let expected = floats(&reference["pixel_values"]);
+    let worst = pixels.data.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "pixel values differ by up to {worst}");
+
+    let (ids, media) = prompt_for(&m, &reference);
+    let want_ids: Vec<u32> =
+        reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(ids, want_ids, "the processor's token ids");
+    assert_eq!(media.len(), 1);
+    assert_eq!(media[0].len, vision.tokens_per_image());
+
+    let mut cache = m.llama.new_cache(256);
+    let mut context = ids.clone();
+    let mut generated = Vec::new();
+    let want_greedy: Vec<u32> =
+        reference["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let mut run: &[u32] = &context;
+    let mut prompt_rows = context.len();
+    for step in 0..want_greedy.len() {
+        let item = BatchItem {
+            tokens: run,
+            cache: &mut cache,
+            logits: LogitsFor::Last,
+            prompt_rows,
+            candidates: None,
+            media: &media,
+        };
+        let logits = m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("logits");
+        if step == 0 {
+            let want = floats(&reference["last_logits"]);
+            let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-3, "next-token logits differ by up to {worst}");
+        }
+        let next =
+            logits.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+                as u32;
+        generated.push(next);
+        context.push(next);
+        run = &context[context.len() - 1..];
+        prompt_rows = 0;
+    }
+    assert_eq!(generated, want_greedy, "greedy continuation");
+}
+
+#[test]
+fn tiny_llava_matches_transformers_on_flex() {
+    matches_transformers(DeviceChoice::Flex);
+}
+
+#[test]
+fn tiny_llava_matches_transformers_on_wgpu() {
+    matches_transformers(DeviceChoice::Wgpu);
+}
+
+#[test]
+fn an_image_is_its_own_prefix_cache_key() {
+    let reference = reference();
+    let m = load(DeviceChoice::Flex);
+    let (ids, media) = prompt_for(&m, &reference);
+    let keys = model::media::cache_keys(&ids, 0, &media);
+    let other: Vec<MediaSpan> =
+        media.iter().map(|s| MediaSpan { key: s.key ^ 1, rows: Arc::clone(&s.rows), ..s.clone() }).collect();
+    let other_keys = model::media::cache_keys(&ids, 0, &other);
+    let span = media[0].start..media[0].start + media[0].len;
+    assert_eq!(keys[..span.start], ids[..span.start], "text keys are its tokens");
+    assert!(span.clone().all(|i| keys[i] != other_keys[i]), "another picture, other keys");
+}
