@@ -110,6 +110,14 @@ struct ServeCli {
     /// stem) or a path to its .onnx (default: the first voice there).
     #[arg(long, value_name = "NAME")]
     piper_voice: Option<String>,
+    /// Which image URLs in requests are fetched: off (only data: URLs), public (http(s), not
+    /// to loopback/private/link-local addresses) or any (default: off).
+    #[arg(long, value_name = "WHICH")]
+    image_urls: Option<hearth_settings::ImageUrls>,
+    /// llama.cpp's vision file (mmproj GGUF) for a GGUF model (default: the one mmproj*.gguf
+    /// beside a model alone in its folder).
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,6 +228,8 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         whisper_model: cli.whisper_model,
         max_audio_seconds: cli.max_audio_seconds,
         piper_voice: cli.piper_voice,
+        image_urls: cli.image_urls,
+        mmproj: cli.mmproj,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

@@ -53,6 +53,8 @@ pub struct ServedModel {
     pub instruction_template: Option<String>,
     /// Grammar compiler over this model's vocabulary, built on first use.
     pub grammar: OnceLock<Result<Arc<GrammarCompiler>, String>>,
+    /// The vision side of a multimodal model.
+    pub vision: Option<Arc<crate::vision::VisionModel>>,
 }
 
 impl ServedModel {
@@ -91,7 +93,7 @@ fn start_model(
 ) -> Result<ServedModel, StartError> {
     let device = model::device::select(settings.device)?;
     tracing::info!("device: {}", device.description);
-    let loaded = model::load_with_progress(path, &device, progress)?;
+    let loaded = model::load_with(path, &device, progress, settings.mmproj.as_deref())?;
     let renderer = ChatRenderer::new(&loaded.tokenizer)?;
     let instruction_template = path.file_name().and_then(|n| n.to_str()).and_then(|file_name| {
         crate::prompt::model_config::chosen_template(
@@ -115,6 +117,7 @@ fn start_model(
         warm_up: true,
         plugins: plugins.has_samplers().then(|| plugins.clone()),
     };
+    let vision = loaded.vision.clone();
     let engine = Engine::start(loaded, options);
     let vocab = plugins.has_samplers().then(|| Arc::new(plugin_services::vocab_texts(&engine)));
     let services = ModelServices { engine: Some(engine.clone()), embeddings: embeddings.clone() };
@@ -128,6 +131,7 @@ fn start_model(
         loader,
         instruction_template,
         grammar: Default::default(),
+        vision,
     })
 }
 

@@ -62,6 +62,31 @@ pub enum EmbeddingPrecision {
     F32,
 }
 
+/// Which image URLs of a request the server fetches (`data:` URLs are always decoded in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageUrls {
+    /// None: the server never dials out on a request's behalf.
+    #[default]
+    Off,
+    /// http(s) URLs on the public internet; loopback, private and link-local addresses refused.
+    Public,
+    /// Any http(s) URL, the server's own network included.
+    Any,
+}
+
+impl std::str::FromStr for ImageUrls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(Self::Off),
+            "public" => Ok(Self::Public),
+            "any" => Ok(Self::Any),
+            other => Err(format!("unknown image URL policy `{other}` (choose off, public or any)")),
+        }
+    }
+}
+
 /// Every setting of a running Hearth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -160,6 +185,13 @@ pub struct Settings {
     /// file's stem, in `model_dir` or a folder there) or a path to its `.onnx`. `None`: the first
     /// voice in `model_dir`. OpenAI's voice names (`alloy`, …) speak with it. Loaded on first use.
     pub piper_voice: Option<String>,
+    /// Which image URLs in chat and completions requests are fetched (`--image-urls`): `off`
+    /// (the default: only `data:` URLs), `public` (http(s), never to loopback, private or
+    /// link-local addresses) or `any`.
+    pub image_urls: ImageUrls,
+    /// llama.cpp's vision file for a GGUF model (`--mmproj`, as llama.cpp's): its CLIP tower
+    /// and projector. `None`: the one `mmproj*.gguf` beside a model alone in its folder, if any.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// A plugin `path` that starts with this names a first-party component built into the binary
@@ -285,6 +317,8 @@ impl Default for Settings {
             max_audio_seconds: 3600,
             max_audio_bytes: 25 << 20,
             piper_voice: None,
+            image_urls: ImageUrls::Off,
+            mmproj: None,
         }
     }
 }
@@ -364,6 +398,12 @@ pub struct CliSettings {
     /// `--piper-voice`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub piper_voice: Option<String>,
+    /// `--image-urls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_urls: Option<ImageUrls>,
+    /// `--mmproj`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmproj: Option<PathBuf>,
 }
 
 /// Settings that cannot be loaded.

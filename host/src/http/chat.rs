@@ -14,6 +14,7 @@ use super::blocking;
 use super::body::JsonBody;
 use super::chat_run::{ChatEvent, ChatOutput, ChatRun};
 use super::generation::ChoiceRun;
+use super::images::{self, ImageRef};
 use super::logprobs::{self, TokenTexts};
 use super::sse;
 use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices};
@@ -38,6 +39,58 @@ pub struct RenderedChat {
     pub tools: Option<ToolSetup>,
     /// The schema the answer's JSON must follow (`response_format` `json_object` / `json_schema`).
     pub json_schema: Option<Value>,
+    /// The messages' images in order; `prompt` holds the vision model's marker for each.
+    pub images: Vec<ImageRef>,
+}
+
+/// How a message's image parts reach the template.
+#[derive(Debug, Clone, Copy)]
+enum ImageParts<'a> {
+    /// Content as Hugging Face's processors give it: a list of `{"type": "text", "text": …}` and
+    /// `{"type": "image"}` parts (what multimodal templates iterate over).
+    Listed,
+    /// Content as text, each image written as the model's marker where it was.
+    Marked(&'a str),
+}
+
+/// The messages' text parts, as one text (a message's parts, and the messages, a line apart).
+pub fn plain_text(messages: &[ChatMessage]) -> String {
+    let texts = messages.iter().filter_map(|m| match &m.content {
+        None => None,
+        Some(MessageContent::Text(t)) => Some(t.clone()),
+        Some(MessageContent::Parts(parts)) => Some(
+            parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    });
+    texts.collect::<Vec<_>>().join("\n")
+}
+
+/// The request's image parts, in order.
+pub fn image_refs(messages: &[ChatMessage]) -> Result<Vec<ImageRef>, ApiError> {
+    let mut refs = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let Some(MessageContent::Parts(parts)) = &m.content else { continue };
+        for (j, part) in parts.iter().enumerate() {
+            if let ContentPart::ImageUrl { image_url } = part {
+                let field = format!("messages[{i}].content[{j}].image_url");
+                let url = match image_url {
+                    Value::String(url) => url.clone(),
+                    other => other.get("url").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+                        ApiError::invalid_param(field.clone(), "an `image_url` part needs `image_url.url`")
+                    })?,
+                };
+                refs.push(ImageRef { field: format!("{field}.url"), url });
+            }
+        }
+    }
+    Ok(refs)
 }
 
 /// Checks a chat request and renders its prompt (shared with `/v1/internal/chat-prompt`).
@@ -84,8 +137,26 @@ pub fn render_request(
     // Checked before anything renders: at most one thing may constrain the answer.
     let forced_tools = tool_request.as_ref().is_some_and(|r| r.forced_tools().is_some());
     one_answer_shape(json_schema.is_some(), plan.grammar.is_some(), forced_tools)?;
-    let mut messages =
-        req.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect::<Result<Vec<_>, _>>()?;
+    let images = image_refs(&req.messages)?;
+    let marker = match (&served.vision, images.first()) {
+        (_, None) => None,
+        (Some(vision), Some(_)) => Some(vision.marker().to_owned()),
+        (None, Some(first)) => {
+            return Err(ApiError::invalid_param(
+                first.field.clone(),
+                format!("`{}` is a text-only model and takes no images; load a vision model", served.name),
+            ));
+        }
+    };
+    // A multimodal template reads the parts; one written for text gets the marker in the text.
+    let attempts: Vec<Option<ImageParts>> = match &marker {
+        None => vec![None],
+        Some(m) => vec![Some(ImageParts::Listed), Some(ImageParts::Marked(m))],
+    };
+    let template_messages = |parts: Option<ImageParts>| {
+        req.messages.iter().enumerate().map(|(i, m)| template_message(i, m, parts)).collect::<Result<Vec<_>, _>>()
+    };
+    let mut messages = template_messages(attempts[0])?;
 
     // textgen's order: the request's Jinja, a named template, the default a model load set, the
     // model's own (then Alpaca).
@@ -104,11 +175,10 @@ pub fn render_request(
         let tool_setup = ToolSetup { parser: tools::choose_parser(&state.plugins, preferred, hints_in)?, request };
         if template.reads_tools() {
             template_tools = Some(tool_setup.request.raw.clone());
-        } else {
-            messages = tools::messages_for_plain_template(&state.plugins, &tool_setup, messages)?;
         }
         setup = Some(tool_setup);
     }
+    let tools_in_messages = setup.as_ref().filter(|_| template_tools.is_none());
 
     let mut extra = Map::new();
     if let Some(v) = req.enable_thinking {
@@ -123,28 +193,64 @@ pub fn render_request(
     };
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let (chat_template, command) = (non_empty(&req.chat_template_str), non_empty(&req.chat_instruct_command));
-    let built = ModePrompt {
-        mode,
-        messages: &messages,
-        instruct: &template,
-        tools: template_tools.as_deref(),
-        persona: persona.as_ref(),
-        chat_template: chat_template.as_deref(),
-        command: command.as_deref(),
-        continue_last: req.continue_.unwrap_or(false),
-        extra,
+    let mut prompt = None;
+    let mut placed = Vec::new();
+    for (n, &parts) in attempts.iter().enumerate() {
+        if n > 0 {
+            messages = template_messages(parts)?;
+        }
+        if let Some(tool_setup) = tools_in_messages {
+            messages = tools::messages_for_plain_template(&state.plugins, tool_setup, messages)?;
+        }
+        let built = ModePrompt {
+            mode,
+            messages: &messages,
+            instruct: &template,
+            tools: template_tools.as_deref(),
+            persona: persona.as_ref(),
+            chat_template: chat_template.as_deref(),
+            command: command.as_deref(),
+            continue_last: req.continue_.unwrap_or(false),
+            extra: extra.clone(),
+        };
+        let rendered = modes::render(&served.renderer, &built).map_err(|e| match e {
+            ModeError::Template(e) => ApiError::from(e),
+            ModeError::CannotContinue(msg) => ApiError::invalid_param("continue_", msg),
+        });
+        let Some(marker) = &marker else {
+            prompt = Some(rendered?);
+            break;
+        };
+        // Text-only templates fail on listed parts, or print them without the images: the
+        // next attempt writes the markers into the text.
+        match rendered {
+            Ok(text) if crate::vision::prompt::count_markers(&text, marker) == images.len() => {
+                prompt = Some(text);
+                break;
+            }
+            Ok(text) => placed.push(crate::vision::prompt::count_markers(&text, marker)),
+            Err(e) if n + 1 == attempts.len() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let Some(prompt) = prompt else {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!(
+                "the chat template placed {} image markers (`{}`) for the request's {} images",
+                placed.last().copied().unwrap_or(0),
+                marker.as_deref().unwrap_or_default(),
+                images.len()
+            ),
+        ));
     };
-    let prompt = modes::render(&served.renderer, &built).map_err(|e| match e {
-        ModeError::Template(e) => ApiError::from(e),
-        ModeError::CannotContinue(msg) => ApiError::invalid_param("continue_", msg),
-    })?;
     plan.logprobs = scored;
     plan.sampling.logit_bias = bias;
     if let Some(persona) = &persona {
         // The model writes one turn of the script: a new line naming a speaker ends it.
         plan.stops.extend(persona.turn_stops());
     }
-    Ok(RenderedChat { prompt, plan, tools: setup, json_schema })
+    Ok(RenderedChat { prompt, plan, tools: setup, json_schema, images })
 }
 
 /// A JSON `response_format`, a `grammar_string` and a forced tool call each constrain the
@@ -201,26 +307,42 @@ fn persona(state: &SharedState, req: &ChatCompletionRequest) -> Result<Persona, 
     })
 }
 
-/// A message as templates expect it: `content` always a string.
-fn template_message(index: usize, m: &ChatMessage) -> Result<Value, ApiError> {
-    let content = match &m.content {
-        None => String::new(),
-        Some(MessageContent::Text(t)) => t.clone(),
-        Some(MessageContent::Parts(parts)) => {
-            let mut texts = Vec::new();
+/// A message as templates expect it: `content` a string, or with images as `images` says.
+fn template_message(index: usize, m: &ChatMessage, images: Option<ImageParts>) -> Result<Value, ApiError> {
+    let content = match (&m.content, images) {
+        (None, Some(ImageParts::Listed)) => json!([]),
+        (None, _) => json!(""),
+        (Some(MessageContent::Text(t)), Some(ImageParts::Listed)) => json!([{"type": "text", "text": t}]),
+        (Some(MessageContent::Text(t)), _) => json!(t),
+        (Some(MessageContent::Parts(parts)), _) => {
+            let mut texts: Vec<&str> = Vec::new();
+            let mut listed = Vec::new();
             for (j, part) in parts.iter().enumerate() {
-                match part {
-                    ContentPart::Text { text } => texts.push(text.as_str()),
-                    ContentPart::Refusal { refusal } => texts.push(refusal.as_str()),
+                match (part, images) {
+                    (ContentPart::Text { text } | ContentPart::Refusal { refusal: text }, _) => {
+                        texts.push(text);
+                        listed.push(json!({"type": "text", "text": text}));
+                    }
+                    (ContentPart::ImageUrl { .. }, Some(ImageParts::Listed)) => listed.push(json!({"type": "image"})),
+                    (ContentPart::ImageUrl { .. }, Some(ImageParts::Marked(marker))) => texts.push(marker),
+                    (ContentPart::ImageUrl { .. }, None) => {
+                        return Err(ApiError::invalid_param(
+                            format!("messages[{index}].content[{j}]"),
+                            "this model takes no images",
+                        ));
+                    }
                     _ => {
                         return Err(ApiError::invalid_param(
                             format!("messages[{index}].content[{j}]"),
-                            "image, audio and file inputs need a multimodal model, which this server does not serve yet",
+                            "audio and file inputs need a model that reads them, which this server does not serve yet",
                         ));
                     }
                 }
             }
-            texts.join("\n")
+            match images {
+                Some(ImageParts::Listed) => Value::Array(listed),
+                _ => json!(texts.join("\n")),
+            }
         }
     };
     let mut obj = json!({ "role": m.role.as_str(), "content": content });
@@ -255,7 +377,7 @@ pub async fn start(
     caller: &Caller,
     req: ChatCompletionRequest,
 ) -> Result<StartedChat, ApiError> {
-    let (rendered, constraint, ids) = {
+    let (mut rendered, constraint, ids) = {
         let (state, served) = (state.clone(), served.clone());
         blocking::off_runtime("rendering the prompt", move || {
             let rendered = render_request(&state, &served, req)?;
@@ -267,10 +389,29 @@ pub async fn start(
                 (Some(setup), None) => tools::forcing_constraint(&state.plugins, &served, setup)?,
                 (None, None) => None,
             };
-            let ids = served.engine.tokenizer().encode(&rendered.prompt, false)?;
+            // A prompt with images is tokenized around them once they are read.
+            let ids = match rendered.images.is_empty() {
+                true => Some(served.engine.tokenizer().encode(&rendered.prompt, false)?),
+                false => None,
+            };
             Ok((rendered, constraint, ids))
         })
         .await?
+    };
+    let (ids, media) = match ids {
+        Some(ids) => (ids, Vec::new()),
+        None => {
+            let marker = served.vision.as_ref().map(|v| v.marker().to_owned()).unwrap_or_default();
+            let images = std::mem::take(&mut rendered.images);
+            // Hugging Face's processors tokenize the rendered chat with the tokenizer's special
+            // tokens (its BOS: a multimodal template seldom writes one); never a second BOS.
+            let tokenizer = served.engine.tokenizer();
+            let bos = tokenizer.special_text(tokenizer.bos);
+            let add_special = bos.is_empty() || !rendered.prompt.starts_with(&bos);
+            let made =
+                images::media_prompt(state, served, rendered.prompt.clone(), &marker, images, add_special).await?;
+            (made.ids, made.media)
+        }
     };
     let RenderedChat { prompt, plan, tools, .. } = rendered;
     if state.settings.debug {
@@ -278,6 +419,7 @@ pub async fn start(
     }
     let mut sub = size_generation(served, &state.settings, &plan, ids)?;
     sub.constraint = constraint;
+    sub.media = media.into();
     let prompt_tokens = sub.prompt.len();
     let submitted = submit_choices(served, &plan, &sub, plan.n, &caller.owner)?;
     // The prompt is counted once however many choices share it: so are its cached tokens.

@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::blocking;
 use super::body::JsonBody;
 use super::generation::{ChoiceEvent, ChoiceOutput, ChoiceRun};
+use super::images;
 use super::logprobs::{self, TokenTexts};
 use super::sse;
 use super::state::{SharedState, gbnf_constraint, size_generation, submit_choices};
@@ -24,23 +25,24 @@ use crate::tokenizer::TextTokenizer;
 /// Most prompts in one batched request.
 const MAX_PROMPTS: usize = 32;
 
-/// One prompt: its text (for `echo`) and its ids.
+/// One prompt: its text (for `echo`), its ids and its images' rows.
 struct Prompt {
     text: String,
     ids: Vec<u32>,
+    media: Vec<crate::model::MediaSpan>,
 }
 
 fn prompts(field: Option<PromptField>, tokenizer: &TextTokenizer, add_bos: bool) -> Result<Vec<Prompt>, ApiError> {
     let from_text = |text: String| -> Result<Prompt, ApiError> {
         let ids = tokenizer.encode(&text, add_bos)?;
-        Ok(Prompt { text, ids })
+        Ok(Prompt { text, ids, media: Vec::new() })
     };
     let from_ids = |ids: Vec<i64>, param: String| -> Result<Prompt, ApiError> {
         let ids = tokenizer
             .ids_in_vocabulary(&ids)
             .map_err(|e| ApiError::invalid_param(format!("{param}[{}]", e.index), e.to_string()))?;
         let text = tokenizer.decode(&ids, false)?;
-        Ok(Prompt { text, ids })
+        Ok(Prompt { text, ids, media: Vec::new() })
     };
     // Counted before any is tokenized: each costs a tokenizer pass.
     let count = match &field {
@@ -99,15 +101,43 @@ pub async fn completions(
         return Err(ApiError::unsupported_param("best_of"));
     }
     let tokenizer = served.engine.tokenizer().clone();
-    let (constraint, prompts) = {
+    // text-generation-webui's multimodal completions: `messages` bring the images (and, without
+    // a `prompt`, the text with its `<__media__>` placeholders).
+    let (image_refs, messages_text) = match req.messages.take() {
+        Some(messages) => (super::chat::image_refs(&messages)?, Some(super::chat::plain_text(&messages))),
+        None => (Vec::new(), None),
+    };
+    let media_text = match (image_refs.is_empty(), req.prompt.take()) {
+        (true, prompt) => {
+            req.prompt = prompt.or(messages_text.map(PromptField::Text));
+            None
+        }
+        (false, Some(PromptField::Text(text))) => Some(text),
+        (false, None) => messages_text,
+        (false, Some(_)) => {
+            return Err(ApiError::invalid_param(
+                "prompt",
+                "with images, `prompt` must be one text holding a `<__media__>` placeholder per image",
+            ));
+        }
+    };
+    let (constraint, mut prompts) = {
         let (served, grammar, tokenizer, add_bos, prompt) =
             (served.clone(), plan.grammar.clone(), tokenizer.clone(), plan.add_bos, req.prompt.take());
+        let has_images = media_text.is_some();
         blocking::off_runtime("preparing the prompt", move || {
             let constraint = grammar.map(|gbnf| gbnf_constraint(&served, &gbnf)).transpose()?;
-            Ok((constraint, prompts(prompt, &tokenizer, add_bos)?))
+            // A prompt with images is tokenized around them once they are read.
+            let prompts = if has_images { Vec::new() } else { prompts(prompt, &tokenizer, add_bos)? };
+            Ok((constraint, prompts))
         })
         .await?
     };
+    if let Some(text) = media_text {
+        let made =
+            images::media_prompt(&state, &served, text.clone(), images::MEDIA_MARKER, image_refs, plan.add_bos).await?;
+        prompts = vec![Prompt { text, ids: made.ids, media: made.media }];
+    }
     if state.settings.debug {
         for p in &prompts {
             tracing::info!(prompt = %p.text, "completion prompt");
@@ -126,6 +156,7 @@ pub async fn completions(
         };
         let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         sub.constraint = constraint;
+        sub.media = prompt.media.into();
         let prompt_tokens = sub.prompt.len();
         let run = submit_choices(&served, &plan, &sub, 1, &caller.owner)?
             .pop()
@@ -149,6 +180,7 @@ pub async fn completions(
     for prompt in prompts {
         let mut sub = size_generation(&served, &state.settings, &plan, prompt.ids)?;
         sub.constraint = constraint.clone();
+        sub.media = prompt.media.into();
         prompt_tokens += sub.prompt.len();
         let runs = submit_choices(&served, &plan, &sub, plan.n, &caller.owner)?;
         // A prompt is counted once however many choices share it: so are its cached tokens.

@@ -13,6 +13,7 @@ pub mod cors;
 pub mod embeddings;
 pub mod generation;
 pub mod health;
+pub mod images;
 pub mod internal;
 pub mod logprobs;
 pub mod metrics;

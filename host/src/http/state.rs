@@ -62,6 +62,8 @@ pub struct AppState {
     pub speech: Arc<crate::speech_service::SpeechService>,
     /// Responses being generated now (`cancel` stops a background one).
     pub running: Arc<super::responses_running::RunningResponses>,
+    /// Gets the images requests send by URL.
+    pub images: crate::vision::fetch::ImageFetcher,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -75,6 +77,7 @@ impl AppState {
                 settings.responses_retention_days,
             )),
             running: Default::default(),
+            images: crate::vision::fetch::ImageFetcher::new(settings.image_urls),
             transcription: Arc::new(crate::transcription_service::TranscriptionService::new(&settings)),
             speech: Arc::new(crate::speech_service::SpeechService::new(&settings)),
             settings: Arc::new(settings),
@@ -175,7 +178,8 @@ impl AppState {
     }
 }
 
-/// Model ids under `dir`: `*.gguf` files (without the extension) and folders holding a model.
+/// Model ids under `dir`: `*.gguf` files (without the extension; llama.cpp's `mmproj` vision
+/// files are not models) and folders holding a model.
 pub fn list_model_dir(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -184,11 +188,15 @@ pub fn list_model_dir(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             if p.is_file() {
-                p.extension().is_some_and(|e| e == "gguf")
+                p.extension().is_some_and(|e| e == "gguf") && !crate::model::is_mmproj(p)
             } else {
                 p.join("config.json").exists() && is_generative_folder(p)
                     || std::fs::read_dir(p).is_ok_and(|mut d| {
-                        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "gguf")))
+                        d.any(|e| {
+                            e.is_ok_and(|e| {
+                                e.path().extension().is_some_and(|x| x == "gguf") && !crate::model::is_mmproj(&e.path())
+                            })
+                        })
                     })
             }
         })
@@ -210,6 +218,8 @@ pub struct Submission {
     pub max_new_tokens: usize,
     /// A grammar every choice must follow (each walks its own copy).
     pub constraint: Option<crate::constraint::Constraint>,
+    /// The prompt's images, as rows for their placeholder positions.
+    pub media: std::sync::Arc<[crate::model::MediaSpan]>,
 }
 
 /// Checks the prompt against the context and decides how many tokens may be generated.
@@ -229,7 +239,7 @@ pub fn size_generation(
     let room = ctx - prompt.len();
     let max_new_tokens =
         if plan.auto_max_tokens { room } else { plan.max_tokens.unwrap_or(settings.max_tokens_default).min(room) };
-    Ok(Submission { prompt, max_new_tokens, constraint: None })
+    Ok(Submission { prompt, max_new_tokens, constraint: None, media: Default::default() })
 }
 
 /// Submits `n` choices of one prompt; seeded requests get seeds `seed, seed+1, …` so the
@@ -256,6 +266,7 @@ pub fn submit_choices(
                 distribution: None,
                 logprobs: plan.logprobs,
                 cache_prompt: plan.cache_prompt,
+                media: sub.media.clone(),
             };
             let stream = served.engine.submit(request, Some(owner.clone()))?;
             Ok(ChoiceRun::new(

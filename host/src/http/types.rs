@@ -258,6 +258,10 @@ request_with_common_params! {
         pub suffix: Option<String>,
         /// Only as many as `n`: Hearth does not rerank (another value is a 400).
         pub best_of: Option<i64>,
+        /// Images for a vision model: the `image_url` parts of these messages, in order, fill
+        /// the prompt's `<__media__>` placeholders (text-generation-webui's and llama.cpp's
+        /// convention); their text is not used.
+        pub messages: Option<Vec<ChatMessage>>,
     }
 }
 

@@ -61,6 +61,23 @@ enum Kind {
     Sandboxed { source: String, reads_tools: bool },
 }
 
+/// `source` with transformers' `{% generation %}…{% endgeneration %}` (which marks the
+/// assistant's tokens for training masks and renders its body unchanged) as a plain block.
+fn without_generation_tags(source: &str) -> String {
+    static TAGS: std::sync::LazyLock<Option<(regex::Regex, regex::Regex)>> = std::sync::LazyLock::new(|| {
+        let open = regex::Regex::new(r"\{%(-?)\s*generation\s*(-?)%\}").ok()?;
+        let close = regex::Regex::new(r"\{%(-?)\s*endgeneration\s*(-?)%\}").ok()?;
+        Some((open, close))
+    });
+    match &*TAGS {
+        Some((open, close)) if source.contains("generation") => {
+            let opened = open.replace_all(source, "{%${1} if true ${2}%}");
+            close.replace_all(&opened, "{%${1} endif ${2}%}").into_owned()
+        }
+        _ => source.to_owned(),
+    }
+}
+
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ChatTemplate")
@@ -80,15 +97,16 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_filter("indent", template_bounds::indent);
         env.add_filter("format", template_bounds::format);
-        env.add_template_owned("chat", source.to_owned())?;
+        env.add_template_owned("chat", without_generation_tags(source))?;
         Ok(Self { kind: Kind::Local(env) })
     }
 
     /// A template a request brought, checked (it compiles) in a child process with a memory
     /// limit, where it also renders.
     pub fn from_request(source: &str) -> Result<Self, TemplateError> {
-        let reads_tools = super::template_sandbox::inspect(source)?;
-        Ok(Self { kind: Kind::Sandboxed { source: source.to_owned(), reads_tools } })
+        let source = without_generation_tags(source);
+        let reads_tools = super::template_sandbox::inspect(&source)?;
+        Ok(Self { kind: Kind::Sandboxed { source, reads_tools } })
     }
 
     /// Whether the template reads the `tools` variable (renders tools itself).
@@ -362,6 +380,14 @@ mod tests {
         let t = ChatTemplate::new(CHATML).unwrap();
         let msgs = [json!({"role": "user", "content": "Hi"})];
         assert_eq!(t.render(&ctx(&msgs, None)).unwrap(), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    #[test]
+    fn generation_tags_render_their_body_as_transformers_does() {
+        let source = "{% for m in messages %}{%- generation -%} [{{ m['content'] }}] {% endgeneration %}{% endfor %}";
+        let t = ChatTemplate::new(source).unwrap();
+        let msgs = [json!({"role": "assistant", "content": "a"}), json!({"role": "assistant", "content": "b"})];
+        assert_eq!(t.render(&ctx(&msgs, None)).unwrap(), "[a] [b] ");
     }
 
     #[test]
