@@ -2,7 +2,8 @@
 //! made by `make_tiny_llava.py` with random weights, every norm and bias random) gets the
 //! Hugging Face processor's pixel values for `pattern.png` (≤ 1e-5), the processor's token ids
 //! for the chat prompt, the next-token logits (≤ 1e-3) and the same greedy continuation — on
-//! flex and on wgpu.
+//! flex and on wgpu, read from the Hugging Face folder and from the GGUF + `mmproj` pair
+//! llama.cpp's converters made of it.
 
 mod common;
 
@@ -25,9 +26,34 @@ fn floats(v: &Value) -> Vec<f32> {
     v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
 }
 
-fn load(device: DeviceChoice) -> LoadedModel {
+/// Where a model is read from, and the reference numbers that go with it.
+#[derive(Clone, Copy)]
+enum Format {
+    HfFolder,
+    /// The GGUF pair: its converter rounds the patch convolution and the projector to f16, and
+    /// the reference is transformers' on those rounded weights.
+    GgufPair,
+}
+
+impl Format {
+    fn folder(self) -> &'static str {
+        match self {
+            Format::HfFolder => "tiny-llava",
+            Format::GgufPair => "tiny-llava-gguf",
+        }
+    }
+
+    fn key(self, name: &str) -> String {
+        match self {
+            Format::HfFolder => name.to_owned(),
+            Format::GgufPair => format!("gguf_{name}"),
+        }
+    }
+}
+
+fn load(device: DeviceChoice, format: Format) -> LoadedModel {
     let dev = model::device::select(device).expect("device opens");
-    model::load(&fixture("tiny-llava"), &dev).expect("tiny LLaVA loads")
+    model::load(&fixture(format.folder()), &dev).expect("tiny LLaVA loads")
 }
 
 /// The prompt's ids and image spans, as a request's would be made.
@@ -43,9 +69,9 @@ fn prompt_for(m: &LoadedModel, reference: &Value) -> (Vec<u32>, Vec<MediaSpan>) 
     (made.ids, made.media)
 }
 
-fn matches_transformers(device: DeviceChoice) {
+fn matches_transformers(device: DeviceChoice, format: Format) {
     let reference = reference();
-    let m = load(device);
+    let m = load(device, format);
     let vision = m.vision.as_ref().expect("a vision side");
 
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
@@ -68,7 +94,7 @@ fn matches_transformers(device: DeviceChoice) {
     let mut context = ids.clone();
     let mut generated = Vec::new();
     let want_greedy: Vec<u32> =
-        reference["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        reference[format.key("greedy")].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let mut run: &[u32] = &context;
     let mut prompt_rows = context.len();
     for step in 0..want_greedy.len() {
@@ -82,7 +108,7 @@ fn matches_transformers(device: DeviceChoice) {
         };
         let logits = m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("logits");
         if step == 0 {
-            let want = floats(&reference["last_logits"]);
+            let want = floats(&reference[format.key("last_logits")]);
             let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst <= 1e-3, "next-token logits differ by up to {worst}");
         }
@@ -99,18 +125,28 @@ fn matches_transformers(device: DeviceChoice) {
 
 #[test]
 fn tiny_llava_matches_transformers_on_flex() {
-    matches_transformers(DeviceChoice::Flex);
+    matches_transformers(DeviceChoice::Flex, Format::HfFolder);
 }
 
 #[test]
 fn tiny_llava_matches_transformers_on_wgpu() {
-    matches_transformers(DeviceChoice::Wgpu);
+    matches_transformers(DeviceChoice::Wgpu, Format::HfFolder);
+}
+
+#[test]
+fn tiny_llava_gguf_and_mmproj_match_transformers_on_flex() {
+    matches_transformers(DeviceChoice::Flex, Format::GgufPair);
+}
+
+#[test]
+fn tiny_llava_gguf_and_mmproj_match_transformers_on_wgpu() {
+    matches_transformers(DeviceChoice::Wgpu, Format::GgufPair);
 }
 
 #[test]
 fn an_image_is_its_own_prefix_cache_key() {
     let reference = reference();
-    let m = load(DeviceChoice::Flex);
+    let m = load(DeviceChoice::Flex, Format::HfFolder);
     let (ids, media) = prompt_for(&m, &reference);
     let keys = model::media::cache_keys(&ids, 0, &media);
     let other: Vec<MediaSpan> =

@@ -66,6 +66,18 @@ pub fn load_with_progress(
     device: &ComputeDevice,
     progress: &LoadProgress,
 ) -> Result<LoadedModel, LoadError> {
+    load_with(path, device, progress, None)
+}
+
+/// [`load_with_progress`], a GGUF model with the vision side in llama.cpp's `mmproj` file
+/// `mmproj` (`--mmproj`); without one, an `mmproj*.gguf` beside the model in a folder of its
+/// own is found.
+pub fn load_with(
+    path: &Path,
+    device: &ComputeDevice,
+    progress: &LoadProgress,
+    mmproj: Option<&Path>,
+) -> Result<LoadedModel, LoadError> {
     let fail = |p: &Path, e: ModelError| LoadError { path: p.to_path_buf(), source: e };
     if !path.exists() {
         return Err(fail(path, ModelError::Input("no such file or folder".into())));
@@ -74,7 +86,7 @@ pub fn load_with_progress(
     if path.is_dir() && path.join("config.json").exists() {
         load_hf_folder(path, device, progress)
     } else if let Some(gguf_path) = gguf_path {
-        load_gguf(&gguf_path, device, progress).map(|mut m| {
+        load_gguf(&gguf_path, device, progress, mmproj).map(|mut m| {
             m.name = model_id(path);
             m
         })
@@ -88,16 +100,49 @@ pub fn load_with_progress(
     }
 }
 
-fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
-    let mut found = std::fs::read_dir(dir)
-        .ok()?
+/// The GGUF files in `dir`: models, and llama.cpp's `mmproj*` vision files.
+fn ggufs_in(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Default::default() };
+    let mut all: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"));
-    let first = found.next()?;
-    found.next().is_none().then_some(first)
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    all.sort();
+    all.into_iter().partition(|p| !is_mmproj(p))
 }
 
-fn load_gguf(path: &Path, device: &ComputeDevice, progress: &LoadProgress) -> Result<LoadedModel, LoadError> {
+/// Whether `path` is named as llama.cpp's vision files are (`mmproj-model-f16.gguf`).
+pub fn is_mmproj(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.to_ascii_lowercase().starts_with("mmproj"))
+}
+
+fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
+    let (models, _) = ggufs_in(dir);
+    match models.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    }
+}
+
+/// The mmproj a GGUF model at `path` goes with: `explicit`, else the one `mmproj*.gguf` in a
+/// folder holding this model alone (a shared model dir's mmproj belongs to no model in particular).
+fn mmproj_for(path: &Path, explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(file) = explicit {
+        return Some(file.to_path_buf());
+    }
+    let (models, mmprojs) = ggufs_in(path.parent()?);
+    match (models.as_slice(), mmprojs.as_slice()) {
+        ([_], [one]) => Some(one.clone()),
+        _ => None,
+    }
+}
+
+fn load_gguf(
+    path: &Path,
+    device: &ComputeDevice,
+    progress: &LoadProgress,
+    mmproj: Option<&Path>,
+) -> Result<LoadedModel, LoadError> {
     let fail = |e: ModelError| LoadError { path: path.to_path_buf(), source: e };
     let file = GgufFile::open(path).map_err(|e| fail(e.into()))?;
     let vocab_rows = file.tensor_info("token_embd.weight").and_then(|t| t.shape().first().copied());
@@ -106,13 +151,22 @@ fn load_gguf(path: &Path, device: &ComputeDevice, progress: &LoadProgress) -> Re
     fit_vocab(&config, &mut tokenizer).map_err(fail)?;
     let source = GgufWeights::new(&file, config.arch, config.num_heads, config.num_kv_heads);
     let llama = Llama::load(&source, &config, device, progress).map_err(fail)?;
+    let vision = match mmproj_for(path, mmproj) {
+        None => None,
+        Some(file) => {
+            let vision = VisionModel::load_mmproj(&file, &tokenizer, config.hidden_size, &device.device)
+                .map_err(|e| LoadError { path: file.clone(), source: ModelError::Input(format!("vision: {e}")) })?;
+            tracing::info!("vision: {} (images sit at `{}`)", file.display(), vision.marker());
+            Some(Arc::new(vision))
+        }
+    };
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),
         name: model_id(path),
         path: path.to_path_buf(),
         format: ModelFormat::Gguf,
-        vision: None,
+        vision,
     })
 }
 

@@ -7,10 +7,11 @@ use burn::tensor::Device;
 use serde_json::Value;
 
 use super::preprocess::{ImageProcessor, Pixels};
-use super::vit::{Activation, VisionTower, VitConfig};
+use super::vit::{Activation, TowerWeights, VisionTower, VitConfig};
 use super::{ImageEmbedding, VisionError};
+use crate::gguf::GgufFile;
 use crate::model::layers::{Linear, read_back};
-use crate::model::weights::SafetensorsWeights;
+use crate::model::weights::{HostTensor, SafetensorsWeights};
 
 /// Which of the tower's positions become image tokens (`vision_feature_select_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl Llava {
         let field = |name: &str| config.get(name).filter(|v| !v.is_null());
         let vision: VitConfig = serde_json::from_value(field("vision_config").cloned().unwrap_or(Value::Null))
             .map_err(|e| VisionError::Config(format!("`vision_config`: {e}")))?;
-        let tower = VisionTower::load(weights, "vision_tower.", vision, device)?;
+        let tower = VisionTower::load(&HfTower { weights, prefix: "vision_tower." }, vision, device)?;
         let states = tower.layers() as i64 + 1;
         let index = |v: &Value| -> Result<usize, VisionError> {
             let i =
@@ -81,15 +82,9 @@ impl Llava {
             .ok_or_else(|| VisionError::Config("`image_token_index` is missing".into()))?;
         let activation = Activation::parse(field("projector_hidden_act").and_then(Value::as_str).unwrap_or("gelu"))?;
         let features = tower.config().hidden_size * feature_layers.len();
-        let read = |name: &str| weights.read_named(name).map_err(VisionError::from);
-        let read_opt = |name: &str| if weights.contains_named(name) { read(name).map(Some) } else { Ok(None) };
-        let linear = |name: &str, out: usize, inp: usize| -> Result<Linear, VisionError> {
-            let w = read(&format!("{name}.weight"))?;
-            let b = read_opt(&format!("{name}.bias"))?;
-            Ok(Linear::from_host(name, w, b, [out, inp], device)?)
-        };
-        let linear_1 = linear("multi_modal_projector.linear_1", text_hidden, features)?;
-        let linear_2 = linear("multi_modal_projector.linear_2", text_hidden, text_hidden)?;
+        let source = HfTower { weights, prefix: "multi_modal_projector." };
+        let linear_1 = projection(&source, "linear_1", text_hidden, features, device)?;
+        let linear_2 = projection(&source, "linear_2", text_hidden, text_hidden, device)?;
         let processor = ImageProcessor::from_json(processor)?;
         Ok(Self {
             tower,
@@ -97,6 +92,87 @@ impl Llava {
             select,
             linear_1,
             activation,
+            linear_2,
+            processor,
+            image_token,
+            hidden: text_hidden,
+        })
+    }
+
+    /// Loads llama.cpp's `mmproj` GGUF of a LLaVA-1.5/1.6 model (`clip.projector_type` `mlp`):
+    /// the tower cut after its feature layer, the projector as `mm.0`/`mm.2`. The file holds no
+    /// processor config: images are processed as the CLIP processor LLaVA ships does (the short
+    /// side resized to the tower's size with Pillow's bicubic, centre crop, the file's mean and std).
+    pub fn load_mmproj(
+        file: &GgufFile,
+        image_token: u32,
+        text_hidden: usize,
+        device: &Device,
+    ) -> Result<Self, VisionError> {
+        let meta = &file.metadata;
+        let gguf = |e: crate::gguf::GgufError| VisionError::Config(e.to_string());
+        let arch = meta.opt_str("general.architecture").map_err(gguf)?.unwrap_or_default();
+        let projector = meta.opt_str("clip.projector_type").map_err(gguf)?.unwrap_or("mlp");
+        if arch != "clip"
+            || projector != "mlp"
+            || !meta.opt_bool("clip.has_vision_encoder").map_err(gguf)?.unwrap_or(true)
+        {
+            return Err(VisionError::Config(format!(
+                "not a LLaVA mmproj (architecture `{arch}`, projector `{projector}`); only the `mlp` projector is supported"
+            )));
+        }
+        let number = |key: &str| -> Result<usize, VisionError> {
+            let v = meta.u64(&format!("clip.vision.{key}")).map_err(gguf)?;
+            usize::try_from(v).map_err(|_| VisionError::Config(format!("clip.vision.{key} is out of range")))
+        };
+        let layers = number("block_count")?;
+        let gelu = meta.opt_bool("clip.use_gelu").map_err(gguf)?.unwrap_or(false);
+        let config = VitConfig {
+            hidden_size: number("embedding_length")?,
+            intermediate_size: number("feed_forward_length")?,
+            num_hidden_layers: layers,
+            num_attention_heads: number("attention.head_count")?,
+            image_size: number("image_size")?,
+            patch_size: number("patch_size")?,
+            num_channels: 3,
+            hidden_act: if gelu { "gelu" } else { "quick_gelu" }.into(),
+            layer_norm_eps: meta.opt_f64("clip.vision.attention.layer_norm_epsilon").map_err(gguf)?.unwrap_or(1e-5),
+        };
+        let image_size = config.image_size;
+        let source = MmprojTower::new(file, &config);
+        let tower = VisionTower::load(&source, config, device)?;
+        // The converter keeps the blocks up to the feature layer: its output is the last state.
+        let feature_layers = match meta.opt_i64_array("clip.vision.feature_layer").map_err(gguf)? {
+            Some(list) if !list.is_empty() => {
+                list.iter()
+                    .map(|&i| {
+                        usize::try_from(i).ok().filter(|&i| i <= layers).ok_or_else(|| {
+                            VisionError::Config(format!("clip.vision.feature_layer {i} is out of range"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            _ => vec![layers],
+        };
+        let features = tower.config().hidden_size * feature_layers.len();
+        let linear_1 = projection(&source, "mm.0", text_hidden, features, device)?;
+        let linear_2 = projection(&source, "mm.2", text_hidden, text_hidden, device)?;
+        let triple = |key: &str| -> Result<serde_json::Value, VisionError> {
+            Ok(meta.opt_f32_array(key).map_err(gguf)?.map(|v| serde_json::json!(v)).unwrap_or(serde_json::Value::Null))
+        };
+        let processor = ImageProcessor::from_json(&serde_json::json!({
+            "size": {"shortest_edge": image_size},
+            "crop_size": {"height": image_size, "width": image_size},
+            "resample": 3,
+            "image_mean": triple("clip.vision.image_mean")?,
+            "image_std": triple("clip.vision.image_std")?,
+        }))?;
+        Ok(Self {
+            tower,
+            feature_layers,
+            select: Select::Patches,
+            linear_1,
+            activation: Activation::Gelu,
             linear_2,
             processor,
             image_token,
@@ -116,12 +192,10 @@ impl Llava {
 
     /// The rows one image's pixel values become.
     pub fn embed(&self, pixels: &Pixels) -> Result<ImageEmbedding, VisionError> {
-        let deepest = self.feature_layers.iter().copied().max().unwrap_or(0);
-        // One pass to the deepest wanted layer; shallower ones are re-run (a LLaVA-1.5/1.6
-        // checkpoint wants one).
+        // Each wanted layer's states from a pass of their own (LLaVA-1.5/1.6 want one).
         let mut parts = Vec::with_capacity(self.feature_layers.len());
         for &layer in &self.feature_layers {
-            let states = self.tower.hidden_states(pixels, layer.min(deepest))?;
+            let states = self.tower.hidden_states(pixels, layer)?;
             let [n, h] = states.dims();
             parts.push(match self.select {
                 Select::Patches => states.slice([1..n, 0..h]),
@@ -133,5 +207,96 @@ impl Llava {
         let [rows, hidden] = projected.dims();
         let data = read_back(projected)?;
         Ok(ImageEmbedding { rows: data, len: rows, hidden })
+    }
+}
+
+/// A projector layer `{name}.weight` (and its bias, if any) from `source`.
+fn projection(
+    source: &dyn TowerWeights,
+    name: &str,
+    out: usize,
+    inp: usize,
+    device: &Device,
+) -> Result<Linear, VisionError> {
+    let weight = source.read(&format!("{name}.weight"))?;
+    let bias_name = format!("{name}.bias");
+    let bias = if source.contains(&bias_name) { Some(source.read(&bias_name)?) } else { None };
+    Ok(Linear::from_host(&source.file_name(name), weight, bias, [out, inp], device)?)
+}
+
+/// A Hugging Face folder's tensors under `prefix`.
+struct HfTower<'a> {
+    weights: &'a SafetensorsWeights,
+    prefix: &'static str,
+}
+
+impl TowerWeights for HfTower<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.weights.contains_named(&self.file_name(name))
+    }
+
+    fn read(&self, name: &str) -> Result<HostTensor, VisionError> {
+        Ok(self.weights.read_named(&self.file_name(name))?)
+    }
+
+    fn file_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// An `mmproj` GGUF's tensors under their Hugging Face names. llama.cpp's LLaVA converter
+/// stores CLIP's `fc1` as `ffn_down` and `fc2` as `ffn_up`, newer converters the other way
+/// round: which is which is read from their shapes, as llama.cpp itself does.
+struct MmprojTower<'a> {
+    file: &'a GgufFile,
+    fc1_is_down: bool,
+}
+
+impl<'a> MmprojTower<'a> {
+    fn new(file: &'a GgufFile, config: &VitConfig) -> Self {
+        // fc1 maps the hidden width to the wider feed-forward one: `[intermediate, hidden]`.
+        let down = file.tensor_info("v.blk.0.ffn_down.weight").map(|t| t.shape());
+        let fc1_is_down = down.is_some_and(|s| s == [config.intermediate_size, config.hidden_size]);
+        Self { file, fc1_is_down }
+    }
+}
+
+impl TowerWeights for MmprojTower<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.file.has_tensor(&self.file_name(name))
+    }
+
+    fn read(&self, name: &str) -> Result<HostTensor, VisionError> {
+        let stored = self.file_name(name);
+        let (shape, data) = self.file.tensor_f32(&stored).map_err(|e| VisionError::Config(format!("{stored}: {e}")))?;
+        Ok(HostTensor { shape, data })
+    }
+
+    fn file_name(&self, name: &str) -> String {
+        let (fc1, fc2) = if self.fc1_is_down { ("ffn_down", "ffn_up") } else { ("ffn_up", "ffn_down") };
+        if let Some(rest) = name.strip_prefix("encoder.layers.") {
+            let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+            let part = part
+                .replace("self_attn.q_proj", "attn_q")
+                .replace("self_attn.k_proj", "attn_k")
+                .replace("self_attn.v_proj", "attn_v")
+                .replace("self_attn.out_proj", "attn_out")
+                .replace("layer_norm1", "ln1")
+                .replace("layer_norm2", "ln2")
+                .replace("mlp.fc1", fc1)
+                .replace("mlp.fc2", fc2);
+            return format!("v.blk.{layer}.{part}");
+        }
+        match name {
+            "embeddings.class_embedding" => "v.class_embd".into(),
+            "embeddings.position_embedding.weight" => "v.position_embd.weight".into(),
+            _ if name.starts_with("embeddings.patch_embedding") => {
+                name.replace("embeddings.patch_embedding", "v.patch_embd")
+            }
+            _ if name.starts_with("pre_layrnorm") => name.replace("pre_layrnorm", "v.pre_ln"),
+            _ if name.starts_with("post_layernorm") => name.replace("post_layernorm", "v.post_ln"),
+            // The projector's own names (`mm.0.weight`).
+            _ => name.to_owned(),
+        }
     }
 }

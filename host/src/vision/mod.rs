@@ -81,6 +81,26 @@ impl VisionModel {
         Ok(Some(Self { family, marker }))
     }
 
+    /// The vision side in llama.cpp's `mmproj` GGUF at `path`, for a decoder of width
+    /// `text_hidden` whose vocabulary is `tokenizer`'s. Images sit where the template writes
+    /// `<image>` when the vocabulary has that token (LLaVA's), else where `<__media__>` is.
+    pub fn load_mmproj(
+        path: &Path,
+        tokenizer: &crate::tokenizer::TextTokenizer,
+        text_hidden: usize,
+        device: &Device,
+    ) -> Result<Self, VisionError> {
+        let file =
+            crate::gguf::GgufFile::open(path).map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))?;
+        let (marker, image_token) = match tokenizer.inner().token_to_id("<image>") {
+            Some(id) => ("<image>", id),
+            // Any id holds the place: the image's rows replace its embedding.
+            None => (prompt::MEDIA_MARKER, 0),
+        };
+        let family = Llava::load_mmproj(&file, image_token, text_hidden, device)?;
+        Ok(Self { family, marker: marker.to_owned() })
+    }
+
     /// The text the chat template writes for an image.
     pub fn marker(&self) -> &str {
         &self.marker

@@ -10,7 +10,16 @@ use serde::Deserialize;
 use super::VisionError;
 use super::preprocess::Pixels;
 use crate::model::layers::{LayerNorm, Linear, upload};
-use crate::model::weights::{HostTensor, SafetensorsWeights};
+use crate::model::weights::HostTensor;
+
+/// Where a tower's tensors come from, by their Hugging Face names inside the tower
+/// (`embeddings.patch_embedding.weight`, `encoder.layers.0.mlp.fc1.bias`, …).
+pub trait TowerWeights {
+    fn contains(&self, name: &str) -> bool;
+    fn read(&self, name: &str) -> Result<HostTensor, VisionError>;
+    /// The name the file stores `name` under (for errors).
+    fn file_name(&self, name: &str) -> String;
+}
 
 /// The feed-forward's activation (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,33 +129,20 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    /// Reads the tower whose tensors are named `{prefix}embeddings.…`, `{prefix}encoder.layers.N.…`.
-    pub fn load(
-        weights: &SafetensorsWeights,
-        prefix: &str,
-        config: VitConfig,
-        device: &Device,
-    ) -> Result<Self, VisionError> {
+    /// Reads the tower from `weights`.
+    pub fn load(weights: &dyn TowerWeights, config: VitConfig, device: &Device) -> Result<Self, VisionError> {
         config.check()?;
         let h = config.hidden_size;
-        let read = |name: &str| weights.read_named(&format!("{prefix}{name}")).map_err(VisionError::from);
-        let read_opt = |name: &str| {
-            let full = format!("{prefix}{name}");
-            if weights.contains_named(&full) { read(name).map(Some) } else { Ok(None) }
-        };
+        let read = |name: &str| weights.read(name);
+        let read_opt = |name: &str| if weights.contains(name) { read(name).map(Some) } else { Ok(None) };
         let linear = |name: &str, out: usize, inp: usize| -> Result<Linear, VisionError> {
-            let full = format!("{prefix}{name}");
-            Ok(Linear::from_host(
-                &full,
-                read(&format!("{name}.weight"))?,
-                read_opt(&format!("{name}.bias"))?,
-                [out, inp],
-                device,
-            )?)
+            let w = read(&format!("{name}.weight"))?;
+            let b = read_opt(&format!("{name}.bias"))?;
+            Ok(Linear::from_host(&weights.file_name(name), w, b, [out, inp], device)?)
         };
         let norm = |name: &str| -> Result<LayerNorm, VisionError> {
             Ok(LayerNorm::from_host(
-                &format!("{prefix}{name}"),
+                &weights.file_name(name),
                 read(&format!("{name}.weight"))?,
                 read(&format!("{name}.bias"))?,
                 h,
@@ -159,31 +155,31 @@ impl VisionTower {
         let flat = config.num_channels * p * p;
         if conv.shape != [h, config.num_channels, p, p] {
             return Err(VisionError::Config(format!(
-                "{prefix}embeddings.patch_embedding.weight is {:?}, not [{h}, {}, {p}, {p}]",
-                conv.shape, config.num_channels
+                "{} is {:?}, not [{h}, {}, {p}, {p}]",
+                weights.file_name("embeddings.patch_embedding.weight"),
+                conv.shape,
+                config.num_channels
             )));
         }
         let conv = HostTensor { shape: vec![h, flat], data: conv.data };
         let conv_bias = read_opt("embeddings.patch_embedding.bias")?;
         let patch =
-            Linear::from_host(&format!("{prefix}embeddings.patch_embedding"), conv, conv_bias, [h, flat], device)?;
+            Linear::from_host(&weights.file_name("embeddings.patch_embedding"), conv, conv_bias, [h, flat], device)?;
         let class = read_opt("embeddings.class_embedding")?.map(|t| t.data);
         if class.as_ref().is_some_and(|c| c.len() != h) {
-            return Err(VisionError::Config(format!("{prefix}embeddings.class_embedding is not {h} wide")));
+            let name = weights.file_name("embeddings.class_embedding");
+            return Err(VisionError::Config(format!("{name} is not {h} wide")));
         }
         let positions = read("embeddings.position_embedding.weight")?;
         let expected = config.grid() * config.grid() + usize::from(class.is_some());
         if positions.shape != [expected, h] {
             return Err(VisionError::Config(format!(
-                "{prefix}embeddings.position_embedding.weight is {:?}, not [{expected}, {h}]",
+                "{} is {:?}, not [{expected}, {h}]",
+                weights.file_name("embeddings.position_embedding.weight"),
                 positions.shape
             )));
         }
-        let pre_norm = if weights.contains_named(&format!("{prefix}pre_layrnorm.weight")) {
-            Some(norm("pre_layrnorm")?)
-        } else {
-            None
-        };
+        let pre_norm = if weights.contains("pre_layrnorm.weight") { Some(norm("pre_layrnorm")?) } else { None };
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
         let f = config.intermediate_size;
         for i in 0..config.num_hidden_layers {
