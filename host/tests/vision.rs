@@ -153,3 +153,23 @@ fn the_gguf_pair_answers_as_the_hugging_face_folder_does() {
     }
     assert_eq!(answers[0]["choices"][0]["message"], answers[1]["choices"][0]["message"]);
 }
+
+#[test]
+fn smolvlm_tiles_an_image_in_a_chat() {
+    let model = common::repo_root().join("tests/fixtures/vision/tiny-smolvlm");
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--device", "flex"]);
+    let png = std::fs::read(common::repo_root().join("tests/fixtures/vision/pattern.png")).expect("fixture image");
+    let body = json!({
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url("image/png", &png)}},
+            {"type": "text", "text": "What is in this image?"}
+        ]}],
+        "max_tokens": 4,
+        "temperature": 0
+    });
+    let (status, answer) = post_json(&server, "/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{answer}");
+    // transformers' processor makes 48 ids of this chat: 2×2 tiles and the whole image, 4 rows
+    // each, in Idefics3's layout (tests/fixtures/vision/smolvlm_reference.json).
+    assert_eq!(answer["usage"]["prompt_tokens"], 48, "{answer}");
+}

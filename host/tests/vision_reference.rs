@@ -75,7 +75,9 @@ fn matches_transformers(device: DeviceChoice, format: Format) {
     let vision = m.vision.as_ref().expect("a vision side");
 
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
-    let pixels = vision.pixels(&image);
+    let mut tiles = vision.pixels(&image);
+    assert_eq!(tiles.len(), 1, "LLaVA takes the image whole");
+    let pixels = tiles.remove(0);
     let shape: Vec<usize> =
         reference["pixel_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert_eq!(vec![3, pixels.height, pixels.width], shape);
@@ -88,7 +90,7 @@ fn matches_transformers(device: DeviceChoice, format: Format) {
         reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     assert_eq!(ids, want_ids, "the processor's token ids");
     assert_eq!(media.len(), 1);
-    assert_eq!(media[0].len, vision.tokens_per_image());
+    assert_eq!(media[0].len, want_ids.iter().filter(|&&t| t == vision.image_token()).count());
 
     let mut cache = m.llama.new_cache(256);
     let mut context = ids.clone();
@@ -155,4 +157,80 @@ fn an_image_is_its_own_prefix_cache_key() {
     let span = media[0].start..media[0].start + media[0].len;
     assert_eq!(keys[..span.start], ids[..span.start], "text keys are its tokens");
     assert!(span.clone().all(|i| keys[i] != other_keys[i]), "another picture, other keys");
+}
+
+/// The tiny SmolVLM (Idefics3) model: tiles, pixel shuffle and Idefics3's prompt layout.
+fn smolvlm_matches_transformers(device: DeviceChoice) {
+    let text = std::fs::read_to_string(fixture("smolvlm_reference.json")).expect("reference");
+    let reference: Value = serde_json::from_str(&text).expect("reference json");
+    let dev = model::device::select(device).expect("device opens");
+    let m = model::load(&fixture("tiny-smolvlm"), &dev).expect("tiny SmolVLM loads");
+    let vision = m.vision.as_ref().expect("a vision side");
+    let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
+
+    let tiles = vision.pixels(&image);
+    let shape: Vec<usize> =
+        reference["pixel_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(vec![tiles.len(), 3, tiles[0].height, tiles[0].width], shape);
+    let ours: Vec<f32> = tiles.iter().flat_map(|t| t.data.iter().copied()).collect();
+    let expected = floats(&reference["pixel_values"]);
+    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "pixel values differ by up to {worst}");
+
+    let embedding = vision.embed(&image).expect("embeds");
+    let prompt_text = reference["prompt"].as_str().expect("prompt");
+    // The template writes `<|im_start|>` itself: no BOS is added.
+    let made = prompt::assemble(
+        prompt_text,
+        vision.marker(),
+        &m.tokenizer,
+        false,
+        vision.image_token(),
+        vec![(embedding, image.key)],
+    )
+    .expect("assembles");
+    let want_ids: Vec<u32> =
+        reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(made.ids, want_ids, "the processor's token ids");
+    assert_eq!(made.media.len(), 5, "four tiles and the whole image, each its own run");
+
+    let mut cache = m.llama.new_cache(256);
+    let mut context = made.ids.clone();
+    let want_greedy: Vec<u32> =
+        reference["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let mut generated = Vec::new();
+    for step in 0..want_greedy.len() {
+        let (run, prompt_rows) =
+            if step == 0 { (&context[..], context.len()) } else { (&context[context.len() - 1..], 0) };
+        let item = BatchItem {
+            tokens: run,
+            cache: &mut cache,
+            logits: LogitsFor::Last,
+            prompt_rows,
+            candidates: None,
+            media: &made.media,
+        };
+        let logits = m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("logits");
+        if step == 0 {
+            let want = floats(&reference["last_logits"]);
+            let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-3, "next-token logits differ by up to {worst}");
+        }
+        let next =
+            logits.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+                as u32;
+        generated.push(next);
+        context.push(next);
+    }
+    assert_eq!(generated, want_greedy, "greedy continuation");
+}
+
+#[test]
+fn tiny_smolvlm_matches_transformers_on_flex() {
+    smolvlm_matches_transformers(DeviceChoice::Flex);
+}
+
+#[test]
+fn tiny_smolvlm_matches_transformers_on_wgpu() {
+    smolvlm_matches_transformers(DeviceChoice::Wgpu);
 }

@@ -281,6 +281,10 @@ pub struct SafetensorsWeights {
 /// (`language_model.model.…` in LLaVA checkpoints, `model.language_model.…` in transformers
 /// 5's own, `vision_tower.vision_model.…` for a CLIP tower).
 pub fn canonical_name(name: &str) -> Option<String> {
+    // Idefics3 / SmolVLM: the decoder is `model.text_model.…`.
+    if let Some(rest) = name.strip_prefix("model.text_model.") {
+        return Some(format!("model.{rest}"));
+    }
     let inner = name.strip_prefix("model.").filter(|rest| {
         ["language_model.", "vision_tower.", "multi_modal_projector."].iter().any(|p| rest.starts_with(p))
     });
@@ -403,6 +407,10 @@ mod tests {
             Some("multi_modal_projector.linear_1.weight")
         );
         assert_eq!(c("model.layers.0.mlp.up_proj.weight"), None);
+        assert_eq!(
+            c("model.text_model.layers.1.self_attn.q_proj.weight").as_deref(),
+            Some("model.layers.1.self_attn.q_proj.weight")
+        );
     }
 
     /// llama.cpp's permute, as its converter applies it (HF → GGUF).

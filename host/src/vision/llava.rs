@@ -52,7 +52,7 @@ impl Llava {
         let field = |name: &str| config.get(name).filter(|v| !v.is_null());
         let vision: VitConfig = serde_json::from_value(field("vision_config").cloned().unwrap_or(Value::Null))
             .map_err(|e| VisionError::Config(format!("`vision_config`: {e}")))?;
-        let tower = VisionTower::load(&HfTower { weights, prefix: "vision_tower." }, vision, device)?;
+        let tower = VisionTower::load(&HfTower { weights, prefix: "vision_tower." }, vision, false, device)?;
         let states = tower.layers() as i64 + 1;
         let index = |v: &Value| -> Result<usize, VisionError> {
             let i =
@@ -140,7 +140,7 @@ impl Llava {
         };
         let image_size = config.image_size;
         let source = MmprojTower::new(file, &config);
-        let tower = VisionTower::load(&source, config, device)?;
+        let tower = VisionTower::load(&source, config, false, device)?;
         // The converter keeps the blocks up to the feature layer: its output is the last state.
         let feature_layers = match meta.opt_i64_array("clip.vision.feature_layer").map_err(gguf)? {
             Some(list) if !list.is_empty() => {
@@ -180,12 +180,6 @@ impl Llava {
         })
     }
 
-    /// How many rows an image becomes.
-    pub fn tokens_per_image(&self) -> usize {
-        let grid = self.tower.config().grid();
-        grid * grid + usize::from(self.select == Select::Full)
-    }
-
     pub fn processor(&self) -> &ImageProcessor {
         &self.processor
     }
@@ -206,12 +200,12 @@ impl Llava {
         let projected = self.linear_2.forward(self.activation.apply(self.linear_1.forward(features)?))?;
         let [rows, hidden] = projected.dims();
         let data = read_back(projected)?;
-        Ok(ImageEmbedding { rows: data, len: rows, hidden })
+        Ok(ImageEmbedding { rows: data, len: rows, hidden, expansion: None })
     }
 }
 
 /// A projector layer `{name}.weight` (and its bias, if any) from `source`.
-fn projection(
+pub(super) fn projection(
     source: &dyn TowerWeights,
     name: &str,
     out: usize,
@@ -225,9 +219,9 @@ fn projection(
 }
 
 /// A Hugging Face folder's tensors under `prefix`.
-struct HfTower<'a> {
-    weights: &'a SafetensorsWeights,
-    prefix: &'static str,
+pub(super) struct HfTower<'a> {
+    pub(super) weights: &'a SafetensorsWeights,
+    pub(super) prefix: &'static str,
 }
 
 impl TowerWeights for HfTower<'_> {

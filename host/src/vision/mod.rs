@@ -3,6 +3,7 @@
 //! layout that puts an image's rows where its marker was.
 
 pub mod fetch;
+mod idefics3;
 pub mod image_input;
 mod llava;
 pub mod preprocess;
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 use crate::model::ModelError;
 use crate::model::weights::{SafetensorsWeights, WeightError};
+use idefics3::Idefics3;
 pub use image_input::DecodedImage;
 use llava::Llava;
 pub use preprocess::Pixels;
@@ -45,11 +47,20 @@ pub struct ImageEmbedding {
     pub rows: Vec<f32>,
     pub len: usize,
     pub hidden: usize,
+    /// The prompt text the image's marker becomes, its image tokens taking the rows in order;
+    /// `None`: the marker becomes `len` image tokens.
+    pub expansion: Option<String>,
+}
+
+/// The model families.
+enum Family {
+    Llava(Llava),
+    Idefics3(Idefics3),
 }
 
 /// A model's vision side.
 pub struct VisionModel {
-    family: Llava,
+    family: Family,
     /// The text the model's chat template writes for an image (`<image>`).
     marker: String,
 }
@@ -71,12 +82,15 @@ impl VisionModel {
         device: &Device,
     ) -> Result<Option<Self>, VisionError> {
         let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
-        if !matches!(model_type, "llava") {
+        if !matches!(model_type, "llava" | "idefics3" | "smolvlm") {
             return Ok(None);
         }
         let processor = processor_config(dir)?;
         let image = processor.get("image_processor").cloned().unwrap_or_else(|| processor.clone());
-        let family = Llava::load(config, weights, &image, text_hidden, device)?;
+        let family = match model_type {
+            "llava" => Family::Llava(Llava::load(config, weights, &image, text_hidden, device)?),
+            _ => Family::Idefics3(Idefics3::load(config, weights, &image, text_hidden, device)?),
+        };
         let marker = processor.get("image_token").and_then(Value::as_str).unwrap_or("<image>").to_owned();
         Ok(Some(Self { family, marker }))
     }
@@ -97,7 +111,7 @@ impl VisionModel {
             // Any id holds the place: the image's rows replace its embedding.
             None => (prompt::MEDIA_MARKER, 0),
         };
-        let family = Llava::load_mmproj(&file, image_token, text_hidden, device)?;
+        let family = Family::Llava(Llava::load_mmproj(&file, image_token, text_hidden, device)?);
         Ok(Self { family, marker: marker.to_owned() })
     }
 
@@ -108,27 +122,34 @@ impl VisionModel {
 
     /// The id that holds an image's positions in a prompt.
     pub fn image_token(&self) -> u32 {
-        self.family.image_token
+        match &self.family {
+            Family::Llava(m) => m.image_token,
+            Family::Idefics3(m) => m.image_token,
+        }
     }
 
-    /// Rows one image becomes.
-    pub fn tokens_per_image(&self) -> usize {
-        self.family.tokens_per_image()
-    }
-
-    /// The pixel values the processor makes of `image`.
-    pub fn pixels(&self, image: &DecodedImage) -> Pixels {
-        self.family.processor().pixels(&image.rgb)
+    /// The pixel values the processor makes of `image`: one image, or its tiles in prompt order.
+    pub fn pixels(&self, image: &DecodedImage) -> Vec<Pixels> {
+        match &self.family {
+            Family::Llava(m) => vec![m.processor().pixels(&image.rgb)],
+            Family::Idefics3(m) => m.pixels(&image.rgb),
+        }
     }
 
     /// The rows `image` becomes.
     pub fn embed(&self, image: &DecodedImage) -> Result<ImageEmbedding, VisionError> {
-        self.family.embed(&self.pixels(image))
+        match &self.family {
+            Family::Llava(m) => m.embed(&m.processor().pixels(&image.rgb)),
+            Family::Idefics3(m) => m.embed(&image.rgb),
+        }
     }
 
     /// The decoder's width.
     pub fn hidden(&self) -> usize {
-        self.family.hidden
+        match &self.family {
+            Family::Llava(m) => m.hidden,
+            Family::Idefics3(m) => m.hidden,
+        }
     }
 }
 

@@ -196,8 +196,9 @@ mod tests {
     fn a_crop_larger_than_the_image_pads_with_zeros_around_the_middle() {
         let image = Rgb { width: 1, height: 1, data: vec![9, 9, 9] };
         let out = centre_crop(&image, 3, 2);
-        // Rows: floor((1-3)/2) = -1 → the pixel lands on row 1; columns: floor(-1/2) = -1 → column 1.
-        assert_eq!(out.data[(3 + 1) * 3], 9);
+        // Rows: floor((1-3)/2) = -1 → the pixel lands on row 1; columns: floor(-1/2) = -1 → column 1
+        // (transformers pads by ceil((3-1)/2) = 1 and ceil((2-1)/2) = 1).
+        assert_eq!(out.data[(2 + 1) * 3], 9);
         assert_eq!(out.data.iter().filter(|&&v| v == 9).count(), 3);
     }
 

@@ -124,13 +124,20 @@ pub struct VisionTower {
     class: Option<Vec<f32>>,
     positions: HostTensor,
     pre_norm: Option<LayerNorm>,
+    /// SigLIP's norm after the last block (a LLaVA CLIP tower's is never used, so not read).
+    post_norm: Option<LayerNorm>,
     blocks: Vec<Block>,
     device: Device,
 }
 
 impl VisionTower {
-    /// Reads the tower from `weights`.
-    pub fn load(weights: &dyn TowerWeights, config: VitConfig, device: &Device) -> Result<Self, VisionError> {
+    /// Reads the tower from `weights`, with its `post_layernorm` when `post_norm` says so.
+    pub fn load(
+        weights: &dyn TowerWeights,
+        config: VitConfig,
+        post_norm: bool,
+        device: &Device,
+    ) -> Result<Self, VisionError> {
         config.check()?;
         let h = config.hidden_size;
         let read = |name: &str| weights.read(name);
@@ -180,6 +187,7 @@ impl VisionTower {
             )));
         }
         let pre_norm = if weights.contains("pre_layrnorm.weight") { Some(norm("pre_layrnorm")?) } else { None };
+        let post_norm = if post_norm { Some(norm("post_layernorm")?) } else { None };
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
         let f = config.intermediate_size;
         for i in 0..config.num_hidden_layers {
@@ -196,7 +204,7 @@ impl VisionTower {
             });
         }
         let activation = Activation::parse(&config.hidden_act)?;
-        Ok(Self { config, activation, patch, class, positions, pre_norm, blocks, device: device.clone() })
+        Ok(Self { config, activation, patch, class, positions, pre_norm, post_norm, blocks, device: device.clone() })
     }
 
     pub fn config(&self) -> &VitConfig {
@@ -244,6 +252,15 @@ impl VisionTower {
             x = h1 + block.fc2.forward(up)?;
         }
         Ok(x)
+    }
+
+    /// The last block's states through the post-norm (SigLIP's `last_hidden_state`).
+    pub fn last_hidden_state(&self, pixels: &Pixels) -> Result<Tensor<2>, VisionError> {
+        let states = self.hidden_states(pixels, self.blocks.len())?;
+        Ok(match &self.post_norm {
+            Some(norm) => norm.forward(states),
+            None => states,
+        })
     }
 
     pub fn layers(&self) -> usize {
