@@ -93,7 +93,13 @@ fn start_model(
 ) -> Result<ServedModel, StartError> {
     let device = model::device::select(settings.device)?;
     tracing::info!("device: {}", device.description);
-    let loaded = model::load_with(path, &device, progress, settings.mmproj.as_deref())?;
+    let loaded = model::load_with_progress(path, &device, progress)?;
+    let vision = crate::vision::VisionModel::for_model(&loaded, settings.mmproj.as_deref())
+        .map_err(|e| model::LoadError {
+            path: path.to_path_buf(),
+            source: model::ModelError::Input(format!("vision: {e}")),
+        })?
+        .map(Arc::new);
     let renderer = ChatRenderer::new(&loaded.tokenizer)?;
     let instruction_template = path.file_name().and_then(|n| n.to_str()).and_then(|file_name| {
         crate::prompt::model_config::chosen_template(
@@ -117,7 +123,6 @@ fn start_model(
         warm_up: true,
         plugins: plugins.has_samplers().then(|| plugins.clone()),
     };
-    let vision = loaded.vision.clone();
     let engine = Engine::start(loaded, options);
     let vocab = plugins.has_samplers().then(|| Arc::new(plugin_services::vocab_texts(&engine)));
     let services = ModelServices { engine: Some(engine.clone()), embeddings: embeddings.clone() };

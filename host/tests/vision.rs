@@ -95,6 +95,10 @@ fn images_of_every_format_and_size_are_read_and_bad_ones_are_400s() {
     });
     let (status, err) = post_json(&server, "/v1/completions", &two_for_one);
     assert_eq!((status, err["error"]["param"].as_str()), (400, Some("prompt")), "{err}");
+    let many: Vec<Value> = (0..33).map(|_| image.clone()).collect();
+    let (status, err) =
+        post_json(&server, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": many}]}));
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("messages[0].content[32].image_url.url")), "{err}");
     let tokens_prompt =
         json!({"prompt": [1, 2, 3], "messages": [{"role": "user", "content": [image]}], "max_tokens": 1});
     let (status, err) = post_json(&server, "/v1/completions", &tokens_prompt);

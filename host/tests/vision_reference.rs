@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use hearth::model::{self, BatchItem, DeviceChoice, LoadedModel, LogitsFor, MediaSpan};
-use hearth::vision::{image_input, prompt};
+use hearth::vision::{VisionModel, image_input, prompt};
 use serde_json::Value;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -51,6 +51,10 @@ impl Format {
     }
 }
 
+fn vision_of(m: &LoadedModel) -> VisionModel {
+    VisionModel::for_model(m, None).expect("the vision side loads").expect("a vision side")
+}
+
 fn load(device: DeviceChoice, format: Format) -> LoadedModel {
     let dev = model::device::select(device).expect("device opens");
     model::load(&fixture(format.folder()), &dev).expect("tiny LLaVA loads")
@@ -58,7 +62,7 @@ fn load(device: DeviceChoice, format: Format) -> LoadedModel {
 
 /// The prompt's ids and image spans, as a request's would be made.
 fn prompt_for(m: &LoadedModel, reference: &Value) -> (Vec<u32>, Vec<MediaSpan>) {
-    let vision = m.vision.as_ref().expect("a vision side");
+    let vision = &vision_of(&m);
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
     let embedding = vision.embed(&image).expect("embeds");
     let text = reference["prompt"].as_str().expect("prompt");
@@ -72,7 +76,7 @@ fn prompt_for(m: &LoadedModel, reference: &Value) -> (Vec<u32>, Vec<MediaSpan>) 
 fn matches_transformers(device: DeviceChoice, format: Format) {
     let reference = reference();
     let m = load(device, format);
-    let vision = m.vision.as_ref().expect("a vision side");
+    let vision = &vision_of(&m);
 
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
     let mut tiles = vision.pixels(&image);
@@ -165,7 +169,7 @@ fn smolvlm_matches_transformers(device: DeviceChoice) {
     let reference: Value = serde_json::from_str(&text).expect("reference json");
     let dev = model::device::select(device).expect("device opens");
     let m = model::load(&fixture("tiny-smolvlm"), &dev).expect("tiny SmolVLM loads");
-    let vision = m.vision.as_ref().expect("a vision side");
+    let vision = &vision_of(&m);
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
 
     let tiles = vision.pixels(&image);

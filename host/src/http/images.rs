@@ -13,6 +13,10 @@ use crate::vision::{VisionError, image_input, prompt};
 
 pub use crate::vision::prompt::MEDIA_MARKER;
 
+/// Most images one request may carry: each is decoded and run through the vision tower before
+/// the prompt is sized, so the count bounds that work.
+pub const MAX_IMAGES: usize = 32;
+
 /// An image part of a request: where it is and its URL.
 #[derive(Debug, Clone)]
 pub struct ImageRef {
@@ -45,6 +49,12 @@ pub async fn media_prompt(
             format!("`{}` is a text-only model and takes no images; load a vision model", served.name),
         ));
     };
+    if images.len() > MAX_IMAGES {
+        return Err(ApiError::invalid_param(
+            images[MAX_IMAGES].field.clone(),
+            format!("at most {MAX_IMAGES} images per request, got {}", images.len()),
+        ));
+    }
     let placed = prompt::count_markers(&text, marker);
     if placed != images.len() {
         let field = if marker == MEDIA_MARKER { "prompt" } else { "messages" };

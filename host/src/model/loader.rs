@@ -13,7 +13,6 @@ use super::progress::LoadProgress;
 use super::weights::{GgufWeights, SafetensorsWeights};
 use crate::gguf::GgufFile;
 use crate::tokenizer::TextTokenizer;
-use crate::vision::VisionModel;
 
 /// How the weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +38,6 @@ pub struct LoadedModel {
     pub name: String,
     pub path: PathBuf,
     pub format: ModelFormat,
-    /// The vision side of a multimodal model.
-    pub vision: Option<Arc<VisionModel>>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -66,18 +63,6 @@ pub fn load_with_progress(
     device: &ComputeDevice,
     progress: &LoadProgress,
 ) -> Result<LoadedModel, LoadError> {
-    load_with(path, device, progress, None)
-}
-
-/// [`load_with_progress`], a GGUF model with the vision side in llama.cpp's `mmproj` file
-/// `mmproj` (`--mmproj`); without one, an `mmproj*.gguf` beside the model in a folder of its
-/// own is found.
-pub fn load_with(
-    path: &Path,
-    device: &ComputeDevice,
-    progress: &LoadProgress,
-    mmproj: Option<&Path>,
-) -> Result<LoadedModel, LoadError> {
     let fail = |p: &Path, e: ModelError| LoadError { path: p.to_path_buf(), source: e };
     if !path.exists() {
         return Err(fail(path, ModelError::Input("no such file or folder".into())));
@@ -86,7 +71,7 @@ pub fn load_with(
     if path.is_dir() && path.join("config.json").exists() {
         load_hf_folder(path, device, progress)
     } else if let Some(gguf_path) = gguf_path {
-        load_gguf(&gguf_path, device, progress, mmproj).map(|mut m| {
+        load_gguf(&gguf_path, device, progress).map(|mut m| {
             m.name = model_id(path);
             m
         })
@@ -101,7 +86,7 @@ pub fn load_with(
 }
 
 /// The GGUF files in `dir`: models, and llama.cpp's `mmproj*` vision files.
-fn ggufs_in(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+pub fn ggufs_in(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return Default::default() };
     let mut all: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -124,25 +109,7 @@ fn single_gguf_in(dir: &Path) -> Option<PathBuf> {
     }
 }
 
-/// The mmproj a GGUF model at `path` goes with: `explicit`, else the one `mmproj*.gguf` in a
-/// folder holding this model alone (a shared model dir's mmproj belongs to no model in particular).
-fn mmproj_for(path: &Path, explicit: Option<&Path>) -> Option<PathBuf> {
-    if let Some(file) = explicit {
-        return Some(file.to_path_buf());
-    }
-    let (models, mmprojs) = ggufs_in(path.parent()?);
-    match (models.as_slice(), mmprojs.as_slice()) {
-        ([_], [one]) => Some(one.clone()),
-        _ => None,
-    }
-}
-
-fn load_gguf(
-    path: &Path,
-    device: &ComputeDevice,
-    progress: &LoadProgress,
-    mmproj: Option<&Path>,
-) -> Result<LoadedModel, LoadError> {
+fn load_gguf(path: &Path, device: &ComputeDevice, progress: &LoadProgress) -> Result<LoadedModel, LoadError> {
     let fail = |e: ModelError| LoadError { path: path.to_path_buf(), source: e };
     let file = GgufFile::open(path).map_err(|e| fail(e.into()))?;
     let vocab_rows = file.tensor_info("token_embd.weight").and_then(|t| t.shape().first().copied());
@@ -151,22 +118,12 @@ fn load_gguf(
     fit_vocab(&config, &mut tokenizer).map_err(fail)?;
     let source = GgufWeights::new(&file, config.arch, config.num_heads, config.num_kv_heads);
     let llama = Llama::load(&source, &config, device, progress).map_err(fail)?;
-    let vision = match mmproj_for(path, mmproj) {
-        None => None,
-        Some(file) => {
-            let vision = VisionModel::load_mmproj(&file, &tokenizer, config.hidden_size, &device.device)
-                .map_err(|e| LoadError { path: file.clone(), source: ModelError::Input(format!("vision: {e}")) })?;
-            tracing::info!("vision: {} (images sit at `{}`)", file.display(), vision.marker());
-            Some(Arc::new(vision))
-        }
-    };
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),
         name: model_id(path),
         path: path.to_path_buf(),
         format: ModelFormat::Gguf,
-        vision,
     })
 }
 
@@ -182,39 +139,13 @@ fn load_hf_folder(dir: &Path, device: &ComputeDevice, progress: &LoadProgress) -
     let source = SafetensorsWeights::open(dir).map_err(|e| LoadError { path: dir.to_path_buf(), source: e.into() })?;
     let llama = Llama::load(&source, &config, device, progress)
         .map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
-    let vision = load_vision(dir, &text, &source, &config, &device.device)
-        .map_err(|e| LoadError { path: dir.to_path_buf(), source: e })?;
     Ok(LoadedModel {
         llama,
         tokenizer: Arc::new(tokenizer),
         name: model_id(dir),
         path: dir.to_path_buf(),
         format: ModelFormat::HfFolder,
-        vision,
     })
-}
-
-/// The folder's vision side, when its config has one; its image token must be in the vocabulary.
-fn load_vision(
-    dir: &Path,
-    config_text: &str,
-    weights: &SafetensorsWeights,
-    config: &LlamaConfig,
-    device: &burn::tensor::Device,
-) -> Result<Option<Arc<VisionModel>>, ModelError> {
-    let json: serde_json::Value = serde_json::from_str(config_text).map_err(|e| ModelError::Input(e.to_string()))?;
-    let vision = VisionModel::load_hf(dir, &json, weights, config.hidden_size, device)
-        .map_err(|e| ModelError::Input(format!("vision: {e}")))?;
-    if let Some(v) = &vision
-        && v.image_token() as usize >= config.vocab_size
-    {
-        return Err(ModelError::Input(format!(
-            "the image token {} is outside the vocabulary of {}",
-            v.image_token(),
-            config.vocab_size
-        )));
-    }
-    Ok(vision.map(Arc::new))
 }
 
 /// A tokenizer that could emit ids the model has no row for would crash a request later: added

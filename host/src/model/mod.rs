@@ -22,7 +22,7 @@ pub use device::{BackendKind, ComputeDevice, DeviceChoice};
 pub use kv_cache::KvCache;
 pub use kv_pool::{KvPool, PoolStats};
 pub use llama::{BatchItem, Llama, LogitsFor, StepLogits, TopLogits};
-pub use loader::{LoadError, LoadedModel, ModelFormat, is_mmproj, load, load_with, load_with_progress, model_id};
+pub use loader::{LoadError, LoadedModel, ModelFormat, ggufs_in, is_mmproj, load, load_with_progress, model_id};
 pub use media::MediaSpan;
 pub use progress::LoadProgress;
 pub use top_candidates::TopCandidates;

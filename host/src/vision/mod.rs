@@ -16,8 +16,8 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde_json::Value;
 
-use crate::model::ModelError;
 use crate::model::weights::{SafetensorsWeights, WeightError};
+use crate::model::{LoadedModel, ModelError, ModelFormat};
 use idefics3::Idefics3;
 pub use image_input::DecodedImage;
 use llava::Llava;
@@ -72,6 +72,52 @@ impl std::fmt::Debug for VisionModel {
 }
 
 impl VisionModel {
+    /// The vision side of `model`, if it has one: a Hugging Face folder's (its config names a
+    /// multimodal architecture), or for a GGUF model llama.cpp's `mmproj` file `mmproj`
+    /// (`--mmproj`), else the one `mmproj*.gguf` beside a model alone in its folder (a shared
+    /// model dir's mmproj belongs to no model in particular).
+    pub fn for_model(model: &LoadedModel, mmproj: Option<&Path>) -> Result<Option<Self>, VisionError> {
+        let device = model.llama.device();
+        let config = model.llama.config();
+        let vision = match model.format {
+            ModelFormat::HfFolder => {
+                let path = model.path.join("config.json");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))?;
+                let json: Value =
+                    serde_json::from_str(&text).map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))?;
+                let weights = SafetensorsWeights::open(&model.path)?;
+                Self::load_hf(&model.path, &json, &weights, config.hidden_size, device)?
+            }
+            ModelFormat::Gguf => {
+                let beside = || {
+                    let (models, mmprojs) = crate::model::ggufs_in(model.path.parent()?);
+                    match (models.as_slice(), mmprojs.as_slice()) {
+                        ([_], [one]) => Some(one.clone()),
+                        _ => None,
+                    }
+                };
+                match mmproj.map(Path::to_path_buf).or_else(beside) {
+                    Some(file) => {
+                        tracing::info!("vision: {}", file.display());
+                        Some(Self::load_mmproj(&file, &model.tokenizer, config.hidden_size, device)?)
+                    }
+                    None => None,
+                }
+            }
+        };
+        if let Some(v) = &vision
+            && v.image_token() as usize >= config.vocab_size
+        {
+            return Err(VisionError::Config(format!(
+                "the image token {} is outside the vocabulary of {}",
+                v.image_token(),
+                config.vocab_size
+            )));
+        }
+        Ok(vision)
+    }
+
     /// The vision side of the Hugging Face folder `dir` whose `config.json` is `config`, if it
     /// has one (`None` for a text-only model).
     pub fn load_hf(
