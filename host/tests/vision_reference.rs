@@ -62,7 +62,7 @@ fn load(device: DeviceChoice, format: Format) -> LoadedModel {
 
 /// The prompt's ids and image spans, as a request's would be made.
 fn prompt_for(m: &LoadedModel, reference: &Value) -> (Vec<u32>, Vec<MediaSpan>) {
-    let vision = &vision_of(&m);
+    let vision = &vision_of(m);
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
     let embedding = vision.embed(&image).expect("embeds");
     let text = reference["prompt"].as_str().expect("prompt");

@@ -52,10 +52,10 @@ pub struct ImageEmbedding {
     pub expansion: Option<String>,
 }
 
-/// The model families.
+/// The model families (each holds a whole tower: boxed, they cost the enum a pointer).
 enum Family {
-    Llava(Llava),
-    Idefics3(Idefics3),
+    Llava(Box<Llava>),
+    Idefics3(Box<Idefics3>),
 }
 
 /// A model's vision side.
@@ -134,8 +134,8 @@ impl VisionModel {
         let processor = processor_config(dir)?;
         let image = processor.get("image_processor").cloned().unwrap_or_else(|| processor.clone());
         let family = match model_type {
-            "llava" => Family::Llava(Llava::load(config, weights, &image, text_hidden, device)?),
-            _ => Family::Idefics3(Idefics3::load(config, weights, &image, text_hidden, device)?),
+            "llava" => Family::Llava(Box::new(Llava::load(config, weights, &image, text_hidden, device)?)),
+            _ => Family::Idefics3(Box::new(Idefics3::load(config, weights, &image, text_hidden, device)?)),
         };
         let marker = processor.get("image_token").and_then(Value::as_str).unwrap_or("<image>").to_owned();
         Ok(Some(Self { family, marker }))
@@ -157,7 +157,7 @@ impl VisionModel {
             // Any id holds the place: the image's rows replace its embedding.
             None => (prompt::MEDIA_MARKER, 0),
         };
-        let family = Family::Llava(Llava::load_mmproj(&file, image_token, text_hidden, device)?);
+        let family = Family::Llava(Box::new(Llava::load_mmproj(&file, image_token, text_hidden, device)?));
         Ok(Self { family, marker: marker.to_owned() })
     }
 

@@ -141,7 +141,7 @@ impl ImageProcessor {
 
 /// OpenAI CLIP's normalisation (transformers' `OPENAI_CLIP_MEAN`/`_STD`).
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// transformers' `get_resize_output_image_size` (not square by default): the short side to
 /// `n`, the long side scaled and truncated as Python's `int()` does.
