@@ -51,6 +51,37 @@ impl Format {
     }
 }
 
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
+}
+
+/// The next-token logits after `ids` (with `media`'s rows) and `n` greedily generated tokens.
+fn greedy(m: &LoadedModel, ids: &[u32], media: &[MediaSpan], n: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut cache = m.llama.new_cache(256);
+    let mut context = ids.to_vec();
+    let mut first = Vec::new();
+    for step in 0..n {
+        let (tokens, prompt_rows) =
+            if step == 0 { (&context[..], context.len()) } else { (&context[context.len() - 1..], 0) };
+        let item =
+            BatchItem { tokens, cache: &mut cache, logits: LogitsFor::Last, prompt_rows, candidates: None, media };
+        let logits = m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("logits");
+        let next =
+            logits.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0;
+        if step == 0 {
+            first = logits;
+        }
+        context.push(next as u32);
+    }
+    (first, context[ids.len()..].to_vec())
+}
+
+fn assert_close(logits: &[f32], want: &[f32]) {
+    assert_eq!(logits.len(), want.len());
+    let worst = logits.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-3, "next-token logits differ by up to {worst}");
+}
+
 fn vision_of(m: &LoadedModel) -> VisionModel {
     VisionModel::for_model(m, None).expect("the vision side loads").expect("a vision side")
 }
@@ -90,42 +121,14 @@ fn matches_transformers(device: DeviceChoice, format: Format) {
     assert!(worst <= 1e-5, "pixel values differ by up to {worst}");
 
     let (ids, media) = prompt_for(&m, &reference);
-    let want_ids: Vec<u32> =
-        reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let want_ids = ids_of(&reference["input_ids"]);
     assert_eq!(ids, want_ids, "the processor's token ids");
     assert_eq!(media.len(), 1);
     assert_eq!(media[0].len, want_ids.iter().filter(|&&t| t == vision.image_token()).count());
 
-    let mut cache = m.llama.new_cache(256);
-    let mut context = ids.clone();
-    let mut generated = Vec::new();
-    let want_greedy: Vec<u32> =
-        reference[format.key("greedy")].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let mut run: &[u32] = &context;
-    let mut prompt_rows = context.len();
-    for step in 0..want_greedy.len() {
-        let item = BatchItem {
-            tokens: run,
-            cache: &mut cache,
-            logits: LogitsFor::Last,
-            prompt_rows,
-            candidates: None,
-            media: &media,
-        };
-        let logits = m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("logits");
-        if step == 0 {
-            let want = floats(&reference[format.key("last_logits")]);
-            let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-3, "next-token logits differ by up to {worst}");
-        }
-        let next =
-            logits.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
-                as u32;
-        generated.push(next);
-        context.push(next);
-        run = &context[context.len() - 1..];
-        prompt_rows = 0;
-    }
+    let want_greedy = ids_of(&reference[format.key("greedy")]);
+    let (logits, generated) = greedy(&m, &ids, &media, want_greedy.len());
+    assert_close(&logits, &floats(&reference[format.key("last_logits")]));
     assert_eq!(generated, want_greedy, "greedy continuation");
 }
 
@@ -193,39 +196,13 @@ fn smolvlm_matches_transformers(device: DeviceChoice) {
         vec![(embedding, image.key)],
     )
     .expect("assembles");
-    let want_ids: Vec<u32> =
-        reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let want_ids = ids_of(&reference["input_ids"]);
     assert_eq!(made.ids, want_ids, "the processor's token ids");
     assert_eq!(made.media.len(), 5, "four tiles and the whole image, each its own run");
 
-    let mut cache = m.llama.new_cache(256);
-    let mut context = made.ids.clone();
-    let want_greedy: Vec<u32> =
-        reference["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let mut generated = Vec::new();
-    for step in 0..want_greedy.len() {
-        let (run, prompt_rows) =
-            if step == 0 { (&context[..], context.len()) } else { (&context[context.len() - 1..], 0) };
-        let item = BatchItem {
-            tokens: run,
-            cache: &mut cache,
-            logits: LogitsFor::Last,
-            prompt_rows,
-            candidates: None,
-            media: &made.media,
-        };
-        let logits = m.llama.forward_batch(&mut [item]).expect("forward").pop().expect("logits");
-        if step == 0 {
-            let want = floats(&reference["last_logits"]);
-            let worst = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-3, "next-token logits differ by up to {worst}");
-        }
-        let next =
-            logits.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
-                as u32;
-        generated.push(next);
-        context.push(next);
-    }
+    let want_greedy = ids_of(&reference["greedy"]);
+    let (logits, generated) = greedy(&m, &made.ids, &made.media, want_greedy.len());
+    assert_close(&logits, &floats(&reference["last_logits"]));
     assert_eq!(generated, want_greedy, "greedy continuation");
 }
 

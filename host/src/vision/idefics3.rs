@@ -10,10 +10,10 @@ use burn::tensor::{Device, Tensor};
 use serde_json::Value;
 
 use super::llava::{HfTower, projection};
-use super::preprocess::Pixels;
+use super::preprocess::{Pixels, channel_first};
 use super::resample::{Filter, Rgb};
 use super::vit::{VisionTower, VitConfig};
-use super::{ImageEmbedding, VisionError};
+use super::{ImageEmbedding, VisionError, image_token_id};
 use crate::model::layers::{Linear, read_back};
 use crate::model::weights::SafetensorsWeights;
 
@@ -96,21 +96,7 @@ impl Tiling {
     }
 
     fn pixels(&self, tile: &Rgb) -> Pixels {
-        let plane = tile.width * tile.height;
-        let mut data = vec![0f32; 3 * plane];
-        for (i, px) in tile.data.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                let mut v = match self.rescale {
-                    Some(factor) => (f64::from(px[c]) * factor) as f32,
-                    None => f32::from(px[c]),
-                };
-                if let Some((mean, std)) = self.normalize {
-                    v = (v - mean[c]) / std[c];
-                }
-                data[c * plane + i] = v;
-            }
-        }
-        Pixels { height: tile.height, width: tile.width, data }
+        channel_first(tile, self.rescale, self.normalize)
     }
 }
 
@@ -186,14 +172,9 @@ impl Idefics3 {
         device: &Device,
     ) -> Result<Self, VisionError> {
         let field = |name: &str| config.get(name).filter(|v| !v.is_null());
-        let mut vision = field("vision_config").cloned().unwrap_or(Value::Null);
-        if let Some(obj) = vision.as_object_mut() {
-            // Idefics3VisionConfig's defaults where a config leaves them out.
-            obj.entry("hidden_act").or_insert_with(|| "gelu_pytorch_tanh".into());
-            obj.entry("layer_norm_eps").or_insert_with(|| 1e-6.into());
-        }
-        let vision: VitConfig =
-            serde_json::from_value(vision).map_err(|e| VisionError::Config(format!("`vision_config`: {e}")))?;
+        // Idefics3VisionConfig's defaults where a config leaves them out.
+        let defaults = [("hidden_act", Value::from("gelu_pytorch_tanh")), ("layer_norm_eps", Value::from(1e-6))];
+        let vision = VitConfig::of_model(config, &defaults)?;
         let scale = field("scale_factor").and_then(Value::as_u64).unwrap_or(2) as usize;
         let grid = vision.grid();
         if scale == 0 || !grid.is_multiple_of(scale) {
@@ -203,11 +184,7 @@ impl Idefics3 {
         let tower = VisionTower::load(&HfTower { weights, prefix: "model.vision_model." }, vision, true, device)?;
         let source = HfTower { weights, prefix: "model.connector.modality_projection." };
         let projection = projection(&source, "proj", text_hidden, hidden * scale * scale, device)?;
-        let image_token = field("image_token_id")
-            .or_else(|| field("image_token_index"))
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| VisionError::Config("`image_token_id` is missing".into()))?;
+        let image_token = image_token_id(config)?;
         let tiling = Tiling::from_json(processor)?;
         if tiling.tile != tower.config().image_size {
             return Err(VisionError::Config(format!(

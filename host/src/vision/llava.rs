@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::preprocess::{ImageProcessor, Pixels};
 use super::vit::{Activation, TowerWeights, VisionTower, VitConfig};
-use super::{ImageEmbedding, VisionError};
+use super::{ImageEmbedding, VisionError, image_token_id};
 use crate::gguf::GgufFile;
 use crate::model::layers::{Linear, read_back};
 use crate::model::weights::{HostTensor, SafetensorsWeights};
@@ -50,8 +50,7 @@ impl Llava {
         device: &Device,
     ) -> Result<Self, VisionError> {
         let field = |name: &str| config.get(name).filter(|v| !v.is_null());
-        let vision: VitConfig = serde_json::from_value(field("vision_config").cloned().unwrap_or(Value::Null))
-            .map_err(|e| VisionError::Config(format!("`vision_config`: {e}")))?;
+        let vision = VitConfig::of_model(config, &[])?;
         let tower = VisionTower::load(&HfTower { weights, prefix: "vision_tower." }, vision, false, device)?;
         let states = tower.layers() as i64 + 1;
         let index = |v: &Value| -> Result<usize, VisionError> {
@@ -75,11 +74,7 @@ impl Llava {
             "full" => Select::Full,
             other => return Err(VisionError::Config(format!("`vision_feature_select_strategy` `{other}` is unknown"))),
         };
-        let image_token = field("image_token_index")
-            .or_else(|| field("image_token_id"))
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| VisionError::Config("`image_token_index` is missing".into()))?;
+        let image_token = image_token_id(config)?;
         let activation = Activation::parse(field("projector_hidden_act").and_then(Value::as_str).unwrap_or("gelu"))?;
         let features = tower.config().hidden_size * feature_layers.len();
         let source = HfTower { weights, prefix: "multi_modal_projector." };

@@ -199,6 +199,16 @@ impl VisionModel {
     }
 }
 
+/// The id a multimodal config gives its image token (`image_token_index` in LLaVA's,
+/// `image_token_id` in Idefics3's).
+fn image_token_id(config: &Value) -> Result<u32, VisionError> {
+    ["image_token_index", "image_token_id"]
+        .iter()
+        .find_map(|key| config.get(*key).and_then(Value::as_u64))
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| VisionError::Config("the config gives no image token (`image_token_index`)".into()))
+}
+
 /// The processor's config: `processor_config.json` (transformers 5 puts the image processor
 /// inside it) or `preprocessor_config.json` (older folders), merged.
 fn processor_config(dir: &Path) -> Result<Value, VisionError> {

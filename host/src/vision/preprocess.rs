@@ -121,22 +121,28 @@ impl ImageProcessor {
         if let Some((height, width)) = self.crop {
             image = centre_crop(&image, height, width);
         }
-        let plane = image.width * image.height;
-        let mut data = vec![0f32; 3 * plane];
-        for (i, px) in image.data.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                let mut v = match self.rescale {
-                    Some(factor) => (f64::from(px[c]) * factor) as f32,
-                    None => f32::from(px[c]),
-                };
-                if let Some((mean, std)) = self.normalize {
-                    v = (v - mean[c]) / std[c];
-                }
-                data[c * plane + i] = v;
-            }
-        }
-        Pixels { height: image.height, width: image.width, data }
+        channel_first(&image, self.rescale, self.normalize)
     }
+}
+
+/// `image` as channel-first floats, rescaled (in f64, then f32, as transformers' `rescale`)
+/// and normalised (in f32, as its `normalize`).
+pub fn channel_first(image: &Rgb, rescale: Option<f64>, normalize: Option<([f32; 3], [f32; 3])>) -> Pixels {
+    let plane = image.width * image.height;
+    let mut data = vec![0f32; 3 * plane];
+    for (i, px) in image.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            let mut v = match rescale {
+                Some(factor) => (f64::from(px[c]) * factor) as f32,
+                None => f32::from(px[c]),
+            };
+            if let Some((mean, std)) = normalize {
+                v = (v - mean[c]) / std[c];
+            }
+            data[c * plane + i] = v;
+        }
+    }
+    Pixels { height: image.height, width: image.width, data }
 }
 
 /// OpenAI CLIP's normalisation (transformers' `OPENAI_CLIP_MEAN`/`_STD`).

@@ -77,6 +77,17 @@ fn default_eps() -> f64 {
 }
 
 impl VitConfig {
+    /// A multimodal model config's `vision_config`, with `defaults` where it leaves fields out.
+    pub fn of_model(config: &serde_json::Value, defaults: &[(&str, serde_json::Value)]) -> Result<Self, VisionError> {
+        let mut vision = config.get("vision_config").cloned().unwrap_or_default();
+        if let Some(obj) = vision.as_object_mut() {
+            for (key, value) in defaults {
+                obj.entry(*key).or_insert_with(|| value.clone());
+            }
+        }
+        serde_json::from_value(vision).map_err(|e| VisionError::Config(format!("`vision_config`: {e}")))
+    }
+
     /// Patches along one side.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
