@@ -177,3 +177,12 @@ fn smolvlm_tiles_an_image_in_a_chat() {
     // each, in Idefics3's layout (tests/fixtures/vision/smolvlm_reference.json).
     assert_eq!(answer["usage"]["prompt_tokens"], 48, "{answer}");
 }
+
+#[test]
+fn images_past_the_context_are_refused_before_they_are_encoded() {
+    let server = tiny_llava(&["--ctx-size", "16"]);
+    let png = encoded(40, 30, image::ImageFormat::Png);
+    let (status, err) = post_json(&server, "/v1/chat/completions", &chat_with(&data_url("image/png", &png)));
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "context_length_exceeded", "{err}");
+}

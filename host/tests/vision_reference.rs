@@ -96,6 +96,7 @@ fn prompt_for(m: &LoadedModel, reference: &Value) -> (Vec<u32>, Vec<MediaSpan>) 
     let vision = &vision_of(m);
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
     let embedding = vision.embed(&image).expect("embeds");
+    assert_eq!(vision.rows_for(&image), embedding.len, "the rows known before encoding");
     let text = reference["prompt"].as_str().expect("prompt");
     assert_eq!(prompt::count_markers(text, vision.marker()), 1);
     let made =
@@ -185,6 +186,7 @@ fn smolvlm_matches_transformers(device: DeviceChoice) {
     assert!(worst <= 1e-5, "pixel values differ by up to {worst}");
 
     let embedding = vision.embed(&image).expect("embeds");
+    assert_eq!(vision.rows_for(&image), embedding.len, "the rows known before encoding");
     let prompt_text = reference["prompt"].as_str().expect("prompt");
     // The template writes `<|im_start|>` itself: no BOS is added.
     let made = prompt::assemble(

@@ -75,17 +75,26 @@ pub async fn media_prompt(
     }
     let tokenizer = served.engine.tokenizer().clone();
     let marker = marker.to_owned();
+    let context = served.engine.context_length();
     blocking::off_runtime("reading the images", move || {
-        let mut embedded = Vec::with_capacity(images.len());
+        let at = |image: &ImageRef, e: VisionError| match e {
+            VisionError::Image(_) | VisionError::Fetch(_) => {
+                ApiError::invalid_param(image.field.clone(), e.to_string())
+            }
+            other => ApiError::internal(format!("the image could not be encoded: {other}")),
+        };
+        let mut decoded = Vec::with_capacity(images.len());
         for (image, bytes) in images.iter().zip(bytes) {
-            let at = |e: VisionError| match e {
-                VisionError::Image(_) | VisionError::Fetch(_) => {
-                    ApiError::invalid_param(image.field.clone(), e.to_string())
-                }
-                other => ApiError::internal(format!("the image could not be encoded: {other}")),
-            };
-            let decoded = image_input::decode(&bytes).map_err(at)?;
-            let embedding = vision.embed(&decoded).map_err(at)?;
+            decoded.push(image_input::decode(&bytes).map_err(|e| at(image, e))?);
+        }
+        // The images' tokens alone past the context: refused before the towers run.
+        let image_tokens: usize = decoded.iter().map(|d| vision.rows_for(d)).sum();
+        if image_tokens >= context {
+            return Err(ApiError::context_length_exceeded(image_tokens, context));
+        }
+        let mut embedded = Vec::with_capacity(images.len());
+        for (image, decoded) in images.iter().zip(decoded) {
+            let embedding = vision.embed(&decoded).map_err(|e| at(image, e))?;
             embedded.push((embedding, decoded.key));
         }
         let made = prompt::assemble(&text, &marker, &tokenizer, add_special, vision.image_token(), embedded)?;

@@ -80,11 +80,10 @@ impl Tiling {
         }
         let (h, w) = whole_tiles(image.height, image.width, self.tile);
         image = image.resize(w, h, self.filter);
-        if h <= self.tile && w <= self.tile {
+        let (rows, cols) = self.grid(h, w);
+        if rows == 0 {
             return (vec![image], 0, 0);
         }
-        let rows = (h - self.tile) / self.tile + 1;
-        let cols = (w - self.tile) / self.tile + 1;
         let mut tiles = Vec::with_capacity(rows * cols + 1);
         for r in 0..rows {
             for c in 0..cols {
@@ -97,6 +96,29 @@ impl Tiling {
 
     fn pixels(&self, tile: &Rgb) -> Pixels {
         channel_first(tile, self.rescale, self.normalize)
+    }
+
+    /// Rows and columns of tiles for a `height`×`width` image of whole tiles (0 × 0: one tile).
+    fn grid(&self, height: usize, width: usize) -> (usize, usize) {
+        if height <= self.tile && width <= self.tile {
+            return (0, 0);
+        }
+        ((height - self.tile) / self.tile + 1, (width - self.tile) / self.tile + 1)
+    }
+
+    /// How many tiles (the whole image included) an image of `height`×`width` becomes.
+    fn count(&self, height: usize, width: usize) -> usize {
+        let (mut h, mut w) = (height, width);
+        if let Some(longest) = self.longest_edge {
+            (h, w) = to_longest_edge(h, w, longest);
+            (h, w) = below_upper_bound(h, w, MAX_SIDE);
+        }
+        if !self.split {
+            return 1;
+        }
+        let (h, w) = whole_tiles(h, w, self.tile);
+        let (rows, cols) = self.grid(h, w);
+        rows * cols + 1
     }
 }
 
@@ -194,6 +216,11 @@ impl Idefics3 {
             )));
         }
         Ok(Self { tower, scale, projection, tiling, image_token, hidden: text_hidden })
+    }
+
+    /// Image tokens `image` becomes (its tiles', computed from its size alone).
+    pub fn rows_for(&self, image: &Rgb) -> usize {
+        self.tiling.count(image.height, image.width) * self.tokens_per_tile()
     }
 
     /// Rows one tile becomes.

@@ -175,6 +175,12 @@ impl Llava {
         })
     }
 
+    /// Rows an image becomes (every image alike).
+    pub fn rows(&self) -> usize {
+        let grid = self.tower.config().grid();
+        grid * grid + usize::from(self.select == Select::Full)
+    }
+
     pub fn processor(&self) -> &ImageProcessor {
         &self.processor
     }

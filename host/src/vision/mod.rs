@@ -182,6 +182,14 @@ impl VisionModel {
         }
     }
 
+    /// How many image tokens `image` becomes, known before it is encoded.
+    pub fn rows_for(&self, image: &DecodedImage) -> usize {
+        match &self.family {
+            Family::Llava(m) => m.rows(),
+            Family::Idefics3(m) => m.rows_for(&image.rgb),
+        }
+    }
+
     /// The rows `image` becomes.
     pub fn embed(&self, image: &DecodedImage) -> Result<ImageEmbedding, VisionError> {
         match &self.family {
