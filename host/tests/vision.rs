@@ -186,3 +186,27 @@ fn images_past_the_context_are_refused_before_they_are_encoded() {
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["code"], "context_length_exceeded", "{err}");
 }
+
+#[test]
+fn the_responses_api_takes_input_images() {
+    let server = tiny_llava(&[]);
+    let png = encoded(40, 30, image::ImageFormat::Png);
+    let body = json!({
+        "model": "tiny-llava",
+        "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "What is in this image?"},
+            {"type": "input_image", "image_url": data_url("image/png", &png)}
+        ]}],
+        "max_output_tokens": 4
+    });
+    let (status, response) = post_json(&server, "/v1/responses", &body);
+    assert_eq!(status, 200, "{response}");
+    assert!(response["usage"]["input_tokens"].as_u64().unwrap() > 16, "the image's tokens count: {response}");
+    // The stored conversation keeps the image: a follow-up sees it again (its prefix cached).
+    let follow = json!({"model": "tiny-llava", "previous_response_id": response["id"], "input": "And now?", "max_output_tokens": 2});
+    let (status, next) = post_json(&server, "/v1/responses", &follow);
+    assert_eq!(status, 200, "{next}");
+    assert!(next["usage"]["input_tokens"].as_u64() > response["usage"]["input_tokens"].as_u64(), "{next}");
+    let (status, err) = post_json(Server::shared(), "/v1/responses", &body);
+    assert_eq!(status, 400, "a text-only model: {err}");
+}

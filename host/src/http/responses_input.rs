@@ -105,6 +105,13 @@ fn input_item(i: usize, item: &Value) -> Result<Value, ApiError> {
 /// A message's content as parts: `input_text` for the caller's roles, `output_text` for the
 /// assistant's.
 fn message_content(role: &str, content: Option<&Value>, at: &str) -> Result<Vec<Value>, ApiError> {
+    // A caller's message with images keeps its parts in order, each image an `input_image`.
+    if role != "assistant"
+        && let Some(Value::Array(parts)) = content
+        && parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("input_image"))
+    {
+        return parts.iter().enumerate().map(|(j, part)| input_part(part, &format!("{at}.content[{j}]"))).collect();
+    }
     let text = match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts_text(parts, &format!("{at}.content"), role == "assistant")?,
@@ -117,6 +124,29 @@ fn message_content(role: &str, content: Option<&Value>, at: &str) -> Result<Vec<
     }])
 }
 
+/// One part of a caller's message with images: its text, or its image by URL (`data:` or
+/// http(s), as chat's `image_url` takes them).
+fn input_part(part: &Value, here: &str) -> Result<Value, ApiError> {
+    match part.get("type").and_then(Value::as_str).unwrap_or_default() {
+        "input_text" | "text" => Ok(json!({"type": "input_text", "text": text_field(part, "text", here)?})),
+        "input_image" => {
+            let url = part.get("image_url").and_then(Value::as_str).ok_or_else(|| {
+                bad(
+                    format!("{here}.image_url"),
+                    "an `input_image` needs its `image_url` (uploaded files are not stored here)",
+                )
+            })?;
+            let detail = part.get("detail").and_then(Value::as_str).unwrap_or("auto");
+            Ok(json!({"type": "input_image", "image_url": url, "detail": detail}))
+        }
+        "input_file" | "input_audio" => Err(bad(
+            here.to_owned(),
+            "file and audio inputs need a model that reads them, which this server does not serve yet",
+        )),
+        other => Err(bad(format!("{here}.type"), format!("`{other}` parts are not allowed here"))),
+    }
+}
+
 /// The text of content parts, joined by newlines (as chat joins its text parts).
 fn parts_text(parts: &[Value], at: &str, assistant: bool) -> Result<String, ApiError> {
     let mut texts = Vec::with_capacity(parts.len());
@@ -127,10 +157,10 @@ fn parts_text(parts: &[Value], at: &str, assistant: bool) -> Result<String, ApiE
             "input_text" | "text" => "text",
             "output_text" if assistant => "text",
             "refusal" if assistant => "refusal",
-            "input_image" | "input_file" | "input_audio" => {
+            "input_file" | "input_audio" => {
                 return Err(bad(
                     here,
-                    "image, audio and file inputs need a multimodal model, which this server does not serve yet",
+                    "file and audio inputs need a model that reads them, which this server does not serve yet",
                 ));
             }
             "" => return Err(bad(format!("{here}.type"), format!("`{here}.type` must be a string"))),
@@ -153,6 +183,22 @@ fn reasoning_text(item: &Value) -> String {
     };
     let content = texts("content");
     if content.is_empty() { texts("summary") } else { content }
+}
+
+/// A stored message item's content as chat takes it: its text, or with images chat's parts.
+fn chat_content(item: &Value) -> Value {
+    let parts = item.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if !parts.iter().any(|p| p["type"] == "input_image") {
+        return json!(stored_text(item));
+    }
+    let chat: Vec<Value> = parts
+        .iter()
+        .map(|p| match p["type"].as_str() {
+            Some("input_image") => json!({"type": "image_url", "image_url": {"url": p["image_url"]}}),
+            _ => json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or_default()}),
+        })
+        .collect();
+    Value::Array(chat)
 }
 
 /// The text of a stored message item's parts.
@@ -180,7 +226,7 @@ pub fn chat_messages(items: &[Value]) -> Vec<Value> {
         match item.get("type").and_then(Value::as_str).unwrap_or("message") {
             "message" => {
                 let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
-                let mut message = json!({"role": role, "content": stored_text(item)});
+                let mut message = json!({"role": role, "content": chat_content(item)});
                 if role == "assistant"
                     && let Some(r) = reasoning.take()
                 {
@@ -383,6 +429,20 @@ mod tests {
     }
 
     #[test]
+    fn images_reach_chat_as_image_url_parts_in_order() {
+        let input = json!([{"role": "user", "content": [
+            {"type": "input_text", "text": "What is this?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+        ]}]);
+        let items = input_items(Some(&input)).unwrap();
+        let messages = chat_messages(&items);
+        assert_eq!(
+            messages[0]["content"],
+            json!([{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
+        );
+    }
+
+    #[test]
     fn bad_items_name_their_field() {
         let param = |input: Value| input_items(Some(&input)).unwrap_err().param;
         assert_eq!(param(json!([{"role": "robot", "content": "x"}])).as_deref(), Some("input[0].role"));
@@ -393,7 +453,11 @@ mod tests {
             Some("input[0]")
         );
         assert_eq!(
-            param(json!([{"role": "user", "content": [{"type": "input_image", "image_url": "data:"}]}])).as_deref(),
+            param(json!([{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}])).as_deref(),
+            Some("input[0].content[0].image_url")
+        );
+        assert_eq!(
+            param(json!([{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}])).as_deref(),
             Some("input[0].content[0]")
         );
         assert_eq!(param(json!([{"type": "web_search_call"}])).as_deref(), Some("input[0].type"));
