@@ -141,12 +141,7 @@ pub fn render_request(
     let marker = match (&served.vision, images.first()) {
         (_, None) => None,
         (Some(vision), Some(_)) => Some(vision.marker().to_owned()),
-        (None, Some(first)) => {
-            return Err(ApiError::invalid_param(
-                first.field.clone(),
-                format!("`{}` is a text-only model and takes no images; load a vision model", served.name),
-            ));
-        }
+        (None, Some(first)) => return Err(images::text_only(served, &first.field)),
     };
     // A multimodal template reads the parts; one written for text gets the marker in the text.
     let attempts: Vec<Option<ImageParts>> = match &marker {
@@ -194,7 +189,8 @@ pub fn render_request(
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let (chat_template, command) = (non_empty(&req.chat_template_str), non_empty(&req.chat_instruct_command));
     let mut prompt = None;
-    let mut placed = Vec::new();
+    // Markers the last rendering placed, when it placed the wrong number.
+    let mut placed = 0;
     for (n, &parts) in attempts.iter().enumerate() {
         if n > 0 {
             messages = template_messages(parts)?;
@@ -224,11 +220,13 @@ pub fn render_request(
         // Text-only templates fail on listed parts, or print them without the images: the
         // next attempt writes the markers into the text.
         match rendered {
-            Ok(text) if crate::vision::prompt::count_markers(&text, marker) == images.len() => {
-                prompt = Some(text);
-                break;
+            Ok(text) => {
+                placed = crate::vision::prompt::count_markers(&text, marker);
+                if placed == images.len() {
+                    prompt = Some(text);
+                    break;
+                }
             }
-            Ok(text) => placed.push(crate::vision::prompt::count_markers(&text, marker)),
             Err(e) if n + 1 == attempts.len() => return Err(e),
             Err(_) => {}
         }
@@ -238,7 +236,7 @@ pub fn render_request(
             "messages",
             format!(
                 "the chat template placed {} image markers (`{}`) for the request's {} images",
-                placed.last().copied().unwrap_or(0),
+                placed,
                 marker.as_deref().unwrap_or_default(),
                 images.len()
             ),

@@ -30,6 +30,14 @@ pub struct MediaIds {
     pub media: Vec<MediaSpan>,
 }
 
+/// The error for an image sent to `served`, a model without a vision side.
+pub fn text_only(served: &ServedModel, field: &str) -> ApiError {
+    ApiError::invalid_param(
+        field,
+        format!("`{}` is a text-only model and takes no images; load a vision model", served.name),
+    )
+}
+
 /// Tokenizes `text`, each `marker` in it replaced by the next of `images`.
 pub async fn media_prompt(
     state: &SharedState,
@@ -44,10 +52,7 @@ pub async fn media_prompt(
         return Ok(MediaIds { ids, media: Vec::new() });
     };
     let Some(vision) = served.vision.clone() else {
-        return Err(ApiError::invalid_param(
-            first.field.clone(),
-            format!("`{}` is a text-only model and takes no images; load a vision model", served.name),
-        ));
+        return Err(text_only(served, &first.field));
     };
     if images.len() > MAX_IMAGES {
         return Err(ApiError::invalid_param(

@@ -190,14 +190,7 @@ pub fn list_model_dir(dir: &Path) -> Vec<String> {
             if p.is_file() {
                 p.extension().is_some_and(|e| e == "gguf") && !crate::model::is_mmproj(p)
             } else {
-                p.join("config.json").exists() && is_generative_folder(p)
-                    || std::fs::read_dir(p).is_ok_and(|mut d| {
-                        d.any(|e| {
-                            e.is_ok_and(|e| {
-                                e.path().extension().is_some_and(|x| x == "gguf") && !crate::model::is_mmproj(&e.path())
-                            })
-                        })
-                    })
+                p.join("config.json").exists() && is_generative_folder(p) || !crate::model::ggufs_in(p).0.is_empty()
             }
         })
         .map(|p| model_id(&p))

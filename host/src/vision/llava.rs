@@ -50,9 +50,8 @@ impl Llava {
         device: &Device,
     ) -> Result<Self, VisionError> {
         let field = |name: &str| config.get(name).filter(|v| !v.is_null());
-        let vision = VitConfig::of_model(config, &[])?;
-        let tower = VisionTower::load(&HfTower { weights, prefix: "vision_tower." }, vision, false, device)?;
-        let states = tower.layers() as i64 + 1;
+        let mut vision = VitConfig::of_model(config, &[])?;
+        let states = vision.num_hidden_layers as i64 + 1;
         let index = |v: &Value| -> Result<usize, VisionError> {
             let i =
                 v.as_i64().ok_or_else(|| VisionError::Config("`vision_feature_layer` must hold integers".into()))?;
@@ -69,6 +68,10 @@ impl Llava {
             Some(Value::Array(list)) if !list.is_empty() => list.iter().map(index).collect::<Result<_, _>>()?,
             Some(v) => vec![index(v)?],
         };
+        // Blocks past the deepest feature layer never run: they are not read (as llama.cpp's
+        // converter leaves them out of the mmproj).
+        vision.num_hidden_layers = feature_layers.iter().copied().max().unwrap_or(0);
+        let tower = VisionTower::load(&HfTower { weights, prefix: "vision_tower." }, vision, false, device)?;
         let select = match field("vision_feature_select_strategy").and_then(Value::as_str).unwrap_or("default") {
             "default" => Select::Patches,
             "full" => Select::Full,

@@ -86,8 +86,7 @@ impl VisionModel {
                     .map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))?;
                 let json: Value =
                     serde_json::from_str(&text).map_err(|e| VisionError::Config(format!("{}: {e}", path.display())))?;
-                let weights = SafetensorsWeights::open(&model.path)?;
-                Self::load_hf(&model.path, &json, &weights, config.hidden_size, device)?
+                Self::load_hf(&model.path, &json, config.hidden_size, device)?
             }
             ModelFormat::Gguf => {
                 let beside = || {
@@ -119,11 +118,10 @@ impl VisionModel {
     }
 
     /// The vision side of the Hugging Face folder `dir` whose `config.json` is `config`, if it
-    /// has one (`None` for a text-only model).
+    /// has one (`None` for a text-only model, whose weights are then not opened again).
     pub fn load_hf(
         dir: &Path,
         config: &Value,
-        weights: &SafetensorsWeights,
         text_hidden: usize,
         device: &Device,
     ) -> Result<Option<Self>, VisionError> {
@@ -131,6 +129,7 @@ impl VisionModel {
         if !matches!(model_type, "llava" | "idefics3" | "smolvlm") {
             return Ok(None);
         }
+        let weights = &SafetensorsWeights::open(dir)?;
         let processor = processor_config(dir)?;
         let image = processor.get("image_processor").cloned().unwrap_or_else(|| processor.clone());
         let family = match model_type {

@@ -274,10 +274,6 @@ impl VisionTower {
         })
     }
 
-    pub fn layers(&self) -> usize {
-        self.blocks.len()
-    }
-
     fn attention(&self, block: &Block, x: Tensor<2>) -> Result<Tensor<2>, VisionError> {
         let [n, h] = x.dims();
         let heads = self.config.num_attention_heads;

@@ -394,16 +394,20 @@ impl Llama {
             item.cache.reserve(end)?;
             tables.push(self.rope.host_tables(&(start..end).collect::<Vec<_>>()));
         }
-        // Each row's sequence and position, for the rows media gives.
-        let mut owner = Vec::with_capacity(ids.len());
-        for (k, (item, &start)) in items.iter().zip(&starts).enumerate() {
-            owner.extend((0..item.tokens.len()).map(|i| (k, start + i)));
-        }
-        let given = |r: usize| {
-            let (k, position) = owner[r];
-            media::row_at(items[k].media, position, hidden)
+        let mut x = if items.iter().all(|i| i.media.is_empty()) {
+            self.embedding.rows(&ids, &self.device)
+        } else {
+            // Each row's sequence and position, for the rows media gives.
+            let mut owner = Vec::with_capacity(ids.len());
+            for (k, (item, &start)) in items.iter().zip(&starts).enumerate() {
+                owner.extend((0..item.tokens.len()).map(|i| (k, start + i)));
+            }
+            let given = |r: usize| {
+                let (k, position) = owner[r];
+                media::row_at(items[k].media, position, hidden)
+            };
+            self.embedding.rows_with(&ids, given, &self.device)
         };
-        let mut x = self.embedding.rows_with(&ids, given, &self.device);
         for (layer, block) in self.blocks.iter().enumerate() {
             let normed = block.attn_norm.forward(x.clone())?;
             let attended = self.attention_host(layer, &block.attn, normed, items, &starts, &tables, &groups)?;
