@@ -19,13 +19,22 @@ fn all_models(state: &SharedState) -> Vec<ModelObject> {
     if let Some(m) = &served {
         out.push(object(m.name.clone(), m.created));
     }
-    let now = unix_now();
     for id in state.available_models() {
         if served.as_ref().is_none_or(|m| m.name != id) {
-            out.push(object(id, now));
+            let created = saved_at(&id, &state.settings.model_dir);
+            out.push(object(id, created));
         }
     }
     out
+}
+
+/// When a model in the model dir was written (its file's or folder's modification time): the
+/// same in every listing, unlike the time of the request.
+fn saved_at(id: &str, model_dir: &std::path::Path) -> u64 {
+    crate::serving::model_in_dir(id, model_dir)
+        .and_then(|path| std::fs::metadata(path).ok()?.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(unix_now, |d| d.as_secs())
 }
 
 /// The served model first, then every other model in the model dir.
