@@ -134,6 +134,20 @@ fn a_text_only_model_refuses_images_by_name() {
     assert_eq!((status, err["error"]["param"].as_str()), (400, Some("messages[0].content[1].image_url.url")), "{err}");
 }
 
+/// `body`'s chat answer from a server of each fixture model in `folders`.
+fn chat_from_each(folders: &[&str], body: &Value) -> Vec<Value> {
+    folders
+        .iter()
+        .map(|folder| {
+            let model = common::repo_root().join("tests/fixtures/vision").join(folder);
+            let server = Server::start(&["--model", model.to_str().unwrap(), "--device", "flex"]);
+            let (status, answer) = post_json(&server, "/v1/chat/completions", body);
+            assert_eq!(status, 200, "{folder}: {answer}");
+            answer
+        })
+        .collect()
+}
+
 #[test]
 fn the_gguf_pair_answers_as_the_hugging_face_folder_does() {
     let png = std::fs::read(common::repo_root().join("tests/fixtures/vision/pattern.png")).expect("fixture image");
@@ -141,16 +155,7 @@ fn the_gguf_pair_answers_as_the_hugging_face_folder_does() {
     body["messages"][0]["content"][0]["text"] = json!("What is in this image?");
     body["messages"][0]["content"] = json!([body["messages"][0]["content"][1], body["messages"][0]["content"][0]]);
     body["max_tokens"] = json!(8);
-    let answers: Vec<Value> = ["tiny-llava", "tiny-llava-gguf"]
-        .iter()
-        .map(|folder| {
-            let model = common::repo_root().join("tests/fixtures/vision").join(folder);
-            let server = Server::start(&["--model", model.to_str().unwrap(), "--device", "flex"]);
-            let (status, answer) = post_json(&server, "/v1/chat/completions", &body);
-            assert_eq!(status, 200, "{folder}: {answer}");
-            answer
-        })
-        .collect();
+    let answers = chat_from_each(&["tiny-llava", "tiny-llava-gguf"], &body);
     // transformers' processor makes 43 ids of this chat (tests/fixtures/vision/llava_reference.json).
     for answer in &answers {
         assert_eq!(answer["usage"]["prompt_tokens"], 43, "{answer}");
@@ -159,23 +164,29 @@ fn the_gguf_pair_answers_as_the_hugging_face_folder_does() {
 }
 
 #[test]
-fn smolvlm_tiles_an_image_in_a_chat() {
-    let model = common::repo_root().join("tests/fixtures/vision/tiny-smolvlm");
-    let server = Server::start(&["--model", model.to_str().unwrap(), "--device", "flex"]);
+fn smolvlm_tiles_an_image_in_a_chat_from_its_folder_and_its_gguf_pair() {
     let png = std::fs::read(common::repo_root().join("tests/fixtures/vision/pattern.png")).expect("fixture image");
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("tests/fixtures/vision/smolvlm_reference.json"))
+            .expect("reference"),
+    )
+    .expect("reference json");
     let body = json!({
         "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": data_url("image/png", &png)}},
             {"type": "text", "text": "What is in this image?"}
         ]}],
-        "max_tokens": 4,
+        "max_tokens": 8,
         "temperature": 0
     });
-    let (status, answer) = post_json(&server, "/v1/chat/completions", &body);
-    assert_eq!(status, 200, "{answer}");
-    // transformers' processor makes 48 ids of this chat: 2×2 tiles and the whole image, 4 rows
-    // each, in Idefics3's layout (tests/fixtures/vision/smolvlm_reference.json).
-    assert_eq!(answer["usage"]["prompt_tokens"], 48, "{answer}");
+    let answers = chat_from_each(&["tiny-smolvlm", "tiny-smolvlm-gguf"], &body);
+    // transformers' processor makes these ids of this chat: 2×2 tiles and the whole image, 4 rows
+    // each, in Idefics3's layout.
+    let ids = reference["input_ids"].as_array().expect("ids").len();
+    for answer in &answers {
+        assert_eq!(answer["usage"]["prompt_tokens"], ids, "{answer}");
+    }
+    assert_eq!(answers[0]["choices"][0]["message"], answers[1]["choices"][0]["message"]);
 }
 
 #[test]

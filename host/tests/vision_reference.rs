@@ -3,7 +3,8 @@
 //! Hugging Face processor's pixel values for `pattern.png` (≤ 1e-5), the processor's token ids
 //! for the chat prompt, the next-token logits (≤ 1e-3) and the same greedy continuation — on
 //! flex and on wgpu, read from the Hugging Face folder and from the GGUF + `mmproj` pair
-//! llama.cpp's converters made of it.
+//! llama.cpp's converters made of it. The tiny SmolVLM (`make_tiny_smolvlm.py`) likewise, its
+//! GGUF pair in f32 and so pinned to the same numbers as its folder.
 
 mod common;
 
@@ -167,12 +168,13 @@ fn an_image_is_its_own_prefix_cache_key() {
     assert!(span.clone().all(|i| keys[i] != other_keys[i]), "another picture, other keys");
 }
 
-/// The tiny SmolVLM (Idefics3) model: tiles, pixel shuffle and Idefics3's prompt layout.
-fn smolvlm_matches_transformers(device: DeviceChoice) {
+/// The tiny SmolVLM (Idefics3) model from `folder`: tiles, pixel shuffle and Idefics3's
+/// prompt layout.
+fn smolvlm_matches_transformers(device: DeviceChoice, folder: &str) {
     let text = std::fs::read_to_string(fixture("smolvlm_reference.json")).expect("reference");
     let reference: Value = serde_json::from_str(&text).expect("reference json");
     let dev = model::device::select(device).expect("device opens");
-    let m = model::load(&fixture("tiny-smolvlm"), &dev).expect("tiny SmolVLM loads");
+    let m = model::load(&fixture(folder), &dev).expect("tiny SmolVLM loads");
     let vision = &vision_of(&m);
     let image = image_input::decode(&std::fs::read(fixture("pattern.png")).expect("png")).expect("decodes");
 
@@ -188,12 +190,13 @@ fn smolvlm_matches_transformers(device: DeviceChoice) {
     let embedding = vision.embed(&image).expect("embeds");
     assert_eq!(vision.rows_for(&image), embedding.len, "the rows known before encoding");
     let prompt_text = reference["prompt"].as_str().expect("prompt");
-    // The template writes `<|im_start|>` itself: no BOS is added.
+    // The template writes `<|im_start|>` itself: the tokenizer (`tokenizer.json`'s post-processor,
+    // the GGUF's `add_bos_token`) adds no BOS.
     let made = prompt::assemble(
         prompt_text,
         vision.marker(),
         &m.tokenizer,
-        false,
+        true,
         vision.image_token(),
         vec![(embedding, image.key)],
     )
@@ -210,10 +213,20 @@ fn smolvlm_matches_transformers(device: DeviceChoice) {
 
 #[test]
 fn tiny_smolvlm_matches_transformers_on_flex() {
-    smolvlm_matches_transformers(DeviceChoice::Flex);
+    smolvlm_matches_transformers(DeviceChoice::Flex, "tiny-smolvlm");
 }
 
 #[test]
 fn tiny_smolvlm_matches_transformers_on_wgpu() {
-    smolvlm_matches_transformers(DeviceChoice::Wgpu);
+    smolvlm_matches_transformers(DeviceChoice::Wgpu, "tiny-smolvlm");
+}
+
+#[test]
+fn tiny_smolvlm_gguf_and_mmproj_match_transformers_on_flex() {
+    smolvlm_matches_transformers(DeviceChoice::Flex, "tiny-smolvlm-gguf");
+}
+
+#[test]
+fn tiny_smolvlm_gguf_and_mmproj_match_transformers_on_wgpu() {
+    smolvlm_matches_transformers(DeviceChoice::Wgpu, "tiny-smolvlm-gguf");
 }

@@ -5,6 +5,7 @@
 //! one wider row) and projected to the decoder's width. In the prompt an image becomes
 //! Idefics3's layout: `<fake_token_around_image><row_r_col_c>` + the tile's `<image>` tokens for
 //! each tile, a line per row of tiles, then `<global-img>` and the whole image's tokens.
+//! Read from a Hugging Face folder or from llama.cpp's GGUF pair (`mmproj` projector `idefics3`).
 
 use burn::tensor::{Device, Tensor};
 use serde_json::Value;
@@ -12,8 +13,9 @@ use serde_json::Value;
 use super::llava::{HfTower, projection};
 use super::preprocess::{Pixels, channel_first};
 use super::resample::{Filter, Rgb};
-use super::vit::{VisionTower, VitConfig};
-use super::{ImageEmbedding, VisionError, image_token_id};
+use super::vit::{TowerWeights, VisionTower, VitConfig};
+use super::{ImageEmbedding, VisionError, image_token_id, mmproj};
+use crate::gguf::GgufFile;
 use crate::model::layers::{Linear, read_back};
 use crate::model::weights::SafetensorsWeights;
 
@@ -174,6 +176,13 @@ fn crop(image: &Rgb, top: usize, left: usize, side: usize) -> Rgb {
     Rgb { width: side, height: side, data }
 }
 
+/// Where a model's weights come from: the tower's, and the connector's (`{connector_name}.weight`).
+struct Parts<'a> {
+    tower: &'a dyn TowerWeights,
+    connector: &'a dyn TowerWeights,
+    connector_name: &'a str,
+}
+
 /// A loaded SmolVLM / Idefics3 vision side.
 pub struct Idefics3 {
     tower: VisionTower,
@@ -198,15 +207,74 @@ impl Idefics3 {
         let defaults = [("hidden_act", Value::from("gelu_pytorch_tanh")), ("layer_norm_eps", Value::from(1e-6))];
         let vision = VitConfig::of_model(config, &defaults)?;
         let scale = field("scale_factor").and_then(Value::as_u64).unwrap_or(2) as usize;
+        let parts = Parts {
+            tower: &HfTower { weights, prefix: "model.vision_model." },
+            connector: &HfTower { weights, prefix: "model.connector.modality_projection." },
+            connector_name: "proj",
+        };
+        Self::build(parts, vision, scale, processor, image_token_id(config)?, text_hidden, device)
+    }
+
+    /// Loads llama.cpp's `mmproj` GGUF of a SmolVLM / Idefics3 model (`clip.projector_type`
+    /// `idefics3`): the SigLIP tower, `clip.vision.projector.scale_factor` and the connector
+    /// `mm.model.fc`. The file keeps only the processor's sizes: the rest is Idefics3's own
+    /// processor (Lanczos, rescaled by 1/255, the file's mean and std), tiles of the tower's
+    /// `image_size` after the longest edge is resized to `clip.vision.preproc_image_size` (four
+    /// tiles where an older converter left that out, as transformers' default is).
+    pub fn load_mmproj(
+        file: &GgufFile,
+        image_token: u32,
+        text_hidden: usize,
+        device: &Device,
+    ) -> Result<Self, VisionError> {
+        let meta = &file.metadata;
+        let projector = mmproj::projector_type(meta)?;
+        if projector != "idefics3" {
+            return Err(VisionError::Config(format!("the `{projector}` projector is not Idefics3's")));
+        }
+        // llama.cpp runs SigLIP's feed-forward with the tanh GELU whatever `clip.use_gelu` says.
+        let vision = mmproj::vit_config(meta, "gelu_pytorch_tanh")?;
+        let size = |key: &str| -> Result<Option<usize>, VisionError> {
+            meta.opt_u64(key)
+                .map_err(mmproj::meta_error)?
+                .map(usize::try_from)
+                .transpose()
+                .map_err(|_| VisionError::Config(format!("{key} is out of range")))
+        };
+        let scale = size("clip.vision.projector.scale_factor")?.unwrap_or(2);
+        let tile = vision.image_size;
+        let longest = size("clip.vision.preproc_image_size")?.unwrap_or(4 * tile);
+        let processor = serde_json::json!({
+            "size": {"longest_edge": longest},
+            "max_image_size": {"longest_edge": tile},
+            "resample": 1,
+            "image_mean": mmproj::triple(meta, "image_mean")?,
+            "image_std": mmproj::triple(meta, "image_std")?,
+        });
+        let weights = mmproj::MmprojTower::new(file, &vision);
+        let parts = Parts { tower: &weights, connector: &weights, connector_name: "mm.model.fc" };
+        Self::build(parts, vision, scale, &processor, image_token, text_hidden, device)
+    }
+
+    /// The model from its tower's config and weights, the shuffle's scale and the processor's
+    /// config, checked to fit together.
+    fn build(
+        parts: Parts<'_>,
+        vision: VitConfig,
+        scale: usize,
+        processor: &Value,
+        image_token: u32,
+        text_hidden: usize,
+        device: &Device,
+    ) -> Result<Self, VisionError> {
         let grid = vision.grid();
         if scale == 0 || !grid.is_multiple_of(scale) {
             return Err(VisionError::Config(format!("a {grid}×{grid} patch grid cannot be shuffled by {scale}")));
         }
         let hidden = vision.hidden_size;
-        let tower = VisionTower::load(&HfTower { weights, prefix: "model.vision_model." }, vision, true, device)?;
-        let source = HfTower { weights, prefix: "model.connector.modality_projection." };
-        let projection = projection(&source, "proj", text_hidden, hidden * scale * scale, device)?;
-        let image_token = image_token_id(config)?;
+        let tower = VisionTower::load(parts.tower, vision, true, device)?;
+        let projection =
+            projection(parts.connector, parts.connector_name, text_hidden, hidden * scale * scale, device)?;
         let tiling = Tiling::from_json(processor)?;
         if tiling.tile != tower.config().image_size {
             return Err(VisionError::Config(format!(

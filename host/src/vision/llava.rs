@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::preprocess::{ImageProcessor, Pixels};
 use super::vit::{Activation, TowerWeights, VisionTower, VitConfig};
-use super::{ImageEmbedding, VisionError, image_token_id};
+use super::{ImageEmbedding, VisionError, image_token_id, mmproj};
 use crate::gguf::GgufFile;
 use crate::model::layers::{Linear, read_back};
 use crate::model::weights::{HostTensor, SafetensorsWeights};
@@ -108,39 +108,18 @@ impl Llava {
         device: &Device,
     ) -> Result<Self, VisionError> {
         let meta = &file.metadata;
-        let gguf = |e: crate::gguf::GgufError| VisionError::Config(e.to_string());
-        let arch = meta.opt_str("general.architecture").map_err(gguf)?.unwrap_or_default();
-        let projector = meta.opt_str("clip.projector_type").map_err(gguf)?.unwrap_or("mlp");
-        if arch != "clip"
-            || projector != "mlp"
-            || !meta.opt_bool("clip.has_vision_encoder").map_err(gguf)?.unwrap_or(true)
-        {
-            return Err(VisionError::Config(format!(
-                "not a LLaVA mmproj (architecture `{arch}`, projector `{projector}`); only the `mlp` projector is supported"
-            )));
+        let projector = mmproj::projector_type(meta)?;
+        if projector != "mlp" {
+            return Err(VisionError::Config(format!("the `{projector}` projector is not LLaVA's `mlp`")));
         }
-        let number = |key: &str| -> Result<usize, VisionError> {
-            let v = meta.u64(&format!("clip.vision.{key}")).map_err(gguf)?;
-            usize::try_from(v).map_err(|_| VisionError::Config(format!("clip.vision.{key} is out of range")))
-        };
-        let layers = number("block_count")?;
-        let gelu = meta.opt_bool("clip.use_gelu").map_err(gguf)?.unwrap_or(false);
-        let config = VitConfig {
-            hidden_size: number("embedding_length")?,
-            intermediate_size: number("feed_forward_length")?,
-            num_hidden_layers: layers,
-            num_attention_heads: number("attention.head_count")?,
-            image_size: number("image_size")?,
-            patch_size: number("patch_size")?,
-            num_channels: 3,
-            hidden_act: if gelu { "gelu" } else { "quick_gelu" }.into(),
-            layer_norm_eps: meta.opt_f64("clip.vision.attention.layer_norm_epsilon").map_err(gguf)?.unwrap_or(1e-5),
-        };
+        let gelu = meta.opt_bool("clip.use_gelu").map_err(mmproj::meta_error)?.unwrap_or(false);
+        let config = mmproj::vit_config(meta, if gelu { "gelu" } else { "quick_gelu" })?;
+        let layers = config.num_hidden_layers;
         let image_size = config.image_size;
-        let source = MmprojTower::new(file, &config);
+        let source = mmproj::MmprojTower::new(file, &config);
         let tower = VisionTower::load(&source, config, false, device)?;
         // The converter keeps the blocks up to the feature layer: its output is the last state.
-        let feature_layers = match meta.opt_i64_array("clip.vision.feature_layer").map_err(gguf)? {
+        let feature_layers = match meta.opt_i64_array("clip.vision.feature_layer").map_err(mmproj::meta_error)? {
             Some(list) if !list.is_empty() => {
                 list.iter()
                     .map(|&i| {
@@ -155,15 +134,12 @@ impl Llava {
         let features = tower.config().hidden_size * feature_layers.len();
         let linear_1 = projection(&source, "mm.0", text_hidden, features, device)?;
         let linear_2 = projection(&source, "mm.2", text_hidden, text_hidden, device)?;
-        let triple = |key: &str| -> Result<serde_json::Value, VisionError> {
-            Ok(meta.opt_f32_array(key).map_err(gguf)?.map(|v| serde_json::json!(v)).unwrap_or(serde_json::Value::Null))
-        };
         let processor = ImageProcessor::from_json(&serde_json::json!({
             "size": {"shortest_edge": image_size},
             "crop_size": {"height": image_size, "width": image_size},
             "resample": 3,
-            "image_mean": triple("clip.vision.image_mean")?,
-            "image_std": triple("clip.vision.image_std")?,
+            "image_mean": mmproj::triple(meta, "image_mean")?,
+            "image_std": mmproj::triple(meta, "image_std")?,
         }))?;
         Ok(Self {
             tower,
@@ -239,62 +215,5 @@ impl TowerWeights for HfTower<'_> {
 
     fn file_name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
-    }
-}
-
-/// An `mmproj` GGUF's tensors under their Hugging Face names. llama.cpp's LLaVA converter
-/// stores CLIP's `fc1` as `ffn_down` and `fc2` as `ffn_up`, newer converters the other way
-/// round: which is which is read from their shapes, as llama.cpp itself does.
-struct MmprojTower<'a> {
-    file: &'a GgufFile,
-    fc1_is_down: bool,
-}
-
-impl<'a> MmprojTower<'a> {
-    fn new(file: &'a GgufFile, config: &VitConfig) -> Self {
-        // fc1 maps the hidden width to the wider feed-forward one: `[intermediate, hidden]`.
-        let down = file.tensor_info("v.blk.0.ffn_down.weight").map(|t| t.shape());
-        let fc1_is_down = down.is_some_and(|s| s == [config.intermediate_size, config.hidden_size]);
-        Self { file, fc1_is_down }
-    }
-}
-
-impl TowerWeights for MmprojTower<'_> {
-    fn contains(&self, name: &str) -> bool {
-        self.file.has_tensor(&self.file_name(name))
-    }
-
-    fn read(&self, name: &str) -> Result<HostTensor, VisionError> {
-        let stored = self.file_name(name);
-        let (shape, data) = self.file.tensor_f32(&stored).map_err(|e| VisionError::Config(format!("{stored}: {e}")))?;
-        Ok(HostTensor { shape, data })
-    }
-
-    fn file_name(&self, name: &str) -> String {
-        let (fc1, fc2) = if self.fc1_is_down { ("ffn_down", "ffn_up") } else { ("ffn_up", "ffn_down") };
-        if let Some(rest) = name.strip_prefix("encoder.layers.") {
-            let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
-            let part = part
-                .replace("self_attn.q_proj", "attn_q")
-                .replace("self_attn.k_proj", "attn_k")
-                .replace("self_attn.v_proj", "attn_v")
-                .replace("self_attn.out_proj", "attn_out")
-                .replace("layer_norm1", "ln1")
-                .replace("layer_norm2", "ln2")
-                .replace("mlp.fc1", fc1)
-                .replace("mlp.fc2", fc2);
-            return format!("v.blk.{layer}.{part}");
-        }
-        match name {
-            "embeddings.class_embedding" => "v.class_embd".into(),
-            "embeddings.position_embedding.weight" => "v.position_embd.weight".into(),
-            _ if name.starts_with("embeddings.patch_embedding") => {
-                name.replace("embeddings.patch_embedding", "v.patch_embd")
-            }
-            _ if name.starts_with("pre_layrnorm") => name.replace("pre_layrnorm", "v.pre_ln"),
-            _ if name.starts_with("post_layernorm") => name.replace("post_layernorm", "v.post_ln"),
-            // The projector's own names (`mm.0.weight`).
-            _ => name.to_owned(),
-        }
     }
 }

@@ -6,6 +6,7 @@ pub mod fetch;
 mod idefics3;
 pub mod image_input;
 mod llava;
+mod mmproj;
 pub mod preprocess;
 pub mod prompt;
 pub mod resample;
@@ -142,7 +143,8 @@ impl VisionModel {
 
     /// The vision side in llama.cpp's `mmproj` GGUF at `path`, for a decoder of width
     /// `text_hidden` whose vocabulary is `tokenizer`'s. Images sit where the template writes
-    /// `<image>` when the vocabulary has that token (LLaVA's), else where `<__media__>` is.
+    /// `<image>` when the vocabulary has that token (LLaVA's and SmolVLM's), else — LLaVA only:
+    /// SmolVLM's layout is written in its own tokens — where `<__media__>` is.
     pub fn load_mmproj(
         path: &Path,
         tokenizer: &crate::tokenizer::TextTokenizer,
@@ -156,7 +158,24 @@ impl VisionModel {
             // Any id holds the place: the image's rows replace its embedding.
             None => (prompt::MEDIA_MARKER, 0),
         };
-        let family = Family::Llava(Box::new(Llava::load_mmproj(&file, image_token, text_hidden, device)?));
+        let family = match mmproj::projector_type(&file.metadata)?.as_str() {
+            "mlp" => Family::Llava(Box::new(Llava::load_mmproj(&file, image_token, text_hidden, device)?)),
+            "idefics3" => {
+                // Its layout is written in these tokens: as text they would be other ids.
+                let layout = ["<image>", "<fake_token_around_image>", "<global-img>"];
+                if let Some(missing) = layout.iter().find(|t| tokenizer.inner().token_to_id(t).is_none()) {
+                    return Err(VisionError::Config(format!(
+                        "an Idefics3 mmproj for a vocabulary without `{missing}`"
+                    )));
+                }
+                Family::Idefics3(Box::new(Idefics3::load_mmproj(&file, image_token, text_hidden, device)?))
+            }
+            other => {
+                return Err(VisionError::Config(format!(
+                    "the mmproj's projector `{other}` is not supported (LLaVA's `mlp` and SmolVLM's `idefics3` are)"
+                )));
+            }
+        };
         Ok(Self { family, marker: marker.to_owned() })
     }
 
