@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod constraint;
 pub mod decoded_stream;
+pub mod diffusion;
 pub mod embedding_batches;
 pub mod embedding_service;
 pub mod engine;

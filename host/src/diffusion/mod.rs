@@ -1,0 +1,247 @@
+//! Image generation: Stable Diffusion 1.x/2.x (SD 1.5, SD 2.1, SD-Turbo) as a latent-diffusion
+//! pipeline in burn, the same code on flex and wgpu. The prompt through CLIP's text encoder, a
+//! sampler ([`schedule`]) stepping seeded noise down through the UNet (classifier-free guidance
+//! when the scale is above 1: the unconditional and conditional passes batched), and the VAE's
+//! decoder to RGB pixels. Read from a diffusers folder (`model_index.json`, `unet/`, `vae/`,
+//! `text_encoder/`, `tokenizer/`, `scheduler/`).
+
+pub mod blocks;
+pub mod clip_text;
+pub mod nn;
+pub mod prompt_tokens;
+pub mod schedule;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::de::DeserializeOwned;
+
+use crate::model::ModelError;
+use crate::model::layers::{read_back, upload};
+use crate::model::weights::WeightError;
+use clip_text::ClipText;
+use prompt_tokens::PromptTokenizer;
+use schedule::{Sampler, ScheduleError, SchedulerConfig, TrainingSchedule};
+use unet::UNet;
+use vae::VaeDecoder;
+use weights::Component;
+
+/// Why a pipeline could not be loaded or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffusionError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("missing weight or file: {0}")]
+    Missing(String),
+    #[error("weights do not fit together: {0}")]
+    Shape(String),
+    /// The request asks for something this pipeline cannot make.
+    #[error("{0}")]
+    Request(String),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+/// The source of the sampler's noise: standard normal values, in order.
+pub trait Noise {
+    fn normal(&mut self, len: usize) -> Vec<f32>;
+}
+
+/// Noise from a seed: ChaCha8 (portable: the same seed gives the same image on every machine
+/// and build) through `rand_distr`'s standard normal.
+pub struct SeededNoise(rand_chacha::ChaCha8Rng);
+
+impl SeededNoise {
+    pub fn new(seed: u64) -> Self {
+        Self(rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+}
+
+impl Noise for SeededNoise {
+    fn normal(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| StandardNormal.sample(&mut self.0)).collect()
+    }
+}
+
+/// What one image is made from.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    /// Classifier-free guidance's scale: at most 1, one unguided pass per step.
+    pub guidance: f64,
+    /// `None`: the sampler the model's scheduler config names.
+    pub sampler: Option<Sampler>,
+}
+
+/// An RGB image, row-major, 3 bytes a pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// A loaded pipeline.
+pub struct Pipeline {
+    pub tokenizer: PromptTokenizer,
+    pub text: ClipText,
+    pub unet: UNet,
+    pub vae: VaeDecoder,
+    pub schedule: TrainingSchedule,
+    /// The sampler the scheduler config names.
+    pub default_sampler: Sampler,
+    pub path: PathBuf,
+}
+
+fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T, DiffusionError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DiffusionError::Io(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| DiffusionError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Whether `path` is a diffusers pipeline folder.
+pub fn is_pipeline(path: &Path) -> bool {
+    path.join("model_index.json").is_file()
+}
+
+impl Pipeline {
+    /// The diffusers folder `dir`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, DiffusionError> {
+        let index: serde_json::Value = read_config(&dir.join("model_index.json"))?;
+        let class = index.get("_class_name").and_then(serde_json::Value::as_str).unwrap_or_default();
+        if !class.starts_with("StableDiffusion") || class.contains("XL") || class.contains('3') {
+            return Err(DiffusionError::Config(format!(
+                "`{class}` is not a Stable Diffusion 1.x/2.x pipeline (the architectures supported)"
+            )));
+        }
+        let tokenizer = PromptTokenizer::load(&dir.join("tokenizer"))?;
+        let text_weights = Component::open(&dir.join("text_encoder"), "text_encoder")?
+            .with_optional_prefix("text_model.", "embeddings.token_embedding.weight");
+        let text = ClipText::load(&text_weights, read_config(&dir.join("text_encoder/config.json"))?, device)?;
+        let unet = UNet::load(
+            &Component::open(&dir.join("unet"), "unet")?,
+            read_config(&dir.join("unet/config.json"))?,
+            device,
+        )?;
+        let vae = VaeDecoder::load(
+            &Component::open(&dir.join("vae"), "vae")?,
+            read_config(&dir.join("vae/config.json"))?,
+            device,
+        )?;
+        let scheduler: SchedulerConfig = read_config(&dir.join("scheduler/scheduler_config.json"))?;
+        let default_sampler = Sampler::for_class(&scheduler.class_name);
+        let schedule = TrainingSchedule::new(scheduler)?;
+        Ok(Self { tokenizer, text, unet, vae, schedule, default_sampler, path: dir.to_path_buf() })
+    }
+
+    /// The side lengths images must be multiples of: the VAE's scale times the UNet's.
+    pub fn size_multiple(&self) -> usize {
+        (1 << self.vae.upsamplings()) * (1 << self.unet.downsamplings())
+    }
+
+    /// The text encoder's states for `prompt`: `[1, 77, hidden]`.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor<3>, DiffusionError> {
+        self.text.encode(&self.tokenizer.encode(prompt)?)
+    }
+
+    /// One image for `request`, its noise drawn from `noise`; `progress(i, n)` after each step.
+    pub fn generate(
+        &self,
+        request: &ImageRequest,
+        noise: &mut dyn Noise,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<RgbImage, DiffusionError> {
+        let latents = self.denoise(request, noise, progress, &mut |_, _| {})?;
+        let pixels = self.vae.decode(latents)?;
+        to_rgb(pixels)
+    }
+
+    /// The sampler's final latents `[1, c, h/8, w/8]` for `request`; `observe(i, latents)` sees
+    /// the latents after each step.
+    pub fn denoise(
+        &self,
+        request: &ImageRequest,
+        noise: &mut dyn Noise,
+        progress: &mut dyn FnMut(usize, usize),
+        observe: &mut dyn FnMut(usize, &Tensor<4>),
+    ) -> Result<Tensor<4>, DiffusionError> {
+        let multiple = self.size_multiple();
+        let vae_scale = 1 << self.vae.upsamplings();
+        if request.width == 0
+            || request.height == 0
+            || !request.width.is_multiple_of(multiple)
+            || !request.height.is_multiple_of(multiple)
+        {
+            return Err(DiffusionError::Request(format!(
+                "this model makes images whose sides are multiples of {multiple}, not {}x{}",
+                request.width, request.height
+            )));
+        }
+        let sampler = request.sampler.unwrap_or(self.default_sampler);
+        let plan = self.schedule.plan(sampler, request.steps)?;
+        let guided = request.guidance > 1.0;
+        let cond = self.encode_prompt(&request.prompt)?;
+        let context =
+            if guided { Tensor::cat(vec![self.encode_prompt(&request.negative_prompt)?, cond], 0) } else { cond };
+        let device = context.device();
+        let channels = self.vae.config().latent_channels;
+        let shape = [1, channels, request.height / vae_scale, request.width / vae_scale];
+        let len = shape.iter().product();
+        let mut latents = upload(noise.normal(len), shape, &device).mul_scalar(plan.init_noise_sigma);
+        let n = plan.timesteps.len();
+        for i in 0..n {
+            let step = self.schedule.step(&plan, i);
+            let input = latents.clone().mul_scalar(step.input_scale);
+            let input = if guided { Tensor::cat(vec![input.clone(), input], 0) } else { input };
+            let out = self.unet.forward(input, plan.timesteps[i], &context)?;
+            let out = if guided {
+                let [_, c, h, w] = out.dims();
+                let uncond = out.clone().slice([0..1, 0..c, 0..h, 0..w]);
+                let cond = out.slice([1..2, 0..c, 0..h, 0..w]);
+                uncond.clone() + (cond - uncond).mul_scalar(request.guidance)
+            } else {
+                out
+            };
+            latents = latents.mul_scalar(step.sample_coeff) + out.mul_scalar(step.output_coeff);
+            if step.noise_coeff != 0.0 {
+                latents = latents + upload(noise.normal(len), shape, &device).mul_scalar(step.noise_coeff);
+            }
+            observe(i, &latents);
+            progress(i + 1, n);
+        }
+        Ok(latents)
+    }
+}
+
+/// The decoder's `[1, 3, H, W]` output in −1..1 as 8-bit RGB, rounded as diffusers' PIL output
+/// is (`round(clamp(x/2 + 0.5, 0, 1)·255)`, halves to even, in f32).
+pub fn to_rgb(pixels: Tensor<4>) -> Result<RgbImage, DiffusionError> {
+    let [_, c, height, width] = pixels.dims();
+    if c != 3 {
+        return Err(DiffusionError::Shape(format!("the VAE gives {c} channels, not RGB")));
+    }
+    let values = read_back(pixels)?;
+    let plane = height * width;
+    let mut data = Vec::with_capacity(plane * 3);
+    for p in 0..plane {
+        for ch in 0..3 {
+            let v = (values[ch * plane + p] / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0;
+            data.push(v.round_ties_even() as u8);
+        }
+    }
+    Ok(RgbImage { width, height, data })
+}
