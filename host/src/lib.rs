@@ -12,6 +12,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod http;
+pub mod image_service;
 pub mod model;
 pub mod panics;
 pub mod plugin_services;

@@ -118,6 +118,13 @@ struct ServeCli {
     /// beside a model alone in its folder).
     #[arg(long, value_name = "FILE")]
     mmproj: Option<PathBuf>,
+    /// The image model for /v1/images/generations: a diffusers folder (Stable Diffusion
+    /// 1.x/2.x) in the model dir, or a path to one. Loaded at start.
+    #[arg(long, value_name = "NAME")]
+    image_model: Option<String>,
+    /// Where the image model runs: auto, wgpu or flex (default: --device).
+    #[arg(long, value_name = "DEVICE")]
+    image_device: Option<DeviceChoice>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +237,8 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         piper_voice: cli.piper_voice,
         image_urls: cli.image_urls,
         mmproj: cli.mmproj,
+        image_model: cli.image_model,
+        image_device: cli.image_device,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");
     let file = cli.settings.or_else(|| default_file.exists().then_some(default_file));

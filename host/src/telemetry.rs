@@ -69,6 +69,9 @@ fn describe() {
     describe_counter!("hearth_embedding_inputs_total", "Inputs embedded (requests' and plugins')");
     describe_counter!("hearth_moderation_requests_total", "/v1/moderations requests answered");
     describe_counter!("hearth_http_requests_total", "HTTP requests, by route, method and status");
+    describe_gauge!("hearth_images_generating", "1 while the image model is making an image");
+    describe_gauge!("hearth_image_step", "The step the image being made is at");
+    describe_gauge!("hearth_image_steps", "The steps the image being made takes");
 }
 
 /// Why a generation ended, as `finished_reason` labels it (vLLM's words where they exist).

@@ -192,6 +192,14 @@ pub struct Settings {
     /// llama.cpp's vision file for a GGUF model (`--mmproj`, as llama.cpp's): its CLIP tower
     /// and projector. `None`: the one `mmproj*.gguf` beside a model alone in its folder, if any.
     pub mmproj: Option<PathBuf>,
+    /// The image model of `/v1/images/generations` (`--image-model`): a diffusers folder's name
+    /// in `model_dir`, or a path to one. Loaded at start, in the background. `None`: image
+    /// generation answers 503 saying how to load one.
+    pub image_model: Option<String>,
+    /// Where the image model runs (`--image-device`); `None`: `device`.
+    pub image_device: Option<DeviceChoice>,
+    /// Largest side of a generated image, in pixels (larger sizes are a 400).
+    pub image_max_side: usize,
 }
 
 /// A plugin `path` that starts with this names a first-party component built into the binary
@@ -319,6 +327,9 @@ impl Default for Settings {
             piper_voice: None,
             image_urls: ImageUrls::Off,
             mmproj: None,
+            image_model: None,
+            image_device: None,
+            image_max_side: 1024,
         }
     }
 }
@@ -404,6 +415,12 @@ pub struct CliSettings {
     /// `--mmproj`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mmproj: Option<PathBuf>,
+    /// `--image-model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_model: Option<String>,
+    /// `--image-device`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_device: Option<DeviceChoice>,
 }
 
 /// Settings that cannot be loaded.

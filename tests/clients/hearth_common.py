@@ -188,6 +188,7 @@ SCHEMAS = {
     r"/v1/models/.+": ("Model", None),
     "/v1/moderations": ("CreateModerationResponse", None),
     "/v1/embeddings": ("CreateEmbeddingResponse", None),
+    "/v1/images/generations": ("ImagesResponse", None),
     # response_format json; text, srt and vtt answers are plain text (checked by the script).
     "/v1/audio/transcriptions": ("CreateTranscriptionResponseJson", "CreateTranscriptionResponseStreamEvent"),
     # The Responses API streams typed events (each validated against its own event schema) and

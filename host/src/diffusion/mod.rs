@@ -8,6 +8,7 @@
 pub mod blocks;
 pub mod clip_text;
 pub mod nn;
+pub mod png_out;
 pub mod prompt_tokens;
 pub mod schedule;
 pub mod unet;
@@ -148,9 +149,22 @@ impl Pipeline {
         Ok(Self { tokenizer, text, unet, vae, schedule, default_sampler, path: dir.to_path_buf() })
     }
 
-    /// The side lengths images must be multiples of: the VAE's scale times the UNet's.
+    /// The side lengths images must be multiples of: the VAE's scale (the UNet takes latents of
+    /// any size, as diffusers' does, upsampling each level to its skip's size).
     pub fn size_multiple(&self) -> usize {
-        (1 << self.vae.upsamplings()) * (1 << self.unet.downsamplings())
+        1 << self.vae.upsamplings()
+    }
+
+    /// The side the model was trained at (the UNet's `sample_size` in pixels; 512 where the
+    /// config leaves it out).
+    pub fn native_size(&self) -> usize {
+        self.unet.config().sample_size.map_or(512, |s| s * self.size_multiple())
+    }
+
+    /// Whether the model is sampled in a few unguided steps: an LCM scheduler, or SD-Turbo's
+    /// `trailing` Euler schedule.
+    pub fn is_few_step(&self) -> bool {
+        self.default_sampler == Sampler::Lcm || self.schedule.config().timestep_spacing == "trailing"
     }
 
     /// The text encoder's states for `prompt`: `[1, 77, hidden]`.

@@ -112,6 +112,21 @@ pub fn upsample_nearest2(x: Tensor<4>) -> Tensor<4> {
     x.reshape([n * c, h, 1, w, 1]).repeat_dim(2, 2).repeat_dim(4, 2).reshape([n, c, 2 * h, 2 * w])
 }
 
+/// Nearest-neighbour resizing to `height`×`width` (`F.interpolate(size=…, mode="nearest")`:
+/// source index `⌊i·in/out⌋`).
+pub fn resize_nearest(x: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if (height, width) == (2 * h, 2 * w) {
+        return upsample_nearest2(x);
+    }
+    let device = x.device();
+    let index = |out: usize, inp: usize| {
+        let ids: Vec<i64> = (0..out).map(|i| ((i * inp) / out) as i64).collect();
+        Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [out]), &device)
+    };
+    x.select(2, index(height, h)).select(3, index(width, w))
+}
+
 /// `[batch, channels, h, w]` → `[batch, h·w, channels]`.
 pub fn to_sequence(x: Tensor<4>) -> Tensor<3> {
     let [n, c, h, w] = x.dims();

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::DiffusionError;
 use super::blocks::{Resnet, SpatialTransformer};
-use super::nn::{Conv2d, GroupNorm, linear, upsample_nearest2};
+use super::nn::{Conv2d, GroupNorm, linear, resize_nearest};
 use super::weights::Component;
 use crate::model::layers::{Linear, upload};
 
@@ -273,7 +273,11 @@ impl UNet {
                 }
             }
             if let Some(conv) = &level.resample {
-                x = conv.forward(upsample_nearest2(x));
+                // To the next skip's size, as diffusers does for sides that are not a power-of-two
+                // multiple (a 2× nearest upsampling when they are).
+                let [_, _, h, w] = x.dims();
+                let (th, tw) = skips.last().map_or((2 * h, 2 * w), |s| (s.dims()[2], s.dims()[3]));
+                x = conv.forward(resize_nearest(x, th, tw));
             }
         }
         Ok(self.conv_out.forward(silu(self.norm_out.forward(x))))

@@ -13,6 +13,7 @@ pub mod cors;
 pub mod embeddings;
 pub mod generation;
 pub mod health;
+pub mod image_generation;
 pub mod images;
 pub mod internal;
 pub mod logprobs;
@@ -119,6 +120,9 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/audio/transcriptions", post(audio::transcriptions))
         .route("/v1/audio/speech", post(speech::speech))
+        .route("/v1/images/generations", post(image_generation::generations))
+        .route("/v1/images/edits", post(image_generation::not_implemented))
+        .route("/v1/images/variations", post(image_generation::not_implemented))
         .route("/v1/moderations", post(moderations::moderations))
         .route("/v1/plugins/{name}", any(plugins::handle_root))
         .route("/v1/plugins/{name}/", any(plugins::handle_root))

@@ -14,8 +14,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::state::SharedState;
 use super::{
-    audio, chat, completions, embeddings, health, internal, metrics, model_admin, models, moderations, responses,
-    speech,
+    audio, chat, completions, embeddings, health, image_generation, internal, metrics, model_admin, models,
+    moderations, responses, speech,
 };
 use crate::plugins::PluginKind;
 
@@ -41,6 +41,7 @@ use crate::plugins::PluginKind;
         embeddings::embeddings,
         audio::transcriptions,
         speech::speech,
+        image_generation::generations,
         moderations::moderations,
         models::list,
         models::retrieve,
@@ -66,6 +67,7 @@ use crate::plugins::PluginKind;
         (name = "responses", description = "OpenAI's Responses API: stored, continued with `previous_response_id`, streamed as typed events"),
         (name = "embeddings", description = "Sentence embeddings"),
         (name = "audio", description = "Speech to text with a Whisper model, text to speech with a Piper voice"),
+        (name = "images", description = "Image generation with a Stable Diffusion 1.x/2.x model"),
         (name = "moderations", description = "Moderation, answered by moderation plugins"),
         (name = "models", description = "The models Hearth can serve"),
         (name = "internal", description = "text-generation-webui's internal routes"),

@@ -64,6 +64,8 @@ pub struct AppState {
     pub running: Arc<super::responses_running::RunningResponses>,
     /// Gets the images requests send by URL.
     pub images: crate::vision::fetch::ImageFetcher,
+    /// The image model of `/v1/images/generations`, loaded at start in the background.
+    pub image_model: Arc<crate::image_service::ImageService>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -80,6 +82,11 @@ impl AppState {
             images: crate::vision::fetch::ImageFetcher::new(settings.image_urls),
             transcription: Arc::new(crate::transcription_service::TranscriptionService::new(&settings)),
             speech: Arc::new(crate::speech_service::SpeechService::new(&settings)),
+            image_model: {
+                let service = Arc::new(crate::image_service::ImageService::new(&settings));
+                service.start_loading(&settings);
+                service
+            },
             settings: Arc::new(settings),
             plugins,
             model: RwLock::new(model),

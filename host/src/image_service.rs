@@ -1,0 +1,148 @@
+//! The image model behind `/v1/images/generations`: `image_model` (`--image-model`), a diffusers
+//! folder in the model dir or a path, loaded at start on a thread of its own onto
+//! `image_device`. Generation runs on tokio's blocking pool, one image at a time (each already
+//! uses every compute thread) and never on the text engine's thread, so chat keeps answering
+//! while a picture is made. Each step is logged (no prompt) and shown on `/metrics`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+use hearth_settings::Settings;
+use metrics::gauge;
+
+use crate::diffusion::{DiffusionError, ImageRequest, Pipeline, RgbImage, SeededNoise};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// No image model: how to load one.
+    #[error("{0}")]
+    NotLoaded(String),
+    /// The model could not be loaded.
+    #[error("the image model `{name}` cannot be loaded: {reason}")]
+    Load { name: String, reason: String },
+    #[error(transparent)]
+    Generate(#[from] DiffusionError),
+}
+
+/// The loading state.
+enum Slot {
+    Loading,
+    Ready(Arc<Pipeline>),
+    Failed(String),
+    None,
+}
+
+pub struct ImageService {
+    /// The name as configured (for messages and the model id).
+    name: Option<String>,
+    slot: Mutex<Slot>,
+    loaded: Condvar,
+    /// Held while an image is made.
+    running: Mutex<()>,
+    pub max_side: usize,
+}
+
+impl ImageService {
+    /// The service for `settings`; call [`Self::start_loading`] to load the model.
+    pub fn new(settings: &Settings) -> Self {
+        let slot = if settings.image_model.is_some() { Slot::Loading } else { Slot::None };
+        Self {
+            name: settings.image_model.clone(),
+            slot: Mutex::new(slot),
+            loaded: Condvar::new(),
+            running: Mutex::new(()),
+            max_side: settings.image_max_side.max(8),
+        }
+    }
+
+    /// The configured model's id (its folder's name), if one is configured.
+    pub fn model_id(&self) -> Option<String> {
+        let name = self.name.as_deref()?;
+        Some(PathBuf::from(name).file_name().map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned()))
+    }
+
+    /// Loads the configured model on a thread of its own (the server answers meanwhile;
+    /// image requests wait for it).
+    pub fn start_loading(self: &Arc<Self>, settings: &Settings) {
+        let Some(name) = settings.image_model.clone() else { return };
+        let in_dir = settings.model_dir.join(&name);
+        let path = if in_dir.exists() { in_dir } else { PathBuf::from(&name) };
+        let device = settings.image_device.unwrap_or(settings.device);
+        let service = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("image-model-load".into()).spawn(move || {
+            let result = crate::model::device::select(device).map_err(|e| e.to_string()).and_then(|device| {
+                tracing::info!(model = %name, device = %device.description, "loading the image model");
+                if !crate::diffusion::is_pipeline(&path) {
+                    return Err(format!(
+                        "{} is not a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, \
+                         scheduler/); single-file checkpoints are not read yet",
+                        path.display()
+                    ));
+                }
+                Pipeline::load(&path, &device.device).map_err(|e| e.to_string())
+            });
+            let slot = match result {
+                Ok(pipeline) => {
+                    tracing::info!(model = %name, "image model ready");
+                    Slot::Ready(Arc::new(pipeline))
+                }
+                Err(reason) => {
+                    tracing::error!(model = %name, %reason, "the image model cannot be loaded");
+                    Slot::Failed(reason)
+                }
+            };
+            *service.slot.lock().unwrap_or_else(|e| e.into_inner()) = slot;
+            service.loaded.notify_all();
+        });
+        if let Err(e) = spawned {
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Failed(e.to_string());
+        }
+    }
+
+    /// The loaded pipeline, waiting while it loads. Blocking.
+    pub fn pipeline(&self) -> Result<Arc<Pipeline>, ImageError> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        while matches!(*slot, Slot::Loading) {
+            slot = self.loaded.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+        match &*slot {
+            Slot::Ready(p) => Ok(Arc::clone(p)),
+            Slot::Failed(reason) => {
+                Err(ImageError::Load { name: self.name.clone().unwrap_or_default(), reason: reason.clone() })
+            }
+            Slot::None | Slot::Loading => Err(ImageError::NotLoaded(
+                "no image model is loaded: start Hearth with --image-model NAME (a Stable Diffusion 1.x/2.x diffusers \
+                 folder in the model dir, or a path to one), or set image_model in settings.yaml"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Makes `count` images of `request` with `pipeline`, image `i` from seed `seed + i`.
+    /// Blocking.
+    pub fn generate(
+        &self,
+        pipeline: &Pipeline,
+        request: &ImageRequest,
+        seed: u64,
+        count: usize,
+    ) -> Result<Vec<RgbImage>, ImageError> {
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // The exporter must exist before the gauges are set, or the steps are not seen.
+        crate::telemetry::install();
+        let mut images = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut noise = SeededNoise::new(seed.wrapping_add(i as u64));
+            let mut progress = |step: usize, of: usize| {
+                tracing::info!(image = i + 1, of = count, step, steps = of, "image step");
+                gauge!("hearth_image_step").set(step as f64);
+                gauge!("hearth_image_steps").set(of as f64);
+            };
+            gauge!("hearth_images_generating").set(1.0);
+            let made = pipeline.generate(request, &mut noise, &mut progress);
+            gauge!("hearth_images_generating").set(0.0);
+            images.push(made?);
+        }
+        Ok(images)
+    }
+}
