@@ -1,8 +1,8 @@
 //! Stable Diffusion pinned to diffusers: the tiny SD 1.x pipeline (`tests/fixtures/diffusion/`,
 //! made by `make_tiny_sd.py` with random weights, every norm and bias random) gets diffusers'
 //! token ids, text embeddings, first UNet output, latents after every step and decoded image
-//! (≤ 1e-3 on latents, ≤ 1 in 255 on pixels) for a fixed prompt in 4 steps — Euler with
-//! classifier-free guidance, and LCM without — on flex and on wgpu. The sampler's noise is
+//! (≤ 1e-3 on latents, ≤ 1 in 255 on pixels) for a fixed prompt in 4 steps — Euler and DDIM
+//! with classifier-free guidance, and LCM without — on flex and on wgpu. The sampler's noise is
 //! replayed from the reference (torch's generator is not Hearth's); the schedules every
 //! sampler and spacing makes are checked against diffusers' too.
 
@@ -60,7 +60,10 @@ fn load(device: DeviceChoice) -> Pipeline {
 fn matches_diffusers(device: DeviceChoice, run: &str, sampler: Sampler) {
     let reference = reference();
     let r = &reference["runs"][run];
-    let pipeline = load(device);
+    let mut pipeline = load(device);
+    // The run's own scheduler config (DDIM's sets set_alpha_to_one off, as SD's configs do).
+    let config: SchedulerConfig = serde_json::from_value(r["scheduler_config"].clone()).expect("scheduler config");
+    pipeline.schedule = TrainingSchedule::new(config).expect("schedule");
     let prompt = reference["prompt"].as_str().expect("prompt");
     let negative = r["negative_prompt"].as_str().unwrap_or_default();
     let guidance = r["guidance_scale"].as_f64().expect("guidance");
@@ -146,6 +149,11 @@ fn euler_with_a_negative_prompt_matches_diffusers_on_flex() {
 #[test]
 fn lcm_matches_diffusers_on_flex() {
     matches_diffusers(DeviceChoice::Flex, "lcm", Sampler::Lcm);
+}
+
+#[test]
+fn ddim_with_guidance_matches_diffusers_on_flex() {
+    matches_diffusers(DeviceChoice::Flex, "ddim", Sampler::Ddim);
 }
 
 #[test]

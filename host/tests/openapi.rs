@@ -14,9 +14,20 @@ use common::{Server, agent, smollm2};
 #[test]
 fn the_document_is_valid_and_fuzzing_finds_no_server_error() {
     let model = smollm2();
-    // A short context bounds what one fuzzed request may generate.
+    // A short context bounds what one fuzzed request may generate; the tiny image model makes
+    // `/v1/images/generations` answer rather than 503 (no model), and its images are small.
+    let image_model = common::repo_root().join("tests/fixtures/diffusion/tiny-sd");
     let server = Server::start_with_env(
-        &["--model", model.to_str().unwrap(), "--device", "flex", "--ctx-size", "128"],
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "flex",
+            "--ctx-size",
+            "128",
+            "--image-model",
+            image_model.to_str().unwrap(),
+        ],
         &[("OPENEDAI_EMBEDDING_MODEL", "all-MiniLM-L6-v2")],
     );
     let script = common::repo_root().join("tests/clients/openapi_fuzz.py");

@@ -1,5 +1,6 @@
 //! The samplers that turn noise into latents, step by step, as diffusers' schedulers do it:
-//! Euler (`EulerDiscreteScheduler`, its ancestral variant) and LCM (`LCMScheduler`), both on
+//! Euler (`EulerDiscreteScheduler`, its ancestral variant), DDIM (`DDIMScheduler` with eta 0)
+//! and LCM (`LCMScheduler`), all on
 //! the training schedule a model's `scheduler_config.json` gives (`scaled_linear` or `linear`
 //! betas over `num_train_timesteps`). The arithmetic is on the host (a few numbers per step);
 //! the latents themselves stay on the device.
@@ -79,26 +80,30 @@ fn default_true() -> bool {
 pub enum Sampler {
     Euler,
     EulerAncestral,
+    /// Deterministic DDIM (eta 0; `x0` never clipped, as SD's scheduler configs set it).
+    Ddim,
     Lcm,
 }
 
 impl Sampler {
     /// The sampler a scheduler class name stands for (`EulerDiscreteScheduler`, …); the
-    /// schedulers SD folders ship that are not implemented here (PNDM, DDIM, …) run as Euler,
-    /// which samples the same trained schedule (as A1111 and ComfyUI let any sampler do).
+    /// schedulers SD folders ship that are not implemented here (PNDM, DPM-Solver, …) run as
+    /// Euler, which samples the same trained schedule (as A1111 and ComfyUI let any sampler do).
     pub fn for_class(name: &str) -> Self {
         match name {
             "LCMScheduler" => Self::Lcm,
+            "DDIMScheduler" => Self::Ddim,
             "EulerAncestralDiscreteScheduler" => Self::EulerAncestral,
             _ => Self::Euler,
         }
     }
 
-    /// A sampler by the names clients send (`euler`, `euler_a`, `lcm`).
+    /// A sampler by the names clients send (`euler`, `euler_a`, `ddim`, `lcm`).
     pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().replace([' ', '-'], "_").as_str() {
             "euler" => Some(Self::Euler),
             "euler_a" | "euler_ancestral" => Some(Self::EulerAncestral),
+            "ddim" => Some(Self::Ddim),
             "lcm" => Some(Self::Lcm),
             _ => None,
         }
@@ -175,8 +180,33 @@ impl TrainingSchedule {
         }
         match sampler {
             Sampler::Euler | Sampler::EulerAncestral => self.euler_plan(steps, sampler == Sampler::EulerAncestral),
+            Sampler::Ddim => self.ddim_plan(steps),
             Sampler::Lcm => self.lcm_plan(steps),
         }
+    }
+
+    /// diffusers' `DDIMScheduler.set_timesteps`: whole timesteps by `timestep_spacing`; each
+    /// step goes to `t − num_train_timesteps / steps`.
+    fn ddim_plan(&self, steps: usize) -> Result<Plan, ScheduleError> {
+        let n = self.config.num_train_timesteps;
+        let timesteps: Vec<f64> = match self.config.timestep_spacing.as_str() {
+            "linspace" => linspace(0.0, (n - 1) as f64, steps).into_iter().rev().map(f64::round_ties_even).collect(),
+            "leading" => {
+                let ratio = n / steps;
+                (0..steps).rev().map(|i| (i * ratio + self.config.steps_offset) as f64).collect()
+            }
+            "trailing" => {
+                let ratio = n as f64 / steps as f64;
+                (0..steps).map(|i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0).collect()
+            }
+            other => return Err(ScheduleError::Config(format!("timestep_spacing `{other}` is not supported"))),
+        };
+        Ok(Plan { kind: PlanKind::Ddim { stride: (n / steps) as f64 }, timesteps, init_noise_sigma: 1.0 })
+    }
+
+    /// `ᾱ` after the last training step (DDIM's and LCM's `final_alpha_cumprod`).
+    fn final_alpha(&self) -> f64 {
+        if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] }
     }
 
     /// diffusers' `EulerDiscreteScheduler.set_timesteps`: timesteps by `timestep_spacing`, the
@@ -270,17 +300,31 @@ impl TrainingSchedule {
                     x0_output,
                 }
             }
+            PlanKind::Ddim { stride } => {
+                let t = plan.timesteps[i];
+                let prev = t - stride;
+                let (a, a_prev) =
+                    (self.alpha_cumprod(t), if prev >= 0.0 { self.alpha_cumprod(prev) } else { self.final_alpha() });
+                let (sa, sb, sa_prev, sb_prev) = (a.sqrt(), (1.0 - a).sqrt(), a_prev.sqrt(), (1.0 - a_prev).sqrt());
+                // x0 and ε from the sample and the output; the step is √ᾱ_prev·x0 + √(1−ᾱ_prev)·ε.
+                let ((x0_sample, x0_output), (eps_sample, eps_output)) = match self.prediction {
+                    Prediction::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
+                    Prediction::VPrediction => ((sa, -sb), (sb, sa)),
+                };
+                Step {
+                    input_scale: 1.0,
+                    sample_coeff: sa_prev * x0_sample + sb_prev * eps_sample,
+                    output_coeff: sa_prev * x0_output + sb_prev * eps_output,
+                    noise_coeff: 0.0,
+                    x0_sample,
+                    x0_output,
+                }
+            }
             PlanKind::Lcm => {
                 let t = plan.timesteps[i];
                 let a = self.alpha_cumprod(t);
                 let prev = if last { t } else { plan.timesteps[i + 1] };
-                let a_prev = if prev >= 0.0 {
-                    self.alpha_cumprod(prev)
-                } else if self.config.set_alpha_to_one {
-                    1.0
-                } else {
-                    self.alphas_cumprod[0]
-                };
+                let a_prev = if prev >= 0.0 { self.alpha_cumprod(prev) } else { self.final_alpha() };
                 let scaled = t * self.config.timestep_scaling;
                 let c_skip = 0.25 / (scaled * scaled + 0.25);
                 let c_out = scaled / (scaled * scaled + 0.25).sqrt();
@@ -316,16 +360,23 @@ pub struct Plan {
 
 #[derive(Debug, Clone)]
 enum PlanKind {
-    Euler { sigmas: Vec<f64>, ancestral: bool },
+    Euler {
+        sigmas: Vec<f64>,
+        ancestral: bool,
+    },
+    /// Each step goes `stride` training steps down.
+    Ddim {
+        stride: f64,
+    },
     Lcm,
 }
 
 impl Plan {
-    /// The sigmas of an Euler plan (`None` for LCM).
+    /// The sigmas of an Euler plan (`None` for DDIM and LCM).
     pub fn sigmas(&self) -> Option<&[f64]> {
         match &self.kind {
             PlanKind::Euler { sigmas, .. } => Some(sigmas),
-            PlanKind::Lcm => None,
+            PlanKind::Ddim { .. } | PlanKind::Lcm => None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! (`"WxH"`), `n` (or `batch_size`) images in each of `batch_count` batches, `steps`,
 //! `cfg_scale` (classifier-free guidance; at most 1 turns it off, as turbo models want),
 //! `image_seed` (or `seed`; -1 or none: a random one), `sampler_name` (`euler`, `euler_a`,
-//! `lcm`), `response_format` `b64_json` — answered with `{created, data: [{b64_json,
+//! `ddim`, `lcm`), `response_format` `b64_json` — answered with `{created, data: [{b64_json,
 //! revised_prompt}]}`, each a PNG whose text chunks hold its seed and settings. Image `i` is
 //! made from seed `image_seed + i`: the same request gives the same bytes. `/v1/images/edits`
 //! and `/v1/images/variations` are 501s.
@@ -48,20 +48,24 @@ pub struct ImageGenerationRequest {
     pub size: Option<String>,
     /// Images per batch, 1 to 16 (`batch_size` is the same).
     #[serde(default, alias = "batch_size")]
+    #[schema(minimum = 1, maximum = 16)]
     pub n: Option<usize>,
     /// Batches, 1 to 16; `n` × `batch_count` images in all, at most 16.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
     pub batch_count: Option<usize>,
     /// Sampling steps, 1 to 150 (default 20; 4 for LCM and turbo schedules).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 150)]
     pub steps: Option<usize>,
     /// Classifier-free guidance scale, 0 to 30 (default 7; 0 for LCM and turbo schedules).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 30.0)]
     pub cfg_scale: Option<f64>,
     /// The first image's seed (`seed` is the same); -1 or none: a random one.
     #[serde(default, alias = "seed")]
     pub image_seed: Option<i64>,
-    /// `euler`, `euler_a` or `lcm` (default: the model's scheduler).
+    /// `euler`, `euler_a`, `ddim` or `lcm` (default: the model's scheduler).
     #[serde(default, alias = "sampler")]
     pub sampler_name: Option<String>,
     /// `b64_json` only (`url` would need the server to keep files).
@@ -145,7 +149,7 @@ pub async fn generations(
             ApiError::invalid_param(
                 "sampler_name",
                 format!(
-                    "`sampler_name` must be `euler`, `euler_a` or `lcm`, not `{}`",
+                    "`sampler_name` must be `euler`, `euler_a`, `ddim` or `lcm`, not `{}`",
                     name.chars().take(40).collect::<String>()
                 ),
             )
