@@ -189,18 +189,7 @@ impl TrainingSchedule {
     /// step goes to `t − num_train_timesteps / steps`.
     fn ddim_plan(&self, steps: usize) -> Result<Plan, ScheduleError> {
         let n = self.config.num_train_timesteps;
-        let timesteps: Vec<f64> = match self.config.timestep_spacing.as_str() {
-            "linspace" => linspace(0.0, (n - 1) as f64, steps).into_iter().rev().map(f64::round_ties_even).collect(),
-            "leading" => {
-                let ratio = n / steps;
-                (0..steps).rev().map(|i| (i * ratio + self.config.steps_offset) as f64).collect()
-            }
-            "trailing" => {
-                let ratio = n as f64 / steps as f64;
-                (0..steps).map(|i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0).collect()
-            }
-            other => return Err(ScheduleError::Config(format!("timestep_spacing `{other}` is not supported"))),
-        };
+        let timesteps = self.spaced(steps, true)?;
         Ok(Plan { kind: PlanKind::Ddim { stride: (n / steps) as f64 }, timesteps, init_noise_sigma: 1.0 })
     }
 
@@ -209,12 +198,16 @@ impl TrainingSchedule {
         if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] }
     }
 
-    /// diffusers' `EulerDiscreteScheduler.set_timesteps`: timesteps by `timestep_spacing`, the
-    /// sigmas interpolated at them, a final 0.
-    fn euler_plan(&self, steps: usize, ancestral: bool) -> Result<Plan, ScheduleError> {
+    /// `steps` timesteps by `timestep_spacing`, as Euler's and DDIM's `set_timesteps` space them
+    /// (DDIM rounds `linspace`'s to whole steps; Euler keeps them fractional).
+    fn spaced(&self, steps: usize, whole: bool) -> Result<Vec<f64>, ScheduleError> {
         let n = self.config.num_train_timesteps;
-        let timesteps: Vec<f64> = match self.config.timestep_spacing.as_str() {
-            "linspace" => linspace(0.0, (n - 1) as f64, steps).into_iter().rev().collect(),
+        Ok(match self.config.timestep_spacing.as_str() {
+            "linspace" => linspace(0.0, (n - 1) as f64, steps)
+                .into_iter()
+                .rev()
+                .map(|t| if whole { t.round_ties_even() } else { t })
+                .collect(),
             "leading" => {
                 let ratio = n / steps;
                 (0..steps).rev().map(|i| (i * ratio + self.config.steps_offset) as f64).collect()
@@ -224,7 +217,13 @@ impl TrainingSchedule {
                 (0..steps).map(|i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0).collect()
             }
             other => return Err(ScheduleError::Config(format!("timestep_spacing `{other}` is not supported"))),
-        };
+        })
+    }
+
+    /// diffusers' `EulerDiscreteScheduler.set_timesteps`: timesteps by `timestep_spacing`, the
+    /// sigmas interpolated at them, a final 0.
+    fn euler_plan(&self, steps: usize, ancestral: bool) -> Result<Plan, ScheduleError> {
+        let timesteps = self.spaced(steps, false)?;
         let all: Vec<f64> = self.alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interpolate(&all, t)).collect();
         sigmas.push(0.0);
