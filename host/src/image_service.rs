@@ -55,12 +55,6 @@ impl ImageService {
         }
     }
 
-    /// The configured model's id (its folder's name), if one is configured.
-    pub fn model_id(&self) -> Option<String> {
-        let name = self.name.as_deref()?;
-        Some(PathBuf::from(name).file_name().map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned()))
-    }
-
     /// Loads the configured model on a thread of its own (the server answers meanwhile;
     /// image requests wait for it).
     pub fn start_loading(self: &Arc<Self>, settings: &Settings) {

@@ -2,7 +2,6 @@
 //! and position embeddings, pre-norm blocks of causal self-attention and a two-layer
 //! feed-forward, a final layer norm; its last hidden state is the UNet's context.
 
-use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
@@ -10,6 +9,7 @@ use super::DiffusionError;
 use super::nn::{attention, layer_norm, linear, linear3};
 use super::weights::Component;
 use crate::model::layers::{LayerNorm, Linear, upload};
+use crate::vision::Activation;
 
 /// `text_encoder/config.json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,14 +31,6 @@ fn default_act() -> String {
 }
 fn default_eps() -> f64 {
     1e-5
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    /// `x·σ(1.702x)` (SD 1.x's OpenAI CLIP).
-    QuickGelu,
-    /// The exact GELU (SD 2.x's OpenCLIP).
-    Gelu,
 }
 
 struct Layer {
@@ -74,11 +66,9 @@ impl ClipText {
         if c.num_hidden_layers > 64 || c.max_position_embeddings > 4096 {
             return Err(DiffusionError::Config("the text encoder's config is implausibly large".into()));
         }
-        let activation = match c.hidden_act.as_str() {
-            "quick_gelu" => Activation::QuickGelu,
-            "gelu" => Activation::Gelu,
-            other => return Err(DiffusionError::Config(format!("text encoder activation `{other}` is not supported"))),
-        };
+        // SD 1.x's OpenAI CLIP: quick GELU; SD 2.x's OpenCLIP: the exact GELU.
+        let activation =
+            Activation::parse(&c.hidden_act).map_err(|e| DiffusionError::Config(format!("text encoder: {e}")))?;
         let d = c.hidden_size;
         let tokens = w.read_sized("embeddings.token_embedding.weight", c.vocab_size * d)?;
         let positions = w.read_sized("embeddings.position_embedding.weight", c.max_position_embeddings * d)?;
@@ -138,10 +128,7 @@ impl ClipText {
             let (q, k, v) = (linear3(&layer.q, h.clone())?, linear3(&layer.k, h.clone())?, linear3(&layer.v, h)?);
             x = x + linear3(&layer.out, attention(q, k, v, c.num_attention_heads, true))?;
             let h = linear3(&layer.fc1, layer.norm2.forward(x.clone()))?;
-            let h = match self.activation {
-                Activation::QuickGelu => h.clone() * sigmoid(h.mul_scalar(1.702)),
-                Activation::Gelu => gelu(h),
-            };
+            let h = self.activation.apply(h);
             x = x + linear3(&layer.fc2, h)?;
         }
         Ok(self.final_norm.forward(x))

@@ -15,7 +15,7 @@ pub mod unet;
 pub mod vae;
 pub mod weights;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
@@ -106,7 +106,6 @@ pub struct Pipeline {
     pub schedule: TrainingSchedule,
     /// The sampler the scheduler config names.
     pub default_sampler: Sampler,
-    pub path: PathBuf,
 }
 
 fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T, DiffusionError> {
@@ -146,7 +145,7 @@ impl Pipeline {
         let scheduler: SchedulerConfig = read_config(&dir.join("scheduler/scheduler_config.json"))?;
         let default_sampler = Sampler::for_class(&scheduler.class_name);
         let schedule = TrainingSchedule::new(scheduler)?;
-        Ok(Self { tokenizer, text, unet, vae, schedule, default_sampler, path: dir.to_path_buf() })
+        Ok(Self { tokenizer, text, unet, vae, schedule, default_sampler })
     }
 
     /// The side lengths images must be multiples of: the VAE's scale (the UNet takes latents of

@@ -77,11 +77,6 @@ impl PromptTokenizer {
         ids.resize(self.max_len, self.pad);
         Ok(ids)
     }
-
-    /// How many of `text`'s tokens are cut off.
-    pub fn overflow(&self, text: &str) -> usize {
-        self.tokenizer.encode(text, false).map_or(0, |e| e.get_ids().len().saturating_sub(self.max_len - 2))
-    }
 }
 
 /// transformers' conversion of a `CLIPTokenizer` (its `CLIPConverter`), as a `tokenizer.json`.

@@ -263,8 +263,7 @@ impl TrainingSchedule {
     }
 
     /// The coefficients of step `i` of `plan`: the next latents are
-    /// `sample·sample_coeff + model_output·output_coeff + noise·noise_coeff`, and the step's
-    /// prediction of the clean latents `sample·x0_sample + model_output·x0_output`.
+    /// `sample·sample_coeff + model_output·output_coeff + noise·noise_coeff`.
     pub fn step(&self, plan: &Plan, i: usize) -> Step {
         let last = i + 1 == plan.timesteps.len();
         match &plan.kind {
@@ -295,8 +294,6 @@ impl TrainingSchedule {
                     sample_coeff: 1.0 + derivative_sample * dt,
                     output_coeff: derivative_output * dt,
                     noise_coeff: noise,
-                    x0_sample,
-                    x0_output,
                 }
             }
             PlanKind::Ddim { stride } => {
@@ -315,8 +312,6 @@ impl TrainingSchedule {
                     sample_coeff: sa_prev * x0_sample + sb_prev * eps_sample,
                     output_coeff: sa_prev * x0_output + sb_prev * eps_output,
                     noise_coeff: 0.0,
-                    x0_sample,
-                    x0_output,
                 }
             }
             PlanKind::Lcm => {
@@ -339,8 +334,6 @@ impl TrainingSchedule {
                     sample_coeff: keep * d_sample,
                     output_coeff: keep * d_output,
                     noise_coeff: noise,
-                    x0_sample: d_sample,
-                    x0_output: d_output,
                 }
             }
         }
@@ -389,8 +382,6 @@ pub struct Step {
     pub output_coeff: f64,
     /// 0: the step draws no noise.
     pub noise_coeff: f64,
-    pub x0_sample: f64,
-    pub x0_output: f64,
 }
 
 /// numpy's `linspace(start, end, n)` (endpoint included).

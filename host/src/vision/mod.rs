@@ -23,6 +23,7 @@ use idefics3::Idefics3;
 pub use image_input::DecodedImage;
 use llava::Llava;
 pub use preprocess::Pixels;
+pub use vit::Activation;
 
 /// Why an image could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -40,7 +40,7 @@ impl Activation {
         })
     }
 
-    pub fn apply(self, x: Tensor<2>) -> Tensor<2> {
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::QuickGelu => x.clone() * sigmoid(x.mul_scalar(1.702)),
             Self::Gelu => gelu(x),
