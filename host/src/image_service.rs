@@ -1,5 +1,6 @@
 //! The image model behind `/v1/images/generations`: `image_model` (`--image-model`), a diffusers
-//! folder in the model dir or a path, loaded at start on a thread of its own onto
+//! folder or single-file checkpoint (described by `image_config` where given) in the model dir or
+//! a path, loaded at start on a thread of its own onto
 //! `image_device`. Generation runs on tokio's blocking pool, one image at a time (each already
 //! uses every compute thread) and never on the text engine's thread, so chat keeps answering
 //! while a picture is made. Each step is logged (no prompt) and shown on `/metrics`.
@@ -61,19 +62,16 @@ impl ImageService {
         let Some(name) = settings.image_model.clone() else { return };
         let in_dir = settings.model_dir.join(&name);
         let path = if in_dir.exists() { in_dir } else { PathBuf::from(&name) };
+        let config = settings.image_config.as_ref().map(|c| {
+            let in_dir = settings.model_dir.join(c);
+            if in_dir.exists() { in_dir } else { c.clone() }
+        });
         let device = settings.image_device.unwrap_or(settings.device);
         let service = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("image-model-load".into()).spawn(move || {
             let result = crate::model::device::select(device).map_err(|e| e.to_string()).and_then(|device| {
                 tracing::info!(model = %name, device = %device.description, "loading the image model");
-                if !crate::diffusion::is_pipeline(&path) {
-                    return Err(format!(
-                        "{} is not a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, \
-                         scheduler/); single-file checkpoints are not read yet",
-                        path.display()
-                    ));
-                }
-                Pipeline::load(&path, &device.device).map_err(|e| e.to_string())
+                Pipeline::open(&path, config.as_deref(), &device.device).map_err(|e| e.to_string())
             });
             let slot = match result {
                 Ok(pipeline) => {
@@ -106,7 +104,8 @@ impl ImageService {
             }
             Slot::None | Slot::Loading => Err(ImageError::NotLoaded(
                 "no image model is loaded: start Hearth with --image-model NAME (a Stable Diffusion 1.x/2.x diffusers \
-                 folder in the model dir, or a path to one), or set image_model in settings.yaml"
+                 folder or .safetensors checkpoint in the model dir, or a path to one), or set image_model in \
+                 settings.yaml"
                     .into(),
             )),
         }

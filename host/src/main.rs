@@ -118,10 +118,14 @@ struct ServeCli {
     /// beside a model alone in its folder).
     #[arg(long, value_name = "FILE")]
     mmproj: Option<PathBuf>,
-    /// The image model for /v1/images/generations: a diffusers folder (Stable Diffusion
-    /// 1.x/2.x) in the model dir, or a path to one. Loaded at start.
+    /// The image model for /v1/images/generations (Stable Diffusion 1.x/2.x): a diffusers
+    /// folder or a single-file .safetensors checkpoint, in the model dir or a path. Loaded at start.
     #[arg(long, value_name = "NAME")]
     image_model: Option<String>,
+    /// For a single-file image model: a diffusers folder of the same model to read its configs,
+    /// tokenizer and scheduler from (default: inferred, with the .yaml and tokenizer/ beside it).
+    #[arg(long, value_name = "DIR")]
+    image_config: Option<PathBuf>,
     /// Where the image model runs: auto, wgpu or flex (default: --device).
     #[arg(long, value_name = "DEVICE")]
     image_device: Option<DeviceChoice>,
@@ -238,6 +242,7 @@ fn run_serve(cli: ServeCli) -> anyhow::Result<()> {
         image_urls: cli.image_urls,
         mmproj: cli.mmproj,
         image_model: cli.image_model,
+        image_config: cli.image_config,
         image_device: cli.image_device,
     };
     let default_file = PathBuf::from("user_data/settings.yaml");

@@ -4,7 +4,9 @@
 //! (≤ 1e-3 on latents, ≤ 1 in 255 on pixels) for a fixed prompt in 4 steps — Euler and DDIM
 //! with classifier-free guidance, and LCM without — on flex and on wgpu. The sampler's noise is
 //! replayed from the reference (torch's generator is not Hearth's); the schedules every
-//! sampler and spacing makes are checked against diffusers' too.
+//! sampler and spacing makes are checked against diffusers' too. The single-file checkpoints
+//! (`tiny-sd.safetensors` read with the folder as its config; `tiny-sd2/`, SD 2.x-shaped with
+//! OpenCLIP and v-prediction, read with nothing but its yaml and tokenizer) give the same numbers.
 
 mod common;
 
@@ -18,7 +20,11 @@ fn fixture(name: &str) -> std::path::PathBuf {
 }
 
 fn reference() -> Value {
-    let text = std::fs::read_to_string(fixture("sd_reference.json")).expect("reference");
+    reference_in("sd_reference.json")
+}
+
+fn reference_in(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).expect("reference");
     serde_json::from_str(&text).expect("reference json")
 }
 
@@ -53,17 +59,29 @@ impl Noise for Replay {
 }
 
 fn load(device: DeviceChoice) -> Pipeline {
+    open(device, "tiny-sd", None)
+}
+
+/// The fixture `path` (a folder or a single file), described by the folder `config` if given.
+fn open(device: DeviceChoice, path: &str, config: Option<&str>) -> Pipeline {
     let dev = model::device::select(device).expect("device opens");
-    Pipeline::load(&fixture("tiny-sd"), &dev.device).expect("the tiny pipeline loads")
+    let config = config.map(fixture);
+    Pipeline::open(&fixture(path), config.as_deref(), &dev.device).expect("the tiny pipeline loads")
 }
 
 fn matches_diffusers(device: DeviceChoice, run: &str, sampler: Sampler) {
-    let reference = reference();
-    let r = &reference["runs"][run];
     let mut pipeline = load(device);
     // The run's own scheduler config (DDIM's sets set_alpha_to_one off, as SD's configs do).
-    let config: SchedulerConfig = serde_json::from_value(r["scheduler_config"].clone()).expect("scheduler config");
+    let reference = reference();
+    let config: SchedulerConfig =
+        serde_json::from_value(reference["runs"][run]["scheduler_config"].clone()).expect("scheduler config");
     pipeline.schedule = TrainingSchedule::new(config).expect("schedule");
+    pipeline_matches(&pipeline, &reference, run, sampler);
+}
+
+/// `pipeline` gives the reference `run`'s ids, states, latents and pixels.
+fn pipeline_matches(pipeline: &Pipeline, reference: &Value, run: &str, sampler: Sampler) {
+    let r = &reference["runs"][run];
     let prompt = reference["prompt"].as_str().expect("prompt");
     let negative = r["negative_prompt"].as_str().unwrap_or_default();
     let guidance = r["guidance_scale"].as_f64().expect("guidance");
@@ -164,6 +182,92 @@ fn euler_with_guidance_matches_diffusers_on_wgpu() {
 #[test]
 fn lcm_matches_diffusers_on_wgpu() {
     matches_diffusers(DeviceChoice::Wgpu, "lcm", Sampler::Lcm);
+}
+
+#[test]
+fn the_single_file_read_with_its_folder_as_config_matches_diffusers_on_flex() {
+    // make_tiny_sd.py checks diffusers' from_single_file(config=tiny-sd) reads it to the folder's tensors.
+    let pipeline = open(DeviceChoice::Flex, "tiny-sd.safetensors", Some("tiny-sd"));
+    pipeline_matches(&pipeline, &reference(), "euler_cfg_negative", Sampler::Euler);
+}
+
+/// The SD 2.x-shaped single file, everything inferred (OpenCLIP's penultimate block, 16-wide
+/// heads and v-prediction from the yaml beside it, `!` padding, f16 weights), against diffusers.
+fn sd2_single_file_matches(device: DeviceChoice) {
+    let pipeline = open(device, "tiny-sd2/tiny-sd2.safetensors", None);
+    let reference = reference_in("sd2_reference.json");
+    let want = &reference["runs"]["euler_cfg_negative"]["scheduler_config"];
+    let got = pipeline.schedule.config();
+    assert_eq!(got.prediction_type, want["prediction_type"].as_str().unwrap());
+    assert_eq!(got.timestep_spacing, want["timestep_spacing"].as_str().unwrap());
+    assert_eq!(got.steps_offset as u64, want["steps_offset"].as_u64().unwrap());
+    assert_eq!(
+        (got.beta_start, got.beta_end),
+        (want["beta_start"].as_f64().unwrap(), want["beta_end"].as_f64().unwrap())
+    );
+    assert_eq!(pipeline.native_size(), 64, "the yaml's image_size (8) times the VAE's 8");
+    pipeline_matches(&pipeline, &reference, "euler_cfg_negative", Sampler::Euler);
+}
+
+#[test]
+fn sd2_single_file_matches_diffusers_on_flex() {
+    sd2_single_file_matches(DeviceChoice::Flex);
+}
+
+#[test]
+fn sd2_single_file_matches_diffusers_on_wgpu() {
+    sd2_single_file_matches(DeviceChoice::Wgpu);
+}
+
+#[test]
+fn single_files_that_cannot_be_read_are_clear_errors() {
+    let dev = model::device::select(DeviceChoice::Flex).expect("device opens");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = |path: &std::path::Path| match Pipeline::open(path, None, &dev.device) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    };
+    let sd2 = fixture("tiny-sd2/tiny-sd2.safetensors");
+
+    let pickled = dir.path().join("model.ckpt");
+    std::fs::write(&pickled, b"PK\x03\x04").unwrap();
+    assert!(err(&pickled).contains("pickled"), "{}", err(&pickled));
+
+    let unet_only = fixture("tiny-sd/unet/diffusion_pytorch_model.safetensors");
+    assert!(err(&unet_only).contains("not a Stable Diffusion 1.x/2.x checkpoint"), "{}", err(&unet_only));
+
+    let truncated = dir.path().join("truncated.safetensors");
+    let bytes = std::fs::read(&sd2).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(!err(&truncated).is_empty());
+
+    // Alone: no tokenizer beside it.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(&sd2, alone.join("sd2.safetensors")).unwrap();
+    let e = err(&alone.join("sd2.safetensors"));
+    assert!(e.contains("tokenizer/ folder beside"), "{e}");
+
+    // With its tokenizer but not its yaml: SD 2.x's 64-wide heads do not fit 32 channels.
+    let tokenizer = alone.join("tokenizer");
+    std::fs::create_dir(&tokenizer).unwrap();
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixture("tiny-sd2/tokenizer").join(name), tokenizer.join(name)).unwrap();
+    }
+    let e = err(&alone.join("sd2.safetensors"));
+    assert!(e.contains("heads") && e.contains(".yaml"), "{e}");
+
+    // A yaml that is not YAML.
+    std::fs::write(alone.join("sd2.yaml"), "model: [").unwrap();
+    let e = err(&alone.join("sd2.yaml").with_extension("safetensors"));
+    assert!(e.contains("sd2.yaml"), "{e}");
+
+    // A config folder that is not a diffusers folder.
+    let e = match Pipeline::open(&sd2, Some(dir.path()), &dev.device) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("not a diffusers folder"), "{e}");
 }
 
 #[test]

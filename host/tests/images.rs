@@ -2,7 +2,8 @@
 //! (`tests/fixtures/diffusion/tiny-sd`): the seed's curl example and openai-python's
 //! `images.generate` (`tests/clients/openai_images.py`) get PNGs of the asked size and count,
 //! the same seed the same bytes; bad requests are 400s naming the field, no image model a 503;
-//! and a chat completion is answered while an image is being made.
+//! and a chat completion is answered while an image is being made. Single-file checkpoints are
+//! served too: the SD 1.x file with the folder as its config makes the folder's very bytes.
 
 mod common;
 
@@ -86,6 +87,52 @@ fn bad_requests_are_400s_naming_the_field() {
     // And it keeps serving.
     let (status, answer) = post_json(&server, "/v1/images/generations", &json!({"prompt": "a", "steps": 1}));
     assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn single_file_checkpoints_are_served() {
+    let fixture = |name: &str| common::repo_root().join("tests/fixtures/diffusion").join(name);
+    let single = fixture("tiny-sd.safetensors");
+    let folder = Server::start(&["--image-model", &tiny_sd(), "--device", "flex"]);
+    let file = Server::start(&[
+        "--image-model",
+        single.to_str().expect("utf-8 path"),
+        "--image-config",
+        &tiny_sd(),
+        "--device",
+        "flex",
+    ]);
+    let body = json!({"prompt": "an orange tree", "steps": 2, "cfg_scale": 3, "image_seed": 5});
+    let (status, from_folder) = post_json(&folder, "/v1/images/generations", &body);
+    assert_eq!(status, 200, "{from_folder}");
+    let (status, from_file) = post_json(&file, "/v1/images/generations", &body);
+    assert_eq!(status, 200, "{from_file}");
+    assert_eq!(from_folder["data"], from_file["data"], "the single file makes the folder's bytes");
+
+    // SD 2.x-shaped, read with the yaml and tokenizer beside it: its native size is the yaml's.
+    let sd2 = fixture("tiny-sd2/tiny-sd2.safetensors");
+    let server = Server::start(&["--image-model", sd2.to_str().expect("utf-8 path"), "--device", "flex"]);
+    let (status, answer) =
+        post_json(&server, "/v1/images/generations", &json!({"prompt": "an orange tree", "steps": 3, "n": 2}));
+    assert_eq!(status, 200, "{answer}");
+    let images = pngs(&answer);
+    assert_eq!(images.len(), 2);
+    assert!(images.iter().all(|i| i.dimensions() == (64, 64)));
+    assert_ne!(images[0], images[1], "seed and seed + 1 differ");
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_read_is_a_503_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pickled = dir.path().join("model.ckpt");
+    std::fs::write(&pickled, b"not a checkpoint").expect("writes");
+    let server = Server::start(&["--image-model", pickled.to_str().expect("utf-8 path"), "--device", "flex"]);
+    let (status, err) = post_json(&server, "/v1/images/generations", &json!({"prompt": "an orange tree"}));
+    assert_eq!(status, 503, "{err}");
+    assert!(err["error"]["message"].as_str().is_some_and(|m| m.contains("pickled")), "{err}");
+    // The text side is unaffected.
+    let (status, _) = common::get_json(&server, "/v1/models");
+    assert_eq!(status, 200);
 }
 
 #[test]

@@ -192,10 +192,14 @@ pub struct Settings {
     /// llama.cpp's vision file for a GGUF model (`--mmproj`, as llama.cpp's): its CLIP tower
     /// and projector. `None`: the one `mmproj*.gguf` beside a model alone in its folder, if any.
     pub mmproj: Option<PathBuf>,
-    /// The image model of `/v1/images/generations` (`--image-model`): a diffusers folder's name
-    /// in `model_dir`, or a path to one. Loaded at start, in the background. `None`: image
-    /// generation answers 503 saying how to load one.
+    /// The image model of `/v1/images/generations` (`--image-model`): a diffusers folder or a
+    /// single-file `.safetensors` checkpoint, by its name in `model_dir` or a path. Loaded at
+    /// start, in the background. `None`: image generation answers 503 saying how to load one.
     pub image_model: Option<String>,
+    /// For a single-file image model (`--image-config`): a diffusers folder of the same model
+    /// whose configs, tokenizer and scheduler describe it (diffusers' `from_single_file(config=…)`).
+    /// `None`: inferred from the file, the ldm `.yaml` and the `tokenizer/` folder beside it.
+    pub image_config: Option<PathBuf>,
     /// Where the image model runs (`--image-device`); `None`: `device`.
     pub image_device: Option<DeviceChoice>,
     /// Largest side of a generated image, in pixels (larger sizes are a 400).
@@ -328,6 +332,7 @@ impl Default for Settings {
             image_urls: ImageUrls::Off,
             mmproj: None,
             image_model: None,
+            image_config: None,
             image_device: None,
             image_max_side: 1024,
         }
@@ -418,6 +423,9 @@ pub struct CliSettings {
     /// `--image-model`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_model: Option<String>,
+    /// `--image-config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_config: Option<PathBuf>,
     /// `--image-device`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_device: Option<DeviceChoice>,

@@ -3,9 +3,10 @@
 //! sampler ([`schedule`]) stepping seeded noise down through the UNet (classifier-free guidance
 //! when the scale is above 1: the unconditional and conditional passes batched), and the VAE's
 //! decoder to RGB pixels. Read from a diffusers folder (`model_index.json`, `unet/`, `vae/`,
-//! `text_encoder/`, `tokenizer/`, `scheduler/`).
+//! `text_encoder/`, `tokenizer/`, `scheduler/`) or from a single-file checkpoint ([`checkpoint`]).
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod clip_text;
 pub mod nn;
 pub mod png_out;
@@ -25,11 +26,12 @@ use serde::de::DeserializeOwned;
 use crate::model::ModelError;
 use crate::model::layers::{read_back, upload};
 use crate::model::weights::WeightError;
-use clip_text::ClipText;
+use checkpoint::{SingleFile, TextFamily};
+use clip_text::{ClipText, ClipTextConfig};
 use prompt_tokens::PromptTokenizer;
 use schedule::{Sampler, ScheduleError, SchedulerConfig, TrainingSchedule};
-use unet::UNet;
-use vae::VaeDecoder;
+use unet::{UNet, UNetConfig};
+use vae::{VaeConfig, VaeDecoder};
 use weights::Component;
 
 /// Why a pipeline could not be loaded or could not run.
@@ -118,7 +120,34 @@ pub fn is_pipeline(path: &Path) -> bool {
     path.join("model_index.json").is_file()
 }
 
+/// What a pipeline is built from, wherever it was read.
+struct Parts {
+    tokenizer: PromptTokenizer,
+    text: (Component, ClipTextConfig),
+    unet: (Component, UNetConfig),
+    vae: (Component, VaeConfig),
+    scheduler: SchedulerConfig,
+}
+
 impl Pipeline {
+    /// The image model at `path`: a diffusers folder, or a single-file `.safetensors` checkpoint
+    /// described by `config` (a diffusers folder of the same model, whose configs, tokenizer and
+    /// scheduler are read as diffusers' `from_single_file(config=…)` reads them) or, without one,
+    /// by its shapes, the ldm `.yaml` beside it and the `tokenizer/` folder beside it.
+    pub fn open(path: &Path, config: Option<&Path>, device: &Device) -> Result<Self, DiffusionError> {
+        if is_pipeline(path) {
+            Self::load(path, device)
+        } else if path.is_file() {
+            Self::load_single_file(path, config, device)
+        } else {
+            Err(DiffusionError::Config(format!(
+                "{} is neither a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, \
+                 scheduler/) nor a single-file .safetensors checkpoint",
+                path.display()
+            )))
+        }
+    }
+
     /// The diffusers folder `dir`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, DiffusionError> {
         let index: serde_json::Value = read_config(&dir.join("model_index.json"))?;
@@ -128,21 +157,86 @@ impl Pipeline {
                 "`{class}` is not a Stable Diffusion 1.x/2.x pipeline (the architectures supported)"
             )));
         }
-        let tokenizer = PromptTokenizer::load(&dir.join("tokenizer"))?;
-        let text_weights = Component::open(&dir.join("text_encoder"), "text_encoder")?
+        let text = Component::open(&dir.join("text_encoder"), "text_encoder")?
             .with_optional_prefix("text_model.", "embeddings.token_embedding.weight");
-        let text = ClipText::load(&text_weights, read_config(&dir.join("text_encoder/config.json"))?, device)?;
-        let unet = UNet::load(
-            &Component::open(&dir.join("unet"), "unet")?,
-            read_config(&dir.join("unet/config.json"))?,
-            device,
-        )?;
-        let vae = VaeDecoder::load(
-            &Component::open(&dir.join("vae"), "vae")?,
-            read_config(&dir.join("vae/config.json"))?,
-            device,
-        )?;
-        let scheduler: SchedulerConfig = read_config(&dir.join("scheduler/scheduler_config.json"))?;
+        Self::build(Self::folder_parts(dir, text, None)?, device)
+    }
+
+    /// The configs, tokenizer and scheduler of the diffusers folder `dir`, for `text` and, unless
+    /// given, the folder's own UNet and VAE weights.
+    fn folder_parts(
+        dir: &Path,
+        text: Component,
+        weights: Option<(Component, Component)>,
+    ) -> Result<Parts, DiffusionError> {
+        let (unet, vae) = match weights {
+            Some(pair) => pair,
+            None => (Component::open(&dir.join("unet"), "unet")?, Component::open(&dir.join("vae"), "vae")?),
+        };
+        Ok(Parts {
+            tokenizer: PromptTokenizer::load(&dir.join("tokenizer"))?,
+            text: (text, read_config(&dir.join("text_encoder/config.json"))?),
+            unet: (unet, read_config(&dir.join("unet/config.json"))?),
+            vae: (vae, read_config(&dir.join("vae/config.json"))?),
+            scheduler: read_config(&dir.join("scheduler/scheduler_config.json"))?,
+        })
+    }
+
+    /// The single-file checkpoint at `path` ([`Self::open`]).
+    pub fn load_single_file(path: &Path, config: Option<&Path>, device: &Device) -> Result<Self, DiffusionError> {
+        let file = SingleFile::open(path)?;
+        let parts = match config {
+            Some(dir) if !is_pipeline(dir) => {
+                return Err(DiffusionError::Config(format!(
+                    "the image model's config {} is not a diffusers folder (no model_index.json)",
+                    dir.display()
+                )));
+            }
+            Some(dir) => Self::folder_parts(dir, file.text_weights(), Some((file.unet_weights(), file.vae_weights())))?,
+            None => {
+                let tokenizer = checkpoint::tokenizer_beside(path).ok_or_else(|| {
+                    DiffusionError::Config(format!(
+                        "a single-file checkpoint carries no tokenizer: put CLIP's (vocab.json and merges.txt, or \
+                         tokenizer.json) in a tokenizer/ folder beside {}, or give a diffusers folder of the same \
+                         model as image_config",
+                        path.display()
+                    ))
+                })?;
+                let pad = match file.family {
+                    TextFamily::Clip => "<|endoftext|>",
+                    TextFamily::OpenClip => "!",
+                };
+                Parts {
+                    tokenizer: PromptTokenizer::load_padded(&tokenizer, pad)?,
+                    text: (file.text_weights(), file.text_config()?),
+                    unet: (file.unet_weights(), file.unet_config()?),
+                    vae: (file.vae_weights(), file.vae_config()?),
+                    scheduler: file.scheduler_config()?,
+                }
+            }
+        };
+        tracing::info!(
+            family = ?file.family,
+            ldm_config = ?file.ldm_path,
+            prediction = %parts.scheduler.prediction_type,
+            "single-file checkpoint read"
+        );
+        Self::build(parts, device)
+    }
+
+    fn build(parts: Parts, device: &Device) -> Result<Self, DiffusionError> {
+        let Parts { tokenizer, text, unet, vae, scheduler } = parts;
+        let text = ClipText::load(&text.0, text.1, device)?;
+        let unet = UNet::load(&unet.0, unet.1, device)?;
+        let vae = VaeDecoder::load(&vae.0, vae.1, device)?;
+        if unet.config().in_channels != vae.config().latent_channels {
+            return Err(DiffusionError::Config(format!(
+                "the UNet takes {} channels where the VAE's latents have {} (an inpainting or other conditioned \
+                 model, which is not supported)",
+                unet.config().in_channels,
+                vae.config().latent_channels
+            )));
+        }
         let default_sampler = Sampler::for_class(&scheduler.class_name);
         let schedule = TrainingSchedule::new(scheduler)?;
         Ok(Self { tokenizer, text, unet, vae, schedule, default_sampler })

@@ -20,8 +20,15 @@ pub struct PromptTokenizer {
 }
 
 impl PromptTokenizer {
-    /// The tokenizer in `dir` (a pipeline's `tokenizer/`).
+    /// The tokenizer in `dir` (a pipeline's `tokenizer/`), padding with the end token unless
+    /// `tokenizer_config.json` names another.
     pub fn load(dir: &Path) -> Result<Self, DiffusionError> {
+        Self::load_padded(dir, "<|endoftext|>")
+    }
+
+    /// The tokenizer in `dir`, padding with `default_pad` unless `tokenizer_config.json` names
+    /// another (SD 2.x's OpenCLIP pads with `!`, id 0, where SD 1.x pads with the end token).
+    pub fn load_padded(dir: &Path, default_pad: &str) -> Result<Self, DiffusionError> {
         let read_json = |name: &str| -> Result<Option<Value>, DiffusionError> {
             let path = dir.join(name);
             if !path.exists() {
@@ -59,8 +66,7 @@ impl PromptTokenizer {
         };
         let bos = id(&token_of("bos_token", "<|startoftext|>"))?;
         let eos = id(&token_of("eos_token", "<|endoftext|>"))?;
-        // SD 2.x pads with `!`; SD 1.x with the end token.
-        let pad = id(&token_of("pad_token", "<|endoftext|>"))?;
+        let pad = id(&token_of("pad_token", default_pad))?;
         let max_len =
             config.get("model_max_length").and_then(Value::as_u64).filter(|&n| (3..=4096).contains(&n)).unwrap_or(77);
         Ok(Self { tokenizer, bos, eos, pad, max_len: max_len as usize })

@@ -316,6 +316,15 @@ impl SafetensorsWeights {
         if paths.is_empty() {
             return Err(WeightError::Missing(format!("*.safetensors in {}", dir.display())));
         }
+        Self::open_files(paths)
+    }
+
+    /// One `.safetensors` file (a single-file checkpoint).
+    pub fn open_file(path: &Path) -> Result<Self, WeightError> {
+        Self::open_files(vec![path.to_path_buf()])
+    }
+
+    fn open_files(paths: Vec<PathBuf>) -> Result<Self, WeightError> {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for path in paths {
@@ -347,6 +356,17 @@ impl SafetensorsWeights {
     /// Whether the folder holds `name`.
     pub fn contains_named(&self, name: &str) -> bool {
         self.index.contains_key(name)
+    }
+
+    /// The shape `name` is stored with, read from the header alone.
+    pub fn shape_named(&self, name: &str) -> Result<Vec<usize>, WeightError> {
+        let (i, stored) = self.index.get(name).ok_or_else(|| WeightError::Missing(name.to_owned()))?;
+        let (path, mmap) = &self.files[*i];
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| WeightError::Safetensors { path: path.clone(), reason: e.to_string() })?;
+        let view =
+            st.tensor(stored).map_err(|e| WeightError::Safetensors { path: path.clone(), reason: e.to_string() })?;
+        Ok(view.shape().to_vec())
     }
 
     pub fn read_named(&self, name: &str) -> Result<HostTensor, WeightError> {
