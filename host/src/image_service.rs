@@ -124,6 +124,7 @@ impl ImageService {
         // The exporter must exist before the gauges are set, or the steps are not seen.
         crate::telemetry::install();
         let mut images = Vec::with_capacity(count);
+        let conditioning = pipeline.condition(request)?;
         for i in 0..count {
             let mut noise = SeededNoise::new(seed.wrapping_add(i as u64));
             let mut progress = |step: usize, of: usize| {
@@ -132,7 +133,7 @@ impl ImageService {
                 gauge!("hearth_image_steps").set(of as f64);
             };
             gauge!("hearth_images_generating").set(1.0);
-            let made = pipeline.generate(request, &mut noise, &mut progress);
+            let made = pipeline.generate_conditioned(request, &conditioning, &mut noise, &mut progress);
             gauge!("hearth_images_generating").set(0.0);
             images.push(made?);
         }

@@ -134,8 +134,9 @@ fn pipeline_matches(pipeline: &Pipeline, reference: &Value, run: &str, sampler: 
     };
     let mut noise = Replay { draws, next: 0 };
     let mut steps = Vec::new();
+    let conditioning = pipeline.condition(&request).expect("encodes");
     let latents = pipeline
-        .denoise(&request, &mut noise, &mut |_, _| {}, &mut |_, l| {
+        .denoise(&request, &conditioning, &mut noise, &mut |_, _| {}, &mut |_, l| {
             steps.push(l.clone().into_data().try_to_vec::<f32>().unwrap())
         })
         .expect("denoises");

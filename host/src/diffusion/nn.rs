@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::DiffusionError;
 use super::weights::Component;
-use crate::model::layers::{LayerNorm, Linear, upload};
+use crate::model::layers::{LayerNorm, Linear, is_flex, upload};
 
 /// A 2-D convolution (`{name}.weight` `[out, in, k, k]`, `{name}.bias`).
 #[derive(Debug, Clone)]
@@ -62,8 +62,85 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let bands = self.bands_for(&x);
+        if bands > 1 {
+            return self.forward_in_bands(x, bands);
+        }
         conv2d(x, self.weight.clone(), self.bias.clone(), self.options.clone())
     }
+
+    /// How many bands of output rows to compute on threads of their own: on flex, whose
+    /// convolution runs on the calling thread alone, one per thread this one may use
+    /// ([`with_threads`]) when the product is large enough to pay for the split; else 1.
+    fn bands_for(&self, x: &Tensor<4>) -> usize {
+        let threads = THREADS.get().unwrap_or_else(rayon::current_num_threads);
+        if threads < 2 || !is_flex(&x.device()) {
+            return 1;
+        }
+        let [n, c, _, _] = x.dims();
+        let (out_h, out_w) = self.output_size(x);
+        let k = self.weight.dims()[2];
+        let work = n * out_h * out_w * self.out_channels * c * k * k;
+        if work < MIN_BAND_WORK { 1 } else { threads.min(out_h / 2).max(1) }
+    }
+
+    fn output_size(&self, x: &Tensor<4>) -> (usize, usize) {
+        let [_, _, h, w] = x.dims();
+        let k = self.weight.dims()[2];
+        let side = |len: usize, axis: usize| {
+            let (before, after) = self.options.padding[axis];
+            (len + before + after).saturating_sub(k) / self.options.stride[axis] + 1
+        };
+        (side(h, 0), side(w, 1))
+    }
+
+    /// The convolution as `bands` horizontal bands of output rows, each on its own thread: a
+    /// band reads the input rows its kernel reaches, padded at the image's edges as the whole
+    /// would be. The same products as one call, on every core.
+    fn forward_in_bands(&self, x: Tensor<4>, bands: usize) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let (out_h, _) = self.output_size(&x);
+        let k = self.weight.dims()[2];
+        let (s, (pad_top, _)) = (self.options.stride[0], self.options.padding[0]);
+        let run = |(r0, r1): (usize, usize)| {
+            // Input rows r0·s − pad_top .. (r1 − 1)·s − pad_top + k, zeros outside the image.
+            let start = (r0 * s) as isize - pad_top as isize;
+            let end = ((r1 - 1) * s + k) as isize - pad_top as isize;
+            let (lo, hi) = (start.max(0) as usize, (end.min(h as isize)).max(0) as usize);
+            let padding = [((lo as isize - start) as usize, (end - hi as isize) as usize), self.options.padding[1]];
+            let options = ConvOptions::new_with_padding(self.options.stride, padding, [1, 1], 1);
+            let band = x.clone().slice([0..n, 0..c, lo..hi, 0..w]);
+            conv2d(band, self.weight.clone(), self.bias.clone(), options)
+        };
+        let ranges: Vec<(usize, usize)> =
+            (0..bands).map(|b| (b * out_h / bands, (b + 1) * out_h / bands)).filter(|(a, b)| a < b).collect();
+        let outputs = std::thread::scope(|scope| {
+            let rest: Vec<_> =
+                ranges[1..].iter().map(|&range| scope.spawn(move || with_threads(1, || run(range)))).collect();
+            let mut outputs = vec![with_threads(1, || run(ranges[0]))];
+            // A panic in a band is the convolution's own: raised here as it would be unsplit.
+            outputs.extend(rest.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
+            outputs
+        });
+        Tensor::cat(outputs, 2)
+    }
+}
+
+/// Multiply-adds below which a convolution runs unsplit.
+const MIN_BAND_WORK: usize = 1 << 24;
+
+thread_local! {
+    /// The threads this thread's flex convolutions may split over (`None`: the compute pool's).
+    static THREADS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's convolutions split over at most `threads` threads (work already
+/// spread over threads by the caller does not split again).
+pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    let before = THREADS.replace(Some(threads));
+    let out = f();
+    THREADS.set(before);
+    out
 }
 
 /// Group normalisation over `[batch, channels, h, w]` (`torch.nn.GroupNorm`, biased variance).
@@ -233,7 +310,7 @@ mod tests {
     fn tensor(shape: [usize; 3], seed: usize) -> Tensor<3> {
         let len = shape.iter().product();
         let data: Vec<f32> = (0..len).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0).collect();
-        Tensor::from_data(TensorData::new(data, shape), &Default::default())
+        Tensor::from_data(TensorData::new(data, shape), &Device::flex())
     }
 
     #[test]
@@ -245,5 +322,31 @@ mod tests {
         let (a, b) = (whole.into_data().try_to_vec::<f32>().unwrap(), chunked.into_data().try_to_vec::<f32>().unwrap());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-6, "chunked attention differs by {worst}");
+    }
+
+    #[test]
+    fn a_convolution_in_bands_is_the_convolution_whole() {
+        let image =
+            |shape: [usize; 4], seed: usize| tensor([shape[0], shape[1], shape[2] * shape[3]], seed).reshape(shape);
+        // 3×3 same, strided with odd and even heights (SD's downsamplers), 1×1.
+        for (k, stride, pad, h) in [(3, 1, 1, 13), (3, 2, 1, 13), (3, 2, 1, 12), (1, 1, 0, 9)] {
+            let x = image([2, 5, h, 11], 1);
+            let conv = Conv2d {
+                weight: image([7, 5, k, k], 2),
+                bias: Some(tensor([1, 1, 7], 3).reshape([7])),
+                options: ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+                in_channels: 5,
+                out_channels: 7,
+            };
+            let whole = conv2d(x.clone(), conv.weight.clone(), conv.bias.clone(), conv.options.clone());
+            let want = whole.clone().into_data().try_to_vec::<f32>().unwrap();
+            for bands in [2, 3, 4] {
+                let banded = conv.forward_in_bands(x.clone(), bands);
+                assert_eq!(banded.dims(), whole.dims(), "k {k} stride {stride} h {h} in {bands} bands");
+                let got = banded.into_data().try_to_vec::<f32>().unwrap();
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-5, "k {k} stride {stride} h {h} in {bands} bands differs by {worst}");
+            }
+        }
     }
 }
