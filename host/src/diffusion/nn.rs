@@ -73,15 +73,10 @@ impl Conv2d {
     /// convolution runs on the calling thread alone, one per thread this one may use
     /// ([`with_threads`]) when the product is large enough to pay for the split; else 1.
     fn bands_for(&self, x: &Tensor<4>) -> usize {
-        let threads = THREADS.get().unwrap_or_else(rayon::current_num_threads);
-        if threads < 2 || !is_flex(&x.device()) {
-            return 1;
-        }
         let [n, c, _, _] = x.dims();
         let (out_h, out_w) = self.output_size(x);
         let k = self.weight.dims()[2];
-        let work = n * out_h * out_w * self.out_channels * c * k * k;
-        if work < MIN_BAND_WORK { 1 } else { threads.min(out_h / 2).max(1) }
+        split_threads(&x.device(), n * out_h * out_w * self.out_channels * c * k * k).min(out_h / 2).max(1)
     }
 
     fn output_size(&self, x: &Tensor<4>) -> (usize, usize) {
@@ -112,18 +107,35 @@ impl Conv2d {
             let band = x.clone().slice([0..n, 0..c, lo..hi, 0..w]);
             conv2d(band, self.weight.clone(), self.bias.clone(), options)
         };
-        let ranges: Vec<(usize, usize)> =
-            (0..bands).map(|b| (b * out_h / bands, (b + 1) * out_h / bands)).filter(|(a, b)| a < b).collect();
-        let outputs = std::thread::scope(|scope| {
-            let rest: Vec<_> =
-                ranges[1..].iter().map(|&range| scope.spawn(move || with_threads(1, || run(range)))).collect();
-            let mut outputs = vec![with_threads(1, || run(ranges[0]))];
-            // A panic in a band is the convolution's own: raised here as it would be unsplit.
-            outputs.extend(rest.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
-            outputs
-        });
-        Tensor::cat(outputs, 2)
+        Tensor::cat(on_threads(out_h, bands, |rows| run((rows.start, rows.end))), 2)
     }
+}
+
+/// How many threads `work` multiply-adds on `device` are split over: on flex, whose products
+/// run on the calling thread alone, the threads this one may use ([`with_threads`]) when the
+/// work pays for the split; else 1.
+fn split_threads(device: &Device, work: usize) -> usize {
+    let threads = THREADS.get().unwrap_or_else(rayon::current_num_threads);
+    if threads < 2 || !is_flex(device) || work < MIN_BAND_WORK { 1 } else { threads }
+}
+
+/// `f` over `parts` consecutive ranges of `0..len`, each on a thread of its own (the first on
+/// this one), the results in order.
+fn on_threads<T: Send>(len: usize, parts: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    let ranges: Vec<_> = (0..parts.max(1))
+        .map(|b| b * len / parts.max(1)..(b + 1) * len / parts.max(1))
+        .filter(|r| !r.is_empty())
+        .collect();
+    let Some(first) = ranges.first().cloned() else { return Vec::new() };
+    std::thread::scope(|scope| {
+        let f = &f;
+        let rest: Vec<_> =
+            ranges[1..].iter().cloned().map(|range| scope.spawn(move || with_threads(1, || f(range)))).collect();
+        let mut outputs = vec![with_threads(1, || f(first))];
+        // A panic on a thread is the operation's own: raised here as it would be unsplit.
+        outputs.extend(rest.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
+        outputs
+    })
 }
 
 /// Multiply-adds below which a convolution runs unsplit.
@@ -216,8 +228,19 @@ pub fn to_image(x: Tensor<3>, h: usize, w: usize) -> Tensor<4> {
     x.swap_dims(1, 2).reshape([n, c, h, w])
 }
 
-/// A linear layer applied to every position of `[batch, len, in]`.
+/// A linear layer applied to every position of `[batch, len, in]` (on flex, positions split
+/// over threads when large).
 pub fn linear3(layer: &Linear, x: Tensor<3>) -> Result<Tensor<3>, DiffusionError> {
+    let [n, len, d] = x.dims();
+    let parts = split_threads(&x.device(), n * len * d * layer.out_features()).min(len / 2);
+    if parts > 1 {
+        let outputs = on_threads(len, parts, |rows| linear3_whole(layer, x.clone().slice([0..n, rows, 0..d])));
+        return Ok(Tensor::cat(outputs.into_iter().collect::<Result<Vec<_>, _>>()?, 1));
+    }
+    linear3_whole(layer, x)
+}
+
+fn linear3_whole(layer: &Linear, x: Tensor<3>) -> Result<Tensor<3>, DiffusionError> {
     let [n, len, d] = x.dims();
     let y = layer.forward(x.reshape([n * len, d]))?;
     let out = y.dims()[1];
@@ -274,6 +297,14 @@ fn attention_within(
 ) -> Tensor<3> {
     let [n, lq, width] = q.dims();
     let lk = k.dims()[1];
+    // On flex, queries split over threads (each attends to all keys; causal masks stay whole).
+    let parts = if causal { 1 } else { split_threads(&q.device(), 2 * n * lq * lk * width).min(lq / 2) };
+    if parts > 1 {
+        let outputs = on_threads(lq, parts, |rows| {
+            attention_within(q.clone().slice([0..n, rows, 0..width]), k.clone(), v.clone(), heads, false, max_scores)
+        });
+        return Tensor::cat(outputs, 1);
+    }
     let rows = (max_scores / (n * heads * lk).max(1)).max(1);
     if rows >= lq || causal {
         return attention_block(q, k, v, heads, causal);
@@ -322,6 +353,26 @@ mod tests {
         let (a, b) = (whole.into_data().try_to_vec::<f32>().unwrap(), chunked.into_data().try_to_vec::<f32>().unwrap());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-6, "chunked attention differs by {worst}");
+    }
+
+    #[test]
+    fn attention_and_projections_split_over_threads_are_the_same() {
+        let values = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+        let worst = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        // 2 × 1024 × 1024 × 8 multiply-adds: at the split's threshold.
+        let (q, k, v) = (tensor([1, 1024, 8], 1), tensor([1, 1024, 8], 2), tensor([1, 1024, 8], 3));
+        let one = with_threads(1, || attention(q.clone(), k.clone(), v.clone(), 2, false));
+        let two = with_threads(2, || attention(q, k, v, 2, false));
+        assert!(worst(values(one), values(two)) < 1e-6);
+
+        let weight =
+            crate::model::weights::HostTensor { shape: vec![128, 128], data: values(tensor([1, 128, 128], 4)) };
+        let layer = Linear::from_host("test", weight, None, [128, 128], &Device::flex()).unwrap();
+        let x = tensor([1, 1024, 128], 5);
+        let one = with_threads(1, || linear3(&layer, x.clone())).unwrap();
+        let two = with_threads(2, || linear3(&layer, x)).unwrap();
+        assert_eq!(one.dims(), two.dims());
+        assert!(worst(values(one), values(two)) < 1e-6);
     }
 
     #[test]
