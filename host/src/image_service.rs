@@ -5,7 +5,9 @@
 //! uses every compute thread) and never on the text engine's thread, so chat keeps answering
 //! while a picture is made. Each step is logged (no prompt) and shown on `/metrics`.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use hearth_settings::Settings;
@@ -111,14 +113,15 @@ impl ImageService {
         }
     }
 
-    /// Makes `count` images of `request` with `pipeline`, image `i` from seed `seed + i`.
-    /// Blocking.
+    /// Makes `count` images of `request` with `pipeline`, image `i` from seed `seed + i`,
+    /// stopping at the next step once `cancelled` is set (the client went away). Blocking.
     pub fn generate(
         &self,
         pipeline: &Pipeline,
         request: &ImageRequest,
         seed: u64,
         count: usize,
+        cancelled: &AtomicBool,
     ) -> Result<Vec<RgbImage>, ImageError> {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // The exporter must exist before the gauges are set, or the steps are not seen.
@@ -126,11 +129,20 @@ impl ImageService {
         let mut images = Vec::with_capacity(count);
         let conditioning = pipeline.condition(request)?;
         for i in 0..count {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(DiffusionError::Cancelled.into());
+            }
             let mut noise = SeededNoise::new(seed.wrapping_add(i as u64));
             let mut progress = |step: usize, of: usize| {
                 tracing::info!(image = i + 1, of = count, step, steps = of, "image step");
                 gauge!("hearth_image_step").set(step as f64);
                 gauge!("hearth_image_steps").set(of as f64);
+                if cancelled.load(Ordering::Relaxed) {
+                    tracing::info!(image = i + 1, step, "image cancelled: the client went away");
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             };
             gauge!("hearth_images_generating").set(1.0);
             let made = pipeline.generate_conditioned(request, &conditioning, &mut noise, &mut progress);

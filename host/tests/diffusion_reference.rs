@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::ops::ControlFlow;
+
 use hearth::diffusion::schedule::{Sampler, SchedulerConfig, TrainingSchedule};
 use hearth::diffusion::{ImageRequest, Noise, Pipeline, to_rgb};
 use hearth::model::{self, DeviceChoice};
@@ -136,7 +138,7 @@ fn pipeline_matches(pipeline: &Pipeline, reference: &Value, run: &str, sampler: 
     let mut steps = Vec::new();
     let conditioning = pipeline.condition(&request).expect("encodes");
     let latents = pipeline
-        .denoise(&request, &conditioning, &mut noise, &mut |_, _| {}, &mut |_, l| {
+        .denoise(&request, &conditioning, &mut noise, &mut |_, _| ControlFlow::Continue(()), &mut |_, l| {
             steps.push(l.clone().into_data().try_to_vec::<f32>().unwrap())
         })
         .expect("denoises");
@@ -322,12 +324,16 @@ fn the_same_seed_gives_the_same_image_and_another_seed_another() {
         sampler: None,
     };
     let make = |seed| {
-        pipeline.generate(&request, &mut hearth::diffusion::SeededNoise::new(seed), &mut |_, _| {}).expect("generates")
+        pipeline
+            .generate(&request, &mut hearth::diffusion::SeededNoise::new(seed), &mut |_, _| ControlFlow::Continue(()))
+            .expect("generates")
     };
     let (a, b, c) = (make(7), make(7), make(8));
     assert_eq!(a, b);
     assert_ne!(a, c);
     let odd = ImageRequest { width: 60, ..request.clone() };
-    let err = pipeline.generate(&odd, &mut hearth::diffusion::SeededNoise::new(1), &mut |_, _| {}).unwrap_err();
+    let err = pipeline
+        .generate(&odd, &mut hearth::diffusion::SeededNoise::new(1), &mut |_, _| ControlFlow::Continue(()))
+        .unwrap_err();
     assert!(err.to_string().contains("multiples of"), "{err}");
 }

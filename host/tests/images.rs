@@ -3,7 +3,8 @@
 //! `images.generate` (`tests/clients/openai_images.py`) get PNGs of the asked size and count,
 //! the same seed the same bytes; bad requests are 400s naming the field, no image model a 503;
 //! and a chat completion is answered while an image is being made. Single-file checkpoints are
-//! served too: the SD 1.x file with the folder as its config makes the folder's very bytes.
+//! served too: the SD 1.x file with the folder as its config makes the folder's very bytes. A
+//! client that hangs up stops its image at the next step.
 
 mod common;
 
@@ -167,4 +168,44 @@ fn a_chat_is_answered_while_an_image_is_made() {
     assert_eq!(status, 200, "{answer}");
     assert!(!image.is_finished(), "the chat waited for the image");
     assert_eq!(image.join().expect("image thread").expect("image request"), 200);
+}
+
+/// The value of `gauge` on the server's `/metrics`, if it is there.
+fn gauge(server: &Server, gauge: &str) -> Option<f64> {
+    let (_, metrics) = common::get_json(server, "/metrics");
+    let text = metrics.as_str()?.to_owned();
+    text.lines().find_map(|l| l.strip_prefix(gauge)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_image() {
+    use std::io::Write as _;
+    let server = Server::start(&["--image-model", &tiny_sd(), "--device", "flex"]);
+    let steps = 150;
+    let body = json!({"prompt": "an orange tree", "size": "256x256", "steps": steps, "cfg_scale": 0}).to_string();
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connects");
+    write!(
+        client,
+        "POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sends");
+    // Until the image is at work, then hang up.
+    while gauge(&server, "hearth_images_generating") != Some(1.0) || gauge(&server, "hearth_image_step") < Some(1.0) {
+        // A poll for a state, not a wait for time to pass.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while gauge(&server, "hearth_images_generating") != Some(0.0) {
+        assert!(std::time::Instant::now() < deadline, "the image went on after its client left");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stopped_at = gauge(&server, "hearth_image_step").expect("the step gauge");
+    assert!(stopped_at < steps as f64, "the image ran all {steps} steps (stopped at {stopped_at})");
+    assert!(server.log().contains("image cancelled"), "the log says so");
+    // The model is free for the next request.
+    let (status, answer) = post_json(&server, "/v1/images/generations", &json!({"prompt": "a", "steps": 1}));
+    assert_eq!(status, 200, "{answer}");
 }

@@ -16,6 +16,7 @@ pub mod unet;
 pub mod vae;
 pub mod weights;
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
@@ -48,6 +49,9 @@ pub enum DiffusionError {
     /// The request asks for something this pipeline cannot make.
     #[error("{0}")]
     Request(String),
+    /// The progress callback asked to stop (the client went away).
+    #[error("the image was cancelled")]
+    Cancelled,
     #[error(transparent)]
     Weights(#[from] WeightError),
     #[error(transparent)]
@@ -280,12 +284,13 @@ impl Pipeline {
         Ok(Conditioning(context))
     }
 
-    /// One image for `request`, its noise drawn from `noise`; `progress(i, n)` after each step.
+    /// One image for `request`, its noise drawn from `noise`; `progress(i, n)` after each step,
+    /// which stops the work ([`DiffusionError::Cancelled`]) by breaking.
     pub fn generate(
         &self,
         request: &ImageRequest,
         noise: &mut dyn Noise,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<RgbImage, DiffusionError> {
         self.generate_conditioned(request, &self.condition(request)?, noise, progress)
     }
@@ -296,7 +301,7 @@ impl Pipeline {
         request: &ImageRequest,
         conditioning: &Conditioning,
         noise: &mut dyn Noise,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<RgbImage, DiffusionError> {
         let latents = self.denoise(request, conditioning, noise, progress, &mut |_, _| {})?;
         let pixels = self.vae.decode(latents)?;
@@ -311,7 +316,7 @@ impl Pipeline {
         request: &ImageRequest,
         conditioning: &Conditioning,
         noise: &mut dyn Noise,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
         observe: &mut dyn FnMut(usize, &Tensor<4>),
     ) -> Result<Tensor<4>, DiffusionError> {
         let multiple = self.size_multiple();
@@ -331,7 +336,7 @@ impl Pipeline {
         let guided = request.guidance > 1.0;
         let context = &conditioning.0;
         if context.dims()[0] != 1 + usize::from(guided) {
-            return Err(DiffusionError::Request("the conditioning was made for another guidance".into()));
+            return Err(DiffusionError::Shape("the conditioning was made for another guidance".into()));
         }
         let device = context.device();
         let channels = self.vae.config().latent_channels;
@@ -353,7 +358,9 @@ impl Pipeline {
                 latents = latents + upload(noise.normal(len), shape, &device).mul_scalar(step.noise_coeff);
             }
             observe(i, &latents);
-            progress(i + 1, n);
+            if progress(i + 1, n).is_break() {
+                return Err(DiffusionError::Cancelled);
+            }
         }
         Ok(latents)
     }

@@ -8,6 +8,9 @@
 //! made from seed `image_seed + i`: the same request gives the same bytes. `/v1/images/edits`
 //! and `/v1/images/variations` are 501s.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -168,6 +171,10 @@ pub async fn generations(
     let service = state.image_model.clone();
     let revised_prompt = req.prompt.clone();
     let max_side = service.max_side;
+    // Set when this handler is dropped before the images are made (the client went away), so
+    // the generation stops at its next step instead of holding the image model.
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
     let images = blocking::off_runtime("generating images", move || {
         let pipeline = service.pipeline().map_err(image_error)?;
         let native = pipeline.native_size();
@@ -199,7 +206,7 @@ pub async fn generations(
         let mut pngs = Vec::with_capacity(n * batches);
         for batch in 0..batches {
             let first = seed.wrapping_add((batch * n) as u64);
-            let made = service.generate(&pipeline, &request, first, n).map_err(image_error)?;
+            let made = service.generate(&pipeline, &request, first, n, &cancelled).map_err(image_error)?;
             for (i, image) in made.iter().enumerate() {
                 let image_seed = first.wrapping_add(i as u64);
                 let parameters = format!(
@@ -226,6 +233,15 @@ pub async fn generations(
     Ok(Json(json!({ "created": created, "data": data })).into_response())
 }
 
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The API error for a failure of the image service.
 fn image_error(e: ImageError) -> ApiError {
     match e {
@@ -235,6 +251,8 @@ fn image_error(e: ImageError) -> ApiError {
         ImageError::Generate(DiffusionError::Schedule(e @ ScheduleError::Steps(_))) => {
             ApiError::invalid_param("steps", e.to_string())
         }
+        // Only seen by a client that is gone.
+        ImageError::Generate(DiffusionError::Cancelled) => ApiError::bad_request("the image was cancelled"),
         ImageError::Generate(other) => ApiError::internal(format!("the image could not be made: {other}")),
     }
 }
