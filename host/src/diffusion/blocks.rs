@@ -64,13 +64,13 @@ impl Resnet {
 
     /// `x` `[n, in, h, w]` with the timestep's embedding `temb` `[1, d]` (the UNet's; `None` in the VAE).
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Result<Tensor<4>, DiffusionError> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_proj, temb) {
             let t = proj.forward(silu(temb.clone()))?;
             let [rows, c] = t.dims();
             h = h + t.reshape([rows, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let skip = match &self.shortcut {
             Some(conv) => conv.forward(x),
             None => x,

@@ -2,7 +2,7 @@
 //! width]` images: 2-D convolutions, group normalisation, nearest-neighbour upsampling and
 //! multi-head attention over a sequence, each loaded from a component's weights by name.
 
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
@@ -187,11 +187,51 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.apply(x, false)
+    }
+
+    /// `silu(norm(x))`, how every resnet and output layer uses it.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.apply(x, true)
+    }
+
+    /// On flex, large images are normalised a run of groups per thread (groups are independent).
+    fn apply(&self, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
-        let grouped = x.reshape([n, self.groups, (c / self.groups) * h * w]);
+        // About ten passes over the values: mean, variance, normalise, scale, shift, SiLU.
+        let parts = split_threads(&x.device(), 10 * n * c * h * w).min(self.groups);
+        if parts <= 1 {
+            return Self::normalise(x, self.weight.clone(), self.bias.clone(), self.groups, self.eps, then_silu);
+        }
+        let per = c / self.groups;
+        let outputs = on_threads(self.groups, parts, |groups| {
+            let channels = groups.start * per..groups.end * per;
+            Self::normalise(
+                x.clone().slice([0..n, channels.clone(), 0..h, 0..w]),
+                self.weight.clone().slice([0..1, channels.clone(), 0..1, 0..1]),
+                self.bias.clone().slice([0..1, channels, 0..1, 0..1]),
+                groups.len(),
+                self.eps,
+                then_silu,
+            )
+        });
+        Tensor::cat(outputs, 1)
+    }
+
+    fn normalise(
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Tensor<4>,
+        groups: usize,
+        eps: f64,
+        then_silu: bool,
+    ) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let grouped = x.reshape([n, groups, (c / groups) * h * w]);
         let (var, mean) = grouped.clone().var_mean_bias(2);
-        let normed = (grouped - mean) * (var + self.eps).sqrt().recip();
-        normed.reshape([n, c, h, w]) * self.weight.clone() + self.bias.clone()
+        let normed = (grouped - mean) * (var + eps).sqrt().recip();
+        let out = normed.reshape([n, c, h, w]) * weight + bias;
+        if then_silu { silu(out) } else { out }
     }
 }
 
@@ -373,6 +413,21 @@ mod tests {
         let two = with_threads(2, || linear3(&layer, x)).unwrap();
         assert_eq!(one.dims(), two.dims());
         assert!(worst(values(one), values(two)) < 1e-6);
+    }
+
+    #[test]
+    fn group_norm_split_over_threads_is_the_same() {
+        // 10 passes over 2M values: past the split's threshold.
+        let x = tensor([1, 8, 512 * 512], 6).reshape([1, 8, 512, 512]);
+        let weight = tensor([1, 1, 8], 7).reshape([1, 8, 1, 1]);
+        let bias = tensor([1, 1, 8], 8).reshape([1, 8, 1, 1]);
+        let norm = GroupNorm { weight, bias, groups: 4, eps: 1e-5 };
+        for silu in [false, true] {
+            let one = with_threads(1, || norm.apply(x.clone(), silu)).into_data().try_to_vec::<f32>().unwrap();
+            let two = with_threads(3, || norm.apply(x.clone(), silu)).into_data().try_to_vec::<f32>().unwrap();
+            let worst = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-6, "silu {silu}: split group norm differs by {worst}");
+        }
     }
 
     #[test]

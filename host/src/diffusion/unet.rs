@@ -280,6 +280,6 @@ impl UNet {
                 x = conv.forward(resize_nearest(x, th, tw));
             }
         }
-        Ok(self.conv_out.forward(silu(self.norm_out.forward(x))))
+        Ok(self.conv_out.forward(self.norm_out.forward_silu(x)))
     }
 }

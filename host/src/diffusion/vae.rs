@@ -2,7 +2,6 @@
 //! through `post_quant_conv`, a middle of two resnets around a single-head self-attention, up
 //! levels of resnets with 2× nearest upsampling, and a normalised 3×3 convolution to RGB.
 
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 
@@ -134,6 +133,6 @@ impl VaeDecoder {
                 x = conv.forward(upsample_nearest2(x));
             }
         }
-        Ok(self.conv_out.forward(silu(self.norm_out.forward(x))))
+        Ok(self.conv_out.forward(self.norm_out.forward_silu(x)))
     }
 }
