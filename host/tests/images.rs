@@ -204,7 +204,8 @@ fn a_client_that_goes_away_stops_its_image() {
     }
     let stopped_at = gauge(&server, "hearth_image_step").expect("the step gauge");
     assert!(stopped_at < steps as f64, "the image ran all {steps} steps (stopped at {stopped_at})");
-    assert!(server.log().contains("image cancelled"), "the log says so");
+    // The log is read on a thread of its own: the line may land just after the gauge.
+    assert!(server.wait_for_log("image cancelled", std::time::Duration::from_secs(30)), "the log says so");
     // The model is free for the next request.
     let (status, answer) = post_json(&server, "/v1/images/generations", &json!({"prompt": "a", "steps": 1}));
     assert_eq!(status, 200, "{answer}");
