@@ -80,6 +80,8 @@ pub struct SingleFile {
     pub ldm_path: Option<PathBuf>,
     /// `(levels, resnets per down level)` of the UNet.
     unet_shape: (usize, usize),
+    /// Whether the UNet predicts v ([`v_prediction`]), decided once at open.
+    v_prediction: bool,
 }
 
 impl SingleFile {
@@ -126,7 +128,8 @@ impl SingleFile {
             (LdmConfig::default(), None)
         };
         let unet_shape = unet_shape(&weights)?;
-        Ok(Self { weights, family, ldm, ldm_path, unet_shape })
+        let v_prediction = v_prediction(&weights, family, &ldm, unet_shape)?;
+        Ok(Self { weights, family, ldm, ldm_path, unet_shape, v_prediction })
     }
 
     fn shape(&self, name: &str) -> Result<Vec<usize>, DiffusionError> {
@@ -181,7 +184,7 @@ impl SingleFile {
         }
         let sample_size = match self.family {
             TextFamily::Clip => 64,
-            TextFamily::OpenClip => self.ldm.image_size.unwrap_or(if self.is_v_prediction()? { 96 } else { 64 }),
+            TextFamily::OpenClip => self.ldm.image_size.unwrap_or(if self.v_prediction { 96 } else { 64 }),
         };
         serde_json::from_value(json!({
             "block_out_channels": widths,
@@ -282,36 +285,10 @@ impl SingleFile {
         .map_err(|e| DiffusionError::Config(format!("the inferred text config: {e}")))
     }
 
-    /// Whether the UNet predicts v: the ldm config's `parameterization`, else a `v_pred` marker
-    /// tensor (ComfyUI's convention), else for SD 2.x ComfyUI's test of the last up block's first
-    /// transformer norm (its bias spreads wider in the v-trained 768 models than in the 512 base).
-    pub fn is_v_prediction(&self) -> Result<bool, DiffusionError> {
-        if let Some(p) = &self.ldm.parameterization {
-            return Ok(p == "v");
-        }
-        if self.weights.contains_named("v_pred") {
-            return Ok(true);
-        }
-        if self.family == TextFamily::Clip {
-            return Ok(false);
-        }
-        let (levels, per) = self.unet_shape;
-        let last = levels * (per + 1) - 1;
-        let name = format!("{UNET}output_blocks.{last}.1.transformer_blocks.0.norm1.bias");
-        if !self.weights.contains_named(&name) {
-            return Ok(false);
-        }
-        let bias = self.weights.read_named(&name)?.data;
-        let n = bias.len().max(1) as f64;
-        let mean = bias.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let var = bias.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
-        Ok(var.sqrt() > 0.09)
-    }
-
     /// The training schedule an ldm checkpoint implies, sampled as diffusers and A1111 sample
     /// these files: Euler, `leading` spacing with `steps_offset` 1.
     pub fn scheduler_config(&self) -> Result<SchedulerConfig, DiffusionError> {
-        let prediction = if self.is_v_prediction()? { "v_prediction" } else { "epsilon" };
+        let prediction = if self.v_prediction { "v_prediction" } else { "epsilon" };
         serde_json::from_value(json!({
             "_class_name": "EulerDiscreteScheduler",
             "num_train_timesteps": self.ldm.timesteps.unwrap_or(1000),
@@ -350,6 +327,36 @@ fn unet_shape(weights: &SafetensorsWeights) -> Result<(usize, usize), DiffusionE
         )));
     }
     Ok((levels, (count - levels) / levels))
+}
+
+/// Whether the UNet predicts v: the ldm config's `parameterization`, else a `v_pred` marker
+/// tensor (ComfyUI's convention), else for SD 2.x ComfyUI's test of the last up block's first
+/// transformer norm (its bias spreads wider in the v-trained 768 models than in the 512 base).
+fn v_prediction(
+    weights: &SafetensorsWeights,
+    family: TextFamily,
+    ldm: &LdmConfig,
+    (levels, per): (usize, usize),
+) -> Result<bool, DiffusionError> {
+    if let Some(p) = &ldm.parameterization {
+        return Ok(p == "v");
+    }
+    if weights.contains_named("v_pred") {
+        return Ok(true);
+    }
+    if family == TextFamily::Clip {
+        return Ok(false);
+    }
+    let last = levels * (per + 1) - 1;
+    let name = format!("{UNET}output_blocks.{last}.1.transformer_blocks.0.norm1.bias");
+    if !weights.contains_named(&name) {
+        return Ok(false);
+    }
+    let bias = weights.read_named(&name)?.data;
+    let n = bias.len().max(1) as f64;
+    let mean = bias.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = bias.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+    Ok(var.sqrt() > 0.09)
 }
 
 /// ldm's resnet parts → diffusers' `ResnetBlock2D`'s.

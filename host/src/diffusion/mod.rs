@@ -25,7 +25,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::de::DeserializeOwned;
 
 use crate::model::ModelError;
-use crate::model::layers::{is_flex, read_back, upload};
+use crate::model::layers::{read_back, upload};
 use crate::model::weights::WeightError;
 use checkpoint::{SingleFile, TextFamily};
 use clip_text::{ClipText, ClipTextConfig};
@@ -378,22 +378,15 @@ impl Pipeline {
         context: &Tensor<3>,
     ) -> Result<(Tensor<4>, Tensor<4>), DiffusionError> {
         let [_, len, width] = context.dims();
-        let half = |i: usize| context.clone().slice([i..i + 1, 0..len, 0..width]);
-        let threads = rayon::current_num_threads();
-        if is_flex(&input.device()) && threads >= 2 {
-            let (uncond_context, cond_context) = (half(0), half(1));
-            let each = threads / 2;
-            return std::thread::scope(|scope| {
-                let uncond = {
-                    let input = input.clone();
-                    scope.spawn(move || nn::with_threads(each, || self.unet.forward(input, timestep, &uncond_context)))
-                };
-                let cond = nn::with_threads(each, || self.unet.forward(input, timestep, &cond_context))?;
-                let uncond = uncond
-                    .join()
-                    .map_err(|_| DiffusionError::Request("the unconditional UNet pass panicked".into()))??;
-                Ok((uncond, cond))
+        if nn::threads_here(&input.device()) >= 2 {
+            // Row 0 of the context is the negative prompt's, row 1 the prompt's.
+            let passes = nn::on_threads(2, 2, |half| {
+                self.unet.forward(input.clone(), timestep, &context.clone().slice([half, 0..len, 0..width]))
             });
+            let mut passes = passes.into_iter();
+            if let (Some(uncond), Some(cond)) = (passes.next(), passes.next()) {
+                return Ok((uncond?, cond?));
+            }
         }
         let out = self.unet.forward(Tensor::cat(vec![input.clone(), input], 0), timestep, context)?;
         let [_, c, h, w] = out.dims();

@@ -97,7 +97,8 @@ impl Conv2d {
         let (out_h, _) = self.output_size(&x);
         let k = self.weight.dims()[2];
         let (s, (pad_top, _)) = (self.options.stride[0], self.options.padding[0]);
-        let run = |(r0, r1): (usize, usize)| {
+        let run = |rows: std::ops::Range<usize>| {
+            let (r0, r1) = (rows.start, rows.end);
             // Input rows r0·s − pad_top .. (r1 − 1)·s − pad_top + k, zeros outside the image.
             let start = (r0 * s) as isize - pad_top as isize;
             let end = ((r1 - 1) * s + k) as isize - pad_top as isize;
@@ -107,52 +108,66 @@ impl Conv2d {
             let band = x.clone().slice([0..n, 0..c, lo..hi, 0..w]);
             conv2d(band, self.weight.clone(), self.bias.clone(), options)
         };
-        Tensor::cat(on_threads(out_h, bands, |rows| run((rows.start, rows.end))), 2)
+        Tensor::cat(on_threads(out_h, bands, run), 2)
     }
 }
 
-/// How many threads `work` multiply-adds on `device` are split over: on flex, whose products
-/// run on the calling thread alone, the threads this one may use ([`with_threads`]) when the
-/// work pays for the split; else 1.
+/// The threads work on `device` from this thread may spread over: on flex, whose operations run
+/// on the calling thread alone, the compute pool's or what [`with_threads`] allows; else 1.
+pub fn threads_here(device: &Device) -> usize {
+    if is_flex(device) { available_threads() } else { 1 }
+}
+
+fn available_threads() -> usize {
+    THREADS.get().unwrap_or_else(rayon::current_num_threads).max(1)
+}
+
+/// How many threads `work` multiply-adds (or value passes) on `device` are split over:
+/// [`threads_here`] when the work pays for the split, else 1.
 fn split_threads(device: &Device, work: usize) -> usize {
-    let threads = THREADS.get().unwrap_or_else(rayon::current_num_threads);
-    if threads < 2 || !is_flex(device) || work < MIN_BAND_WORK { 1 } else { threads }
+    if work < MIN_SPLIT_WORK { 1 } else { threads_here(device) }
 }
 
 /// `f` over `parts` consecutive ranges of `0..len`, each on a thread of its own (the first on
-/// this one), the results in order.
-fn on_threads<T: Send>(len: usize, parts: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
-    let ranges: Vec<_> = (0..parts.max(1))
-        .map(|b| b * len / parts.max(1)..(b + 1) * len / parts.max(1))
-        .filter(|r| !r.is_empty())
-        .collect();
+/// this one), the results in order. Each part may split its own work over its share of the
+/// threads this one had.
+pub fn on_threads<T: Send>(len: usize, parts: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    let parts = parts.max(1);
+    let ranges: Vec<_> = (0..parts).map(|b| b * len / parts..(b + 1) * len / parts).filter(|r| !r.is_empty()).collect();
     let Some(first) = ranges.first().cloned() else { return Vec::new() };
+    let share = (available_threads() / ranges.len()).max(1);
     std::thread::scope(|scope| {
         let f = &f;
         let rest: Vec<_> =
-            ranges[1..].iter().cloned().map(|range| scope.spawn(move || with_threads(1, || f(range)))).collect();
-        let mut outputs = vec![with_threads(1, || f(first))];
+            ranges[1..].iter().cloned().map(|range| scope.spawn(move || with_threads(share, || f(range)))).collect();
+        let mut outputs = vec![with_threads(share, || f(first))];
         // A panic on a thread is the operation's own: raised here as it would be unsplit.
         outputs.extend(rest.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
         outputs
     })
 }
 
-/// Multiply-adds below which a convolution runs unsplit.
-const MIN_BAND_WORK: usize = 1 << 24;
+/// Work below which an operation runs unsplit.
+const MIN_SPLIT_WORK: usize = 1 << 24;
 
 thread_local! {
-    /// The threads this thread's flex convolutions may split over (`None`: the compute pool's).
+    /// The threads this thread's flex work may split over (`None`: the compute pool's).
     static THREADS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs `f` with this thread's convolutions split over at most `threads` threads (work already
+/// Runs `f` with this thread's flex work split over at most `threads` threads (work already
 /// spread over threads by the caller does not split again).
 pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
-    let before = THREADS.replace(Some(threads));
-    let out = f();
-    THREADS.set(before);
-    out
+    /// Puts the caller's allowance back, even when `f` panics (the thread may be a pool's,
+    /// reused after the panic is caught).
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREADS.set(self.0);
+        }
+    }
+    let _restore = Restore(THREADS.replace(Some(threads)));
+    f()
 }
 
 /// Group normalisation over `[batch, channels, h, w]` (`torch.nn.GroupNorm`, biased variance).
